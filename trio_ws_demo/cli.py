@@ -1,0 +1,416 @@
+"""Command line: ``trio-ws-demo serve`` and ``trio-ws-demo echo``.
+
+This is the only module that prints, configures logging or calls
+:func:`trio.run`. Everything it does is also available as a library call.
+Exit codes: 0 success, 1 failure (one line on stderr says why), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TextIO
+
+import trio
+
+from . import __version__
+from .client import (
+    DEFAULT_MESSAGE,
+    DEFAULT_URL,
+    ClientError,
+    EchoResult,
+    Closed,
+    Event,
+    Message,
+    Opened,
+    Received,
+    Sent,
+    parse_url,
+    run_client,
+)
+from .hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
+from .server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
+
+__all__ = ["escape", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+# C0 and C1 control characters and DEL, shown as escapes so that a remote peer
+# cannot move the cursor, change colours or retitle the terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def escape(message: Message) -> str:
+    """Make remote content safe to print: text with control characters escaped, bytes as repr."""
+    if isinstance(message, bytes):
+        return repr(message)
+    return message.translate(_CONTROL)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {text}")
+    return value
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, not {text!r}")
+    return name.strip(), value.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-ws-demo",
+        description="A Trio WebSocket broadcast server and echo test client.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the broadcast server",
+        description="Relay every message from any client to all connected clients.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port (0 picks a free one)")
+    serve.add_argument(
+        "--echo", action="store_true", help="send each message back to its sender only"
+    )
+    serve.add_argument(
+        "--slow-client",
+        choices=[p.value for p in SlowClientPolicy],
+        default=SlowClientPolicy.CLOSE.value,
+        help="what to do with a client over its queue budget: close it with 1008, "
+        "or drop messages for it",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=DEFAULT_MAX_QUEUE_MESSAGES,
+        metavar="N",
+        help="messages that may wait for one client before it counts as slow",
+    )
+    serve.add_argument(
+        "--max-queue-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_QUEUE_BYTES,
+        metavar="BYTES",
+        help="bytes that may wait for one client before it counts as slow",
+    )
+    serve.add_argument(
+        "--max-message-size",
+        type=_positive_int,
+        default=ServerOptions.max_message_size,
+        metavar="BYTES",
+        help="largest message accepted from a client; larger ones close with 1009",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=_positive_float,
+        default=ServerOptions.handshake_timeout,
+        metavar="SECONDS",
+        help="time a new connection has to finish its opening handshake",
+    )
+    serve.add_argument(
+        "--close-timeout",
+        type=_positive_float,
+        default=ServerOptions.close_timeout,
+        metavar="SECONDS",
+        help="time to flush queued messages and finish a close handshake",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="logging level (INFO logs one line per connection opened and closed)",
+    )
+
+    echo = commands.add_parser(
+        "echo",
+        help="send messages to a WebSocket server and print the echoes",
+        description="Connect, send each MESSAGE, print what comes back, close with 1000. "
+        "Exit status: 0 when every message came back, 1 otherwise, 2 for usage errors.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    echo.add_argument("url", nargs="?", default=DEFAULT_URL, metavar="URL", help="ws:// or wss://")
+    echo.add_argument(
+        "messages",
+        nargs="*",
+        metavar="MESSAGE",
+        help=f"messages to send (default: {DEFAULT_MESSAGE!r}); '-' reads lines from stdin",
+    )
+    echo.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="time to wait for the connection and for each echo",
+    )
+    echo.add_argument(
+        "--listen",
+        action="store_true",
+        help="after sending, stay connected and print every message until the server "
+        "closes or Ctrl-C",
+    )
+    echo.add_argument(
+        "--count",
+        type=_non_negative_int,
+        default=1,
+        metavar="N",
+        help="send the messages N times (0: send nothing, useful with --listen)",
+    )
+    echo.add_argument(
+        "--interval",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause between messages",
+    )
+    echo.add_argument("--binary", action="store_true", help="send binary frames instead of text")
+    echo.add_argument(
+        "-H",
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="extra handshake header (repeatable)",
+    )
+    echo.add_argument(
+        "--subprotocol", action="append", default=[], metavar="NAME", help="offer a subprotocol"
+    )
+    echo.add_argument("--cacert", metavar="FILE", help="trust this CA certificate (PEM) for wss://")
+    echo.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "serve":
+        return _serve(args)
+    return _echo(args, parser)
+
+
+# -- serve --------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    options = ServerOptions(
+        echo=args.echo,
+        budget=InboxBudget(max_messages=args.max_queue, max_bytes=args.max_queue_bytes),
+        slow_client=SlowClientPolicy(args.slow_client),
+        max_message_size=args.max_message_size,
+        handshake_timeout=args.handshake_timeout,
+        close_timeout=args.close_timeout,
+    )
+    try:
+        trio.run(_run_server, options, args.host, args.port)
+    except ServerStartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def _run_server(options: ServerOptions, host: str, port: int) -> None:
+    server = BroadcastServer(options)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(server.run, host, port)
+            shown = f"[{host}]" if ":" in host else host
+            print(f"Listening on ws://{shown}:{bound}", flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+# -- echo ---------------------------------------------------------------------
+
+
+def _echo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        target = parse_url(args.url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.insecure and args.cacert:
+        print("error: --insecure and --cacert cannot be used together", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.insecure or args.cacert) and not target.secure:
+        print("error: --insecure and --cacert only apply to wss:// URLs", file=sys.stderr)
+        return EXIT_USAGE
+    ssl_context: ssl.SSLContext | None = None
+    if target.secure:
+        try:
+            ssl_context = _client_ssl_context(args.cacert, args.insecure)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot load --cacert {args.cacert}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    texts: list[str] = args.messages or [DEFAULT_MESSAGE]
+    if "-" in texts and len(texts) > 1:
+        print("error: '-' (read stdin) cannot be combined with other messages", file=sys.stderr)
+        return EXIT_USAGE
+
+    printer = _Printer(sys.stdout)
+    result = trio.run(_run_echo, args, ssl_context, texts, printer.report)
+    if isinstance(result, ClientError):
+        print(f"Connection error: {result}", file=sys.stderr)
+        return EXIT_FAILURE
+    status = EXIT_OK
+    for message in result.missing:
+        print(f"No echo for {escape(message)} within {args.timeout:g} s", file=sys.stderr)
+        status = EXIT_FAILURE
+    if result.closed_by_server and result.close_code != 1000:
+        reason = f" ({escape(result.close_reason)})" if result.close_reason else ""
+        print(
+            f"Connection error: the server closed the connection with code "
+            f"{result.close_code}{reason}",
+            file=sys.stderr,
+        )
+        status = EXIT_FAILURE
+    return status
+
+
+async def _run_echo(
+    args: argparse.Namespace,
+    ssl_context: ssl.SSLContext | None,
+    texts: list[str],
+    report: Callable[[Event], None],
+) -> EchoResult | ClientError:
+    """Run the client until done or Ctrl-C; a :class:`ClientError` is returned, not raised."""
+    messages = _messages(texts, args.count, args.binary)
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    stop.set()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            try:
+                result = await run_client(
+                    args.url,
+                    messages,
+                    timeout=args.timeout,
+                    interval=args.interval,
+                    listen=args.listen,
+                    ssl_context=ssl_context,
+                    headers=args.header,
+                    subprotocols=args.subprotocol,
+                    on_event=report,
+                    stop=stop,
+                )
+            except ClientError as exc:
+                return exc
+            finally:
+                nursery.cancel_scope.cancel()
+    return result
+
+
+async def _messages(texts: list[str], count: int, binary: bool) -> AsyncIterator[Message]:
+    def encode(text: str) -> Message:
+        return text.encode("utf-8") if binary else text
+
+    if texts == ["-"]:
+        async for line in _stdin_lines():
+            yield encode(line)
+        return
+    for _ in range(count):
+        for text in texts:
+            yield encode(text)
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    """Read stdin line by line without a thread (trio's FdStream)."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buffer = b""
+    async with stream:
+        while True:
+            chunk = await stream.receive_some()
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if buffer:
+        yield buffer.decode("utf-8", "replace")
+
+
+def _client_ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cacert)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Printer:
+    """Prints client events the way the article's ``client.js`` does."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def report(self, event: Event) -> None:
+        if isinstance(event, Opened):
+            line = "Connection opened"
+        elif isinstance(event, Sent):
+            line = f"Client sends: {escape(event.message)}"
+        elif isinstance(event, Received):
+            line = f"Server sent:  {escape(event.message)}"
+        elif isinstance(event, Closed):
+            line = "Connection closed"
+        print(line, file=self._out, flush=True)

@@ -1,0 +1,304 @@
+"""The echo client, as a library: connect, send, wait for each echo, close.
+
+:func:`run_client` never prints. It reports what happens as it happens through
+an optional ``on_event`` callback (the CLI prints from there) and returns an
+:class:`EchoResult` with everything it saw. Failures to connect or to keep the
+connection raise :class:`ClientError`, whose message is one line meant for a
+person (for example ``connection refused (127.0.0.1:8080)``).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    ConnectionTimeout,
+    DisconnectionTimeout,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket,
+)
+
+__all__ = [
+    "DEFAULT_MESSAGE",
+    "DEFAULT_URL",
+    "ClientError",
+    "Closed",
+    "EchoResult",
+    "Event",
+    "Message",
+    "Opened",
+    "Received",
+    "Sent",
+    "Target",
+    "parse_url",
+    "run_client",
+]
+
+DEFAULT_URL = "ws://127.0.0.1:8080"
+DEFAULT_MESSAGE = "Hello, WebSocket!"
+
+Message = str | bytes
+
+
+class ClientError(Exception):
+    """The client could not do its job; ``str()`` is one line for a person."""
+
+
+# -- events reported while the client runs (frozen, like wsproto's) ------------
+
+
+@dataclass(frozen=True)
+class Opened:
+    url: str
+    subprotocol: str | None
+
+
+@dataclass(frozen=True)
+class Sent:
+    message: Message
+
+
+@dataclass(frozen=True)
+class Received:
+    message: Message
+
+
+@dataclass(frozen=True)
+class Closed:
+    code: int | None
+    reason: str | None
+    by_server: bool
+
+
+Event = Opened | Sent | Received | Closed
+
+
+@dataclass
+class EchoResult:
+    """Everything one client run saw."""
+
+    sent: list[Message] = field(default_factory=list)
+    received: list[Message] = field(default_factory=list)
+    missing: list[Message] = field(default_factory=list)
+    """Messages whose echo did not arrive within the timeout."""
+    close_code: int | None = None
+    close_reason: str | None = None
+    closed_by_server: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every sent message came back."""
+        return not self.missing
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed ``ws://`` or ``wss://`` URL."""
+
+    url: str
+    host: str
+    port: int
+    resource: str
+    secure: bool
+
+
+def parse_url(url: str) -> Target:
+    """Check and split a WebSocket URL; raise :class:`ValueError` saying what is wrong."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid URL {url!r}: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"invalid URL {url!r}: it must start with ws:// or wss://")
+    if not parts.hostname:
+        raise ValueError(f"invalid URL {url!r}: it has no host")
+    secure = parts.scheme == "wss"
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    return Target(
+        url=url,
+        host=parts.hostname,
+        port=port if port is not None else (443 if secure else 80),
+        resource=resource,
+        secure=secure,
+    )
+
+
+async def _iterate(messages: Iterable[Message] | AsyncIterable[Message]) -> AsyncIterator[Message]:
+    if isinstance(messages, AsyncIterable):
+        async for message in messages:
+            yield message
+    else:
+        for message in messages:
+            yield message
+
+
+async def run_client(
+    url: str,
+    messages: Iterable[Message] | AsyncIterable[Message] = (DEFAULT_MESSAGE,),
+    *,
+    timeout: float = 5.0,
+    interval: float = 0.0,
+    listen: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    subprotocols: Iterable[str] = (),
+    on_event: Callable[[Event], None] | None = None,
+    stop: trio.Event | None = None,
+) -> EchoResult:
+    """Connect to *url*, send each message and wait for its echo, then close with 1000.
+
+    Between sends it waits *interval* seconds. Each echo is awaited for up to
+    *timeout* seconds; a missing echo is recorded in ``EchoResult.missing`` and
+    the client moves on. With *listen*, after sending it stays connected and
+    reports every message until the server closes or *stop* is set. Setting
+    *stop* at any time ends the conversation early and closes normally.
+    """
+    target = parse_url(url)
+    report = on_event or (lambda event: None)
+    result = EchoResult()
+    if target.secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    use_ssl: ssl.SSLContext | bool = ssl_context if target.secure and ssl_context else False
+    extra_headers = [(name.encode(), value.encode()) for name, value in headers]
+    try:
+        async with open_websocket(
+            target.host,
+            target.port,
+            target.resource,
+            use_ssl=use_ssl,
+            subprotocols=list(subprotocols),
+            extra_headers=extra_headers,
+            connect_timeout=timeout,
+            disconnect_timeout=timeout,
+        ) as ws:
+            report(Opened(url, ws.subprotocol))
+            async with trio.open_nursery() as nursery:
+                if stop is not None:
+                    nursery.start_soon(_cancel_when_set, stop, nursery.cancel_scope)
+                await _converse(ws, messages, result, report, timeout, interval, listen)
+                nursery.cancel_scope.cancel()
+            if not result.closed_by_server:
+                await ws.aclose(1000)
+                closed = ws.closed
+                result.close_code = closed.code if closed else 1000
+    except ConnectionRejected as exc:
+        raise ClientError(
+            f"the server refused the WebSocket handshake with HTTP {exc.status_code} ({target.url})"
+        ) from None
+    except ConnectionTimeout:
+        raise ClientError(f"timed out after {timeout:g} s opening {target.url}") from None
+    except DisconnectionTimeout:
+        raise ClientError(f"timed out after {timeout:g} s closing {target.url}") from None
+    except HandshakeError as exc:
+        raise ClientError(_describe_connect_failure(exc.__cause__ or exc, target)) from None
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise ClientError(_describe_connect_failure(exc, target)) from None
+    report(Closed(result.close_code, result.close_reason, result.closed_by_server))
+    return result
+
+
+async def _converse(
+    ws: WebSocketConnection,
+    messages: Iterable[Message] | AsyncIterable[Message],
+    result: EchoResult,
+    report: Callable[[Event], None],
+    timeout: float,
+    interval: float,
+    listen: bool,
+) -> None:
+    try:
+        await _send_and_listen(ws, messages, result, report, timeout, interval, listen)
+    except ConnectionClosed as exc:
+        reason = exc.reason
+        result.closed_by_server = True
+        result.close_code = reason.code if reason else None
+        result.close_reason = reason.reason if reason else None
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _send_and_listen(
+    ws: WebSocketConnection,
+    messages: Iterable[Message] | AsyncIterable[Message],
+    result: EchoResult,
+    report: Callable[[Event], None],
+    timeout: float,
+    interval: float,
+    listen: bool,
+) -> None:
+    first = True
+    async for message in _iterate(messages):
+        if not first and interval > 0:
+            await trio.sleep(interval)
+        first = False
+        await ws.send_message(message)
+        result.sent.append(message)
+        report(Sent(message))
+        if not await _await_echo(ws, message, result, report, timeout):
+            result.missing.append(message)
+    if listen:
+        while True:
+            received = await ws.get_message()
+            result.received.append(received)
+            report(Received(received))
+
+
+async def _await_echo(
+    ws: WebSocketConnection,
+    message: Message,
+    result: EchoResult,
+    report: Callable[[Event], None],
+    timeout: float,
+) -> bool:
+    """Report everything that arrives until *message* comes back; False on timeout."""
+    with trio.move_on_after(timeout):
+        while True:
+            received = await ws.get_message()
+            result.received.append(received)
+            report(Received(received))
+            if received == message:
+                return True
+    return False
+
+
+def _describe_connect_failure(exc: BaseException, target: Target) -> str:
+    where = f"{target.host}:{target.port}"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            # trio.open_tcp_stream groups one error per address it tried.
+            cause = cause.exceptions[0]
+            continue
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve host {target.host!r} ({where})"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate verification failed for {where}: {cause.verify_message}; "
+                "pass --cacert FILE or --insecure"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake with {where} failed: {cause.reason or cause}"
+        if isinstance(cause, OSError):
+            if cause.errno == errno.ECONNREFUSED:
+                return f"connection refused ({where})"
+            if cause.errno in (errno.ECONNRESET, errno.EPIPE):
+                return f"connection reset by the server ({where})"
+            if cause.strerror:
+                return f"{cause.strerror.lower()} ({where})"
+        cause = cause.__cause__ or cause.__context__
+    return f"{exc or type(exc).__name__} ({where})"

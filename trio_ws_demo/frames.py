@@ -1,0 +1,48 @@
+"""Encoding WebSocket data frames once, for every receiver.
+
+Server-to-client frames are never masked (RFC 6455 §5.1) and this server
+negotiates no extensions, so the bytes of a broadcast frame are the same for
+every client. Encoding once per broadcast instead of once per client is the
+single biggest saving in fan-out (wsproto takes microseconds per frame).
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = ["OPCODE_BINARY", "OPCODE_CLOSE", "OPCODE_TEXT", "encode_frame", "is_close_frame"]
+
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+OPCODE_CLOSE = 0x8
+_FIN = 0x80
+
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def encode_frame(message: str | bytes) -> bytes:
+    """Return one unmasked, final frame carrying *message*.
+
+    ``str`` becomes a text frame (UTF-8), ``bytes`` a binary frame.
+    """
+    if isinstance(message, str):
+        first = _FIN | OPCODE_TEXT
+        payload = message.encode("utf-8")
+    else:
+        first = _FIN | OPCODE_BINARY
+        payload = bytes(message)
+    length = len(payload)
+    if length < 126:
+        header = _SHORT.pack(first, length)
+    elif length < 1 << 16:
+        header = _MEDIUM.pack(first, 126, length)
+    else:
+        header = _LONG.pack(first, 127, length)
+    return header + payload
+
+
+def is_close_frame(data: bytes | bytearray | memoryview) -> bool:
+    """True if *data* starts with an unfragmented close frame header."""
+    return len(data) > 0 and data[0] == _FIN | OPCODE_CLOSE
