@@ -183,7 +183,6 @@ class Subscription(Generic[T]):
         except (trio.WouldBlock, trio.EndOfChannel):
             pass
         self.queued_bytes = 0
-        self._receive.close()
 
 
 class Hub(Generic[T]):

@@ -153,39 +153,50 @@ class BroadcastServer:
     async def _run_session(
         self, ws: WebSocketConnection, wire: FrameWire, record: _ConnectionRecord
     ) -> None:
-        session = trio.CancelScope()
-        inbox = self.hub.subscribe(on_slow=session.cancel)
+        close_timeout = self.options.close_timeout
+        receiving = trio.CancelScope()
+        tasks_scope: trio.CancelScope | None = None
+
+        def on_slow() -> None:
+            # Called from inside hub.publish(): no waiting here. Stop reading
+            # from this client, free its backlog, and give the write already
+            # under way close_timeout to finish so that a 1008 close can follow.
+            receiving.cancel()
+            inbox.discard_queued()
+            if tasks_scope is not None:
+                tasks_scope.deadline = trio.current_time() + close_timeout
+
+        inbox = self.hub.subscribe(on_slow=on_slow)
         logger.info("%s connected (path %s, %d clients)", record.peer, ws.path, len(self.hub))
         try:
-            with session:
-                async with trio.open_nursery() as tasks:
-                    tasks.start_soon(self._send_loop, wire, inbox)
+            async with trio.open_nursery() as tasks:
+                tasks_scope = tasks.cancel_scope
+                tasks.start_soon(self._send_loop, wire, inbox)
+                with receiving:
                     await self._receive_loop(ws, inbox, record)
-                    # The peer closed. Stop taking broadcasts but flush what is
-                    # queued before the (deferred) close frame goes out.
-                    inbox.close()
-                    tasks.cancel_scope.deadline = trio.current_time() + self.options.close_timeout
+                # The peer closed (or was too slow). Stop taking broadcasts and
+                # let the send loop flush what is queued, within close_timeout,
+                # before the close frame goes out.
+                inbox.close()
+                if not inbox.closed_as_slow:
+                    tasks.cancel_scope.deadline = trio.current_time() + close_timeout
             if inbox.closed_as_slow:
-                logger.warning(
-                    "%s is a slow consumer (%d messages, %d bytes queued): closing with 1008",
-                    record.peer,
-                    inbox.queued_messages,
-                    inbox.queued_bytes,
-                )
+                logger.warning("%s is a slow consumer: closing with 1008", record.peer)
                 wire.begin_local_close()
-                with trio.move_on_after(self.options.close_timeout):
+                with trio.move_on_after(close_timeout):
                     await ws.aclose(CLOSE_SLOW_CONSUMER, "slow consumer")
         finally:
             inbox.discard_queued()
             reason = ws.closed
             logger.info(
-                "%s disconnected (code %s%s, %d messages in, %d out%s)",
+                "%s disconnected (code %s%s, %d messages in, %d out%s%s)",
                 record.peer,
                 reason.code if reason else "none",
                 f" {reason.reason!r}" if reason and reason.reason else "",
                 record.messages_in,
                 inbox.delivered,
                 f", {inbox.dropped} dropped" if inbox.dropped else "",
+                ", slow consumer" if inbox.closed_as_slow else "",
             )
 
     async def _receive_loop(

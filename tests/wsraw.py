@@ -1,0 +1,77 @@
+"""A minimal raw WebSocket client on wsproto, for what polite clients never do.
+
+It can stop reading, vanish without a close, or send a message and its close
+frame in one write; tests use it to drive the server into those corners.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Request,
+    TextMessage,
+)
+
+
+class RawClient:
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+
+    @classmethod
+    async def connect(cls, port: int, *, receive_buffer: int | None = None) -> RawClient:
+        sock = trio.socket.socket()
+        if receive_buffer is not None:
+            # Set before connect so the TCP window stays small.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        await sock.connect(("127.0.0.1", port))
+        client = cls(trio.SocketStream(sock))
+        await client.stream.send_all(client.ws.send(Request(host="127.0.0.1", target="/")))
+        event = await client.next_event()
+        assert isinstance(event, AcceptConnection), event
+        return client
+
+    async def next_event(self) -> Event:
+        while True:
+            for event in self.ws.events():
+                return event
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError("the server closed the TCP connection")
+            self.ws.receive_data(data)
+
+    async def events_until_close(self) -> list[Event]:
+        events: list[Event] = []
+        while True:
+            try:
+                event = await self.next_event()
+            except EOFError:
+                return events
+            events.append(event)
+            if isinstance(event, CloseConnection):
+                return events
+
+    async def send(self, message: str | bytes) -> None:
+        event: Message[str] | Message[bytes]
+        event = TextMessage(message) if isinstance(message, str) else BytesMessage(message)
+        await self.stream.send_all(self.ws.send(event))
+
+    def frame(self, message: str | bytes) -> bytes:
+        event = TextMessage(message) if isinstance(message, str) else BytesMessage(message)
+        return self.ws.send(event)
+
+    def close_frame(self, code: int = 1000) -> bytes:
+        return self.ws.send(CloseConnection(code=code))
+
+    async def vanish(self) -> None:
+        """Drop the TCP connection at once (RST), without a close frame."""
+        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        await self.stream.aclose()
