@@ -13,6 +13,7 @@ import errno
 import socket
 import ssl
 import urllib.parse
+from contextlib import aclosing
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -20,11 +21,9 @@ import trio
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
-    ConnectionTimeout,
-    DisconnectionTimeout,
     HandshakeError,
     WebSocketConnection,
-    open_websocket,
+    wrap_client_stream,
 )
 
 __all__ = [
@@ -110,6 +109,12 @@ class Target:
     resource: str
     secure: bool
 
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
 
 def parse_url(url: str) -> Target:
     """Check and split a WebSocket URL; raise :class:`ValueError` saying what is wrong."""
@@ -168,45 +173,83 @@ async def run_client(
     target = parse_url(url)
     report = on_event or (lambda event: None)
     result = EchoResult()
-    if target.secure and ssl_context is None:
-        ssl_context = ssl.create_default_context()
-    use_ssl: ssl.SSLContext | bool = ssl_context if target.secure and ssl_context else False
-    extra_headers = [(name.encode(), value.encode()) for name, value in headers]
+    stream = await _open_stream(target, ssl_context, timeout)
     try:
-        async with open_websocket(
-            target.host,
-            target.port,
-            target.resource,
-            use_ssl=use_ssl,
-            subprotocols=list(subprotocols),
-            extra_headers=extra_headers,
-            connect_timeout=timeout,
-            disconnect_timeout=timeout,
-        ) as ws:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(timeout):
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    target.host_header,
+                    target.resource,
+                    subprotocols=list(subprotocols),
+                    extra_headers=[(name.encode(), value.encode()) for name, value in headers],
+                )
             report(Opened(url, ws.subprotocol))
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as conversation:
                 if stop is not None:
-                    nursery.start_soon(_cancel_when_set, stop, nursery.cancel_scope)
+                    conversation.start_soon(_cancel_when_set, stop, conversation.cancel_scope)
                 await _converse(ws, messages, result, report, timeout, interval, listen)
-                nursery.cancel_scope.cancel()
+                conversation.cancel_scope.cancel()
             if not result.closed_by_server:
-                await ws.aclose(1000)
-                closed = ws.closed
-                result.close_code = closed.code if closed else 1000
-    except ConnectionRejected as exc:
-        raise ClientError(
-            f"the server refused the WebSocket handshake with HTTP {exc.status_code} ({target.url})"
-        ) from None
-    except ConnectionTimeout:
-        raise ClientError(f"timed out after {timeout:g} s opening {target.url}") from None
-    except DisconnectionTimeout:
-        raise ClientError(f"timed out after {timeout:g} s closing {target.url}") from None
-    except HandshakeError as exc:
-        raise ClientError(_describe_connect_failure(exc.__cause__ or exc, target)) from None
-    except (OSError, trio.BrokenResourceError) as exc:
-        raise ClientError(_describe_connect_failure(exc, target)) from None
+                with trio.move_on_after(timeout):
+                    await ws.aclose(1000)
+                result.close_code = 1000
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _client_error(group, target, timeout) from None
+    finally:
+        # trio-websocket leaves the socket open when the server closes first.
+        await trio.aclose_forcefully(stream)
     report(Closed(result.close_code, result.close_reason, result.closed_by_server))
     return result
+
+
+async def _open_stream(
+    target: Target, ssl_context: ssl.SSLContext | None, timeout: float
+) -> trio.abc.Stream:
+    """Open TCP (and TLS, handshake included) or raise :class:`ClientError`."""
+    stream: trio.abc.Stream | None = None
+    try:
+        with trio.fail_after(timeout):
+            tcp = await trio.open_tcp_stream(target.host, target.port)
+            stream = tcp
+            if target.secure:
+                context = ssl_context or ssl.create_default_context()
+                tls = trio.SSLStream(tcp, context, server_hostname=target.host, https_compatible=True)
+                stream = tls
+                await tls.do_handshake()
+            return stream
+    except trio.TooSlowError:
+        error = ClientError(f"timed out after {timeout:g} s connecting to {target.url}")
+    except (OSError, trio.BrokenResourceError) as exc:
+        error = ClientError(_describe_connect_failure(exc, target))
+    if stream is not None:
+        await trio.aclose_forcefully(stream)
+    raise error
+
+
+def _client_error(group: BaseExceptionGroup, target: Target, timeout: float) -> BaseException:
+    """Turn what the connection's tasks raised into one :class:`ClientError`."""
+    rejected = group.subgroup(ConnectionRejected)
+    if rejected is not None:
+        status = _leaves(rejected)[0].status_code  # type: ignore[attr-defined]
+        return ClientError(
+            f"the server refused the WebSocket handshake with HTTP {status} ({target.url})"
+        )
+    if group.subgroup(trio.TooSlowError) is not None:
+        return ClientError(f"timed out after {timeout:g} s opening {target.url}")
+    failures = group.subgroup((OSError, trio.BrokenResourceError, HandshakeError))
+    if failures is not None:
+        return ClientError(_describe_connect_failure(_leaves(failures)[0], target))
+    return group
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
 
 
 async def _converse(
@@ -242,15 +285,18 @@ async def _send_and_listen(
     listen: bool,
 ) -> None:
     first = True
-    async for message in _iterate(messages):
-        if not first and interval > 0:
-            await trio.sleep(interval)
-        first = False
-        await ws.send_message(message)
-        result.sent.append(message)
-        report(Sent(message))
-        if not await _await_echo(ws, message, result, report, timeout):
+    async with aclosing(_iterate(messages)) as iterator:
+        async for message in iterator:
+            if not first and interval > 0:
+                await trio.sleep(interval)
+            first = False
+            await ws.send_message(message)
+            result.sent.append(message)
+            report(Sent(message))
+            # Counted as missing until its echo arrives, even if the server closes first.
             result.missing.append(message)
+            if await _await_echo(ws, message, result, report, timeout):
+                result.missing.pop()
     if listen:
         while True:
             received = await ws.get_message()
