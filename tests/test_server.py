@@ -7,7 +7,7 @@ import trio
 import trio.testing
 from websockets.exceptions import ConnectionClosed as WsClosed
 from websockets.trio.client import connect
-from wsproto.events import CloseConnection, TextMessage
+from wsproto.events import CloseConnection
 
 from trio_ws_demo import BroadcastServer, InboxBudget, ServerOptions, SlowClientPolicy, run_client, serve
 
@@ -169,16 +169,24 @@ async def test_a_client_that_vanishes_mid_broadcast_disturbs_no_one(server: Broa
             nursery.start_soon(vanish_soon)
 
 
-async def test_message_then_close_at_once_still_gets_its_echo(server: BroadcastServer) -> None:
-    """RFC 6455 §5.5.1: queued messages go out before the server answers a close."""
+@pytest.mark.parametrize("first_size", [10, 600_000], ids=["small", "large-first"])
+async def test_messages_then_close_at_once_still_get_their_echoes(
+    server: BroadcastServer, first_size: int
+) -> None:
+    """RFC 6455 §5.5.1: queued messages go out before the server answers a close.
+
+    With a large first echo the send loop is still writing when the close
+    arrives, so the later echoes are only in the inbox: they must not be lost.
+    """
+    messages = ["x" * first_size] + [f"Hello, WebSocket! {n}" for n in range(100)]
     with trio.fail_after(TIMEOUT):
-        client = await RawClient.connect(server.port)
-        await client.stream.send_all(client.frame("Hello, WebSocket!") + client.close_frame())
+        client = await RawClient.connect(server.port, receive_buffer=4096)
+        burst = b"".join(client.frame(m) for m in messages) + client.close_frame()
+        await client.stream.send_all(burst)
         events = await client.events_until_close()
         await client.stream.aclose()
-    assert [type(e) for e in events] == [TextMessage, CloseConnection]
-    assert events[0].data == "Hello, WebSocket!"
-    assert events[1].code == 1000
+    assert [e.data for e in events[:-1]] == messages  # type: ignore[attr-defined]
+    assert isinstance(events[-1], CloseConnection) and events[-1].code == 1000
 
 
 async def test_echo_mode_answers_only_the_sender(start_server: StartServer) -> None:

@@ -49,12 +49,21 @@ class RawClient:
             self.ws.receive_data(data)
 
     async def events_until_close(self) -> list[Event]:
+        """Whole messages (fragments joined) up to and including the close frame."""
         events: list[Event] = []
+        parts: list[Message[str] | Message[bytes]] = []
         while True:
             try:
                 event = await self.next_event()
             except EOFError:
                 return events
+            if isinstance(event, (TextMessage, BytesMessage)):
+                parts.append(event)
+                if not event.message_finished:
+                    continue
+                data = "".join(p.data for p in parts) if isinstance(event, TextMessage) else b"".join(p.data for p in parts)  # type: ignore[misc]
+                event = type(event)(data=data)
+                parts = []
             events.append(event)
             if isinstance(event, CloseConnection):
                 return events

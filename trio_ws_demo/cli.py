@@ -41,6 +41,7 @@ __all__ = ["escape", "main"]
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 # C0 and C1 control characters and DEL, shown as escapes so that a remote peer
 # cannot move the cursor, change colours or retitle the terminal.
@@ -256,23 +257,30 @@ def _serve(args: argparse.Namespace) -> int:
         close_timeout=args.close_timeout,
     )
     try:
-        trio.run(_run_server, options, args.host, args.port)
-    except ServerStartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error = trio.run(_run_server, options, args.host, args.port)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
 
-async def _run_server(options: ServerOptions, host: str, port: int) -> None:
+async def _run_server(options: ServerOptions, host: str, port: int) -> ServerStartupError | None:
+    """Serve until SIGINT or SIGTERM; a startup error is returned, not raised."""
     server = BroadcastServer(options)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(server.run, host, port)
+            try:
+                bound = await nursery.start(server.run, host, port)
+            except ServerStartupError as exc:
+                return exc
             shown = f"[{host}]" if ":" in host else host
             print(f"Listening on ws://{shown}:{bound}", flush=True)
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
+    return None
 
 
 # -- echo ---------------------------------------------------------------------
@@ -303,7 +311,13 @@ def _echo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_USAGE
 
     printer = _Printer(sys.stdout)
-    result = trio.run(_run_echo, args, ssl_context, texts, printer.report)
+    try:
+        result = trio.run(_run_echo, args, ssl_context, texts, printer.report)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if result is None:
+        print("Interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if isinstance(result, ClientError):
         print(f"Connection error: {result}", file=sys.stderr)
         return EXIT_FAILURE
@@ -327,17 +341,20 @@ async def _run_echo(
     ssl_context: ssl.SSLContext | None,
     texts: list[str],
     report: Callable[[Event], None],
-) -> EchoResult | ClientError:
+) -> EchoResult | ClientError | None:
     """Run the client until done or Ctrl-C; a :class:`ClientError` is returned, not raised."""
     messages = _messages(texts, args.count, args.binary)
+    result: EchoResult | ClientError | None = None
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             stop = trio.Event()
 
             async def stop_on_signal() -> None:
+                # First Ctrl-C: close normally. A second one: stop at once.
                 async for _ in signals:
+                    if stop.is_set():
+                        nursery.cancel_scope.cancel()
                     stop.set()
-                    return
 
             nursery.start_soon(stop_on_signal)
             try:
@@ -354,7 +371,7 @@ async def _run_echo(
                     stop=stop,
                 )
             except ClientError as exc:
-                return exc
+                result = exc
             finally:
                 nursery.cancel_scope.cancel()
     return result

@@ -1,0 +1,87 @@
+"""Run ``python -m trio_ws_demo`` as a real process and read its output line by line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+
+class Process:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        assert process.stdout is not None
+        self._stdout = process.stdout
+        self._buffer = b""
+        self.lines: list[str] = []
+
+    async def readline(self) -> str:
+        """The next stdout line; '' at end of output."""
+        while b"\n" not in self._buffer:
+            chunk = await self._stdout.receive_some()
+            if not chunk:
+                line, self._buffer = self._buffer, b""
+                return line.decode()
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        self.lines.append(line.decode())
+        return line.decode()
+
+    async def read_until(self, wanted: str) -> list[str]:
+        """Lines up to and including the first that equals *wanted*."""
+        seen = []
+        while True:
+            line = await self.readline()
+            seen.append(line)
+            if line == wanted:
+                return seen
+            if line == "" and self.process.poll() is not None:
+                raise AssertionError(f"process ended before {wanted!r}; saw {seen!r}")
+
+    async def rest(self) -> list[str]:
+        lines = []
+        while (line := await self.readline()) != "" or self._buffer:
+            lines.append(line)
+        return lines
+
+    async def stderr(self) -> str:
+        assert self.process.stderr is not None
+        data = b""
+        while chunk := await self.process.stderr.receive_some():
+            data += chunk
+        return data.decode()
+
+    def interrupt(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+
+
+@asynccontextmanager
+async def run_cli(*args: str, stdin: bytes | None = None) -> AsyncIterator[Process]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trio_ws_demo", *args],
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        if stdin is not None:
+            assert process.stdin is not None
+            await process.stdin.send_all(stdin)
+            await process.stdin.aclose()
+        yield Process(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        await process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                await stream.aclose()
+
+
