@@ -83,5 +83,3 @@ async def run_cli(*args: str, stdin: bytes | None = None) -> AsyncIterator[Proce
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 await stream.aclose()
-
-

@@ -46,7 +46,9 @@ def test_help_lists_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
         ["echo", "ws://127.0.0.1:8080", "-", "more"],
     ],
 )
-def test_usage_errors_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -74,7 +76,9 @@ def test_serve_on_an_unresolvable_host_fails_cleanly(capsys: pytest.CaptureFixtu
     assert "does not resolve" in err and "Traceback" not in err
 
 
-def test_echo_against_a_closed_port_prints_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_echo_against_a_closed_port_prints_one_error_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import socket
 
     with socket.socket() as probe:

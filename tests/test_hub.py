@@ -90,7 +90,9 @@ async def test_an_empty_inbox_takes_one_message_larger_than_its_byte_budget() ->
 
 
 async def test_drop_policy_drops_for_the_slow_subscriber_only() -> None:
-    hub: Hub[str] = Hub(budget=InboxBudget(max_messages=2, max_bytes=1000), policy=SlowClientPolicy.DROP)
+    hub: Hub[str] = Hub(
+        budget=InboxBudget(max_messages=2, max_bytes=1000), policy=SlowClientPolicy.DROP
+    )
     slow = hub.subscribe()
     healthy = hub.subscribe()
     for i in range(5):

@@ -9,7 +9,14 @@ from websockets.exceptions import ConnectionClosed as WsClosed
 from websockets.trio.client import connect
 from wsproto.events import CloseConnection
 
-from trio_ws_demo import BroadcastServer, InboxBudget, ServerOptions, SlowClientPolicy, run_client, serve
+from trio_ws_demo import (
+    BroadcastServer,
+    InboxBudget,
+    ServerOptions,
+    SlowClientPolicy,
+    run_client,
+    serve,
+)
 
 from .conftest import StartServer, url_of
 from .wsraw import RawClient
@@ -105,14 +112,13 @@ async def stream_to_healthy_clients(
         done.append(1)
 
     done: list[int] = []
-    async with ws_connect(server) as publisher:
-        async with trio.open_nursery() as nursery:
-            peers = []
-            for _ in range(healthy):
-                peers.append(await nursery.start(_open_reader, server, reader, count, done))
-            nursery.start_soon(reader, publisher, trio.Event(), done)
-            for n in range(count):
-                await publisher.send(f"{n:08d}".encode() + b"x" * (payload_size - 8))
+    async with ws_connect(server) as publisher, trio.open_nursery() as nursery:
+        peers = []
+        for _ in range(healthy):
+            peers.append(await nursery.start(_open_reader, server, reader, count, done))
+        nursery.start_soon(reader, publisher, trio.Event(), done)
+        for n in range(count):
+            await publisher.send(f"{n:08d}".encode() + b"x" * (payload_size - 8))
     assert len(done) == healthy + 1
 
 
@@ -125,7 +131,9 @@ async def _open_reader(server, reader, count, done, task_status=trio.TASK_STATUS
             task_status.started(ws)
 
 
-async def test_a_stuck_client_is_closed_with_1008_and_stalls_no_one(start_server: StartServer) -> None:
+async def test_a_stuck_client_is_closed_with_1008_and_stalls_no_one(
+    start_server: StartServer,
+) -> None:
     budget = InboxBudget(max_messages=1000, max_bytes=256 * 1024)
     server = await start_server(ServerOptions(budget=budget, close_timeout=60))
     with trio.fail_after(30):
@@ -143,7 +151,9 @@ async def test_a_stuck_client_is_closed_with_1008_and_stalls_no_one(start_server
     assert 0 < len(events) - 1 < 400
 
 
-async def test_drop_policy_keeps_a_stuck_client_connected_within_budget(start_server: StartServer) -> None:
+async def test_drop_policy_keeps_a_stuck_client_connected_within_budget(
+    start_server: StartServer,
+) -> None:
     budget = InboxBudget(max_messages=1000, max_bytes=256 * 1024)
     server = await start_server(ServerOptions(budget=budget, slow_client=SlowClientPolicy.DROP))
     with trio.fail_after(30):
@@ -156,7 +166,9 @@ async def test_drop_policy_keeps_a_stuck_client_connected_within_budget(start_se
         await stuck.vanish()
 
 
-async def test_a_client_that_vanishes_mid_broadcast_disturbs_no_one(server: BroadcastServer) -> None:
+async def test_a_client_that_vanishes_mid_broadcast_disturbs_no_one(
+    server: BroadcastServer,
+) -> None:
     with trio.fail_after(30):
         vanishing = [await RawClient.connect(server.port) for _ in range(5)]
 

@@ -61,7 +61,11 @@ class RawClient:
                 parts.append(event)
                 if not event.message_finished:
                     continue
-                data = "".join(p.data for p in parts) if isinstance(event, TextMessage) else b"".join(p.data for p in parts)  # type: ignore[misc]
+                data = (
+                    "".join(p.data for p in parts)
+                    if isinstance(event, TextMessage)
+                    else b"".join(p.data for p in parts)
+                )  # type: ignore[misc]
                 event = type(event)(data=data)
                 parts = []
             events.append(event)
@@ -82,5 +86,7 @@ class RawClient:
 
     async def vanish(self) -> None:
         """Drop the TCP connection at once (RST), without a close frame."""
-        self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.stream.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
         await self.stream.aclose()

@@ -13,8 +13,8 @@ import errno
 import socket
 import ssl
 import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from contextlib import aclosing
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -140,7 +140,9 @@ def parse_url(url: str) -> Target:
     )
 
 
-async def _iterate(messages: Iterable[Message] | AsyncIterable[Message]) -> AsyncIterator[Message]:
+async def _iterate(
+    messages: Iterable[Message] | AsyncIterable[Message],
+) -> AsyncGenerator[Message, None]:
     if isinstance(messages, AsyncIterable):
         async for message in messages:
             yield message
@@ -207,16 +209,18 @@ async def run_client(
 
 async def _open_stream(
     target: Target, ssl_context: ssl.SSLContext | None, timeout: float
-) -> trio.abc.Stream:
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
     """Open TCP (and TLS, handshake included) or raise :class:`ClientError`."""
-    stream: trio.abc.Stream | None = None
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
     try:
         with trio.fail_after(timeout):
             tcp = await trio.open_tcp_stream(target.host, target.port)
             stream = tcp
             if target.secure:
                 context = ssl_context or ssl.create_default_context()
-                tls = trio.SSLStream(tcp, context, server_hostname=target.host, https_compatible=True)
+                tls = trio.SSLStream(
+                    tcp, context, server_hostname=target.host, https_compatible=True
+                )
                 stream = tls
                 await tls.do_handshake()
             return stream

@@ -231,4 +231,3 @@ class Hub(Generic[T]):
             queued_messages=sum(s.queued_messages for s in subscribers),
             queued_bytes=sum(s.queued_bytes for s in subscribers),
         )
-

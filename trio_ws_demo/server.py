@@ -121,7 +121,9 @@ class BroadcastServer:
         )
         try:
             await trio.serve_listeners(
-                self._serve_connection, list(listeners), task_status=_PortStatus(task_status, self.port)
+                self._serve_connection,
+                list(listeners),
+                task_status=_PortStatus(task_status, self.port),
             )
         finally:
             logger.info("server stopped")
@@ -141,7 +143,9 @@ class BroadcastServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.debug("%s: connection lost: %s", record.peer, exc)
 
-    async def _handshake(self, nursery: trio.Nursery, wire: FrameWire) -> WebSocketConnection | None:
+    async def _handshake(
+        self, nursery: trio.Nursery, wire: FrameWire
+    ) -> WebSocketConnection | None:
         with trio.move_on_after(self.options.handshake_timeout):
             request = await wrap_server_stream(
                 nursery, wire, message_queue_size=1, max_message_size=self.options.max_message_size
@@ -287,4 +291,3 @@ def _format_peer(stream: trio.SocketStream) -> str:
     except OSError:
         return "unknown peer"
     return f"{_format_host(str(address[0]))}:{address[1]}"
-

@@ -23,6 +23,8 @@ stream we hand to trio-websocket, so that both writers share it safely:
 
 from __future__ import annotations
 
+import contextlib
+
 import trio
 
 from .frames import is_close_frame
@@ -98,11 +100,11 @@ class FrameWire(trio.abc.Stream):
         deferred, self._deferred_close = self._deferred_close, None
         if deferred is not None and not self._close_sent:
             self._close_sent = True
-            with trio.move_on_after(timeout):
-                try:
-                    await self._write(deferred)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+            with (
+                trio.move_on_after(timeout),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                await self._write(deferred)
         await self._really_close()
 
     async def _really_close(self) -> None:

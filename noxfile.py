@@ -1,0 +1,38 @@
+"""Developer tasks. A bare ``nox`` runs tests, lint and typecheck."""
+
+from __future__ import annotations
+
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+LINTED = ["trio_ws_demo", "tests", "noxfile.py"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit, loopback, CLI and Node-peer tests."""
+    session.install("-e", ".[test]")
+    if shutil.which("npm"):
+        # The article's own Node client.js is one of our test peers.
+        session.run("npm", "ci", "--prefix", "tests/node", "--no-audit", "--no-fund", external=True)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("mypy>=1.13", "-e", ".")
+    session.run("mypy", "--strict", "trio_ws_demo")
