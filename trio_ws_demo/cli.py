@@ -33,6 +33,7 @@ from .client import (
     parse_url,
     run_client,
 )
+from .handshake import AccessPolicy
 from .hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from .server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
 
@@ -42,6 +43,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+TOKEN_ENV = "TRIO_WS_DEMO_TOKEN"
 
 # C0 and C1 control characters and DEL, shown as escapes so that a remote peer
 # cannot move the cursor, change colours or retitle the terminal.
@@ -146,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest message accepted from a client; larger ones close with 1009",
     )
     serve.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=ServerOptions.max_clients,
+        metavar="N",
+        help="WebSocket clients at once; one more gets HTTP 503",
+    )
+    serve.add_argument(
+        "--max-header-size",
+        type=_positive_int,
+        default=ServerOptions.max_request_head,
+        metavar="BYTES",
+        help="largest HTTP request head; a larger one gets HTTP 431",
+    )
+    serve.add_argument(
         "--handshake-timeout",
         type=_positive_float,
         default=ServerOptions.handshake_timeout,
@@ -159,6 +176,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="time to flush queued messages and finish a close handshake",
     )
+    serve.add_argument(
+        "--ping-interval",
+        type=_non_negative_float,
+        default=ServerOptions.ping_interval,
+        metavar="SECONDS",
+        help="keepalive ping interval (0 disables keepalive)",
+    )
+    serve.add_argument(
+        "--ping-timeout",
+        type=_positive_float,
+        default=ServerOptions.ping_timeout,
+        metavar="SECONDS",
+        help="a peer that does not answer a ping within this is disconnected",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=_non_negative_float,
+        default=ServerOptions.shutdown_timeout,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, time to close every client with 1001 (a second Ctrl-C: at once)",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow WebSocket handshakes only from this exact Origin (repeatable); "
+        "default: any origin",
+    )
+    serve.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        metavar="TOKEN",
+        help=f"require this token as 'Authorization: Bearer TOKEN' or '?token=TOKEN' "
+        f"(default: ${TOKEN_ENV}, else none)",
+    )
+    serve.add_argument(
+        "--certfile", metavar="FILE", help="TLS certificate chain (PEM): serve wss://"
+    )
+    serve.add_argument("--keyfile", metavar="FILE", help="TLS private key (PEM), with --certfile")
     serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
@@ -224,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument(
         "--insecure", action="store_true", help="do not verify the server's TLS certificate"
     )
+    echo.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        metavar="TOKEN",
+        help=f"send 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}, else none)",
+    )
     return parser
 
 
@@ -248,14 +311,38 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if bool(args.certfile) != bool(args.keyfile):
+        print("error: --certfile and --keyfile go together", file=sys.stderr)
+        return EXIT_USAGE
+    ssl_context = None
+    if args.certfile:
+        try:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(
+                f"error: cannot load --certfile {args.certfile} / --keyfile {args.keyfile}: "
+                f"{reason}; check the paths and that the key matches the certificate",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
     options = ServerOptions(
         echo=args.echo,
         budget=InboxBudget(max_messages=args.max_queue, max_bytes=args.max_queue_bytes),
         slow_client=SlowClientPolicy(args.slow_client),
         max_message_size=args.max_message_size,
+        max_clients=args.max_clients,
+        max_request_head=max(args.max_header_size, 256),
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,
+        ping_interval=args.ping_interval or None,
+        ping_timeout=args.ping_timeout,
+        shutdown_timeout=args.shutdown_timeout,
+        access=AccessPolicy(allow_origins=frozenset(args.allow_origin), token=args.token or None),
+        ssl_context=ssl_context,
     )
+    _raise_open_file_limit()
     try:
         error = trio.run(_run_server, options, args.host, args.port)
     except KeyboardInterrupt:
@@ -267,20 +354,47 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run_server(options: ServerOptions, host: str, port: int) -> ServerStartupError | None:
-    """Serve until SIGINT or SIGTERM; a startup error is returned, not raised."""
+    """Serve until SIGINT or SIGTERM (a second one: stop at once); return a startup error."""
     server = BroadcastServer(options)
+    error: ServerStartupError | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            try:
-                bound = await nursery.start(server.run, host, port)
-            except ServerStartupError as exc:
-                return exc
-            shown = f"[{host}]" if ":" in host else host
-            print(f"Listening on ws://{shown}:{bound}", flush=True)
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
-    return None
+        async with trio.open_nursery() as outer:
+            serving = trio.CancelScope()
+
+            async def on_signals() -> None:
+                async for signum in signals:
+                    if serving.cancel_called:
+                        server.abort()
+                    else:
+                        logging.getLogger(__name__).info(
+                            "%s received: shutting down", signal.Signals(signum).name
+                        )
+                        serving.cancel()
+
+            outer.start_soon(on_signals)
+            with serving:
+                async with trio.open_nursery() as nursery:
+                    try:
+                        bound = await nursery.start(server.run, host, port)
+                    except ServerStartupError as exc:
+                        error = exc
+                    else:
+                        shown = f"[{host}]" if ":" in host else host
+                        print(f"Listening on {options.scheme}://{shown}:{bound}", flush=True)
+            outer.cancel_scope.cancel()
+    return error
+
+
+def _raise_open_file_limit() -> None:
+    """Each client is a file descriptor: lift the soft limit to the hard one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
 
 
 # -- echo ---------------------------------------------------------------------
@@ -365,7 +479,7 @@ async def _run_echo(
                     interval=args.interval,
                     listen=args.listen,
                     ssl_context=ssl_context,
-                    headers=args.header,
+                    headers=[*args.header, *_token_header(args.token)],
                     subprotocols=args.subprotocol,
                     on_event=report,
                     stop=stop,
@@ -405,6 +519,10 @@ async def _stdin_lines() -> AsyncIterator[str]:
                 yield line.rstrip(b"\r").decode("utf-8", "replace")
     if buffer:
         yield buffer.decode("utf-8", "replace")
+
+
+def _token_header(token: str | None) -> list[tuple[str, str]]:
+    return [("Authorization", f"Bearer {token}")] if token else []
 
 
 def _client_ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext:

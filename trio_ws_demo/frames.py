@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["OPCODE_BINARY", "OPCODE_CLOSE", "OPCODE_TEXT", "encode_frame", "is_close_frame"]
+__all__ = [
+    "OPCODE_BINARY",
+    "OPCODE_CLOSE",
+    "OPCODE_TEXT",
+    "close_frame_code",
+    "encode_frame",
+    "is_close_frame",
+]
 
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
@@ -41,6 +48,13 @@ def encode_frame(message: str | bytes) -> bytes:
     else:
         header = _LONG.pack(first, 127, length)
     return header + payload
+
+
+def close_frame_code(frame: bytes | bytearray | memoryview) -> int | None:
+    """The status code of an unmasked close frame, or None if it carries none."""
+    if len(frame) >= 4 and frame[1] & 0x7F >= 2:
+        return int.from_bytes(frame[2:4], "big")
+    return None
 
 
 def is_close_frame(data: bytes | bytearray | memoryview) -> bool:

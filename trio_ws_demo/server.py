@@ -1,32 +1,49 @@
-"""The broadcast server: WebSocket glue around :class:`~trio_ws_demo.hub.Hub`.
+"""The broadcast server: listeners, the front door, sessions and shutdown.
 
 Who owns what::
 
-    serve() ── listener nursery ── one task per connection (its own nursery)
-                                     ├─ trio-websocket's reader (frames -> messages)
-                                     ├─ receive loop: message -> encode once -> hub.publish()
-                                     └─ send loop:    inbox batch -> one write to the socket
+    BroadcastServer.run() ── handler nursery ── one task per connection
+        front door (TLS, request head, checks; see handshake.py)
+        └─ its own nursery: trio-websocket's reader + a Session (session.py)
+                            ├─ receive loop: message -> encode once -> hub.publish()
+                            ├─ send loop:    inbox -> every queued frame in one write
+                            └─ keepalive:    ping; a silent peer is let go
 
-A message travels: client socket -> trio-websocket reader -> our receive loop
--> :func:`~trio_ws_demo.frames.encode_frame` (once) -> every subscriber's
-bounded inbox -> each client's send loop -> :class:`~trio_ws_demo.wire.FrameWire`.
-Publishing never waits for a client; a client over its inbox budget is handled
-by the slow-client policy (close with 1008, or drop).
+A message travels: client socket -> trio-websocket reader -> receive loop ->
+:func:`~trio_ws_demo.frames.encode_frame` (once) -> every subscriber's bounded
+inbox (:class:`~trio_ws_demo.hub.Hub`) -> each send loop -> its socket.
+
+Shutdown: cancelling :meth:`BroadcastServer.run` stops accepting at once, then
+every client gets close 1001 ``server shutting down`` after its queue is
+flushed; connection tasks are shielded from the cancellation so that they can
+do this, but never for longer than ``shutdown_timeout``.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+from trio_websocket import WebSocketConnection, wrap_server_stream
 
-from .frames import encode_frame
-from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy, Subscription
+from .handshake import (
+    DEFAULT_MAX_REQUEST_HEAD,
+    AccessPolicy,
+    HttpRefusal,
+    RequestHead,
+    check_upgrade,
+    read_request_head,
+    redact,
+    send_response,
+)
+from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy
+from .session import Session, SessionSettings
 from .wire import FrameWire
 
 __all__ = [
@@ -42,8 +59,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-
-CLOSE_SLOW_CONSUMER = 1008
 
 
 class ServerStartupError(Exception):
@@ -61,24 +76,45 @@ class ServerOptions:
     slow_client: SlowClientPolicy = SlowClientPolicy.CLOSE
     max_message_size: int = 1024 * 1024
     """Largest message accepted from a client, in bytes; larger ones close with 1009."""
+    max_clients: int = 10_000
+    """WebSocket clients at once; one more is refused with HTTP 503."""
+    max_request_head: int = DEFAULT_MAX_REQUEST_HEAD
+    """Largest HTTP request head, in bytes; a larger one gets 431."""
     handshake_timeout: float = 10.0
-    """Seconds a new connection has to complete its opening handshake."""
+    """Seconds a new connection has to complete TLS and its opening handshake."""
     close_timeout: float = 5.0
     """Seconds to flush queued frames and finish a close handshake."""
+    ping_interval: float | None = 20.0
+    """Seconds between keepalive pings; None disables keepalive."""
+    ping_timeout: float = 20.0
+    """Seconds to wait for a pong before the peer counts as gone."""
+    shutdown_timeout: float = 5.0
+    """Seconds that closing every client may take when the server stops."""
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    """Allowed origins and the shared token, if any."""
+    ssl_context: ssl.SSLContext | None = None
+    """Serve ``wss://`` with this context."""
 
     def __post_init__(self) -> None:
-        if self.max_message_size < 1:
-            raise ValueError("max_message_size must be at least 1 byte")
-        if self.handshake_timeout <= 0 or self.close_timeout <= 0:
+        if self.max_message_size < 1 or self.max_clients < 1 or self.max_request_head < 256:
+            raise ValueError("size limits must be positive (request head: at least 256 bytes)")
+        timeouts = [self.handshake_timeout, self.close_timeout, self.ping_timeout]
+        if min(timeouts) <= 0 or self.shutdown_timeout < 0:
             raise ValueError("timeouts must be positive")
+        if self.ping_interval is not None and self.ping_interval <= 0:
+            raise ValueError("ping_interval must be positive (or None to disable)")
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.ssl_context else "ws"
 
 
-@dataclass
-class _ConnectionRecord:
-    """What one connection did, for its closing log line."""
+@dataclass(eq=False)
+class _Connection:
+    """A live connection, as the server sees it during shutdown."""
 
-    peer: str
-    messages_in: int = 0
+    scope: trio.CancelScope
+    session: Session | None = None
 
 
 class BroadcastServer:
@@ -95,9 +131,26 @@ class BroadcastServer:
         self.options = options or ServerOptions()
         self.hub: Hub[bytes] = Hub(budget=self.options.budget, policy=self.options.slow_client)
         self.port: int | None = None
+        self.rejections: collections.Counter[str] = collections.Counter()
+        """Refused handshakes, by reason."""
+        self.connections_total = 0
+        self._connections: set[_Connection] = set()
+        self._sessions = 0
+        self._shutting_down = False
+        self._session_settings = SessionSettings(
+            echo=self.options.echo,
+            close_timeout=self.options.close_timeout,
+            ping_interval=self.options.ping_interval,
+            ping_timeout=self.options.ping_timeout,
+        )
 
     def statistics(self) -> HubStatistics:
         return self.hub.statistics()
+
+    @property
+    def clients(self) -> int:
+        """WebSocket clients connected now."""
+        return self._sessions
 
     async def run(
         self,
@@ -106,7 +159,7 @@ class BroadcastServer:
         *,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen on *host*:*port* and serve until cancelled.
+        """Listen on *host*:*port* and serve until cancelled, then close every client.
 
         Reports the bound port through ``task_status`` once listening, so
         ``await nursery.start(server.run, host, 0)`` returns a usable port.
@@ -114,124 +167,161 @@ class BroadcastServer:
         listeners = await _open_listeners(host, port)
         self.port = listeners[0].socket.getsockname()[1]
         logger.info(
-            "listening on ws://%s:%d (%s)",
+            "listening on %s://%s:%d (%s)",
+            self.options.scheme,
             _format_host(host),
             self.port,
             "echo" if self.options.echo else "broadcast",
         )
         try:
-            await trio.serve_listeners(
-                self._serve_connection,
-                list(listeners),
-                task_status=_PortStatus(task_status, self.port),
-            )
+            async with trio.open_nursery() as handlers:
+                try:
+                    await handlers.start(
+                        trio.serve_listeners, self._handle_accepted, list(listeners)
+                    )
+                    task_status.started(self.port)
+                    await trio.sleep_forever()
+                finally:
+                    self._begin_shutdown()
         finally:
             logger.info("server stopped")
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        record = _ConnectionRecord(peer=_format_peer(stream))
-        wire = FrameWire(stream)
+    def abort(self) -> None:
+        """Drop every connection now, without closing handshakes (a second Ctrl-C)."""
+        self._shutting_down = True
+        for connection in list(self._connections):
+            connection.scope.cancel()
+
+    def _begin_shutdown(self) -> None:
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        count = len(self._connections)
+        if count:
+            logger.info("shutting down: closing %d connections", count)
+        deadline = trio.current_time() + self.options.shutdown_timeout
+        for connection in list(self._connections):
+            connection.scope.deadline = min(connection.scope.deadline, deadline)
+            if connection.session is not None:
+                connection.session.request_shutdown()
+            else:
+                connection.scope.cancel()
+
+    async def _handle_accepted(self, stream: trio.SocketStream) -> None:
+        # Shielded: cancelling run() must not kill a connection before it has
+        # said goodbye; _begin_shutdown() bounds how long that may take.
+        with trio.CancelScope(shield=True) as scope:
+            if self._shutting_down:
+                await trio.aclose_forcefully(stream)
+                return
+            connection = _Connection(scope)
+            self._connections.add(connection)
+            try:
+                await self.handle_stream(stream, connection)
+            finally:
+                self._connections.discard(connection)
+
+    async def handle_stream(
+        self, stream: trio.abc.Stream, connection: _Connection | None = None
+    ) -> None:
+        """Serve one connection on any byte stream (tests use memory streams)."""
+        self.connections_total += 1
+        peer = _format_peer(stream)
+        wire: FrameWire | None = None
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    ws = await self._handshake(nursery, wire)
-                    if ws is not None:
-                        await self._run_session(ws, wire, record)
+                    with trio.move_on_after(self.options.handshake_timeout) as handshake:
+                        stream = await self._start_tls(stream)
+                        accepted = await self._front_door(nursery, stream, peer)
+                    if handshake.cancelled_caught:
+                        self._reject_count("handshake timeout")
+                        logger.debug("%s: handshake timed out", peer)
+                        return
+                    if accepted is None:
+                        return
+                    ws, wire, head = accepted
+                    session = Session(
+                        ws, wire, self.hub, self._session_settings, peer, redact(head.target)
+                    )
+                    if connection is not None:
+                        connection.session = session
+                    try:
+                        await session.run()
+                    finally:
+                        self._sessions -= 1
                 finally:
-                    await wire.finish(self.options.close_timeout)
+                    if wire is not None:
+                        await wire.finish(self.options.close_timeout)
+                    else:
+                        await trio.aclose_forcefully(stream)
                     nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            logger.debug("%s: connection lost: %s", record.peer, exc)
+            logger.debug("%s: connection lost: %s", peer, exc)
 
-    async def _handshake(
-        self, nursery: trio.Nursery, wire: FrameWire
-    ) -> WebSocketConnection | None:
-        with trio.move_on_after(self.options.handshake_timeout):
-            request = await wrap_server_stream(
-                nursery, wire, message_queue_size=1, max_message_size=self.options.max_message_size
+    async def _start_tls(self, stream: trio.abc.Stream) -> trio.abc.Stream:
+        if self.options.ssl_context is None:
+            return stream
+        tls = trio.SSLStream(stream, self.options.ssl_context, server_side=True)
+        await tls.do_handshake()
+        return tls
+
+    async def _front_door(
+        self, nursery: trio.Nursery, stream: trio.abc.Stream, peer: str
+    ) -> tuple[WebSocketConnection, FrameWire, RequestHead] | None:
+        """Read the request head; refuse it, or hand it to trio-websocket and accept."""
+        head = await read_request_head(stream, self.options.max_request_head)
+        if head is None:
+            return None
+        if isinstance(head, HttpRefusal):
+            await self._refuse(stream, head, peer, None)
+            return None
+        if not head.is_websocket_upgrade:
+            await self._refuse(
+                stream,
+                HttpRefusal(426, "not a WebSocket upgrade", [("Upgrade", "websocket")]),
+                peer,
+                head,
             )
-            return await request.accept()
-        logger.debug("handshake timed out")
-        return None
-
-    async def _run_session(
-        self, ws: WebSocketConnection, wire: FrameWire, record: _ConnectionRecord
-    ) -> None:
-        close_timeout = self.options.close_timeout
-        receiving = trio.CancelScope()
-        tasks_scope: trio.CancelScope | None = None
-
-        def on_slow() -> None:
-            # Called from inside hub.publish(): no waiting here. Stop reading
-            # from this client, free its backlog, and give the write already
-            # under way close_timeout to finish so that a 1008 close can follow.
-            receiving.cancel()
-            inbox.discard_queued()
-            if tasks_scope is not None:
-                tasks_scope.deadline = trio.current_time() + close_timeout
-
-        inbox = self.hub.subscribe(on_slow=on_slow)
-        logger.info("%s connected (path %s, %d clients)", record.peer, ws.path, len(self.hub))
+            return None
+        refusal = check_upgrade(head) or self.options.access.check(head)
+        if refusal is None and self._sessions >= self.options.max_clients:
+            refusal = HttpRefusal(503, "too many clients", [("Retry-After", "5")])
+        if refusal is not None:
+            await self._refuse(stream, refusal, peer, head)
+            return None
+        self._sessions += 1  # reserved now, so concurrent handshakes respect max_clients
         try:
-            async with trio.open_nursery() as tasks:
-                tasks_scope = tasks.cancel_scope
-                tasks.start_soon(self._send_loop, wire, inbox)
-                with receiving:
-                    await self._receive_loop(ws, inbox, record)
-                # The peer closed (or was too slow). Stop taking broadcasts and
-                # let the send loop flush what is queued, within close_timeout,
-                # before the close frame goes out.
-                inbox.close()
-                if not inbox.closed_as_slow:
-                    tasks.cancel_scope.deadline = trio.current_time() + close_timeout
-            if inbox.closed_as_slow:
-                logger.warning("%s is a slow consumer: closing with 1008", record.peer)
-                wire.begin_local_close()
-                with trio.move_on_after(close_timeout):
-                    await ws.aclose(CLOSE_SLOW_CONSUMER, "slow consumer")
-        finally:
-            inbox.discard_queued()
-            reason = ws.closed
-            logger.info(
-                "%s disconnected (code %s%s, %d messages in, %d out%s%s)",
-                record.peer,
-                reason.code if reason else "none",
-                f" {reason.reason!r}" if reason and reason.reason else "",
-                record.messages_in,
-                inbox.delivered,
-                f", {inbox.dropped} dropped" if inbox.dropped else "",
-                ", slow consumer" if inbox.closed_as_slow else "",
+            wire = FrameWire(stream)
+            wire.replay(head.raw)
+            request = await wrap_server_stream(
+                nursery,
+                wire,
+                message_queue_size=1,
+                max_message_size=self.options.max_message_size,
             )
+            ws = await request.accept()
+        except BaseException:
+            self._sessions -= 1
+            raise
+        return ws, wire, head
 
-    async def _receive_loop(
-        self, ws: WebSocketConnection, inbox: Subscription[bytes], record: _ConnectionRecord
+    async def _refuse(
+        self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: str, head: RequestHead | None
     ) -> None:
-        echo = self.options.echo
-        publish = self.hub.publish
-        while True:
-            try:
-                message = await ws.get_message()
-            except ConnectionClosed:
-                return
-            record.messages_in += 1
-            frame = encode_frame(message)
-            if echo:
-                inbox.offer(frame, len(frame))
-            else:
-                publish(frame, len(frame))
+        self._reject_count(refusal.reason)
+        logger.info(
+            "%s refused: HTTP %d %s%s",
+            peer,
+            refusal.status,
+            refusal.reason,
+            f" ({head.method} {redact(head.target)})" if head else "",
+        )
+        body = f"{refusal.status} {refusal.reason}\n".encode()
+        await send_response(stream, refusal.status, headers=refusal.headers, body=body)
 
-    @staticmethod
-    async def _send_loop(wire: FrameWire, inbox: Subscription[bytes]) -> None:
-        while True:
-            try:
-                frames = await inbox.receive_batch()
-            except trio.EndOfChannel:
-                return
-            try:
-                if not await wire.write_frames(frames):
-                    return
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
+    def _reject_count(self, reason: str) -> None:
+        self.rejections[reason] += 1
 
 
 async def serve(
@@ -241,7 +331,7 @@ async def serve(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a broadcast server until cancelled.
+    """Run a broadcast server until cancelled, then close every client with 1001.
 
     ``port = await nursery.start(serve, "127.0.0.1", 0)`` returns once the
     server is listening, with the port it bound.
@@ -249,20 +339,9 @@ async def serve(
     await BroadcastServer(options).run(host, port, task_status=task_status)
 
 
-class _PortStatus:
-    """Forwards ``started()`` from serve_listeners as the bound port number."""
-
-    def __init__(self, outer: trio.TaskStatus[int], port: int) -> None:
-        self._outer = outer
-        self._port = port
-
-    def started(self, value: object = None) -> None:
-        self._outer.started(self._port)
-
-
 async def _open_listeners(host: str, port: int) -> Sequence[trio.SocketListener]:
     try:
-        return await trio.open_tcp_listeners(port, host=host)
+        return await trio.open_tcp_listeners(port, host=host, backlog=socket.SOMAXCONN)
     except socket.gaierror as exc:
         raise ServerStartupError(
             f"cannot listen on {host}:{port}: the host name does not resolve ({exc.strerror}); "
@@ -285,9 +364,14 @@ def _format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _format_peer(stream: trio.SocketStream) -> str:
+def _format_peer(stream: trio.abc.Stream) -> str:
+    transport = stream
+    while isinstance(transport, trio.SSLStream):
+        transport = transport.transport_stream
+    if not isinstance(transport, trio.SocketStream):
+        return type(transport).__name__
     try:
-        address = stream.socket.getpeername()
+        address = transport.socket.getpeername()
     except OSError:
         return "unknown peer"
     return f"{_format_host(str(address[0]))}:{address[1]}"

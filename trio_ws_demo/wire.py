@@ -9,6 +9,9 @@ stream we hand to trio-websocket, so that both writers share it safely:
   our frame batches go through one lock, so bytes of two frames never
   interleave. A write that is cancelled part-way leaves the stream *broken*:
   nothing more is written to it, since the peer could not parse it.
+* **Replay.** The server reads the HTTP request head itself (see
+  :mod:`trio_ws_demo.handshake`); :meth:`replay` hands those bytes to
+  trio-websocket as if they had just arrived.
 * **Frames only while open.** Once a close frame has gone out, data frames are
   refused (:meth:`write_frames` returns False).
 * **Flush before answering a close.** trio-websocket answers a peer's close
@@ -27,7 +30,7 @@ import contextlib
 
 import trio
 
-from .frames import is_close_frame
+from .frames import close_frame_code, is_close_frame
 
 __all__ = ["FrameWire"]
 
@@ -43,6 +46,13 @@ class FrameWire(trio.abc.Stream):
         self._closing_locally = False
         self._deferred_close: bytes | None = None
         self._closed = False
+        self._replay = b""
+        self.close_code_sent: int | None = None
+        """The code of the close frame this side sent (or deferred), if any."""
+
+    def replay(self, data: bytes) -> None:
+        """Serve *data* (bytes already read from the transport) before reading more."""
+        self._replay = data
 
     @property
     def open_for_frames(self) -> bool:
@@ -75,6 +85,8 @@ class FrameWire(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if is_close_frame(data):
+            if self.close_code_sent is None:
+                self.close_code_sent = close_frame_code(data)
             if not self._closing_locally and self._deferred_close is None:
                 self._deferred_close = bytes(data)
                 await trio.lowlevel.checkpoint()
@@ -86,6 +98,10 @@ class FrameWire(trio.abc.Stream):
         await self.transport.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._replay:
+            data, self._replay = self._replay, b""
+            await trio.lowlevel.checkpoint()
+            return data
         return await self.transport.receive_some(max_bytes)
 
     async def aclose(self) -> None:
