@@ -90,3 +90,54 @@ class RawClient:
             socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
         )
         await self.stream.aclose()
+
+
+def client_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
+    claimed_length: int | None = None,
+) -> bytes:
+    """A hand-made client frame, able to break every rule (for bad-input tests)."""
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    length = len(payload) if claimed_length is None else claimed_length
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        header = bytes([first, mask_bit | length])
+    elif length < 1 << 16:
+        header = bytes([first, mask_bit | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([first, mask_bit | 127]) + length.to_bytes(8, "big")
+    if not masked:
+        return header + payload
+    key = b"\x01\x02\x03\x04"
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def http_exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes, return everything the server answers before it closes."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(request)
+        answer = b""
+        while chunk := await stream.receive_some(65536):
+            answer += chunk
+    return answer
+
+
+def upgrade_request(
+    *, version: str = "13", key: str | None = "dGhlIHNhbXBsZSBub25jZQ==", extra: str = ""
+) -> bytes:
+    lines = [
+        "GET / HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Version: {version}",
+    ]
+    if key is not None:
+        lines.append(f"Sec-WebSocket-Key: {key}")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()

@@ -15,6 +15,7 @@ __all__ = [
     "OPCODE_CLOSE",
     "OPCODE_TEXT",
     "close_frame_code",
+    "encode_close",
     "encode_frame",
     "is_close_frame",
 ]
@@ -48,6 +49,12 @@ def encode_frame(message: str | bytes) -> bytes:
     else:
         header = _LONG.pack(first, 127, length)
     return header + payload
+
+
+def encode_close(code: int, reason: str = "") -> bytes:
+    """An unmasked close frame with *code* and a reason trimmed to fit (§5.5)."""
+    payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
+    return _SHORT.pack(_FIN | OPCODE_CLOSE, len(payload)) + payload
 
 
 def close_frame_code(frame: bytes | bytearray | memoryview) -> int | None:

@@ -22,6 +22,7 @@ do this, but never for longer than ``shutdown_timeout``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import socket
@@ -319,6 +320,7 @@ class BroadcastServer:
         )
         body = f"{refusal.status} {refusal.reason}\n".encode()
         await send_response(stream, refusal.status, headers=refusal.headers, body=body)
+        await _linger(stream)
 
     def _reject_count(self, reason: str) -> None:
         self.rejections[reason] += 1
@@ -358,6 +360,21 @@ async def _open_listeners(host: str, port: int) -> Sequence[trio.SocketListener]
         else:
             hint = exc.strerror or str(exc)
         raise ServerStartupError(f"cannot listen on {where}: {hint}") from None
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close and drain briefly, so that unread request bytes do not turn
+    our close into a reset that destroys the response (RFC 9112 §9.6)."""
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    with (
+        trio.move_on_after(1),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_eof()
+        drained = 0
+        while drained < 256 * 1024 and (chunk := await stream.receive_some(65536)):
+            drained += len(chunk)
 
 
 def _format_host(host: str) -> str:

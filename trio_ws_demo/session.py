@@ -11,6 +11,8 @@ A session ends for one of these reasons, each with its own way out:
 ``SLOW``           drop the backlog, finish the write under way, close 1008
 ``SHUTDOWN``       flush what is queued, close 1001 ``server shutting down``
 ``PING_TIMEOUT``   the peer is gone: release everything at once
+``BAD_INPUT``      the peer broke the protocol (1002, 1007) or sent too
+                   much (1009): close with that code at once, no flush
 =================  ========================================================
 """
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from .frames import encode_frame
+from .frames import encode_close, encode_frame
 from .hub import Hub, Subscription
 from .wire import FrameWire
 
@@ -40,6 +42,11 @@ class EndReason(enum.Enum):
     SLOW = "slow consumer"
     SHUTDOWN = "server shutting down"
     PING_TIMEOUT = "ping timeout"
+    BAD_INPUT = "bad input"
+
+
+#: Close codes for input the server refuses: protocol error, invalid data, too big.
+BAD_INPUT_CODES = frozenset({1002, 1007, 1009})
 
 
 @dataclass(frozen=True)
@@ -111,8 +118,8 @@ class Session:
                 keepalive.cancel()
                 self.inbox.close()
                 if self.end is None:
-                    self.end = EndReason.PEER_CLOSED
-                if self.end is EndReason.PING_TIMEOUT:
+                    self.end = self._why_closed()
+                if self.end in (EndReason.PING_TIMEOUT, EndReason.BAD_INPUT):
                     tasks.cancel_scope.cancel()
                 elif self.end is not EndReason.SLOW:
                     # Let the send loop flush what is queued before the close frame.
@@ -127,6 +134,18 @@ class Session:
         finally:
             self.inbox.discard_queued()
             self._log_closed()
+
+    def _why_closed(self) -> EndReason:
+        """After trio-websocket ended the connection: the peer's close, or bad input?"""
+        closed = self.ws.closed
+        code = self.wire.close_code_sent or (closed.code if closed else None)
+        if code not in BAD_INPUT_CODES:
+            return EndReason.PEER_CLOSED
+        if self.wire.close_code_sent is None and closed is not None:
+            # wsproto reported a protocol error; trio-websocket sent no close frame.
+            self.wire.defer_close(encode_close(closed.code, closed.reason or ""))
+        logger.info("%s sent bad input: %s", self.peer, closed.reason if closed else code)
+        return EndReason.BAD_INPUT
 
     async def _close(self, code: int, reason: str) -> None:
         if self.end is EndReason.SLOW:

@@ -18,10 +18,12 @@ stream we hand to trio-websocket, so that both writers share it safely:
   frame at once and closes the socket. RFC 6455 §5.5.1 lets an endpoint first
   finish sending what it has queued, and Node ``ws`` does, so a client that
   sends a message and closes right away still gets its echo. We therefore
-  *defer* a close frame that we did not start (see :meth:`begin_local_close`)
-  and the stream close that follows it; the server flushes the client's
-  inbox, then calls :meth:`finish`, which sends the deferred close frame and
-  closes the socket.
+  *defer* a close frame that we did not start (see :meth:`begin_local_close`);
+  the server flushes the client's inbox, then calls :meth:`finish`, which
+  sends the deferred close frame and closes the socket.
+* **The server closes the socket**, in :meth:`finish`: trio-websocket's own
+  ``aclose()`` calls are only noted. That also lets the server send the close
+  frame trio-websocket omits after a protocol error (1002, 1007).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class FrameWire(trio.abc.Stream):
         self._deferred_close: bytes | None = None
         self._closed = False
         self._replay = b""
+        self._close_requested = False
         self.close_code_sent: int | None = None
         """The code of the close frame this side sent (or deferred), if any."""
 
@@ -58,6 +61,11 @@ class FrameWire(trio.abc.Stream):
     def open_for_frames(self) -> bool:
         """True while data frames may still be written."""
         return not (self._close_sent or self._broken or self._closed)
+
+    @property
+    def close_requested(self) -> bool:
+        """True once trio-websocket has asked for the stream to be closed."""
+        return self._close_requested
 
     def begin_local_close(self) -> None:
         """Mark that the next close frame is ours, to be sent without delay."""
@@ -105,11 +113,18 @@ class FrameWire(trio.abc.Stream):
         return await self.transport.receive_some(max_bytes)
 
     async def aclose(self) -> None:
-        if self._deferred_close is not None and not self._close_sent:
-            # trio-websocket closes right after answering a close; we close in finish().
-            await trio.lowlevel.checkpoint()
-            return
-        await self._really_close()
+        # trio-websocket closes the stream right after its close frame (or
+        # after a protocol error, with no close frame at all). The server
+        # closes for real in finish(), once queued frames and the right close
+        # frame are out.
+        self._close_requested = True
+        await trio.lowlevel.checkpoint()
+
+    def defer_close(self, frame: bytes) -> None:
+        """Have :meth:`finish` send *frame*, unless a close frame already went out."""
+        if self._deferred_close is None and not self._close_sent:
+            self.close_code_sent = close_frame_code(frame)
+            self._deferred_close = frame
 
     async def finish(self, timeout: float) -> None:
         """Send a deferred close frame (if any, within *timeout*) and close the socket."""
@@ -121,8 +136,5 @@ class FrameWire(trio.abc.Stream):
                 contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
             ):
                 await self._write(deferred)
-        await self._really_close()
-
-    async def _really_close(self) -> None:
         self._closed = True
         await trio.aclose_forcefully(self.transport)
