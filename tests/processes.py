@@ -12,18 +12,16 @@ from contextlib import asynccontextmanager
 import trio
 
 
-class Process:
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        assert process.stdout is not None
-        self._stdout = process.stdout
+class LineReader:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
         self._buffer = b""
         self.lines: list[str] = []
 
     async def readline(self) -> str:
-        """The next stdout line; '' at end of output."""
+        """The next line; '' at end of output."""
         while b"\n" not in self._buffer:
-            chunk = await self._stdout.receive_some()
+            chunk = await self._stream.receive_some()
             if not chunk:
                 line, self._buffer = self._buffer, b""
                 return line.decode()
@@ -31,6 +29,28 @@ class Process:
         line, self._buffer = self._buffer.split(b"\n", 1)
         self.lines.append(line.decode())
         return line.decode()
+
+    async def wait_for(self, text: str) -> str:
+        """Read until a line contains *text*; return that line."""
+        while True:
+            line = await self.readline()
+            if text in line:
+                return line
+            if line == "" and not self._buffer:
+                raise AssertionError(f"{text!r} never appeared in {self.lines!r}")
+
+
+class Process:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        assert process.stdout is not None and process.stderr is not None
+        self._out = LineReader(process.stdout)
+        self.log = LineReader(process.stderr)
+        self.lines = self._out.lines
+
+    async def readline(self) -> str:
+        """The next stdout line; '' at end of output."""
+        return await self._out.readline()
 
     async def read_until(self, wanted: str) -> list[str]:
         """Lines up to and including the first that equals *wanted*."""
@@ -45,16 +65,16 @@ class Process:
 
     async def rest(self) -> list[str]:
         lines = []
-        while (line := await self.readline()) != "" or self._buffer:
+        while (line := await self.readline()) != "":
             lines.append(line)
         return lines
 
     async def stderr(self) -> str:
-        assert self.process.stderr is not None
-        data = b""
-        while chunk := await self.process.stderr.receive_some():
-            data += chunk
-        return data.decode()
+        """The rest of stderr (after any lines already read with ``log``)."""
+        rest = []
+        while (line := await self.log.readline()) != "":
+            rest.append(line)
+        return "".join(f"{line}\n" for line in rest)
 
     def interrupt(self) -> None:
         self.process.send_signal(signal.SIGINT)

@@ -27,6 +27,15 @@ class RawClient:
         self.ws = WSConnection(ConnectionType.CLIENT)
 
     @classmethod
+    async def over(cls, stream: trio.abc.Stream) -> RawClient:
+        """Handshake over any stream (a memory stream, for virtual-clock tests)."""
+        client = cls(stream)  # type: ignore[arg-type]
+        await stream.send_all(client.ws.send(Request(host="127.0.0.1", target="/")))
+        event = await client.next_event()
+        assert isinstance(event, AcceptConnection), event
+        return client
+
+    @classmethod
     async def connect(cls, port: int, *, receive_buffer: int | None = None) -> RawClient:
         sock = trio.socket.socket()
         if receive_buffer is not None:
