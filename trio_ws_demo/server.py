@@ -229,36 +229,36 @@ class BroadcastServer:
         self.connections_total += 1
         peer = _format_peer(stream)
         wire: FrameWire | None = None
-        try:
-            async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.move_on_after(self.options.handshake_timeout) as handshake:
+                    stream = await self._start_tls(stream)
+                    accepted = await self._front_door(nursery, stream, peer)
+                if handshake.cancelled_caught:
+                    self._reject_count("handshake timeout")
+                    logger.debug("%s: handshake timed out", peer)
+                    return
+                if accepted is None:
+                    return
+                ws, wire, head = accepted
+                session = Session(
+                    ws, wire, self.hub, self._session_settings, peer, redact(head.target)
+                )
+                if connection is not None:
+                    connection.session = session
                 try:
-                    with trio.move_on_after(self.options.handshake_timeout) as handshake:
-                        stream = await self._start_tls(stream)
-                        accepted = await self._front_door(nursery, stream, peer)
-                    if handshake.cancelled_caught:
-                        self._reject_count("handshake timeout")
-                        logger.debug("%s: handshake timed out", peer)
-                        return
-                    if accepted is None:
-                        return
-                    ws, wire, head = accepted
-                    session = Session(
-                        ws, wire, self.hub, self._session_settings, peer, redact(head.target)
-                    )
-                    if connection is not None:
-                        connection.session = session
-                    try:
-                        await session.run()
-                    finally:
-                        self._sessions -= 1
+                    await session.run()
                 finally:
-                    if wire is not None:
-                        await wire.finish(self.options.close_timeout)
-                    else:
-                        await trio.aclose_forcefully(stream)
-                    nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            logger.debug("%s: connection lost: %s", peer, exc)
+                    self._sessions -= 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                # The peer went away (or failed TLS): nothing to answer.
+                logger.debug("%s: connection lost: %s", peer, exc.__cause__ or exc)
+            finally:
+                if wire is not None:
+                    await wire.finish(self.options.close_timeout)
+                else:
+                    await trio.aclose_forcefully(stream)
+                nursery.cancel_scope.cancel()
 
     async def _start_tls(self, stream: trio.abc.Stream) -> trio.abc.Stream:
         if self.options.ssl_context is None:
