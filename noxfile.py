@@ -10,7 +10,7 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
-LINTED = ["trio_ws_demo", "tests", "noxfile.py"]
+LINTED = ["trio_ws_demo", "tests", "benchmarks", "noxfile.py"]
 
 
 @nox.session
@@ -36,3 +36,10 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("mypy>=1.13", "-e", ".")
     session.run("mypy", "--strict", "trio_ws_demo")
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """20,000 connect-echo-disconnect cycles, 200 at a time; fds and RSS must come back."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
