@@ -43,3 +43,11 @@ def soak(session: nox.Session) -> None:
     """20,000 connect-echo-disconnect cycles, 200 at a time; fds and RSS must come back."""
     session.install("-e", ".")
     session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Fan-out benchmark against baselines (`-- --quick` for a smoke run)."""
+    session.install("-e", ".", "websockets>=14")
+    session.run("npm", "ci", "--prefix", "benchmarks", "--no-audit", "--no-fund", external=True)
+    session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -13,6 +13,7 @@ async def drain(subscription, count: int) -> list[str]:
     items: list[str] = []
     while len(items) < count:
         items.extend(await subscription.receive_batch())
+        subscription.batch_done()
     return items
 
 
@@ -33,7 +34,10 @@ async def test_receive_batch_takes_everything_queued_at_once() -> None:
     for i in range(5):
         hub.publish(str(i), 1)
     assert await subscription.receive_batch() == ["0", "1", "2", "3", "4"]
+    assert subscription.queued_bytes == 5  # until the consumer is done with them
+    subscription.batch_done()
     assert subscription.queued_bytes == 0
+    assert subscription.delivered == 5
 
 
 async def test_receive_batch_waits_for_the_first_item() -> None:

@@ -18,6 +18,12 @@ subscriber past either limit makes it a *slow consumer*, handled by the hub's
     delivered as soon as there is room again.
 
 Memory per subscriber is therefore bounded by its budget, whatever the peer does.
+
+A subscriber may also take items *at once*: with ``deliver_now``, an item
+offered while nothing is outstanding for it (nothing queued, nothing handed to
+its consumer and not yet done) goes straight to that callback, which returns
+what it could not take (or None). The rest is queued first in line. The server
+uses this to write a frame to an idle client's socket without a task switch.
 """
 
 from __future__ import annotations
@@ -88,14 +94,21 @@ class Subscription(Generic[T]):
         hub: Hub[T],
         budget: InboxBudget,
         on_slow: Callable[[], None] | None,
+        deliver_now: Callable[[T], T | None] | None = None,
     ) -> None:
         self._hub = hub
         self._budget = budget
         self._on_slow = on_slow
+        self._deliver_now = deliver_now
+        # Items queued or handed to the consumer and not yet done with.
+        self._outstanding = 0
+        self._in_hand = (0, 0)
         # The channel is bounded by the budget's message count; the byte count
         # is kept beside it because a channel only counts items.
         self._send, self._receive = trio.open_memory_channel[tuple[T, int]](budget.max_messages)
         self.queued_bytes = 0
+        self._outstanding = 0
+        self._in_hand = (0, 0)
         self.delivered = 0
         self.dropped = 0
         self.closed_as_slow = False
@@ -118,6 +131,13 @@ class Subscription(Generic[T]):
         """
         if not self._open:
             return False
+        if self._deliver_now is not None and self._outstanding == 0:
+            rest = self._deliver_now(item)
+            if rest is None:
+                self.delivered += 1
+                self._hub._delivered += 1
+                return True
+            item = rest
         # An empty inbox always takes one item, so a message as large as the
         # whole byte budget still gets through to a client that keeps up.
         over_bytes = self.queued_bytes + size > self._budget.max_bytes and self.queued_bytes > 0
@@ -128,6 +148,7 @@ class Subscription(Generic[T]):
                 pass
             else:
                 self.queued_bytes += size
+                self._outstanding += 1
                 return True
         self._overflow()
         return False
@@ -154,9 +175,11 @@ class Subscription(Generic[T]):
         """Wait for at least one item, then take everything queued.
 
         Draining in one go lets the owner write many frames with one system
-        call. Raises :class:`trio.EndOfChannel` once the subscription is closed
-        and its inbox is empty.
+        call. Call :meth:`batch_done` once the batch is written; until then
+        new items queue behind it. Raises :class:`trio.EndOfChannel` once the
+        subscription is closed and its inbox is empty.
         """
+        self.batch_done()
         first = await self._receive.receive()
         batch = [first]
         try:
@@ -169,10 +192,18 @@ class Subscription(Generic[T]):
         for item, size in batch:
             taken += size
             items.append(item)
-        self.queued_bytes -= taken
-        self.delivered += len(items)
-        self._hub._delivered += len(items)
+        self._in_hand = (len(items), taken)
         return items
+
+    def batch_done(self) -> None:
+        """The last batch from :meth:`receive_batch` is delivered: release it."""
+        count, size = self._in_hand
+        if count:
+            self._in_hand = (0, 0)
+            self._outstanding -= count
+            self.queued_bytes -= size
+            self.delivered += count
+            self._hub._delivered += count
 
     def discard_queued(self) -> None:
         """Free everything still queued (for a subscriber that is going away)."""
@@ -183,6 +214,8 @@ class Subscription(Generic[T]):
         except (trio.WouldBlock, trio.EndOfChannel):
             pass
         self.queued_bytes = 0
+        self._outstanding = 0
+        self._in_hand = (0, 0)
 
 
 class Hub(Generic[T]):
@@ -202,9 +235,18 @@ class Hub(Generic[T]):
         self._dropped = 0
         self._slow_closed = 0
 
-    def subscribe(self, *, on_slow: Callable[[], None] | None = None) -> Subscription[T]:
-        """Open a new inbox. *on_slow* runs (synchronously) if it is closed as slow."""
-        subscription = Subscription(self, self.budget, on_slow)
+    def subscribe(
+        self,
+        *,
+        on_slow: Callable[[], None] | None = None,
+        deliver_now: Callable[[T], T | None] | None = None,
+    ) -> Subscription[T]:
+        """Open a new inbox.
+
+        *on_slow* runs (synchronously) if it is closed as slow; *deliver_now*
+        is the optional fast path described in the module docstring.
+        """
+        subscription = Subscription(self, self.budget, on_slow, deliver_now)
         self._subscribers.add(subscription)
         return subscription
 

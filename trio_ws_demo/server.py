@@ -27,7 +27,6 @@ import errno
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -44,6 +43,7 @@ from .handshake import (
     send_response,
 )
 from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy
+from .listen import accept_loop, open_listening_sockets
 from .session import Session, SessionSettings
 from .wire import FrameWire
 
@@ -165,8 +165,8 @@ class BroadcastServer:
         Reports the bound port through ``task_status`` once listening, so
         ``await nursery.start(server.run, host, 0)`` returns a usable port.
         """
-        listeners = await _open_listeners(host, port)
-        self.port = listeners[0].socket.getsockname()[1]
+        listeners = _open_listeners(host, port)
+        self.port = listeners[0].getsockname()[1]
         logger.info(
             "listening on %s://%s:%d (%s)",
             self.options.scheme,
@@ -175,16 +175,19 @@ class BroadcastServer:
             "echo" if self.options.echo else "broadcast",
         )
         try:
-            async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as connections:
                 try:
-                    await handlers.start(
-                        trio.serve_listeners, self._handle_accepted, list(listeners)
-                    )
-                    task_status.started(self.port)
-                    await trio.sleep_forever()
+                    async with trio.open_nursery() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(
+                                accept_loop, listener, connections, self._handle_accepted
+                            )
+                        task_status.started(self.port)
                 finally:
                     self._begin_shutdown()
         finally:
+            for listener in listeners:
+                listener.close()
             logger.info("server stopped")
 
     def abort(self) -> None:
@@ -208,7 +211,8 @@ class BroadcastServer:
             else:
                 connection.scope.cancel()
 
-    async def _handle_accepted(self, stream: trio.SocketStream) -> None:
+    async def _handle_accepted(self, sock: socket.socket) -> None:
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         # Shielded: cancelling run() must not kill a connection before it has
         # said goodbye; _begin_shutdown() bounds how long that may take.
         with trio.CancelScope(shield=True) as scope:
@@ -218,14 +222,22 @@ class BroadcastServer:
             connection = _Connection(scope)
             self._connections.add(connection)
             try:
-                await self.handle_stream(stream, connection)
+                await self.handle_stream(stream, connection, raw_socket=sock)
             finally:
                 self._connections.discard(connection)
 
     async def handle_stream(
-        self, stream: trio.abc.Stream, connection: _Connection | None = None
+        self,
+        stream: trio.abc.Stream,
+        connection: _Connection | None = None,
+        *,
+        raw_socket: socket.socket | None = None,
     ) -> None:
-        """Serve one connection on any byte stream (tests use memory streams)."""
+        """Serve one connection on any byte stream (tests use memory streams).
+
+        *raw_socket*, the stdlib socket under a plain TCP *stream*, enables
+        the synchronous write fast path.
+        """
         self.connections_total += 1
         peer = _format_peer(stream)
         wire: FrameWire | None = None
@@ -233,7 +245,9 @@ class BroadcastServer:
             try:
                 with trio.move_on_after(self.options.handshake_timeout) as handshake:
                     stream = await self._start_tls(stream)
-                    accepted = await self._front_door(nursery, stream, peer)
+                    accepted = await self._front_door(
+                        nursery, stream, peer, None if self.options.ssl_context else raw_socket
+                    )
                 if handshake.cancelled_caught:
                     self._reject_count("handshake timeout")
                     logger.debug("%s: handshake timed out", peer)
@@ -268,7 +282,11 @@ class BroadcastServer:
         return tls
 
     async def _front_door(
-        self, nursery: trio.Nursery, stream: trio.abc.Stream, peer: str
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        peer: str,
+        raw_socket: socket.socket | None,
     ) -> tuple[WebSocketConnection, FrameWire, RequestHead] | None:
         """Read the request head; refuse it, or hand it to trio-websocket and accept."""
         head = await read_request_head(stream, self.options.max_request_head)
@@ -293,7 +311,7 @@ class BroadcastServer:
             return None
         self._sessions += 1  # reserved now, so concurrent handshakes respect max_clients
         try:
-            wire = FrameWire(stream)
+            wire = FrameWire(stream, raw_socket)
             wire.replay(head.raw)
             request = await wrap_server_stream(
                 nursery,
@@ -341,9 +359,9 @@ async def serve(
     await BroadcastServer(options).run(host, port, task_status=task_status)
 
 
-async def _open_listeners(host: str, port: int) -> Sequence[trio.SocketListener]:
+def _open_listeners(host: str, port: int) -> list[socket.socket]:
     try:
-        return await trio.open_tcp_listeners(port, host=host, backlog=socket.SOMAXCONN)
+        return open_listening_sockets(host, port, backlog=socket.SOMAXCONN)
     except socket.gaierror as exc:
         raise ServerStartupError(
             f"cannot listen on {host}:{port}: the host name does not resolve ({exc.strerror}); "

@@ -81,7 +81,9 @@ class Session:
         self.end: EndReason | None = None
         self._receiving = trio.CancelScope()
         self._tasks: trio.CancelScope | None = None
-        self.inbox: Subscription[bytes] = hub.subscribe(on_slow=self._on_slow)
+        self.inbox: Subscription[bytes] = hub.subscribe(
+            on_slow=self._on_slow, deliver_now=wire.try_write_now
+        )
 
     # -- ways to end, callable from other tasks (plain defs: they never wait) --
 
@@ -184,6 +186,7 @@ class Session:
                     return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            inbox.batch_done()
 
     async def _keepalive(self, scope: trio.CancelScope) -> None:
         interval = self.settings.ping_interval

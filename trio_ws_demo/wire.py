@@ -12,6 +12,12 @@ stream we hand to trio-websocket, so that both writers share it safely:
 * **Replay.** The server reads the HTTP request head itself (see
   :mod:`trio_ws_demo.handshake`); :meth:`replay` hands those bytes to
   trio-websocket as if they had just arrived.
+* **Synchronous fast path.** When nothing is queued for a client and no write
+  is under way, :meth:`try_write_now` hands a broadcast frame straight to the
+  kernel with a non-blocking ``socket.send()``, the way Node does, and skips
+  the task switch to the send loop. Whatever the kernel did not take is
+  returned to be queued first; until the send loop has written that rest, no
+  other write (pong, close) may start, so frames never interleave.
 * **Frames only while open.** Once a close frame has gone out, data frames are
   refused (:meth:`write_frames` returns False).
 * **Flush before answering a close.** trio-websocket answers a peer's close
@@ -29,6 +35,7 @@ stream we hand to trio-websocket, so that both writers share it safely:
 from __future__ import annotations
 
 import contextlib
+import socket
 
 import trio
 
@@ -40,8 +47,12 @@ __all__ = ["FrameWire"]
 class FrameWire(trio.abc.Stream):
     """A transport stream shared by trio-websocket and the broadcast sender."""
 
-    def __init__(self, transport: trio.abc.Stream) -> None:
+    def __init__(self, transport: trio.abc.Stream, raw_socket: socket.socket | None = None) -> None:
         self.transport = transport
+        self._raw_socket = raw_socket
+        """The plain (non-TLS) socket under *transport*, for the fast path."""
+        self._mid_frame = False
+        self._frame_finished = trio.Event()
         self._write_lock = trio.Lock()
         self._broken = False
         self._close_sent = False
@@ -71,11 +82,42 @@ class FrameWire(trio.abc.Stream):
         """Mark that the next close frame is ours, to be sent without delay."""
         self._closing_locally = True
 
+    def try_write_now(self, frame: bytes) -> bytes | None:
+        """Write *frame* without waiting if the socket is free; return what is left.
+
+        Returns None when the kernel took all of it, else the bytes still to
+        be written, which the caller must queue ahead of anything else. Only
+        call this when nothing is queued for this connection.
+        """
+        if (
+            self._raw_socket is None
+            or self._write_lock.locked()
+            or self._mid_frame
+            or not self.open_for_frames
+        ):
+            return frame
+        try:
+            sent = self._raw_socket.send(frame)
+        except OSError:  # full (BlockingIOError) or failing: the send loop will see it
+            return frame
+        if sent == len(frame):
+            return None
+        if sent:
+            self._mid_frame = True
+            self._frame_finished = trio.Event()
+        return frame[sent:]
+
     async def write_frames(self, frames: list[bytes]) -> bool:
-        """Write pre-encoded frames with one ``send_all``; False if too late."""
+        """Write pre-encoded frames with one ``send_all``; False if too late.
+
+        A frame left half-written by :meth:`try_write_now` must come first.
+        """
         if not self.open_for_frames:
             return False
         await self._write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if self._mid_frame:
+            self._mid_frame = False
+            self._frame_finished.set()
         return True
 
     async def _write(self, data: bytes | bytearray | memoryview) -> None:
@@ -87,6 +129,7 @@ class FrameWire(trio.abc.Stream):
             except BaseException:
                 # Cancelled or failed part-way: the peer may hold half a frame.
                 self._broken = True
+                self._frame_finished.set()
                 raise
 
     # -- trio.abc.Stream, as used by trio-websocket ---------------------------
@@ -100,6 +143,8 @@ class FrameWire(trio.abc.Stream):
                 await trio.lowlevel.checkpoint()
                 return
             self._close_sent = True
+        while self._mid_frame and not self._broken:
+            await self._frame_finished.wait()
         await self._write(data)
 
     async def wait_send_all_might_not_block(self) -> None:

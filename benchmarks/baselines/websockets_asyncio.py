@@ -1,0 +1,37 @@
+"""Baseline: the `websockets` asyncio server with its broadcast() helper.
+
+broadcast() writes to every client without waiting and without backpressure:
+a client that stops reading gets an ever-growing write buffer (see the
+websockets broadcast guide).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+
+clients: set[ServerConnection] = set()
+
+
+async def handler(ws: ServerConnection) -> None:
+    clients.add(ws)
+    try:
+        async for message in ws:
+            broadcast(clients, message)
+    finally:
+        clients.discard(ws)
+
+
+async def main(port: int) -> None:
+    async with serve(
+        handler, "127.0.0.1", port, compression=None, ping_interval=None, max_size=2**20
+    ) as server:
+        bound = next(iter(server.sockets)).getsockname()[1]
+        print(f"Listening on ws://127.0.0.1:{bound}", flush=True)
+        await asyncio.Future()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))

@@ -1,0 +1,270 @@
+"""Fan-out benchmark: our server side by side with baselines, in one run.
+
+    python benchmarks/bench.py [--quick] [--duration S] [--servers ours,naive,...]
+
+Servers (each a fresh process per scenario, pinned to core 0):
+
+- ``ours``: ``python -m trio_ws_demo serve``;
+- ``naive``: the article's server transliterated to trio-websocket
+  (``for c in clients: await c.send_message(m)``);
+- ``websockets``: the ``websockets`` asyncio server with ``broadcast()``;
+- ``node``: the article's own Node ``ws`` server (the stretch target).
+
+The load generator is Node ``ws`` (``loadgen.mjs``), pinned to core 1: one
+Node process handles thousands of sockets and hundreds of thousands of
+messages per second, so it out-runs every Python server here; its own CPU use
+is reported so that you can check it was never the bottleneck.
+
+Server CPU time comes from ``/proc/PID/stat`` over the measured window only;
+peak RSS is the server's ``VmHWM``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from procstats import sample  # noqa: E402
+
+HERE = Path(__file__).parent
+SERVER_CORE, LOADGEN_CORE = 0, 1
+
+SERVERS: dict[str, list[str]] = {
+    "ours": [
+        sys.executable, "-m", "trio_ws_demo", "serve", "--port", "0", "--log-level", "warning",
+        "--ping-interval", "0", "--max-clients", "100000",
+    ],
+    "naive": [sys.executable, str(HERE / "baselines" / "naive_trio.py")],
+    "websockets": [sys.executable, str(HERE / "baselines" / "websockets_asyncio.py")],
+    "node": ["node", str(HERE / "baselines" / "node_article_server.mjs")],
+}
+BASELINES = ["naive", "websockets", "node"]
+
+
+@dataclass
+class Scenario:
+    name: str
+    mode: str
+    clients: int
+    payload: int = 64
+    window: int = 20
+    slow: bool = False
+
+
+@dataclass
+class Result:
+    server: str
+    scenario: str
+    numbers: dict[str, float | int | None] = field(default_factory=dict)
+
+
+def pinned(core: int) -> object:
+    def pin() -> None:
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(0, {core})
+
+    return pin
+
+
+def start_server(name: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        SERVERS[name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=pinned(SERVER_CORE),  # type: ignore[arg-type]
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith("Listening on "):
+        process.kill()
+        raise RuntimeError(f"{name} did not start: {line!r}")
+    return process, line.removeprefix("Listening on ")
+
+
+def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float) -> Result:
+    process, url = start_server(server)
+    result = Result(server, scenario.name)
+    config = {
+        "url": url,
+        "mode": scenario.mode,
+        "clients": scenario.clients,
+        "payload": scenario.payload,
+        "window": scenario.window,
+        "slow": scenario.slow,
+        "duration": duration,
+        "warmup": warmup,
+    }
+    loadgen = subprocess.Popen(
+        ["node", str(HERE / "loadgen.mjs"), json.dumps(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=pinned(LOADGEN_CORE),  # type: ignore[arg-type]
+    )
+    assert loadgen.stdout is not None and loadgen.stdin is not None
+    try:
+        before = after = None
+        numbers: dict[str, float | int | None] = {}
+        for line in loadgen.stdout:
+            line = line.strip()
+            if line == "MEASURE_START":
+                before = sample(process.pid)
+            elif line == "MEASURE_END":
+                after = sample(process.pid)
+            elif line == "CONNECTED":
+                time.sleep(1)
+                after = sample(process.pid)
+                numbers["rss_mib"] = after.rss_bytes / 2**20
+                loadgen.stdin.close()
+            elif line.startswith("{"):
+                numbers.update(json.loads(line))
+        loadgen.wait(timeout=60)
+        final = sample(process.pid)
+        numbers["peak_rss_mib"] = final.peak_rss_bytes / 2**20
+        if before and after and scenario.mode == "fanout":
+            cpu = after.cpu_seconds - before.cpu_seconds
+            seconds = float(numbers["seconds"] or 1)
+            deliveries = float(numbers["deliveries"] or 0)
+            numbers["deliveries_per_s"] = deliveries / seconds
+            numbers["server_cpu_s"] = cpu
+            numbers["deliveries_per_cpu_s"] = deliveries / cpu if cpu > 0 else None
+            numbers["loadgen_cpu_pct"] = 100 * float(numbers["loadgen_cpu_s"] or 0) / seconds
+        result.numbers = numbers
+    finally:
+        loadgen.kill()
+        process.kill()
+        process.wait()
+    return result
+
+
+def fmt(value: object, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def ratio(ours: object, base: object) -> str:
+    if not isinstance(ours, (int, float)) or not isinstance(base, (int, float)) or not base:
+        return "–"
+    return f"{ours / base:.2f}×"
+
+
+def report(results: list[Result], scenarios: list[Scenario], servers: list[str]) -> str:
+    by = {(r.server, r.scenario): r.numbers for r in results}
+    lines = []
+    for scenario in scenarios:
+        lines.append(f"\n### {scenario.name}\n")
+        if scenario.mode == "fanout":
+            header = (
+                "| server | deliveries/s | deliveries/server CPU-s | p50 ms | p99 ms | peak RSS MiB"
+                " | lost | reordered | loadgen CPU % |"
+            )
+            lines += [header, "|" + "---|" * 9]
+            for server in servers:
+                n = by.get((server, scenario.name), {})
+                extra = ""
+                if scenario.slow and n.get("slow_close_code") is not None:
+                    extra = f" (slow client closed {n['slow_close_code']} after {fmt(n.get('slow_closed_after_s'), 2)} s)"
+                lines.append(
+                    f"| {server}{extra} | {fmt(n.get('deliveries_per_s'))} | {fmt(n.get('deliveries_per_cpu_s'))}"
+                    f" | {fmt(n.get('p50_ms'), 2)} | {fmt(n.get('p99_ms'), 2)} | {fmt(n.get('peak_rss_mib'), 1)}"
+                    f" | {fmt(n.get('lost'))} | {fmt(n.get('reordered'))} | {fmt(n.get('loadgen_cpu_pct'))} |"
+                )
+            if "ours" in servers:
+                o = by.get(("ours", scenario.name), {})
+                for base in [b for b in BASELINES if b in servers]:
+                    b = by.get((base, scenario.name), {})
+                    lines.append(
+                        f"| ours ÷ {base} | {ratio(o.get('deliveries_per_s'), b.get('deliveries_per_s'))}"
+                        f" | {ratio(o.get('deliveries_per_cpu_s'), b.get('deliveries_per_cpu_s'))}"
+                        f" | | | {ratio(o.get('peak_rss_mib'), b.get('peak_rss_mib'))} | | | |"
+                    )
+        else:
+            lines += ["| server | handshakes/s | open | RSS MiB | peak RSS MiB |", "|---|---|---|---|---|"]
+            for server in servers:
+                n = by.get((server, scenario.name), {})
+                lines.append(
+                    f"| {server} | {fmt(n.get('handshakes_per_s'))} | {fmt(n.get('open'))}"
+                    f" | {fmt(n.get('rss_mib'), 1)} | {fmt(n.get('peak_rss_mib'), 1)} |"
+                )
+            if "ours" in servers:
+                o = by.get(("ours", scenario.name), {})
+                for base in [b for b in BASELINES if b in servers]:
+                    b = by.get((base, scenario.name), {})
+                    lines.append(
+                        f"| ours ÷ {base} | {ratio(o.get('handshakes_per_s'), b.get('handshakes_per_s'))}"
+                        f" | | | {ratio(o.get('peak_rss_mib'), b.get('peak_rss_mib'))} |"
+                    )
+    return "\n".join(lines)
+
+
+def scenarios_for(quick: bool) -> list[Scenario]:
+    if quick:
+        return [
+            Scenario("fan-out 20 × 64 B", "fanout", 20),
+            Scenario("slow consumer 20 × 64 B", "fanout", 20, slow=True),
+            Scenario("idle 200", "idle", 200),
+        ]
+    return [
+        Scenario("fan-out 100 × 64 B", "fanout", 100),
+        Scenario("fan-out 1000 × 64 B", "fanout", 1000),
+        Scenario("fan-out 100 × 16 KiB", "fanout", 100, payload=16 * 1024, window=4),
+        Scenario("fan-out 1000 × 16 KiB", "fanout", 1000, payload=16 * 1024, window=2),
+        Scenario("slow consumer 100 × 64 B", "fanout", 100, slow=True),
+        Scenario("slow consumer 1000 × 64 B", "fanout", 1000, slow=True),
+        Scenario("idle 5000 connections", "idle", 5000),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run (seconds)")
+    parser.add_argument("--duration", type=float, default=None, help="measured seconds per run")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated servers")
+    parser.add_argument("--only", default="", help="run scenarios whose name contains this")
+    parser.add_argument("--json", type=Path, help="also write raw results here")
+    args = parser.parse_args()
+
+    if not shutil.which("node") or not (HERE / "node_modules" / "ws").is_dir():
+        print("needs node and `npm ci --prefix benchmarks` (nox -s bench does it)", file=sys.stderr)
+        return 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    servers = [s for s in args.servers.split(",") if s]
+    scenarios = [s for s in scenarios_for(args.quick) if args.only in s.name]
+    duration = args.duration or (1.0 if args.quick else 5.0)
+    warmup = 0.5 if args.quick else 1.0
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}; "
+        f"server pinned to core {SERVER_CORE}, load generator to core {LOADGEN_CORE}; "
+        f"{duration:g} s measured per run",
+        flush=True,
+    )
+    results = []
+    for scenario in scenarios:
+        for server in servers:
+            print(f"running {scenario.name} against {server} ...", file=sys.stderr, flush=True)
+            results.append(run_scenario(server, scenario, duration, warmup))
+    print(report(results, scenarios, servers))
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
