@@ -115,7 +115,8 @@ async def test_serve_and_echo_end_to_end() -> None:
             serve.interrupt()
             assert await serve.process.wait() == 0
             log = await serve.stderr()
-    assert "connected" in log and "disconnected (code 1000, 1 messages in, 1 out)" in log
+    assert "connected (path /, 1 clients)" in log
+    assert "disconnected (path /, code 1000, " in log and "1 messages in, 1 out)" in log
     assert "Traceback" not in log
 
 

@@ -142,7 +142,7 @@ async def test_sigterm_closes_listeners_with_1001_and_exits_0() -> None:
     assert err == (
         "Connection error: the server closed the connection with code 1001 (server shutting down)\n"
     )
-    assert "SIGTERM received: shutting down" in log
+    assert "shutting down: closing 1 connections" in log
     assert "code 1001 'server shutting down'" in log
     assert "Traceback" not in log
 

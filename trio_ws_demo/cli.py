@@ -35,6 +35,7 @@ from .client import (
 )
 from .handshake import AccessPolicy
 from .hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
+from .logs import configure as configure_logging
 from .server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
 
 __all__ = ["escape", "main"]
@@ -222,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         help="logging level (INFO logs one line per connection opened and closed)",
     )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text, or as one JSON object per line",
+    )
 
     echo = commands.add_parser(
         "echo",
@@ -306,11 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
     if bool(args.certfile) != bool(args.keyfile):
         print("error: --certfile and --keyfile go together", file=sys.stderr)
         return EXIT_USAGE
@@ -366,7 +369,7 @@ async def _run_server(options: ServerOptions, host: str, port: int) -> ServerSta
                     if serving.cancel_called:
                         server.abort()
                     else:
-                        logging.getLogger(__name__).info(
+                        logging.getLogger(__name__).debug(
                             "%s received: shutting down", signal.Signals(signum).name
                         )
                         serving.cancel()

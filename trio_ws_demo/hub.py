@@ -80,10 +80,13 @@ class HubStatistics:
     subscribers: int
     published: int
     delivered: int
+    delivered_bytes: int
     dropped: int
     slow_closed: int
     queued_messages: int
     queued_bytes: int
+    max_inbox: int
+    """Messages queued for the most backed-up subscriber."""
 
 
 class Subscription(Generic[T]):
@@ -136,6 +139,7 @@ class Subscription(Generic[T]):
             if rest is None:
                 self.delivered += 1
                 self._hub._delivered += 1
+                self._hub._delivered_bytes += size
                 return True
             item = rest
         # An empty inbox always takes one item, so a message as large as the
@@ -204,6 +208,7 @@ class Subscription(Generic[T]):
             self.queued_bytes -= size
             self.delivered += count
             self._hub._delivered += count
+            self._hub._delivered_bytes += size
 
     def discard_queued(self) -> None:
         """Free everything still queued (for a subscriber that is going away)."""
@@ -232,6 +237,7 @@ class Hub(Generic[T]):
         self._subscribers: set[Subscription[T]] = set()
         self._published = 0
         self._delivered = 0
+        self._delivered_bytes = 0
         self._dropped = 0
         self._slow_closed = 0
 
@@ -268,8 +274,10 @@ class Hub(Generic[T]):
             subscribers=len(subscribers),
             published=self._published,
             delivered=self._delivered,
+            delivered_bytes=self._delivered_bytes,
             dropped=self._dropped,
             slow_closed=self._slow_closed,
             queued_messages=sum(s.queued_messages for s in subscribers),
             queued_bytes=sum(s.queued_bytes for s in subscribers),
+            max_inbox=max((s.queued_messages for s in subscribers), default=0),
         )

@@ -44,7 +44,8 @@ from .handshake import (
 )
 from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy
 from .listen import accept_loop, open_listening_sockets
-from .session import Session, SessionSettings
+from .session import Session, SessionSettings, Traffic
+from .web import MetricsSource, WebRoutes
 from .wire import FrameWire
 
 __all__ = [
@@ -135,6 +136,9 @@ class BroadcastServer:
         self.rejections: collections.Counter[str] = collections.Counter()
         """Refused handshakes, by reason."""
         self.connections_total = 0
+        """WebSocket connections accepted so far."""
+        self.traffic = Traffic()
+        self.web = WebRoutes(MetricsSource(self._metrics_snapshot), lambda: self.clients)
         self._connections: set[_Connection] = set()
         self._sessions = 0
         self._shutting_down = False
@@ -147,6 +151,23 @@ class BroadcastServer:
 
     def statistics(self) -> HubStatistics:
         return self.hub.statistics()
+
+    def _metrics_snapshot(self) -> dict[str, object]:
+        stats = self.hub.statistics()
+        return {
+            "clients": self.clients,
+            "connections_total": self.connections_total,
+            "messages_in": self.traffic.messages_in,
+            "bytes_in": self.traffic.bytes_in,
+            "delivered": stats.delivered,
+            "delivered_bytes": stats.delivered_bytes,
+            "slow_closed": stats.slow_closed,
+            "dropped": stats.dropped,
+            "rejections": dict(self.rejections),
+            "queued_messages": stats.queued_messages,
+            "queued_bytes": stats.queued_bytes,
+            "max_inbox": stats.max_inbox,
+        }
 
     @property
     def clients(self) -> int:
@@ -167,12 +188,12 @@ class BroadcastServer:
         """
         listeners = _open_listeners(host, port)
         self.port = listeners[0].getsockname()[1]
+        url = f"{self.options.scheme}://{_format_host(host)}:{self.port}"
         logger.info(
-            "listening on %s://%s:%d (%s)",
-            self.options.scheme,
-            _format_host(host),
-            self.port,
+            "listening on %s (%s)",
+            url,
             "echo" if self.options.echo else "broadcast",
+            extra={"event": "listening", "url": url},
         )
         try:
             async with trio.open_nursery() as connections:
@@ -188,7 +209,7 @@ class BroadcastServer:
         finally:
             for listener in listeners:
                 listener.close()
-            logger.info("server stopped")
+            logger.debug("server stopped")
 
     def abort(self) -> None:
         """Drop every connection now, without closing handshakes (a second Ctrl-C)."""
@@ -201,8 +222,11 @@ class BroadcastServer:
             return
         self._shutting_down = True
         count = len(self._connections)
-        if count:
-            logger.info("shutting down: closing %d connections", count)
+        logger.info(
+            "shutting down: closing %d connections",
+            count,
+            extra={"event": "shutdown", "clients": self.clients},
+        )
         deadline = trio.current_time() + self.options.shutdown_timeout
         for connection in list(self._connections):
             connection.scope.deadline = min(connection.scope.deadline, deadline)
@@ -238,7 +262,6 @@ class BroadcastServer:
         *raw_socket*, the stdlib socket under a plain TCP *stream*, enables
         the synchronous write fast path.
         """
-        self.connections_total += 1
         peer = _format_peer(stream)
         wire: FrameWire | None = None
         async with trio.open_nursery() as nursery:
@@ -255,8 +278,15 @@ class BroadcastServer:
                 if accepted is None:
                     return
                 ws, wire, head = accepted
+                self.connections_total += 1
                 session = Session(
-                    ws, wire, self.hub, self._session_settings, peer, redact(head.target)
+                    ws,
+                    wire,
+                    self.hub,
+                    self._session_settings,
+                    peer,
+                    redact(head.target),
+                    self.traffic,
                 )
                 if connection is not None:
                     connection.session = session
@@ -296,12 +326,17 @@ class BroadcastServer:
             await self._refuse(stream, head, peer, None)
             return None
         if not head.is_websocket_upgrade:
-            await self._refuse(
-                stream,
-                HttpRefusal(426, "not a WebSocket upgrade", [("Upgrade", "websocket")]),
+            status = await self.web.answer(stream, head)
+            path = redact(head.target)
+            logger.info(
+                "%s %s %s: HTTP %d",
                 peer,
-                head,
+                head.method,
+                path,
+                status,
+                extra={"event": "http", "peer": peer, "path": path, "status": status},
             )
+            await _linger(stream)
             return None
         refusal = check_upgrade(head) or self.options.access.check(head)
         if refusal is None and self._sessions >= self.options.max_clients:
@@ -329,12 +364,20 @@ class BroadcastServer:
         self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: str, head: RequestHead | None
     ) -> None:
         self._reject_count(refusal.reason)
+        path = redact(head.target) if head else None
         logger.info(
             "%s refused: HTTP %d %s%s",
             peer,
             refusal.status,
             refusal.reason,
-            f" ({head.method} {redact(head.target)})" if head else "",
+            f" ({head.method} {path})" if head else "",
+            extra={
+                "event": "refused",
+                "peer": peer,
+                "path": path,
+                "status": refusal.status,
+                "reason": refusal.reason,
+            },
         )
         body = f"{refusal.status} {refusal.reason}\n".encode()
         await send_response(stream, refusal.status, headers=refusal.headers, body=body)

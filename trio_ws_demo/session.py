@@ -29,7 +29,14 @@ from .frames import encode_close, encode_frame
 from .hub import Hub, Subscription
 from .wire import FrameWire
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_SLOW_CONSUMER", "EndReason", "Session", "SessionSettings"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_SLOW_CONSUMER",
+    "EndReason",
+    "Session",
+    "SessionSettings",
+    "Traffic",
+]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
@@ -47,6 +54,14 @@ class EndReason(enum.Enum):
 
 #: Close codes for input the server refuses: protocol error, invalid data, too big.
 BAD_INPUT_CODES = frozenset({1002, 1007, 1009})
+
+
+@dataclass
+class Traffic:
+    """Server-wide counters the sessions add to (read by /metrics)."""
+
+    messages_in: int = 0
+    bytes_in: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,7 @@ class Session:
         settings: SessionSettings,
         peer: str,
         path: str,
+        traffic: Traffic | None = None,
     ) -> None:
         self.ws = ws
         self.wire = wire
@@ -78,7 +94,9 @@ class Session:
         self.peer = peer
         self.path = path
         self.messages_in = 0
+        self.traffic = traffic or Traffic()
         self.end: EndReason | None = None
+        self._started = 0.0
         self._receiving = trio.CancelScope()
         self._tasks: trio.CancelScope | None = None
         self.inbox: Subscription[bytes] = hub.subscribe(
@@ -107,7 +125,19 @@ class Session:
     # -- the session ------------------------------------------------------------
 
     async def run(self) -> None:
-        logger.info("%s connected (path %s, %d clients)", self.peer, self.path, len(self.hub))
+        self._started = trio.current_time()
+        logger.info(
+            "%s connected (path %s, %d clients)",
+            self.peer,
+            self.path,
+            len(self.hub),
+            extra={
+                "event": "opened",
+                "peer": self.peer,
+                "path": self.path,
+                "clients": len(self.hub),
+            },
+        )
         try:
             async with trio.open_nursery() as tasks:
                 self._tasks = tasks.cancel_scope
@@ -146,12 +176,11 @@ class Session:
         if self.wire.close_code_sent is None and closed is not None:
             # wsproto reported a protocol error; trio-websocket sent no close frame.
             self.wire.defer_close(encode_close(closed.code, closed.reason or ""))
-        logger.info("%s sent bad input: %s", self.peer, closed.reason if closed else code)
+        logger.debug("%s sent bad input: %s", self.peer, closed.reason if closed else code)
         return EndReason.BAD_INPUT
 
     async def _close(self, code: int, reason: str) -> None:
-        if self.end is EndReason.SLOW:
-            logger.warning("%s is a slow consumer: closing with %d", self.peer, code)
+        logger.debug("%s: closing with %d (%s)", self.peer, code, reason)
         self.wire.begin_local_close()
         with trio.move_on_after(self.settings.close_timeout):
             await self.ws.aclose(code, reason)
@@ -161,6 +190,7 @@ class Session:
         inbox = self.inbox
         publish = self.hub.publish
         echo = self.settings.echo
+        traffic = self.traffic
         while True:
             try:
                 message = await ws.get_message()
@@ -168,6 +198,8 @@ class Session:
                 return
             self.messages_in += 1
             frame = encode_frame(message)
+            traffic.messages_in += 1
+            traffic.bytes_in += len(frame)
             if echo:
                 inbox.offer(frame, len(frame))
             else:
@@ -200,7 +232,7 @@ class Session:
                     except ConnectionClosed:
                         return
                 if waiting.cancelled_caught:
-                    logger.info(
+                    logger.debug(
                         "%s did not answer a ping within %g s",
                         self.peer,
                         self.settings.ping_timeout,
@@ -212,17 +244,31 @@ class Session:
         closed = self.ws.closed
         code = self.wire.close_code_sent or (closed.code if closed else None)
         reason = closed.reason if closed and closed.reason else None
-        if self.end is EndReason.SLOW:
-            reason = "slow consumer"
-        elif self.end is EndReason.PING_TIMEOUT:
-            reason = "ping timeout"
+        if self.end in (EndReason.SLOW, EndReason.PING_TIMEOUT):
+            reason = self.end.value
+        duration = trio.current_time() - self._started
+        slow = self.end is EndReason.SLOW
         logger.info(
-            "%s disconnected (code %s%s, %d messages in, %d out%s%s)",
+            "%s disconnected (path %s, code %s%s, %.1f s, %d messages in, %d out%s%s)",
             self.peer,
+            self.path,
             code if code is not None else "none",
             f" {reason!r}" if reason else "",
+            duration,
             self.messages_in,
             self.inbox.delivered,
             f", {self.inbox.dropped} dropped" if self.inbox.dropped else "",
-            ", slow consumer" if self.end is EndReason.SLOW else "",
+            ", slow consumer" if slow else "",
+            extra={
+                "event": "closed",
+                "peer": self.peer,
+                "path": self.path,
+                "code": code,
+                "reason": reason,
+                "duration_s": round(duration, 3),
+                "messages_in": self.messages_in,
+                "messages_out": self.inbox.delivered,
+                "dropped": self.inbox.dropped,
+                "slow": slow,
+            },
         )

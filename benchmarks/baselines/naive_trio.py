@@ -6,6 +6,7 @@ sender's handler: one client that stops reading stalls everyone.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import trio
@@ -21,10 +22,8 @@ async def handler(request: WebSocketRequest) -> None:
         while True:
             message = await ws.get_message()
             for client in list(clients):
-                try:
+                with contextlib.suppress(ConnectionClosed):
                     await client.send_message(message)
-                except ConnectionClosed:
-                    pass
     except ConnectionClosed:
         pass
     finally:

@@ -1,0 +1,146 @@
+"""HTTP on the WebSocket port: the chat page, /healthz, /metrics, errors, JSON logs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import InvalidStatus
+from websockets.trio.client import connect
+
+from trio_ws_demo import BroadcastServer, ServerOptions
+from trio_ws_demo.handshake import AccessPolicy
+
+from .conftest import StartServer, url_of
+from .processes import run_cli
+from .wsraw import http_exchange
+
+TIMEOUT = 20
+
+
+def split(response: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status_line, headers, body
+
+
+async def get(
+    server: BroadcastServer, path: str, method: str = "GET"
+) -> tuple[str, dict[str, str], bytes]:
+    request = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    return split(await http_exchange(server.port, request))
+
+
+async def test_the_chat_page_is_served_at_the_root(server: BroadcastServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        status, headers, body = await get(server, "/")
+        head_status, head_headers, head_body = await get(server, "/", "HEAD")
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert headers["connection"] == "close"
+    assert b"<title>trio_ws_demo chat</title>" in body
+    assert b"http://" not in body and b"https://" not in body  # no CDN, nothing external
+    assert int(headers["content-length"]) == len(body)
+    assert head_status == "HTTP/1.1 200 OK" and head_body == b""
+    assert head_headers["content-length"] == headers["content-length"]
+
+
+async def test_healthz_counts_connected_clients(server: BroadcastServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        _, _, body = await get(server, "/healthz")
+        assert json.loads(body) == {"status": "ok", "clients": 0}
+        async with connect(url_of(server), proxy=None), connect(url_of(server), proxy=None):
+            status, headers, body = await get(server, "/healthz")
+            assert status == "HTTP/1.1 200 OK"
+            assert headers["content-type"] == "application/json"
+            assert json.loads(body) == {"status": "ok", "clients": 2}
+            head_status, _, head_body = await get(server, "/healthz", "HEAD")
+            assert head_status == "HTTP/1.1 200 OK" and head_body == b""
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "405 Method Not Allowed"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
+            "431 Request Header Fields Too Large",
+        ),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", "400 Bad Request"),
+    ],
+    ids=["unknown-path", "wrong-method", "head-too-large", "malformed"],
+)
+async def test_other_requests_get_errors_with_connection_close(
+    server: BroadcastServer, request_bytes: bytes, status: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        status_line, headers, _ = split(await http_exchange(server.port, request_bytes))
+    assert status_line == f"HTTP/1.1 {status}"
+    assert headers["connection"] == "close"
+    if status.startswith("405"):
+        assert headers["allow"] == "GET, HEAD"
+
+
+def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_come_from_prometheus_client(start_server: StartServer) -> None:
+    options = ServerOptions(access=AccessPolicy(allow_origins=frozenset({"https://ok.example"})))
+    server = await start_server(options)
+    url = url_of(server)
+    with trio.fail_after(TIMEOUT):
+        async with connect(url, proxy=None, origin="https://ok.example") as a:
+            await a.send("hello")
+            assert await a.recv() == "hello"
+            with pytest.raises(InvalidStatus):
+                async with connect(url, proxy=None, origin="https://evil.example"):
+                    pass
+            status, headers, body = await get(server, "/metrics")
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    m = metrics(body.decode())
+    assert m[("trio_ws_demo_clients", ())] == 1
+    assert m[("trio_ws_demo_connections_total", ())] == 1
+    assert m[("trio_ws_demo_messages_received_total", ())] == 1
+    assert m[("trio_ws_demo_received_bytes_total", ())] == 7  # 2-byte header + "hello"
+    assert m[("trio_ws_demo_messages_delivered_total", ())] == 1
+    assert m[("trio_ws_demo_delivered_bytes_total", ())] == 7
+    assert m[("trio_ws_demo_slow_clients_closed_total", ())] == 0
+    assert m[("trio_ws_demo_messages_dropped_total", ())] == 0
+    assert m[("trio_ws_demo_handshake_rejections_total", (("reason", "origin not allowed"),))] == 1
+    assert m[("trio_ws_demo_inbox_messages", ())] == 0
+    assert ("trio_ws_demo_inbox_max_messages", ()) in m
+
+
+async def test_json_logs_one_line_per_lifecycle_event_and_never_the_token() -> None:
+    secret = "very-secret-token"
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "serve", "--port", "0", "--log-format", "json", "--token", secret
+        ) as server:
+            port = int((await server.readline()).rsplit(":", 1)[1])
+            url = f"ws://127.0.0.1:{port}/room?token={secret}"
+            async with run_cli("echo", url, "a", "b", "c", "--count", "10") as echo:
+                assert await echo.process.wait() == 0
+            server.interrupt()
+            assert await server.process.wait() == 0
+            log = await server.stderr()
+    assert secret not in log
+    records = [json.loads(line) for line in log.splitlines()]
+    assert [r["event"] for r in records] == ["listening", "opened", "closed", "shutdown"]
+    opened, closed = records[1], records[2]
+    assert opened["path"] == "/room?token=***"
+    assert closed["peer"] == opened["peer"] and closed["path"] == "/room?token=***"
+    assert closed["code"] == 1000 and closed["reason"] is None
+    assert closed["messages_in"] == 30 and closed["messages_out"] == 30
+    assert closed["slow"] is False and closed["duration_s"] >= 0
+    assert all(r["level"] == "info" for r in records)

@@ -1,0 +1,61 @@
+"""Log formatting for the command line: a readable line, or one JSON object a line.
+
+The library only logs (to ``trio_ws_demo.server``); it never configures
+logging. Lifecycle lines carry structured fields through ``extra=`` (for
+example ``event``, ``peer``, ``code``, ``duration_s``), which the JSON format
+emits as keys. Nothing here ever sees the token: the server redacts it first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+__all__ = ["FIELDS", "JsonFormatter", "configure"]
+
+#: Structured fields a log record may carry, in the order they are written.
+FIELDS = (
+    "event",
+    "url",
+    "peer",
+    "path",
+    "status",
+    "code",
+    "reason",
+    "duration_s",
+    "messages_in",
+    "messages_out",
+    "dropped",
+    "slow",
+    "clients",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in FIELDS:
+            if hasattr(record, name):
+                data[name] = getattr(record, name)
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def configure(level: str, fmt: str) -> None:
+    """Send log records to stderr, as text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,132 @@
+"""Plain HTTP on the WebSocket port: the chat page, ``/healthz`` and ``/metrics``.
+
+Browsers are the main WebSocket clients and operators expect a health check
+and metrics on the port they already expose, so a request that is not a
+WebSocket upgrade is answered here (the front door in
+:mod:`trio_ws_demo.handshake` has already read and bounded its head):
+
+=============  ===============================================  ==========
+path           answer                                           methods
+=============  ===============================================  ==========
+``/``          the chat page (``static/chat.html``, no CDN)     GET, HEAD
+``/healthz``   ``{"status": "ok", "clients": N}``               GET, HEAD
+``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
+anything else  404                                              (405 for
+                                                                other methods)
+=============  ===============================================  ==========
+
+Every answer carries ``Connection: close``: one request per connection keeps
+this side simple, and browsers open the WebSocket on a new connection anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from functools import cache
+from importlib import resources
+
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .handshake import RequestHead, send_response
+
+__all__ = ["MetricsSource", "WebRoutes"]
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@cache
+def chat_page() -> bytes:
+    """The chat page, read once from the package data."""
+    return resources.files("trio_ws_demo").joinpath("static/chat.html").read_bytes()
+
+
+class MetricsSource:
+    """What the server exposes to /metrics, read at scrape time (never per message)."""
+
+    def __init__(self, read: Callable[[], dict[str, object]]) -> None:
+        self._read = read
+
+    def snapshot(self) -> dict[str, object]:
+        return self._read()
+
+
+class _ServerCollector(Collector):
+    """Turns a snapshot into Prometheus metric families."""
+
+    def __init__(self, source: MetricsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._source.snapshot()
+
+        def gauge(name: str, doc: str, key: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"trio_ws_demo_{name}", doc, value=float(s[key]))  # type: ignore[arg-type]
+
+        def counter(name: str, doc: str, key: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"trio_ws_demo_{name}", doc, value=float(s[key]))  # type: ignore[arg-type]
+
+        yield gauge("clients", "WebSocket clients connected now.", "clients")
+        yield counter("connections", "WebSocket connections accepted.", "connections_total")
+        yield counter("messages_received", "Messages received from clients.", "messages_in")
+        yield counter("received_bytes", "Bytes of messages received (as frames).", "bytes_in")
+        yield counter("messages_delivered", "Messages written to clients.", "delivered")
+        yield counter("delivered_bytes", "Bytes of frames written to clients.", "delivered_bytes")
+        yield counter("slow_clients_closed", "Clients closed as slow consumers.", "slow_closed")
+        yield counter("messages_dropped", "Messages dropped for slow clients.", "dropped")
+        rejections = CounterMetricFamily(
+            "trio_ws_demo_handshake_rejections",
+            "Connections refused before a WebSocket opened, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s["rejections"].items()):  # type: ignore[attr-defined]
+            rejections.add_metric([reason], float(count))
+        yield rejections
+        yield gauge("inbox_messages", "Messages queued in all client inboxes.", "queued_messages")
+        yield gauge("inbox_bytes", "Bytes queued in all client inboxes.", "queued_bytes")
+        yield gauge(
+            "inbox_max_messages", "Messages queued for the most backed-up client.", "max_inbox"
+        )
+
+
+class WebRoutes:
+    """Answers non-upgrade requests."""
+
+    def __init__(self, source: MetricsSource, clients: Callable[[], int]) -> None:
+        self._clients = clients
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_ServerCollector(source))
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self._registry)
+
+    async def answer(self, stream: trio.abc.Stream, head: RequestHead) -> int:
+        """Write the response; return its status."""
+        if head.method not in ("GET", "HEAD"):
+            allow = [("Allow", "GET, HEAD")]
+            await send_response(stream, 405, headers=allow, body=b"405 method not allowed\n")
+            return 405
+        head_only = head.method == "HEAD"
+        path = head.path
+        if path == "/":
+            body, content_type = chat_page(), "text/html; charset=utf-8"
+        elif path == "/healthz":
+            body = json.dumps({"status": "ok", "clients": self._clients()}).encode()
+            content_type = "application/json"
+        elif path == "/metrics":
+            body, content_type = self.metrics_text(), PROMETHEUS_TEXT
+        else:
+            await send_response(stream, 404, body=b"404 not found\n", head_only=head_only)
+            return 404
+        await send_response(
+            stream,
+            200,
+            body=body,
+            content_type=content_type,
+            head_only=head_only,
+            headers=[("X-Content-Type-Options", "nosniff")],
+        )
+        return 200
