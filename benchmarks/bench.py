@@ -187,8 +187,9 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
             for server in servers:
                 n = by.get((server, scenario.name), {})
                 extra = ""
-                if scenario.slow and n.get("slow_close_code") is not None:
-                    extra = f" (slow client closed {n['slow_close_code']} after {fmt(n.get('slow_closed_after_s'), 2)} s)"
+                if scenario.slow:
+                    code = n.get("slow_close_code")
+                    extra = f" (stuck client: close {code})" if code else " (stuck client: kept)"
                 lines.append(
                     f"| {server}{extra} | {fmt(n.get('deliveries_per_s'))} | {fmt(n.get('deliveries_per_cpu_s'))}"
                     f" | {fmt(n.get('p50_ms'), 2)} | {fmt(n.get('p99_ms'), 2)} | {fmt(n.get('peak_rss_mib'), 1)}"
