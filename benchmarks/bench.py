@@ -30,30 +30,18 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from procstats import sample
+from harness import OUR_SERVER, sample, start_server
 
 HERE = Path(__file__).parent
 SERVER_CORE, LOADGEN_CORE = 0, 1
 
 SERVERS: dict[str, list[str]] = {
-    "ours": [
-        sys.executable,
-        "-m",
-        "trio_ws_demo",
-        "serve",
-        "--port",
-        "0",
-        "--log-level",
-        "warning",
-        "--ping-interval",
-        "0",
-        "--max-clients",
-        "100000",
-    ],
+    "ours": [*OUR_SERVER, "--ping-interval", "0", "--max-clients", "100000"],
     "naive": [sys.executable, str(HERE / "baselines" / "naive_trio.py")],
     "websockets": [sys.executable, str(HERE / "baselines" / "websockets_asyncio.py")],
     "node": ["node", str(HERE / "baselines" / "node_article_server.mjs")],
@@ -78,7 +66,7 @@ class Result:
     numbers: dict[str, float | int | None] = field(default_factory=dict)
 
 
-def pinned(core: int) -> object:
+def pinned(core: int) -> Callable[[], None]:
     def pin() -> None:
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, {core})
@@ -86,24 +74,8 @@ def pinned(core: int) -> object:
     return pin
 
 
-def start_server(name: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        SERVERS[name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        preexec_fn=pinned(SERVER_CORE),  # type: ignore[arg-type]
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("Listening on "):
-        process.kill()
-        raise RuntimeError(f"{name} did not start: {line!r}")
-    return process, line.removeprefix("Listening on ")
-
-
 def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float) -> Result:
-    process, url = start_server(server)
+    process, url = start_server(SERVERS[server], pinned(SERVER_CORE))
     result = Result(server, scenario.name)
     config = {
         "url": url,
@@ -120,7 +92,7 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        preexec_fn=pinned(LOADGEN_CORE),  # type: ignore[arg-type]
+        preexec_fn=pinned(LOADGEN_CORE),
     )
     assert loadgen.stdout is not None and loadgen.stdin is not None
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from procstats import sample
+from harness import OUR_SERVER, sample, start_server
 
 from trio_ws_demo import run_client
 
@@ -59,25 +58,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=200)
     args = parser.parse_args()
 
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trio_ws_demo",
-            "serve",
-            "--port",
-            "0",
-            "--echo",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    server, url = start_server([*OUR_SERVER, "--echo"])
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        url = line.strip().removeprefix("Listening on ")
         print(f"server pid {server.pid} at {url}")
 
         trio.run(churn, url, max(args.concurrency, args.cycles // 10), args.concurrency)  # warm-up
