@@ -140,33 +140,47 @@ async def test_one_client_too_many_gets_503_and_the_others_are_unaffected(
     assert server.rejections["too many clients"] == 1
 
 
-async def test_silent_and_slowloris_handshakes_are_dropped_while_others_are_served(
+async def test_silent_and_stalled_handshakes_are_dropped_while_others_are_served(
     start_server: StartServer,
 ) -> None:
     server = await start_server(ServerOptions(handshake_timeout=1))
     with trio.fail_after(TIMEOUT):
         silent = await trio.open_tcp_stream("127.0.0.1", server.port)
-        slow = await trio.open_tcp_stream("127.0.0.1", server.port)
-        request = upgrade_request()
-
-        async def drip() -> None:
-            # One byte at a time, never finishing in time.
-            for byte in request[:-4]:
-                try:
-                    await slow.send_all(bytes([byte]))
-                except trio.BrokenResourceError:
-                    return
-                await trio.sleep(0.05)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drip)
-            await still_serving(server)  # served while the two are pending
-            assert await silent.receive_some() == b""  # dropped by the server
-            assert await slow.receive_some() == b""
-            nursery.cancel_scope.cancel()
+        stalled = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stalled.send_all(upgrade_request()[:40])  # half a head, then nothing
+        await still_serving(server)  # served while the two are pending
+        assert await silent.receive_some() == b""  # dropped by the server
+        assert await stalled.receive_some() == b""
         await silent.aclose()
-        await slow.aclose()
+        await stalled.aclose()
     assert server.rejections["handshake timeout"] == 2
+
+
+async def test_a_slowloris_is_dropped_at_the_handshake_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One byte a second never finishes in time: dropped at exactly 10 s."""
+    server = BroadcastServer(ServerOptions(handshake_timeout=10))
+    client_side, server_side = trio.testing.memory_stream_pair()
+    request = upgrade_request()
+    start = trio.current_time()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_stream, server_side)
+
+            async def drip() -> None:
+                for byte in request:
+                    try:
+                        await client_side.send_all(bytes([byte]))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return  # the server hung up on us, as it should
+                    await trio.sleep(1)  # virtual time
+
+            nursery.start_soon(drip)
+            assert await client_side.receive_some() == b""
+            nursery.cancel_scope.cancel()
+    assert trio.current_time() - start == pytest.approx(10)
+    assert server.rejections["handshake timeout"] == 1
 
 
 async def test_handshake_timeout_is_exact_under_a_virtual_clock(
