@@ -3,9 +3,16 @@
 The public API is re-exported here; the modules behind it are:
 
 * :mod:`~trio_ws_demo.hub`: the socket-free broadcast hub with bounded inboxes;
-* :mod:`~trio_ws_demo.server`: the WebSocket server around the hub;
+* :mod:`~trio_ws_demo.frames`: WebSocket frames encoded once per broadcast;
+* :mod:`~trio_ws_demo.server`: listeners, the front door, shutdown; with
+  :mod:`~trio_ws_demo.listen` (accept loop), :mod:`~trio_ws_demo.handshake`
+  (bounded request head, RFC 6455 and access checks), :mod:`~trio_ws_demo.web`
+  (chat page, /healthz, /metrics), :mod:`~trio_ws_demo.session` (one
+  connection's tasks) and :mod:`~trio_ws_demo.wire` (the stream shared with
+  trio-websocket, and the synchronous fast path);
 * :mod:`~trio_ws_demo.client`: the echo client as a library function;
-* :mod:`~trio_ws_demo.cli`: the command line, a thin shell over the above.
+* :mod:`~trio_ws_demo.cli` and :mod:`~trio_ws_demo.logs`: the command line, a
+  thin shell over the above.
 """
 
 __version__ = "0.1.0"

@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command == "serve":
         return _serve(args)
-    return _echo(args, parser)
+    return _echo(args)
 
 
 # -- serve --------------------------------------------------------------------
@@ -403,7 +403,7 @@ def _raise_open_file_limit() -> None:
 # -- echo ---------------------------------------------------------------------
 
 
-def _echo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _echo(args: argparse.Namespace) -> int:
     try:
         target = parse_url(args.url)
     except ValueError as exc:

@@ -2,16 +2,18 @@
 
 Who owns what::
 
-    BroadcastServer.run() ── handler nursery ── one task per connection
+    BroadcastServer.run() ── accept loops (listen.py) ── one task per connection
         front door (TLS, request head, checks; see handshake.py)
+        ├─ not an upgrade: answered by web.py (chat page, /healthz, /metrics)
         └─ its own nursery: trio-websocket's reader + a Session (session.py)
                             ├─ receive loop: message -> encode once -> hub.publish()
                             ├─ send loop:    inbox -> every queued frame in one write
                             └─ keepalive:    ping; a silent peer is let go
 
 A message travels: client socket -> trio-websocket reader -> receive loop ->
-:func:`~trio_ws_demo.frames.encode_frame` (once) -> every subscriber's bounded
-inbox (:class:`~trio_ws_demo.hub.Hub`) -> each send loop -> its socket.
+:func:`~trio_ws_demo.frames.encode_frame` (once) -> every subscriber: straight
+to an idle client's socket, else into its bounded inbox
+(:class:`~trio_ws_demo.hub.Hub`) for its send loop (see wire.py).
 
 Shutdown: cancelling :meth:`BroadcastServer.run` stops accepting at once, then
 every client gets close 1001 ``server shutting down`` after its queue is
