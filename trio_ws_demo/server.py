@@ -290,6 +290,7 @@ class BroadcastServer:
                     redact(head.target),
                     self.traffic,
                 )
+                del accepted, head  # an idle connection should hold as little as possible
                 if connection is not None:
                     connection.session = session
                 try:
