@@ -103,13 +103,13 @@ class Subscription(Generic[T]):
         self._budget = budget
         self._on_slow = on_slow
         self._deliver_now = deliver_now
-        # Items queued or handed to the consumer and not yet done with.
-        self._outstanding = 0
-        self._in_hand = (0, 0)
         # The channel is bounded by the budget's message count; the byte count
         # is kept beside it because a channel only counts items.
         self._send, self._receive = trio.open_memory_channel[tuple[T, int]](budget.max_messages)
         self.queued_bytes = 0
+        """Bytes queued or handed to the consumer and not yet done with."""
+        # Items queued or handed to the consumer and not yet done with, and the
+        # (count, bytes) of the batch the consumer holds.
         self._outstanding = 0
         self._in_hand = (0, 0)
         self.delivered = 0
@@ -127,9 +127,9 @@ class Subscription(Generic[T]):
         return self._send.statistics().current_buffer_used
 
     def offer(self, item: T, size: int) -> bool:
-        """Queue *item* for this subscriber without waiting.
+        """Deliver (via ``deliver_now``) or queue *item* without waiting.
 
-        Returns whether it was queued. An item that would exceed the budget is
+        Returns whether it was taken. An item that would exceed the budget is
         handled by the hub's slow-client policy.
         """
         if not self._open:
