@@ -174,7 +174,8 @@ class FrameWire(trio.abc.Stream):
     async def finish(self, timeout: float) -> None:
         """Send a deferred close frame (if any, within *timeout*) and close the socket."""
         deferred, self._deferred_close = self._deferred_close, None
-        if deferred is not None and not self._close_sent:
+        # Never after half a frame: the peer would read the close as payload.
+        if deferred is not None and not self._close_sent and not self._mid_frame:
             self._close_sent = True
             with (
                 trio.move_on_after(timeout),
