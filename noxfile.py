@@ -20,6 +20,8 @@ def tests(session: nox.Session) -> None:
     if shutil.which("npm"):
         # The article's own Node client.js is one of our test peers.
         session.run("npm", "ci", "--prefix", "tests/node", "--no-audit", "--no-fund", external=True)
+        # The load generator, for the benchmark's smoke test.
+        session.run("npm", "ci", "--prefix", "benchmarks", "--no-audit", "--no-fund", external=True)
     session.run("pytest", *session.posargs)
 
 
