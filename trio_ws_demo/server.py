@@ -47,7 +47,7 @@ from .handshake import (
 from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy
 from .listen import accept_loop, open_listening_sockets
 from .session import Session, SessionSettings, Traffic
-from .web import MetricsSource, WebRoutes
+from .web import WebRoutes
 from .wire import FrameWire
 
 __all__ = [
@@ -140,7 +140,7 @@ class BroadcastServer:
         self.connections_total = 0
         """WebSocket connections accepted so far."""
         self.traffic = Traffic()
-        self.web = WebRoutes(MetricsSource(self._metrics_snapshot), lambda: self.clients)
+        self.web = WebRoutes(self._metrics_snapshot, lambda: self.clients)
         self._connections: set[_Connection] = set()
         self._sessions = 0
         self._shutting_down = False

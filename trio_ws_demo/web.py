@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 
 from .handshake import RequestHead, send_response
 
-__all__ = ["MetricsSource", "WebRoutes"]
+__all__ = ["WebRoutes"]
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -44,24 +44,14 @@ def chat_page() -> bytes:
     return resources.files("trio_ws_demo").joinpath("static/chat.html").read_bytes()
 
 
-class MetricsSource:
-    """What the server exposes to /metrics, read at scrape time (never per message)."""
-
-    def __init__(self, read: Callable[[], dict[str, object]]) -> None:
-        self._read = read
-
-    def snapshot(self) -> dict[str, object]:
-        return self._read()
-
-
 class _ServerCollector(Collector):
-    """Turns a snapshot into Prometheus metric families."""
+    """Turns the server's counters, read at scrape time (never per message), into metrics."""
 
-    def __init__(self, source: MetricsSource) -> None:
-        self._source = source
+    def __init__(self, snapshot: Callable[[], dict[str, object]]) -> None:
+        self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        s = self._source.snapshot()
+        s = self._snapshot()
 
         def gauge(name: str, doc: str, key: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"trio_ws_demo_{name}", doc, value=float(s[key]))  # type: ignore[arg-type]
@@ -95,10 +85,12 @@ class _ServerCollector(Collector):
 class WebRoutes:
     """Answers non-upgrade requests."""
 
-    def __init__(self, source: MetricsSource, clients: Callable[[], int]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, object]], clients: Callable[[], int]
+    ) -> None:
         self._clients = clients
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_ServerCollector(source))
+        self._registry.register(_ServerCollector(snapshot))
 
     def metrics_text(self) -> bytes:
         return generate_latest(self._registry)

@@ -60,7 +60,6 @@ class FrameWire(trio.abc.Stream):
         self._deferred_close: bytes | None = None
         self._closed = False
         self._replay = b""
-        self._close_requested = False
         self.close_code_sent: int | None = None
         """The code of the close frame this side sent (or deferred), if any."""
 
@@ -72,11 +71,6 @@ class FrameWire(trio.abc.Stream):
     def open_for_frames(self) -> bool:
         """True while data frames may still be written."""
         return not (self._close_sent or self._broken or self._closed)
-
-    @property
-    def close_requested(self) -> bool:
-        """True once trio-websocket has asked for the stream to be closed."""
-        return self._close_requested
 
     def begin_local_close(self) -> None:
         """Mark that the next close frame is ours, to be sent without delay."""
@@ -162,7 +156,6 @@ class FrameWire(trio.abc.Stream):
         # after a protocol error, with no close frame at all). The server
         # closes for real in finish(), once queued frames and the right close
         # frame are out.
-        self._close_requested = True
         await trio.lowlevel.checkpoint()
 
     def defer_close(self, frame: bytes) -> None:
