@@ -145,6 +145,27 @@ def ratio(ours: object, base: object) -> str:
     return f"{ours / base:.2f}×"
 
 
+Numbers = dict[str, float | int | None]
+
+
+def ratio_rows(
+    by: dict[tuple[str, str], Numbers],
+    scenario: Scenario,
+    servers: list[str],
+    columns: list[str | None],
+) -> list[str]:
+    """One "ours ÷ baseline" row per baseline; *columns* names the metric of each cell."""
+    if "ours" not in servers:
+        return []
+    ours = by.get(("ours", scenario.name), {})
+    rows = []
+    for base in [b for b in BASELINES if b in servers]:
+        theirs = by.get((base, scenario.name), {})
+        cells = [ratio(ours.get(c), theirs.get(c)) if c else "" for c in columns]
+        rows.append(f"| ours ÷ {base} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def report(results: list[Result], scenarios: list[Scenario], servers: list[str]) -> str:
     by = {(r.server, r.scenario): r.numbers for r in results}
     lines = []
@@ -177,15 +198,14 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
                         f"| {server}: healthy deliveries/s with ÷ without the slow client"
                         f" | {ratio(with_slow, without)} | | | | | | | | |"
                     )
-            if "ours" in servers:
-                o = by.get(("ours", scenario.name), {})
-                for base in [b for b in BASELINES if b in servers]:
-                    b = by.get((base, scenario.name), {})
-                    lines.append(
-                        f"| ours ÷ {base} | {ratio(o.get('deliveries_per_s'), b.get('deliveries_per_s'))}"
-                        f" | {ratio(o.get('deliveries_per_cpu_s'), b.get('deliveries_per_cpu_s'))}"
-                        f" | | | {ratio(o.get('peak_rss_mib'), b.get('peak_rss_mib'))} | | | | |"
-                    )
+            fanout_columns = [
+                "deliveries_per_s",
+                "deliveries_per_cpu_s",
+                None,
+                None,
+                "peak_rss_mib",
+            ]
+            lines += ratio_rows(by, scenario, servers, [*fanout_columns, None, None, None, None])
         else:
             lines += [
                 "| server | handshakes/s | open | RSS MiB | peak RSS MiB |",
@@ -197,14 +217,9 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
                     f"| {server} | {fmt(n.get('handshakes_per_s'))} | {fmt(n.get('open'))}"
                     f" | {fmt(n.get('rss_mib'), 1)} | {fmt(n.get('peak_rss_mib'), 1)} |"
                 )
-            if "ours" in servers:
-                o = by.get(("ours", scenario.name), {})
-                for base in [b for b in BASELINES if b in servers]:
-                    b = by.get((base, scenario.name), {})
-                    lines.append(
-                        f"| ours ÷ {base} | {ratio(o.get('handshakes_per_s'), b.get('handshakes_per_s'))}"
-                        f" | | | {ratio(o.get('peak_rss_mib'), b.get('peak_rss_mib'))} |"
-                    )
+            lines += ratio_rows(
+                by, scenario, servers, ["handshakes_per_s", None, None, "peak_rss_mib"]
+            )
     return "\n".join(lines)
 
 
