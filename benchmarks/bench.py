@@ -105,7 +105,7 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
             elif line == "MEASURE_END":
                 after = sample(process.pid)
             elif line == "CONNECTED":
-                time.sleep(1)
+                time.sleep(1)  # let the server finish the last handshakes' work
                 after = sample(process.pid)
                 numbers["rss_mib"] = after.rss_bytes / 2**20
                 loadgen.stdin.close()
@@ -123,6 +123,10 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
             numbers["deliveries_per_cpu_s"] = deliveries / cpu if cpu > 0 else None
             numbers["loadgen_cpu_pct"] = 100 * float(numbers["loadgen_cpu_s"] or 0) / seconds
             numbers["server_cpu_pct"] = 100 * cpu / seconds
+        if before and after and scenario.mode == "idle":
+            opened = float(numbers.get("open") or 0)
+            cpu = after.cpu_seconds - before.cpu_seconds
+            numbers["cpu_s_per_1000"] = 1000 * cpu / opened if opened else None
         result.numbers = numbers
     finally:
         loadgen.kill()
@@ -208,17 +212,22 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
             lines += ratio_rows(by, scenario, servers, [*fanout_columns, None, None, None, None])
         else:
             lines += [
-                "| server | handshakes/s | open | RSS MiB | peak RSS MiB |",
-                "|---|---|---|---|---|",
+                "| server | server CPU-s per 1,000 handshakes | peak RSS MiB | handshakes/s"
+                " | connect p99 ms | open | failed |",
+                "|---|---|---|---|---|---|---|",
             ]
             for server in servers:
                 n = by.get((server, scenario.name), {})
                 lines.append(
-                    f"| {server} | {fmt(n.get('handshakes_per_s'))} | {fmt(n.get('open'))}"
-                    f" | {fmt(n.get('rss_mib'), 1)} | {fmt(n.get('peak_rss_mib'), 1)} |"
+                    f"| {server} | {fmt(n.get('cpu_s_per_1000'), 2)} | {fmt(n.get('peak_rss_mib'), 1)}"
+                    f" | {fmt(n.get('handshakes_per_s'))} | {fmt(n.get('connect_p99_ms'), 1)}"
+                    f" | {fmt(n.get('open'))} | {fmt(n.get('connect_failures'))} |"
                 )
             lines += ratio_rows(
-                by, scenario, servers, ["handshakes_per_s", None, None, "peak_rss_mib"]
+                by,
+                scenario,
+                servers,
+                ["cpu_s_per_1000", "peak_rss_mib", "handshakes_per_s", "connect_p99_ms"],
             )
     return "\n".join(lines)
 

@@ -89,12 +89,15 @@ async function connectMany(url, count, concurrency, onFrame = () => {}) {
   const sockets = new Array(count);
   let next = 0;
   let failures = 0;
+  const latencies = [];
   const start = performance.now();
   async function worker() {
     while (next < count) {
       const i = next++;
+      const began = performance.now();
       try {
         sockets[i] = await connectRaw(url, (opcode, buf, at, length) => onFrame(i, opcode, buf, at, length));
+        latencies.push(performance.now() - began);
       } catch (err) {
         failures++;
       }
@@ -102,7 +105,8 @@ async function connectMany(url, count, concurrency, onFrame = () => {}) {
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
   const seconds = (performance.now() - start) / 1000;
-  return { sockets: sockets.filter(Boolean), seconds, failures };
+  latencies.sort((a, b) => a - b);
+  return { sockets: sockets.filter(Boolean), seconds, failures, latencies };
 }
 
 function percentile(sorted, p) {
@@ -216,9 +220,16 @@ async function fanout() {
 }
 
 async function idle() {
-  const { sockets, seconds, failures } = await connectMany(cfg.url, cfg.clients, cfg.concurrency ?? 200);
+  console.log('MEASURE_START');
+  const { sockets, seconds, failures, latencies } = await connectMany(cfg.url, cfg.clients, cfg.concurrency ?? 200);
   console.log('CONNECTED');
-  console.log(JSON.stringify({ handshakes_per_s: sockets.length / seconds, connect_failures: failures, open: sockets.length }));
+  console.log(JSON.stringify({
+    handshakes_per_s: sockets.length / seconds,
+    connect_failures: failures,
+    open: sockets.length,
+    connect_p50_ms: percentile(latencies, 50),
+    connect_p99_ms: percentile(latencies, 99),
+  }));
   // Hold until the harness closes our stdin.
   process.stdin.resume();
   await new Promise((resolve) => process.stdin.on('end', resolve));

@@ -137,7 +137,7 @@ async def test_one_client_too_many_gets_503_and_the_others_are_unaffected(
             assert await b.recv() == "a is fine"
         # Slots are released when clients leave.
         await still_serving(server)
-    assert server.rejections["too many clients"] == 1
+    assert server.statistics().rejections["too many clients"] == 1
 
 
 async def test_silent_and_stalled_handshakes_are_dropped_while_others_are_served(
@@ -153,7 +153,7 @@ async def test_silent_and_stalled_handshakes_are_dropped_while_others_are_served
         assert await stalled.receive_some() == b""
         await silent.aclose()
         await stalled.aclose()
-    assert server.rejections["handshake timeout"] == 2
+    assert server.statistics().rejections["handshake timeout"] == 2
 
 
 @pytest.mark.parametrize("client", ["silent", "slowloris"])
@@ -182,7 +182,7 @@ async def test_handshake_timeout_is_exact_under_a_virtual_clock(
             assert await client_side.receive_some() == b""
             nursery.cancel_scope.cancel()
     assert trio.current_time() - start == pytest.approx(10)
-    assert server.rejections["handshake timeout"] == 1
+    assert server.statistics().rejections["handshake timeout"] == 1
 
 
 async def test_close_frames_are_read_even_while_messages_flood_in(server: BroadcastServer) -> None:

@@ -116,7 +116,9 @@ async def test_serve_and_echo_end_to_end() -> None:
             assert await serve.process.wait() == 0
             log = await serve.stderr()
     assert "connected (path /, 1 clients)" in log
-    assert "disconnected (path /, code 1000, " in log and "1 messages in, 1 out)" in log
+    assert (
+        "disconnected (path /, code 1000, " in log and "1 messages in, 1 out; peer closed)" in log
+    )
     assert "Traceback" not in log
 
 

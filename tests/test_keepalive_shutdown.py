@@ -24,6 +24,7 @@ async def test_a_peer_that_never_answers_pings_is_released(
     client_side, server_side = trio.testing.memory_stream_pair()
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
+            await nursery.start(server.run, "127.0.0.1", 0)  # keepalive runs with the server
             nursery.start_soon(server.handle_stream, server_side)
             client = await RawClient.over(client_side)
             assert server.clients == 1
@@ -35,6 +36,7 @@ async def test_a_peer_that_never_answers_pings_is_released(
                     events.append(await client.next_event())
                 except EOFError:
                     break
+            nursery.cancel_scope.cancel()
     assert trio.current_time() - opened == pytest.approx(40)
     assert any(isinstance(e, Ping) for e in events)
     assert server.clients == 0
@@ -47,6 +49,7 @@ async def test_a_peer_that_answers_pings_stays(autojump_clock: trio.testing.Mock
     pings = 0
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
+            await nursery.start(server.run, "127.0.0.1", 0)  # keepalive runs with the server
             nursery.start_soon(server.handle_stream, server_side)
             client = await RawClient.over(client_side)
             with trio.move_on_after(290):  # virtual: pings at 20, 40, ... 280 s
@@ -58,6 +61,7 @@ async def test_a_peer_that_answers_pings_stays(autojump_clock: trio.testing.Mock
             assert server.clients == 1
             await client.stream.send_all(client.close_frame())
             events = await client.events_until_close()
+            nursery.cancel_scope.cancel()
     assert pings == 14
     assert isinstance(events[-1], CloseConnection) and events[-1].code == 1000
 

@@ -129,7 +129,7 @@ async def test_allow_origin_lets_in_only_listed_origins(start_server: StartServe
         assert await handshake_status(url, origin="https://chat.example") == 101
         assert await handshake_status(url, origin="https://evil.example") == 403
         assert await handshake_status(url) == 403  # no Origin at all
-    assert server.rejections["origin not allowed"] == 2
+    assert server.statistics().rejections["origin not allowed"] == 2
 
 
 async def test_token_as_bearer_header_or_query_parameter(
@@ -148,7 +148,7 @@ async def test_token_as_bearer_header_or_query_parameter(
         assert await handshake_status(url_of(server, "/?token=wrong")) == 401
         result = await run_client(url, headers=[("Authorization", f"Bearer {secret}")])
         assert result.ok
-    assert server.rejections["missing or wrong token"] == 3
+    assert server.statistics().rejections["missing or wrong token"] == 3
     server_log = "\n".join(
         r.getMessage() for r in caplog.records if not r.name.startswith("websockets")
     )
@@ -198,7 +198,7 @@ async def test_permission_denied_names_the_address(monkeypatch: pytest.MonkeyPat
         raise PermissionError(errno.EACCES, "Permission denied")
 
     # As root the test cannot be refused a low port for real.
-    monkeypatch.setattr(trio_ws_demo.server, "open_listening_sockets", refuse)
+    monkeypatch.setattr(trio_ws_demo.listen, "_bind_all", refuse)
     with trio.fail_after(TIMEOUT), pytest.raises(ServerStartupError) as info:
         await serve("127.0.0.1", 80)
     assert str(info.value) == (

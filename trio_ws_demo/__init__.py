@@ -2,14 +2,20 @@
 
 The public API is re-exported here; the modules behind it are:
 
-* :mod:`~trio_ws_demo.hub`: the socket-free broadcast hub with bounded inboxes;
+* :mod:`~trio_ws_demo.hub`: the socket-free broadcast hub and its slow-client policy;
 * :mod:`~trio_ws_demo.frames`: WebSocket frames encoded once per broadcast;
-* :mod:`~trio_ws_demo.server`: listeners, the front door, shutdown; with
-  :mod:`~trio_ws_demo.listen` (accept loop), :mod:`~trio_ws_demo.handshake`
-  (bounded request head, RFC 6455 and access checks), :mod:`~trio_ws_demo.web`
-  (chat page, /healthz, /metrics), :mod:`~trio_ws_demo.session` (one
-  connection's tasks) and :mod:`~trio_ws_demo.wire` (the stream shared with
-  trio-websocket, and the synchronous fast path);
+* :mod:`~trio_ws_demo.server`: the lifecycle (listen, serve, shut down), with
+  :mod:`~trio_ws_demo.options`, :mod:`~trio_ws_demo.listen` (listening sockets,
+  accept loop), :mod:`~trio_ws_demo.keepalive` (one task pings everyone) and
+  :mod:`~trio_ws_demo.stats` (typed statistics);
+* :mod:`~trio_ws_demo.frontdoor`: TLS, the request head, routing and refusals,
+  with :mod:`~trio_ws_demo.http` (bounded head reader, responses),
+  :mod:`~trio_ws_demo.handshake` (RFC 6455 and access checks) and
+  :mod:`~trio_ws_demo.web` (chat page, /healthz, /metrics);
+* :mod:`~trio_ws_demo.connection`: one WebSocket connection and its catch-all,
+  with :mod:`~trio_ws_demo.closing` (the close table),
+  :mod:`~trio_ws_demo.outbox` (every byte a client is sent) and
+  :mod:`~trio_ws_demo.engine` (trio-websocket, and our workarounds for it);
 * :mod:`~trio_ws_demo.client`: the echo client as a library function;
 * :mod:`~trio_ws_demo.cli` and :mod:`~trio_ws_demo.logs`: the command line, a
   thin shell over the above.
@@ -22,13 +28,15 @@ from .client import EchoResult as EchoResult
 from .client import run_client as run_client
 from .hub import Hub as Hub
 from .hub import HubStatistics as HubStatistics
+from .hub import Inbox as Inbox
 from .hub import InboxBudget as InboxBudget
 from .hub import SlowClientPolicy as SlowClientPolicy
-from .hub import Subscription as Subscription
+from .hub import Subscriber as Subscriber
 from .server import BroadcastServer as BroadcastServer
 from .server import ServerOptions as ServerOptions
 from .server import ServerStartupError as ServerStartupError
 from .server import serve as serve
+from .stats import ServerStatistics as ServerStatistics
 
 __all__ = [
     "BroadcastServer",
@@ -36,11 +44,13 @@ __all__ = [
     "EchoResult",
     "Hub",
     "HubStatistics",
+    "Inbox",
     "InboxBudget",
     "ServerOptions",
     "ServerStartupError",
+    "ServerStatistics",
     "SlowClientPolicy",
-    "Subscription",
+    "Subscriber",
     "__version__",
     "run_client",
     "serve",

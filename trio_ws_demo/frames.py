@@ -14,6 +14,7 @@ __all__ = [
     "OPCODE_BINARY",
     "OPCODE_CLOSE",
     "OPCODE_TEXT",
+    "PING_FRAME",
     "close_frame_code",
     "encode_close",
     "encode_frame",
@@ -23,7 +24,11 @@ __all__ = [
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
 OPCODE_CLOSE = 0x8
+OPCODE_PING = 0x9
 _FIN = 0x80
+
+#: An unmasked ping with no payload: what the keepalive sends (§5.5.2).
+PING_FRAME = bytes([_FIN | OPCODE_PING, 0])
 
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")

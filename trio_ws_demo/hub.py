@@ -1,37 +1,31 @@
-"""The broadcast hub: one publisher call, a bounded inbox per subscriber.
+"""The broadcast hub: pure fan-out, with a policy for subscribers that fall behind.
 
-The hub knows nothing about sockets or WebSockets. It moves opaque items, each
-with a size in bytes, from :meth:`Hub.publish` into every subscriber's inbox
-(a bounded :func:`trio.open_memory_channel`). Publishing is a plain ``def``:
-it never waits for a subscriber, so one stuck reader cannot stall the others.
-
-Each inbox has a *budget* in messages and in bytes. An item that would take a
-subscriber past either limit makes it a *slow consumer*, handled by the hub's
+The hub knows nothing about sockets, writers or WebSockets. :meth:`Hub.publish`
+is a plain ``def``: it *offers* an item to every subscriber and never waits, so
+one stuck reader cannot stall the others. Each subscriber decides for itself
+whether the item still fits within its :class:`InboxBudget` (the server's
+subscriber is a connection's :class:`~trio_ws_demo.outbox.Outbox`; the
+socket-free :class:`Inbox` here serves library users and tests). An item that
+does not fit makes the subscriber a *slow consumer*, handled by the hub's
 :class:`SlowClientPolicy`:
 
 ``CLOSE`` (the default)
-    the subscription is ended at once: its inbox stops taking items, what is
-    already queued stays readable, and its ``on_slow`` callback runs so that
-    the owner can close the connection (the server uses code 1008).
+    the subscriber is removed from the hub and told through
+    :meth:`Subscriber.closed_as_slow`, so that its owner can close the
+    connection (the server uses code 1008).
 ``DROP``
     the item is dropped for that subscriber only and counted; later items are
-    delivered as soon as there is room again.
+    offered again as usual.
 
 Memory per subscriber is therefore bounded by its budget, whatever the peer does.
-
-A subscriber may also take items *at once*: with ``deliver_now``, an item
-offered while nothing is outstanding for it (nothing queued, nothing handed to
-its consumer and not yet done) goes straight to that callback, which returns
-what it could not take (or None). The rest is queued first in line. The server
-uses this to write a frame to an idle client's socket without a task switch.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import trio
 
@@ -40,12 +34,14 @@ __all__ = [
     "DEFAULT_MAX_QUEUE_MESSAGES",
     "Hub",
     "HubStatistics",
+    "Inbox",
     "InboxBudget",
     "SlowClientPolicy",
-    "Subscription",
+    "Subscriber",
 ]
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 
 #: A healthy client that reads as fast as it can must ride out a burst (for
 #: example 2,000 messages of 1 KiB published at once) without being cut off,
@@ -63,7 +59,7 @@ class SlowClientPolicy(enum.Enum):
 
 @dataclass(frozen=True)
 class InboxBudget:
-    """How much may wait in one subscriber's inbox before it counts as slow."""
+    """How much may wait for one subscriber before it counts as slow."""
 
     max_messages: int = DEFAULT_MAX_QUEUE_MESSAGES
     max_bytes: int = DEFAULT_MAX_QUEUE_BYTES
@@ -72,6 +68,34 @@ class InboxBudget:
         if self.max_messages < 1 or self.max_bytes < 1:
             raise ValueError("an inbox budget needs at least one message and one byte")
 
+    def admits(self, messages: int, queued_bytes: int, size: int) -> bool:
+        """May one more item of *size* join *messages* items of *queued_bytes*?
+
+        An empty inbox always takes one item, so a message as large as the
+        whole byte budget still reaches a client that keeps up.
+        """
+        if messages == 0:
+            return True
+        return messages < self.max_messages and queued_bytes + size <= self.max_bytes
+
+
+class Subscriber(Protocol[T_contra]):
+    """What the hub needs of a subscriber. Both methods are plain ``def``\\ s."""
+
+    @property
+    def queued_messages(self) -> int: ...
+
+    @property
+    def queued_bytes(self) -> int: ...
+
+    def offer(self, item: T_contra, size: int) -> bool:
+        """Take *item* (of *size* bytes) if it fits the budget; never wait."""
+        ...
+
+    def closed_as_slow(self) -> None:
+        """The hub removed this subscriber under :attr:`SlowClientPolicy.CLOSE`."""
+        ...
+
 
 @dataclass(frozen=True)
 class HubStatistics:
@@ -79,8 +103,6 @@ class HubStatistics:
 
     subscribers: int
     published: int
-    delivered: int
-    delivered_bytes: int
     dropped: int
     slow_closed: int
     queued_messages: int
@@ -89,142 +111,8 @@ class HubStatistics:
     """Messages queued for the most backed-up subscriber."""
 
 
-class Subscription(Generic[T]):
-    """One subscriber's bounded inbox. Created by :meth:`Hub.subscribe`."""
-
-    def __init__(
-        self,
-        hub: Hub[T],
-        budget: InboxBudget,
-        on_slow: Callable[[], None] | None,
-        deliver_now: Callable[[T], T | None] | None = None,
-    ) -> None:
-        self._hub = hub
-        self._budget = budget
-        self._on_slow = on_slow
-        self._deliver_now = deliver_now
-        # The channel is bounded by the budget's message count; the byte count
-        # is kept beside it because a channel only counts items.
-        self._send, self._receive = trio.open_memory_channel[tuple[T, int]](budget.max_messages)
-        self.queued_bytes = 0
-        """Bytes queued or handed to the consumer and not yet done with."""
-        # Items queued or handed to the consumer and not yet done with, and the
-        # (count, bytes) of the batch the consumer holds.
-        self._outstanding = 0
-        self._in_hand = (0, 0)
-        self.delivered = 0
-        self.dropped = 0
-        self.closed_as_slow = False
-        self._open = True
-
-    @property
-    def is_open(self) -> bool:
-        """True while the hub still delivers to this subscription."""
-        return self._open
-
-    @property
-    def queued_messages(self) -> int:
-        return self._send.statistics().current_buffer_used
-
-    def offer(self, item: T, size: int) -> bool:
-        """Deliver (via ``deliver_now``) or queue *item* without waiting.
-
-        Returns whether it was taken. An item that would exceed the budget is
-        handled by the hub's slow-client policy.
-        """
-        if not self._open:
-            return False
-        if self._deliver_now is not None and self._outstanding == 0:
-            rest = self._deliver_now(item)
-            if rest is None:
-                self.delivered += 1
-                self._hub._delivered += 1
-                self._hub._delivered_bytes += size
-                return True
-            item = rest
-        # An empty inbox always takes one item, so a message as large as the
-        # whole byte budget still gets through to a client that keeps up.
-        over_bytes = self.queued_bytes + size > self._budget.max_bytes and self.queued_bytes > 0
-        if not over_bytes:
-            try:
-                self._send.send_nowait((item, size))
-            except trio.WouldBlock:
-                pass
-            else:
-                self.queued_bytes += size
-                self._outstanding += 1
-                return True
-        self._overflow()
-        return False
-
-    def _overflow(self) -> None:
-        if self._hub.policy is SlowClientPolicy.DROP:
-            self.dropped += 1
-            self._hub._dropped += 1
-            return
-        self.closed_as_slow = True
-        self._hub._slow_closed += 1
-        self.close()
-        if self._on_slow is not None:
-            self._on_slow()
-
-    def close(self) -> None:
-        """Stop delivery. Items already queued stay readable, then the inbox ends."""
-        if self._open:
-            self._open = False
-            self._hub._subscribers.discard(self)
-            self._send.close()
-
-    async def receive_batch(self) -> list[T]:
-        """Wait for at least one item, then take everything queued.
-
-        Draining in one go lets the owner write many frames with one system
-        call. Call :meth:`batch_done` once the batch is written; until then
-        new items queue behind it. Raises :class:`trio.EndOfChannel` once the
-        subscription is closed and its inbox is empty.
-        """
-        self.batch_done()
-        first = await self._receive.receive()
-        batch = [first]
-        try:
-            while True:
-                batch.append(self._receive.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            pass
-        taken = 0
-        items = []
-        for item, size in batch:
-            taken += size
-            items.append(item)
-        self._in_hand = (len(items), taken)
-        return items
-
-    def batch_done(self) -> None:
-        """The last batch from :meth:`receive_batch` is delivered: release it."""
-        count, size = self._in_hand
-        if count:
-            self._in_hand = (0, 0)
-            self._outstanding -= count
-            self.queued_bytes -= size
-            self.delivered += count
-            self._hub._delivered += count
-            self._hub._delivered_bytes += size
-
-    def discard_queued(self) -> None:
-        """Free everything still queued (for a subscriber that is going away)."""
-        self.close()
-        try:
-            while True:
-                self._receive.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
-            pass
-        self.queued_bytes = 0
-        self._outstanding = 0
-        self._in_hand = (0, 0)
-
-
 class Hub(Generic[T]):
-    """Fans each published item out to every open subscription."""
+    """Fans each published item out to every subscriber."""
 
     def __init__(
         self,
@@ -233,51 +121,96 @@ class Hub(Generic[T]):
         policy: SlowClientPolicy = SlowClientPolicy.CLOSE,
     ) -> None:
         self.budget = budget or InboxBudget()
+        """The budget subscribers are expected to apply (the hub does not count bytes)."""
         self.policy = policy
-        self._subscribers: set[Subscription[T]] = set()
+        self._subscribers: set[Subscriber[T]] = set()
         self._published = 0
-        self._delivered = 0
-        self._delivered_bytes = 0
         self._dropped = 0
         self._slow_closed = 0
 
-    def subscribe(
-        self,
-        *,
-        on_slow: Callable[[], None] | None = None,
-        deliver_now: Callable[[T], T | None] | None = None,
-    ) -> Subscription[T]:
-        """Open a new inbox.
+    def subscribe(self, subscriber: Subscriber[T]) -> None:
+        self._subscribers.add(subscriber)
 
-        *on_slow* runs (synchronously) if it is closed as slow; *deliver_now*
-        is the optional fast path described in the module docstring.
-        """
-        subscription = Subscription(self, self.budget, on_slow, deliver_now)
-        self._subscribers.add(subscription)
-        return subscription
+    def unsubscribe(self, subscriber: Subscriber[T]) -> None:
+        """Stop offering items to *subscriber* (idempotent)."""
+        self._subscribers.discard(subscriber)
 
     def publish(self, item: T, size: int) -> int:
         """Offer *item* to every subscriber without waiting; return how many took it."""
         self._published += 1
         taken = 0
-        # Copy: a slow subscriber removes itself from the set while we loop.
-        for subscription in list(self._subscribers):
-            taken += subscription.offer(item, size)
+        # Copy: a slow subscriber is removed from the set while we loop.
+        for subscriber in list(self._subscribers):
+            taken += self.offer(subscriber, item, size)
         return taken
+
+    def offer(self, subscriber: Subscriber[T], item: T, size: int) -> bool:
+        """Offer *item* to one subscriber (echo mode), under the same policy."""
+        if subscriber.offer(item, size):
+            return True
+        if self.policy is SlowClientPolicy.DROP:
+            self._dropped += 1
+        else:
+            self._slow_closed += 1
+            self._subscribers.discard(subscriber)
+            subscriber.closed_as_slow()
+        return False
 
     def __len__(self) -> int:
         return len(self._subscribers)
 
     def statistics(self) -> HubStatistics:
-        subscribers = list(self._subscribers)
+        depths = [(s.queued_messages, s.queued_bytes) for s in self._subscribers]
         return HubStatistics(
-            subscribers=len(subscribers),
+            subscribers=len(depths),
             published=self._published,
-            delivered=self._delivered,
-            delivered_bytes=self._delivered_bytes,
             dropped=self._dropped,
             slow_closed=self._slow_closed,
-            queued_messages=sum(s.queued_messages for s in subscribers),
-            queued_bytes=sum(s.queued_bytes for s in subscribers),
-            max_inbox=max((s.queued_messages for s in subscribers), default=0),
+            queued_messages=sum(m for m, _ in depths),
+            queued_bytes=sum(b for _, b in depths),
+            max_inbox=max((m for m, _ in depths), default=0),
         )
+
+
+class Inbox(Generic[T]):
+    """A socket-free subscriber: a bounded queue that one task reads.
+
+    For embedding the hub without a server, and for testing it. Items count
+    against the budget until they are received.
+    """
+
+    def __init__(self, budget: InboxBudget | None = None) -> None:
+        self.budget = budget or InboxBudget()
+        self._items: deque[tuple[T, int]] = deque()
+        self.queued_bytes = 0
+        self.closed = False
+        """True once the hub closed this inbox as slow; what is queued stays readable."""
+        self._arrived = trio.Event()
+
+    @property
+    def queued_messages(self) -> int:
+        return len(self._items)
+
+    def offer(self, item: T, size: int) -> bool:
+        if self.closed or not self.budget.admits(len(self._items), self.queued_bytes, size):
+            return False
+        self._items.append((item, size))
+        self.queued_bytes += size
+        self._arrived.set()
+        return True
+
+    def closed_as_slow(self) -> None:
+        self.closed = True
+        self._arrived.set()
+
+    async def receive(self) -> T:
+        """The next item; :class:`trio.EndOfChannel` once closed and empty."""
+        await trio.lowlevel.checkpoint()
+        while not self._items:
+            if self.closed:
+                raise trio.EndOfChannel
+            self._arrived = trio.Event()
+            await self._arrived.wait()
+        item, size = self._items.popleft()
+        self.queued_bytes -= size
+        return item

@@ -2,7 +2,7 @@
 
 We accept connections ourselves instead of using :func:`trio.serve_listeners`
 so that each connection's *stdlib* socket object stays in our hands: the
-broadcast fast path (see :meth:`trio_ws_demo.wire.FrameWire.try_write_now`)
+broadcast fast path (see :class:`trio_ws_demo.outbox.Outbox`)
 writes to it synchronously with ``socket.send()``. Trio still owns all
 waiting: each accepted socket is wrapped with :func:`trio.socket.from_stdlib_socket`
 and :class:`trio.SocketStream`, and the loop waits with
@@ -14,11 +14,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import trio
 
-__all__ = ["accept_loop", "open_listening_sockets"]
+__all__ = ["ServerStartupError", "accept_loop", "format_host", "open_listeners"]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
@@ -28,12 +29,48 @@ _CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _TRANSIENT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 
 
-def open_listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Bind and listen on every address *host* resolves to (one port for all).
+class ServerStartupError(Exception):
+    """The server could not start listening; the message says what to do."""
 
-    Raises :class:`OSError` (or :class:`socket.gaierror`) as the system reports it.
+
+def format_host(host: str) -> str:
+    """*host* as it goes before ``:port`` in a URL or a log line (IPv6 in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
+async def open_listeners(host: str, port: int) -> list[socket.socket]:
+    """Listen on every address *host* resolves to, one port for all.
+
+    The name lookup is awaited (in a worker thread, as trio does), so it never
+    blocks the event loop. Raises :class:`ServerStartupError` with a hint.
     """
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        return _bind_all(infos, port, backlog=socket.SOMAXCONN)
+    except socket.gaierror as exc:
+        raise ServerStartupError(
+            f"cannot listen on {host}:{port}: the host name does not resolve ({exc.strerror}); "
+            "use an IP address such as 127.0.0.1 or 0.0.0.0"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            hint = "the port is in use; stop the other server or choose another --port"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            hint = "permission denied; use a port above 1023 or run with the needed privileges"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = "the address is not on this machine; use 127.0.0.1 or 0.0.0.0"
+        else:
+            hint = exc.strerror or str(exc)
+        raise ServerStartupError(f"cannot listen on {format_host(host)}:{port}: {hint}") from None
+
+
+def _bind_all(
+    infos: Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]],
+    port: int,
+    backlog: int,
+) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
     try:

@@ -22,6 +22,7 @@ FIELDS = (
     "peer",
     "path",
     "status",
+    "end",
     "code",
     "reason",
     "duration_s",

@@ -1,54 +1,47 @@
-"""The broadcast server: listeners, the front door, sessions and shutdown.
+"""The broadcast server's lifecycle: listen, serve connections, shut down.
 
 Who owns what::
 
-    BroadcastServer.run() ── accept loops (listen.py) ── one task per connection
-        front door (TLS, request head, checks; see handshake.py)
-        ├─ not an upgrade: answered by web.py (chat page, /healthz, /metrics)
-        └─ its own nursery: trio-websocket's reader + a Session (session.py)
-                            ├─ receive loop: message -> encode once -> hub.publish()
-                            ├─ send loop:    inbox -> every queued frame in one write
-                            └─ keepalive:    ping; a silent peer is let go
+    BroadcastServer.run()
+    ├─ accept loops (listen.py)
+    ├─ keepalive: one task for every connection (keepalive.py)
+    └─ the connection pool: one shielded nursery, one task per connection
+         front door (frontdoor.py): TLS, request head, routing, refusals
+         ├─ plain HTTP: answered by web.py (chat page, /healthz, /metrics)
+         └─ a WebSocket: Connection (connection.py) in its own nursery
+              ├─ receive loop: message -> encode once -> hub.publish()
+              ├─ trio-websocket's reader (engine.py)
+              └─ the outbox's writer, only while a backlog is written (outbox.py)
 
-A message travels: client socket -> trio-websocket reader -> receive loop ->
-:func:`~trio_ws_demo.frames.encode_frame` (once) -> every subscriber: straight
-to an idle client's socket, else into its bounded inbox
-(:class:`~trio_ws_demo.hub.Hub`) for its send loop (see wire.py).
+A message travels: client socket -> trio-websocket -> receive loop ->
+:func:`~trio_ws_demo.frames.encode_frame` (once) -> :meth:`Hub.publish` ->
+every client's :class:`~trio_ws_demo.outbox.Outbox`: straight to an idle
+client's socket, else into its bounded queue for its writer.
 
-Shutdown: cancelling :meth:`BroadcastServer.run` stops accepting at once, then
-every client gets close 1001 ``server shutting down`` after its queue is
-flushed; connection tasks are shielded from the cancellation so that they can
-do this, but never for longer than ``shutdown_timeout``.
+Shutdown: cancelling :meth:`BroadcastServer.run` stops accepting at once and
+cancels handshakes in progress; every client then gets close 1001 ``server
+shutting down`` after its queue is flushed. The pool is shielded from the
+cancellation so that clients can be told, but never for longer than
+``shutdown_timeout``.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import errno
 import logging
 import socket
-import ssl
-from dataclasses import dataclass, field
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_server_stream
 
-from .handshake import (
-    DEFAULT_MAX_REQUEST_HEAD,
-    AccessPolicy,
-    HttpRefusal,
-    RequestHead,
-    check_upgrade,
-    read_request_head,
-    redact,
-    send_response,
-)
-from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy
-from .listen import accept_loop, open_listening_sockets
-from .session import Session, SessionSettings, Traffic
+from .closing import End
+from .connection import Connection, ConnectionSettings
+from .frontdoor import FrontDoor, format_peer
+from .handshake import redact
+from .hub import Hub
+from .keepalive import Keepalive
+from .listen import ServerStartupError, accept_loop, format_host, open_listeners
+from .options import ServerOptions
+from .stats import ServerStatistics, Traffic
 from .web import WebRoutes
-from .wire import FrameWire
 
 __all__ = [
     "DEFAULT_HOST",
@@ -65,62 +58,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
 
-class ServerStartupError(Exception):
-    """The server could not start listening; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """Everything that shapes the server's behaviour; every field has a default."""
-
-    echo: bool = False
-    """Send each message back to its sender only, instead of to everyone."""
-    budget: InboxBudget = field(default_factory=InboxBudget)
-    """How much may queue for one client before it is a slow consumer."""
-    slow_client: SlowClientPolicy = SlowClientPolicy.CLOSE
-    max_message_size: int = 1024 * 1024
-    """Largest message accepted from a client, in bytes; larger ones close with 1009."""
-    max_clients: int = 10_000
-    """WebSocket clients at once; one more is refused with HTTP 503."""
-    max_request_head: int = DEFAULT_MAX_REQUEST_HEAD
-    """Largest HTTP request head, in bytes; a larger one gets 431."""
-    handshake_timeout: float = 10.0
-    """Seconds a new connection has to complete TLS and its opening handshake."""
-    close_timeout: float = 5.0
-    """Seconds to flush queued frames and finish a close handshake."""
-    ping_interval: float | None = 20.0
-    """Seconds between keepalive pings; None disables keepalive."""
-    ping_timeout: float = 20.0
-    """Seconds to wait for a pong before the peer counts as gone."""
-    shutdown_timeout: float = 5.0
-    """Seconds that closing every client may take when the server stops."""
-    access: AccessPolicy = field(default_factory=AccessPolicy)
-    """Allowed origins and the shared token, if any."""
-    ssl_context: ssl.SSLContext | None = None
-    """Serve ``wss://`` with this context."""
-
-    def __post_init__(self) -> None:
-        if self.max_message_size < 1 or self.max_clients < 1 or self.max_request_head < 256:
-            raise ValueError("size limits must be positive (request head: at least 256 bytes)")
-        timeouts = [self.handshake_timeout, self.close_timeout, self.ping_timeout]
-        if min(timeouts) <= 0 or self.shutdown_timeout < 0:
-            raise ValueError("timeouts must be positive")
-        if self.ping_interval is not None and self.ping_interval <= 0:
-            raise ValueError("ping_interval must be positive (or None to disable)")
-
-    @property
-    def scheme(self) -> str:
-        return "wss" if self.ssl_context else "ws"
-
-
-@dataclass(eq=False)
-class _Connection:
-    """A live connection, as the server sees it during shutdown."""
-
-    scope: trio.CancelScope
-    session: Session | None = None
-
-
 class BroadcastServer:
     """A broadcast (or echo) WebSocket server.
 
@@ -132,49 +69,54 @@ class BroadcastServer:
     """
 
     def __init__(self, options: ServerOptions | None = None) -> None:
-        self.options = options or ServerOptions()
-        self.hub: Hub[bytes] = Hub(budget=self.options.budget, policy=self.options.slow_client)
+        self.options = options = options or ServerOptions()
+        self.hub: Hub[bytes] = Hub(budget=options.budget, policy=options.slow_client)
         self.port: int | None = None
-        self.rejections: collections.Counter[str] = collections.Counter()
-        """Refused handshakes, by reason."""
-        self.connections_total = 0
-        """WebSocket connections accepted so far."""
         self.traffic = Traffic()
-        self.web = WebRoutes(self._metrics_snapshot, lambda: self.clients)
-        self._connections: set[_Connection] = set()
-        self._sessions = 0
-        self._shutting_down = False
-        self._session_settings = SessionSettings(
-            echo=self.options.echo,
-            close_timeout=self.options.close_timeout,
-            ping_interval=self.options.ping_interval,
-            ping_timeout=self.options.ping_timeout,
+        self.connections_total = 0
+        """WebSocket connections admitted so far."""
+        self.connection_errors = 0
+        self.web = WebRoutes(self.statistics)
+        self.front_door = FrontDoor(options, self.web, lambda: self.clients)
+        self.keepalive = (
+            Keepalive(options.ping_interval, options.ping_timeout)
+            if options.ping_interval
+            else None
         )
-
-    def statistics(self) -> HubStatistics:
-        return self.hub.statistics()
-
-    def _metrics_snapshot(self) -> dict[str, object]:
-        stats = self.hub.statistics()
-        return {
-            "clients": self.clients,
-            "connections_total": self.connections_total,
-            "messages_in": self.traffic.messages_in,
-            "bytes_in": self.traffic.bytes_in,
-            "delivered": stats.delivered,
-            "delivered_bytes": stats.delivered_bytes,
-            "slow_closed": stats.slow_closed,
-            "dropped": stats.dropped,
-            "rejections": dict(self.rejections),
-            "queued_messages": stats.queued_messages,
-            "queued_bytes": stats.queued_bytes,
-            "max_inbox": stats.max_inbox,
-        }
+        self._connections: set[Connection] = set()
+        self._pool_scope: trio.CancelScope | None = None
+        self._stopping = trio.Event()
+        self._settings = ConnectionSettings(
+            echo=options.echo,
+            budget=options.budget,
+            max_message_size=options.max_message_size,
+            close_timeout=options.close_timeout,
+        )
 
     @property
     def clients(self) -> int:
-        """WebSocket clients connected now."""
-        return self._sessions
+        """WebSocket clients connected now (and handshakes already admitted)."""
+        return len(self._connections)
+
+    def statistics(self) -> ServerStatistics:
+        hub = self.hub.statistics()
+        return ServerStatistics(
+            clients=self.clients,
+            subscribers=hub.subscribers,
+            connections_total=self.connections_total,
+            messages_in=self.traffic.messages_in,
+            bytes_in=self.traffic.bytes_in,
+            published=hub.published,
+            delivered=self.traffic.delivered,
+            delivered_bytes=self.traffic.delivered_bytes,
+            dropped=hub.dropped,
+            slow_closed=hub.slow_closed,
+            queued_messages=hub.queued_messages,
+            queued_bytes=hub.queued_bytes,
+            max_inbox=hub.max_inbox,
+            rejections=dict(self.front_door.rejections),
+            connection_errors=self.connection_errors,
+        )
 
     async def run(
         self,
@@ -188,9 +130,9 @@ class BroadcastServer:
         Reports the bound port through ``task_status`` once listening, so
         ``await nursery.start(server.run, host, 0)`` returns a usable port.
         """
-        listeners = _open_listeners(host, port)
+        listeners = await open_listeners(host, port)
         self.port = listeners[0].getsockname()[1]
-        url = f"{self.options.scheme}://{_format_host(host)}:{self.port}"
+        url = f"{self.options.scheme}://{format_host(host)}:{self.port}"
         logger.info(
             "listening on %s (%s)",
             url,
@@ -198,13 +140,14 @@ class BroadcastServer:
             extra={"event": "listening", "url": url},
         )
         try:
-            async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as nursery:
+                pool: trio.Nursery = await nursery.start(self._connection_pool)
                 try:
-                    async with trio.open_nursery() as acceptors:
+                    async with trio.open_nursery() as services:
+                        if self.keepalive is not None:
+                            services.start_soon(self.keepalive.run)
                         for listener in listeners:
-                            acceptors.start_soon(
-                                accept_loop, listener, connections, self._handle_accepted
-                            )
+                            services.start_soon(accept_loop, listener, pool, self._handle_accepted)
                         task_status.started(self.port)
                 finally:
                     self._begin_shutdown()
@@ -213,181 +156,83 @@ class BroadcastServer:
                 listener.close()
             logger.debug("server stopped")
 
+    async def _connection_pool(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        # One shield for every connection: cancelling run() must not drop a
+        # client before it has been told; _begin_shutdown() bounds the wait.
+        with trio.CancelScope(shield=True) as self._pool_scope:
+            async with trio.open_nursery() as pool:
+                task_status.started(pool)
+                await self._stopping.wait()
+
     def abort(self) -> None:
         """Drop every connection now, without closing handshakes (a second Ctrl-C)."""
-        self._shutting_down = True
+        self._begin_shutdown()
+        if self._pool_scope is not None:
+            self._pool_scope.cancel()
         for connection in list(self._connections):
-            connection.scope.cancel()
+            connection.abort(End.SHUTDOWN)
 
     def _begin_shutdown(self) -> None:
-        if self._shutting_down:
+        if self._stopping.is_set():
             return
-        self._shutting_down = True
-        count = len(self._connections)
+        self._stopping.set()
         logger.info(
             "shutting down: closing %d connections",
-            count,
+            self.clients,
             extra={"event": "shutdown", "clients": self.clients},
         )
-        deadline = trio.current_time() + self.options.shutdown_timeout
+        self.front_door.close()
+        if self._pool_scope is not None:
+            self._pool_scope.deadline = trio.current_time() + self.options.shutdown_timeout
         for connection in list(self._connections):
-            connection.scope.deadline = min(connection.scope.deadline, deadline)
-            if connection.session is not None:
-                connection.session.request_shutdown()
-            else:
-                connection.scope.cancel()
+            connection.request_shutdown()
 
     async def _handle_accepted(self, sock: socket.socket) -> None:
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        # Shielded: cancelling run() must not kill a connection before it has
-        # said goodbye; _begin_shutdown() bounds how long that may take.
-        with trio.CancelScope(shield=True) as scope:
-            if self._shutting_down:
-                await trio.aclose_forcefully(stream)
-                return
-            connection = _Connection(scope)
-            self._connections.add(connection)
-            try:
-                await self.handle_stream(stream, connection, raw_socket=sock)
-            finally:
-                self._connections.discard(connection)
+        await self.handle_stream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), sock)
 
     async def handle_stream(
-        self,
-        stream: trio.abc.Stream,
-        connection: _Connection | None = None,
-        *,
-        raw_socket: socket.socket | None = None,
+        self, stream: trio.abc.Stream, raw_socket: socket.socket | None = None
     ) -> None:
         """Serve one connection on any byte stream (tests use memory streams).
 
         *raw_socket*, the stdlib socket under a plain TCP *stream*, enables
-        the synchronous write fast path.
+        the synchronous write fast path. Keepalive runs only under :meth:`run`.
         """
-        peer = _format_peer(stream)
-        wire: FrameWire | None = None
-        async with trio.open_nursery() as nursery:
-            try:
-                with trio.move_on_after(self.options.handshake_timeout) as handshake:
-                    stream = await self._start_tls(stream)
-                    accepted = await self._front_door(
-                        nursery, stream, peer, None if self.options.ssl_context else raw_socket
-                    )
-                if handshake.cancelled_caught:
-                    self._reject_count("handshake timeout")
-                    logger.debug("%s: handshake timed out", peer)
-                    return
-                if accepted is None:
-                    return
-                ws, wire, head = accepted
-                self.connections_total += 1
-                session = Session(
-                    ws,
-                    wire,
-                    self.hub,
-                    self._session_settings,
-                    peer,
-                    redact(head.target),
-                    self.traffic,
-                )
-                del accepted, head  # an idle connection should hold as little as possible
-                if connection is not None:
-                    connection.session = session
-                try:
-                    await session.run()
-                finally:
-                    self._sessions -= 1
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                # The peer went away (or failed TLS): nothing to answer.
-                logger.debug("%s: connection lost: %s", peer, exc.__cause__ or exc)
-            finally:
-                if wire is not None:
-                    await wire.finish(self.options.close_timeout)
-                else:
-                    await trio.aclose_forcefully(stream)
-                nursery.cancel_scope.cancel()
-
-    async def _start_tls(self, stream: trio.abc.Stream) -> trio.abc.Stream:
-        if self.options.ssl_context is None:
-            return stream
-        tls = trio.SSLStream(stream, self.options.ssl_context, server_side=True)
-        await tls.do_handshake()
-        return tls
-
-    async def _front_door(
-        self,
-        nursery: trio.Nursery,
-        stream: trio.abc.Stream,
-        peer: str,
-        raw_socket: socket.socket | None,
-    ) -> tuple[WebSocketConnection, FrameWire, RequestHead] | None:
-        """Read the request head; refuse it, or hand it to trio-websocket and accept."""
-        head = await read_request_head(stream, self.options.max_request_head)
-        if head is None:
-            return None
-        if isinstance(head, HttpRefusal):
-            await self._refuse(stream, head, peer, None)
-            return None
-        if not head.is_websocket_upgrade:
-            status = await self.web.answer(stream, head)
-            path = redact(head.target)
-            logger.info(
-                "%s %s %s: HTTP %d",
-                peer,
-                head.method,
-                path,
-                status,
-                extra={"event": "http", "peer": peer, "path": path, "status": status},
-            )
-            await _linger(stream)
-            return None
-        refusal = check_upgrade(head) or self.options.access.check(head)
-        if refusal is None and self._sessions >= self.options.max_clients:
-            refusal = HttpRefusal(503, "too many clients", [("Retry-After", "5")])
-        if refusal is not None:
-            await self._refuse(stream, refusal, peer, head)
-            return None
-        self._sessions += 1  # reserved now, so concurrent handshakes respect max_clients
+        peer = format_peer(stream)
         try:
-            wire = FrameWire(stream, raw_socket)
-            wire.replay(head.raw)
-            request = await wrap_server_stream(
-                nursery,
-                wire,
-                message_queue_size=1,
-                max_message_size=self.options.max_message_size,
-            )
-            ws = await request.accept()
-        except BaseException:
-            self._sessions -= 1
-            raise
-        return ws, wire, head
-
-    async def _refuse(
-        self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: str, head: RequestHead | None
-    ) -> None:
-        self._reject_count(refusal.reason)
-        path = redact(head.target) if head else None
-        logger.info(
-            "%s refused: HTTP %d %s%s",
-            peer,
-            refusal.status,
-            refusal.reason,
-            f" ({head.method} {path})" if head else "",
-            extra={
-                "event": "refused",
-                "peer": peer,
-                "path": path,
-                "status": refusal.status,
-                "reason": refusal.reason,
-            },
+            admitted = await self.front_door.admit(stream, peer)
+        except Exception:
+            self.connection_errors += 1
+            logger.exception("%s: connection handler failed in the front door", peer)
+            await trio.aclose_forcefully(stream)
+            return
+        if admitted is None:
+            return
+        stream, head = admitted
+        tls = self.options.ssl_context is not None
+        connection = Connection(
+            stream,
+            head.raw,
+            hub=self.hub,
+            settings=self._settings,
+            traffic=self.traffic,
+            peer=peer,
+            path=redact(head.target),
+            raw_socket=None if tls else raw_socket,
         )
-        body = f"{refusal.status} {refusal.reason}\n".encode()
-        await send_response(stream, refusal.status, headers=refusal.headers, body=body)
-        await _linger(stream)
-
-    def _reject_count(self, reason: str) -> None:
-        self.rejections[reason] += 1
+        del admitted, head  # an idle connection should hold as little as possible
+        self._connections.add(connection)  # before any checkpoint: max_clients holds
+        self.connections_total += 1
+        if self._stopping.is_set():
+            connection.request_shutdown()
+        elif self.keepalive is not None:
+            self.keepalive.watch(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+            if connection.failed:
+                self.connection_errors += 1
 
 
 async def serve(
@@ -403,56 +248,3 @@ async def serve(
     server is listening, with the port it bound.
     """
     await BroadcastServer(options).run(host, port, task_status=task_status)
-
-
-def _open_listeners(host: str, port: int) -> list[socket.socket]:
-    try:
-        return open_listening_sockets(host, port, backlog=socket.SOMAXCONN)
-    except socket.gaierror as exc:
-        raise ServerStartupError(
-            f"cannot listen on {host}:{port}: the host name does not resolve ({exc.strerror}); "
-            "use an IP address such as 127.0.0.1 or 0.0.0.0"
-        ) from None
-    except OSError as exc:
-        where = f"{_format_host(host)}:{port}"
-        if exc.errno == errno.EADDRINUSE:
-            hint = "the port is in use; stop the other server or choose another --port"
-        elif exc.errno in (errno.EACCES, errno.EPERM):
-            hint = "permission denied; use a port above 1023 or run with the needed privileges"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            hint = "the address is not on this machine; use 127.0.0.1 or 0.0.0.0"
-        else:
-            hint = exc.strerror or str(exc)
-        raise ServerStartupError(f"cannot listen on {where}: {hint}") from None
-
-
-async def _linger(stream: trio.abc.Stream) -> None:
-    """Half-close and drain briefly, so that unread request bytes do not turn
-    our close into a reset that destroys the response (RFC 9112 §9.6)."""
-    if not isinstance(stream, trio.abc.HalfCloseableStream):
-        return
-    with (
-        trio.move_on_after(1),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await stream.send_eof()
-        drained = 0
-        while drained < 256 * 1024 and (chunk := await stream.receive_some(65536)):
-            drained += len(chunk)
-
-
-def _format_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _format_peer(stream: trio.abc.Stream) -> str:
-    transport = stream
-    while isinstance(transport, trio.SSLStream):
-        transport = transport.transport_stream
-    if not isinstance(transport, trio.SocketStream):
-        return type(transport).__name__
-    try:
-        address = transport.socket.getpeername()
-    except OSError:
-        return "unknown peer"
-    return f"{_format_host(str(address[0]))}:{address[1]}"

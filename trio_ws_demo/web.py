@@ -3,7 +3,7 @@
 Browsers are the main WebSocket clients and operators expect a health check
 and metrics on the port they already expose, so a request that is not a
 WebSocket upgrade is answered here (the front door in
-:mod:`trio_ws_demo.handshake` has already read and bounded its head):
+:mod:`trio_ws_demo.frontdoor` has already read and bounded its head):
 
 =============  ===============================================  ==========
 path           answer                                           methods
@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .handshake import RequestHead, send_response
+from .http import RequestHead, send_response
+from .stats import ServerStatistics
 
 __all__ = ["WebRoutes"]
 
@@ -45,52 +46,55 @@ def chat_page() -> bytes:
 
 
 class _ServerCollector(Collector):
-    """Turns the server's counters, read at scrape time (never per message), into metrics."""
+    """Turns the server's statistics, read at scrape time (never per message), into metrics."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, object]]) -> None:
-        self._snapshot = snapshot
+    def __init__(self, statistics: Callable[[], ServerStatistics]) -> None:
+        self._statistics = statistics
 
     def collect(self) -> Iterator[Metric]:
-        s = self._snapshot()
+        s = self._statistics()
 
-        def gauge(name: str, doc: str, key: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"trio_ws_demo_{name}", doc, value=float(s[key]))  # type: ignore[arg-type]
+        def gauge(name: str, doc: str, value: int) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"trio_ws_demo_{name}", doc, value=float(value))
 
-        def counter(name: str, doc: str, key: str) -> CounterMetricFamily:
-            return CounterMetricFamily(f"trio_ws_demo_{name}", doc, value=float(s[key]))  # type: ignore[arg-type]
+        def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
+            return CounterMetricFamily(f"trio_ws_demo_{name}", doc, value=float(value))
 
-        yield gauge("clients", "WebSocket clients connected now.", "clients")
-        yield counter("connections", "WebSocket connections accepted.", "connections_total")
-        yield counter("messages_received", "Messages received from clients.", "messages_in")
-        yield counter("received_bytes", "Bytes of messages received (as frames).", "bytes_in")
-        yield counter("messages_delivered", "Messages written to clients.", "delivered")
-        yield counter("delivered_bytes", "Bytes of frames written to clients.", "delivered_bytes")
-        yield counter("slow_clients_closed", "Clients closed as slow consumers.", "slow_closed")
-        yield counter("messages_dropped", "Messages dropped for slow clients.", "dropped")
+        yield gauge("clients", "WebSocket clients connected now.", s.clients)
+        yield counter("connections", "WebSocket connections accepted.", s.connections_total)
+        yield counter("messages_received", "Messages received from clients.", s.messages_in)
+        yield counter("received_bytes", "Bytes of messages received (as frames).", s.bytes_in)
+        yield counter("messages_delivered", "Messages written to clients.", s.delivered)
+        yield counter("delivered_bytes", "Bytes of frames written to clients.", s.delivered_bytes)
+        yield counter("slow_clients_closed", "Clients closed as slow consumers.", s.slow_closed)
+        yield counter("messages_dropped", "Messages dropped for slow clients.", s.dropped)
+        yield counter(
+            "connection_errors",
+            "Connections ended by an unexpected server error (closed 1011).",
+            s.connection_errors,
+        )
         rejections = CounterMetricFamily(
             "trio_ws_demo_handshake_rejections",
             "Connections refused before a WebSocket opened, by reason.",
             labels=["reason"],
         )
-        for reason, count in sorted(s["rejections"].items()):  # type: ignore[attr-defined]
+        for reason, count in sorted(s.rejections.items()):
             rejections.add_metric([reason], float(count))
         yield rejections
-        yield gauge("inbox_messages", "Messages queued in all client inboxes.", "queued_messages")
-        yield gauge("inbox_bytes", "Bytes queued in all client inboxes.", "queued_bytes")
+        yield gauge("inbox_messages", "Messages queued for all clients.", s.queued_messages)
+        yield gauge("inbox_bytes", "Bytes queued for all clients.", s.queued_bytes)
         yield gauge(
-            "inbox_max_messages", "Messages queued for the most backed-up client.", "max_inbox"
+            "inbox_max_messages", "Messages queued for the most backed-up client.", s.max_inbox
         )
 
 
 class WebRoutes:
     """Answers non-upgrade requests."""
 
-    def __init__(
-        self, snapshot: Callable[[], dict[str, object]], clients: Callable[[], int]
-    ) -> None:
-        self._clients = clients
+    def __init__(self, statistics: Callable[[], ServerStatistics]) -> None:
+        self._statistics = statistics
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_ServerCollector(snapshot))
+        self._registry.register(_ServerCollector(statistics))
 
     def metrics_text(self) -> bytes:
         return generate_latest(self._registry)
@@ -106,7 +110,7 @@ class WebRoutes:
         if path == "/":
             body, content_type = chat_page(), "text/html; charset=utf-8"
         elif path == "/healthz":
-            body = json.dumps({"status": "ok", "clients": self._clients()}).encode()
+            body = json.dumps({"status": "ok", "clients": self._statistics().clients}).encode()
             content_type = "application/json"
         elif path == "/metrics":
             body, content_type = self.metrics_text(), PROMETHEUS_TEXT

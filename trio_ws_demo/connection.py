@@ -1,0 +1,308 @@
+"""One accepted WebSocket connection: its receive loop, its outbox, and how it ends.
+
+A connection is one task and one nursery. The task runs the *receive loop*
+(message -> encode once -> :meth:`Hub.publish`); the nursery holds
+trio-websocket's reader task and, only while a backlog is being written, the
+outbox's writer task. Nothing else runs per connection: keepalive is one
+server-wide task (:mod:`trio_ws_demo.keepalive`) and idle clients are written
+to synchronously (:mod:`trio_ws_demo.outbox`).
+
+How a connection ends is decided in one place: :meth:`Connection.note_end`
+records the first reason, and :data:`~trio_ws_demo.closing.CLOSE_TABLE` says
+what that reason means for the last bytes. An unexpected exception is caught
+here, logged once with its traceback, and closes only this connection (1011).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from .closing import CLOSE_TABLE, End, Sender
+from .engine import EngineStream
+from .frames import encode_close, encode_frame
+from .hub import Hub, InboxBudget
+from .outbox import Outbox
+from .stats import Traffic
+
+__all__ = ["Connection", "ConnectionSettings"]
+
+logger = logging.getLogger("trio_ws_demo.server")
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """The part of the server's options a connection needs (shared by all)."""
+
+    echo: bool
+    budget: InboxBudget
+    max_message_size: int
+    close_timeout: float
+
+
+class Connection:
+    """Runs one WebSocket connection against the hub."""
+
+    __slots__ = (
+        "_head",
+        "_nursery",
+        "_settings",
+        "_started",
+        "_stream",
+        "end",
+        "engine",
+        "hub",
+        "messages_in",
+        "outbox",
+        "path",
+        "peer",
+        "pinged_at",
+        "raw_socket",
+        "traffic",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        head: bytes,
+        *,
+        hub: Hub[bytes],
+        settings: ConnectionSettings,
+        traffic: Traffic,
+        peer: str,
+        path: str,
+        raw_socket: socket.socket | None = None,
+    ) -> None:
+        self._stream = stream
+        self.raw_socket = raw_socket
+        self.hub = hub
+        self._settings = settings
+        self.traffic = traffic
+        self.peer = peer
+        self.path = path
+        self.messages_in = 0
+        self.end: End | None = None
+        self._nursery: trio.Nursery | None = None
+        self.outbox: Outbox | None = None
+        self.engine: EngineStream | None = None
+        self._started = trio.current_time()
+        self.pinged_at = -1.0
+        """When the keepalive last pinged this peer."""
+        self._head = head
+
+    # -- ways to end, callable from any task (plain defs: they never wait) ------
+
+    def note_end(self, reason: End) -> None:
+        """Record why the connection ends; the first reason wins."""
+        if self.end is None:
+            self.end = reason
+
+    def request_shutdown(self) -> None:
+        """Close with 1001 after flushing what is queued."""
+        self._close_soon(End.SHUTDOWN)
+
+    def abort(self, reason: End) -> None:
+        """Drop the connection now, with no close handshake."""
+        self.note_end(reason)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # -- for the server-wide keepalive ------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.end is not None
+
+    @property
+    def failed(self) -> bool:
+        """True if an unexpected error ended this connection."""
+        return self.end is End.SERVER_ERROR
+
+    @property
+    def last_seen(self) -> float:
+        return self.engine.last_seen if self.engine is not None else self._started
+
+    def send_ping(self, frame: bytes) -> None:
+        if self.outbox is not None:
+            self.outbox.send_control_nowait(frame)
+
+    def give_up(self) -> None:
+        logger.debug("%s did not answer a ping in time", self.peer)
+        self.abort(End.PING_TIMEOUT)
+
+    def _on_slow(self) -> None:
+        # Called from inside hub.publish(); the outbox has freed the backlog.
+        self._close_soon(End.SLOW)
+
+    def _close_soon(self, reason: End) -> None:
+        if self.end is not None:
+            return
+        self.note_end(reason)
+        if self.outbox is not None:
+            self.hub.unsubscribe(self.outbox)
+        if self._nursery is None:
+            return  # run() has not begun, and will not
+        if self.engine is None or self.engine.ws is None:
+            self._nursery.cancel_scope.cancel()  # still in the handshake: no goodbye
+            return
+        self._nursery.start_soon(self._close, reason, self.engine.ws)
+
+    async def _close(self, reason: End, ws: WebSocketConnection) -> None:
+        code = CLOSE_TABLE[reason].code
+        assert self.engine is not None and code is not None
+        self.engine.closing_for = reason
+        # At most close_timeout to flush (the outbox's bound), then the rest
+        # for the peer's answer. trio-websocket closes the socket either way.
+        with trio.move_on_after(2 * self._settings.close_timeout):
+            await ws.aclose(code, reason.value)
+
+    # -- the connection ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Accept the WebSocket and serve it until it ends; never raises but Cancelled."""
+        if self.end is not None:  # shut down before it began
+            await trio.aclose_forcefully(self._stream)
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.outbox = Outbox(
+                    self._stream,
+                    nursery,
+                    self._settings.budget,
+                    self.traffic,
+                    self.raw_socket,
+                    on_slow=self._on_slow,
+                )
+                self.engine = EngineStream(
+                    self._stream,
+                    self.outbox,
+                    self._head,
+                    self._settings.close_timeout,
+                    self.note_end,
+                )
+                self._head = b""
+                ws = await self.engine.accept(nursery, self._settings.max_message_size)
+                self._log_opened()
+                self.hub.subscribe(self.outbox)
+                try:
+                    await self._receive_loop(ws)
+                finally:
+                    self.hub.unsubscribe(self.outbox)
+                if self.engine.closing_for is None:
+                    # trio-websocket stopped delivering messages: it answered
+                    # a close, sent 1009, hit bad input or lost the peer. Close
+                    # the socket, which also ends its reader task.
+                    await self.engine.aclose()
+                if self.end is None:
+                    # trio-websocket ended the connection without a close frame
+                    # passing through the engine: the TCP connection is gone.
+                    self.note_end(End.PEER_VANISHED)
+        except* Exception:
+            self.note_end(End.SERVER_ERROR)
+            logger.exception("%s: connection handler failed", self.peer)
+        finally:
+            await self._finish()
+
+    async def _receive_loop(self, ws: WebSocketConnection) -> None:
+        get_message = ws.get_message
+        hub = self.hub
+        outbox = self.outbox
+        assert outbox is not None
+        echo = self._settings.echo
+        traffic = self.traffic
+        while True:
+            try:
+                message = await get_message()
+            except ConnectionClosed:
+                return
+            self.messages_in += 1
+            frame = encode_frame(message)
+            traffic.messages_in += 1
+            traffic.bytes_in += len(frame)
+            if echo:
+                hub.offer(outbox, frame, len(frame))
+            else:
+                hub.publish(frame, len(frame))
+
+    async def _finish(self) -> None:
+        outbox = self.outbox
+        if outbox is not None:
+            rule = CLOSE_TABLE.get(self.end) if self.end else None
+            if rule is not None and rule.sender is Sender.SERVER and rule.code is not None:
+                tried = self.engine is not None and self.engine.closing_for is not None
+                if outbox.close_code_sent is None and outbox.writable and not tried:
+                    # An unexpected error stopped the engine: say goodbye
+                    # ourselves if the socket still works.
+                    with trio.move_on_after(self._settings.close_timeout):
+                        assert self.end is not None
+                        frame = encode_close(rule.code, self.end.value)
+                        await outbox.send_close(
+                            frame, flush=False, timeout=self._settings.close_timeout
+                        )
+            await outbox.aclose()
+        else:
+            await trio.aclose_forcefully(self._stream)
+        self._log_closed()
+        # The keepalive may hold this object a little longer: keep it small.
+        self._nursery = None
+        self.engine = None
+        self._stream = None  # type: ignore[assignment]
+
+    # -- logging -----------------------------------------------------------------
+
+    def _log_opened(self) -> None:
+        logger.info(
+            "%s connected (path %s, %d clients)",
+            self.peer,
+            self.path,
+            len(self.hub) + 1,
+            extra={
+                "event": "opened",
+                "peer": self.peer,
+                "path": self.path,
+                "clients": len(self.hub) + 1,
+            },
+        )
+
+    def _log_closed(self) -> None:
+        ws = self.engine.ws if self.engine is not None else None
+        closed = ws.closed if ws is not None else None
+        outbox = self.outbox
+        sent = outbox.close_code_sent if outbox is not None else None
+        code = sent if sent is not None else (closed.code if closed else None)
+        if self.end in (End.PEER_VANISHED, End.PING_TIMEOUT):
+            code = None
+        reason = closed.reason if closed and closed.reason else None
+        if self.end in (End.SLOW, End.PING_TIMEOUT, End.SERVER_ERROR, End.SHUTDOWN):
+            reason = self.end.value
+        duration = trio.current_time() - self._started
+        slow = self.end is End.SLOW
+        delivered = outbox.delivered if outbox is not None else 0
+        logger.info(
+            "%s disconnected (path %s, code %s%s, %.1f s, %d messages in, %d out; %s)",
+            self.peer,
+            self.path,
+            code if code is not None else "none",
+            f" {reason!r}" if reason else "",
+            duration,
+            self.messages_in,
+            delivered,
+            self.end.value if self.end else "never opened",
+            extra={
+                "event": "closed",
+                "peer": self.peer,
+                "path": self.path,
+                "end": self.end.name.lower() if self.end else None,
+                "code": code,
+                "reason": reason,
+                "duration_s": round(duration, 3),
+                "messages_in": self.messages_in,
+                "messages_out": delivered,
+                "slow": slow,
+            },
+        )

@@ -1,0 +1,179 @@
+"""The front door: everything between an accepted socket and an open WebSocket.
+
+Each new connection passes here, within ``handshake_timeout``: TLS (for
+``wss://``), then one HTTP request head read with :mod:`h11`, bounded in size
+and time so that garbage and slowloris clients never reach the WebSocket
+layer. The head is then routed:
+
+==========================================================  ======
+what the client sent                                        answer
+==========================================================  ======
+a plain HTTP request (not an upgrade)                       web.py
+not HTTP, or a malformed head                               400
+a head larger than the limit                                431
+an upgrade with a wrong ``Sec-WebSocket-Version``            426
+an upgrade without a valid ``Sec-WebSocket-Key``             400
+an ``Origin`` not on the allow-list (when one is set)        403
+no valid token (when one is set)                            401
+one client too many                                         503
+a valid upgrade                                             admitted
+==========================================================  ======
+
+Every refusal is a complete HTTP response with ``Connection: close``. An
+admitted upgrade goes on to :class:`~trio_ws_demo.connection.Connection`,
+which hands the head's bytes to trio-websocket to accept.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+
+import trio
+
+from .handshake import check_upgrade, redact
+from .http import HttpRefusal, RequestHead, read_request_head, send_response
+from .listen import format_host
+from .options import ServerOptions
+from .web import WebRoutes
+
+__all__ = ["FrontDoor", "format_peer"]
+
+logger = logging.getLogger("trio_ws_demo.server")
+
+
+class FrontDoor:
+    """Reads, routes and refuses; admits valid WebSocket upgrades."""
+
+    def __init__(self, options: ServerOptions, web: WebRoutes, clients: Callable[[], int]) -> None:
+        self._options = options
+        self._web = web
+        self._clients = clients
+        self.rejections: collections.Counter[str] = collections.Counter()
+        """Refused handshakes, by reason."""
+        self._in_progress: set[trio.CancelScope] = set()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop admitting: cancel the handshakes in progress (for shutdown)."""
+        self._closed = True
+        for scope in self._in_progress:
+            scope.cancel()
+
+    async def admit(
+        self, stream: trio.abc.Stream, peer: str
+    ) -> tuple[trio.abc.Stream, RequestHead] | None:
+        """The (possibly TLS) stream and the head of an admitted upgrade, or None.
+
+        None means the connection was answered, refused, timed out or lost,
+        and is closed. The caller must register an admitted connection before
+        its next checkpoint, so that ``max_clients`` holds.
+        """
+        with trio.move_on_after(self._options.handshake_timeout) as handshake:
+            self._in_progress.add(handshake)
+            try:
+                if self._closed:
+                    handshake.cancel()
+                stream = await self._start_tls(stream)
+                head = await read_request_head(stream, self._options.max_request_head)
+                if head is not None and await self._route(stream, head, peer):
+                    assert isinstance(head, RequestHead)
+                    return stream, head
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                # The peer went away (or failed TLS): nothing to answer.
+                logger.debug("%s: connection lost: %s", peer, exc.__cause__ or exc)
+            finally:
+                self._in_progress.discard(handshake)
+        if handshake.cancelled_caught and not self._closed:
+            self.rejections["handshake timeout"] += 1
+            logger.debug("%s: handshake timed out", peer)
+        await trio.aclose_forcefully(stream)
+        return None
+
+    async def _start_tls(self, stream: trio.abc.Stream) -> trio.abc.Stream:
+        if self._options.ssl_context is None:
+            return stream
+        tls = trio.SSLStream(stream, self._options.ssl_context, server_side=True)
+        await tls.do_handshake()
+        return tls
+
+    async def _route(
+        self, stream: trio.abc.Stream, head: RequestHead | HttpRefusal, peer: str
+    ) -> bool:
+        """Answer or refuse *head*; True if it is an upgrade we admit."""
+        if isinstance(head, HttpRefusal):
+            await self._refuse(stream, head, peer, None)
+            return False
+        if not head.is_websocket_upgrade:
+            status = await self._web.answer(stream, head)
+            path = redact(head.target)
+            logger.info(
+                "%s %s %s: HTTP %d",
+                peer,
+                head.method,
+                path,
+                status,
+                extra={"event": "http", "peer": peer, "path": path, "status": status},
+            )
+            await _linger(stream)
+            return False
+        refusal = check_upgrade(head) or self._options.access.check(head)
+        if refusal is None and self._clients() >= self._options.max_clients:
+            refusal = HttpRefusal(503, "too many clients", [("Retry-After", "5")])
+        if refusal is not None:
+            await self._refuse(stream, refusal, peer, head)
+        return refusal is None
+
+    async def _refuse(
+        self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: str, head: RequestHead | None
+    ) -> None:
+        self.rejections[refusal.reason] += 1
+        path = redact(head.target) if head else None
+        logger.info(
+            "%s refused: HTTP %d %s%s",
+            peer,
+            refusal.status,
+            refusal.reason,
+            f" ({head.method} {path})" if head else "",
+            extra={
+                "event": "refused",
+                "peer": peer,
+                "path": path,
+                "status": refusal.status,
+                "reason": refusal.reason,
+            },
+        )
+        body = f"{refusal.status} {refusal.reason}\n".encode()
+        await send_response(stream, refusal.status, headers=refusal.headers, body=body)
+        await _linger(stream)
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close and drain briefly, so that unread request bytes do not turn
+    our close into a reset that destroys the response (RFC 9112 §9.6)."""
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    with (
+        trio.move_on_after(1),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_eof()
+        drained = 0
+        while drained < 256 * 1024 and (chunk := await stream.receive_some(65536)):
+            drained += len(chunk)
+
+
+def format_peer(stream: trio.abc.Stream) -> str:
+    """``host:port`` of the peer, for logs."""
+    transport = stream
+    while isinstance(transport, trio.SSLStream):
+        transport = transport.transport_stream
+    if not isinstance(transport, trio.SocketStream):
+        return type(transport).__name__
+    try:
+        address = transport.socket.getpeername()
+    except OSError:
+        return "unknown peer"
+    return f"{format_host(str(address[0]))}:{address[1]}"

@@ -1,0 +1,56 @@
+"""Everything that shapes the server's behaviour, with a documented default each."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+
+from .handshake import AccessPolicy
+from .http import DEFAULT_MAX_REQUEST_HEAD
+from .hub import InboxBudget, SlowClientPolicy
+
+__all__ = ["ServerOptions"]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Everything that shapes the server's behaviour; every field has a default."""
+
+    echo: bool = False
+    """Send each message back to its sender only, instead of to everyone."""
+    budget: InboxBudget = field(default_factory=InboxBudget)
+    """How much may queue for one client before it is a slow consumer."""
+    slow_client: SlowClientPolicy = SlowClientPolicy.CLOSE
+    max_message_size: int = 1024 * 1024
+    """Largest message accepted from a client, in bytes; larger ones close with 1009."""
+    max_clients: int = 10_000
+    """WebSocket clients at once; one more is refused with HTTP 503."""
+    max_request_head: int = DEFAULT_MAX_REQUEST_HEAD
+    """Largest HTTP request head, in bytes; a larger one gets 431."""
+    handshake_timeout: float = 10.0
+    """Seconds a new connection has to complete TLS and its opening handshake."""
+    close_timeout: float = 5.0
+    """Seconds to flush queued frames and finish a close handshake."""
+    ping_interval: float | None = 20.0
+    """Seconds between keepalive pings; None disables keepalive."""
+    ping_timeout: float = 20.0
+    """Seconds to wait for a pong before the peer counts as gone."""
+    shutdown_timeout: float = 5.0
+    """Seconds that closing every client may take when the server stops."""
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    """Allowed origins and the shared token, if any."""
+    ssl_context: ssl.SSLContext | None = None
+    """Serve ``wss://`` with this context."""
+
+    def __post_init__(self) -> None:
+        if self.max_message_size < 1 or self.max_clients < 1 or self.max_request_head < 256:
+            raise ValueError("size limits must be positive (request head: at least 256 bytes)")
+        timeouts = [self.handshake_timeout, self.close_timeout, self.ping_timeout]
+        if min(timeouts) <= 0 or self.shutdown_timeout < 0:
+            raise ValueError("timeouts must be positive")
+        if self.ping_interval is not None and self.ping_interval <= 0:
+            raise ValueError("ping_interval must be positive (or None to disable)")
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.ssl_context else "ws"

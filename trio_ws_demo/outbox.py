@@ -1,0 +1,342 @@
+"""One connection's outgoing bytes: every byte the server writes to a client goes out here.
+
+An :class:`Outbox` is the hub's subscriber for one connection and the only
+writer of its socket. It owns:
+
+* **the queue and its budget.** :meth:`Outbox.offer` (a plain ``def``, called
+  from :meth:`~trio_ws_demo.hub.Hub.publish`) queues a pre-encoded frame if it
+  fits the :class:`~trio_ws_demo.hub.InboxBudget`, counting everything not yet
+  written: queued, in the write under way, and the rest of a started frame.
+  Writes take at most :data:`CHUNK_BYTES` of joined frames at a time, so the
+  copy made for one system call never doubles the memory a client may hold.
+* **the rule that a frame, once started, is finished before any other frame,
+  ping, pong or close.** A write that is cancelled or fails part-way leaves the
+  outbox *broken*: nothing more is written, since the peer could not parse it.
+* **the idle fast path.** When nothing is queued and no write is under way, a
+  frame goes straight to the kernel with a non-blocking ``socket.send()`` from
+  inside ``offer()``, the way Node does, with no task switch; what the kernel
+  did not take is finished first by the writer.
+* **the writer task,** started in the connection's nursery only when there is
+  a backlog and gone again when it is written, so an idle client costs no task.
+* **control frames:** pings, pongs and the handshake response go at the next
+  frame boundary, ahead of queued data (RFC 6455 §5.4 allows control frames
+  between the frames of a message; we never split messages at all).
+* **the close frame,** which goes last: after the queue, or after the queue
+  is dropped, as the connection's close table says (see
+  :mod:`trio_ws_demo.connection`), and nothing after it.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from .frames import close_frame_code
+from .hub import InboxBudget
+from .stats import Traffic
+
+__all__ = ["CHUNK_BYTES", "Outbox"]
+
+#: Queued frames are joined into writes of about this size: one system call
+#: for many small frames, and a bounded copy.
+CHUNK_BYTES = 64 * 1024
+
+_Frame = bytes | memoryview
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # no more data frames; the close frame is on its way
+    CLOSED = "closed"  # the close frame went out, or the transport is closed
+    BROKEN = "broken"  # a write failed or stopped part-way
+
+
+class Outbox:
+    """Every byte written to one connection, in order, within a budget."""
+
+    __slots__ = (
+        "_budget",
+        "_counters",
+        "_frames",
+        "_idle",
+        "_nursery",
+        "_on_slow",
+        "_partial",
+        "_partial_size",
+        "_socket",
+        "_state",
+        "_stream",
+        "_urgent",
+        "_writing",
+        "close_code_sent",
+        "delivered",
+        "queued_bytes",
+        "queued_messages",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        nursery: trio.Nursery,
+        budget: InboxBudget,
+        counters: Traffic,
+        raw_socket: socket.socket | None = None,
+        on_slow: Callable[[], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._nursery = nursery
+        """Where the writer task runs while there is a backlog."""
+        self._budget = budget
+        self._counters = counters
+        self._socket = raw_socket
+        """The plain (non-TLS) socket under *stream*, for the fast path."""
+        self._state = _State.OPEN
+        self._writing = False
+        """A write is under way (the writer task, or a direct control write)."""
+        self._partial: _Frame | None = None
+        """The rest of a frame the fast path started: always written first."""
+        self._partial_size = 0
+        """The counted size of that frame's message (0 for a ping)."""
+        self._on_slow = on_slow
+        self._frames: deque[_Frame] | None = None  # created on first use: idle costs nothing
+        self._urgent: list[tuple[bytes, trio.Event | None]] = []
+        self._idle: trio.Event | None = None
+        self.queued_messages = 0
+        """Messages taken and not yet written (queued, in hand, or half-written)."""
+        self.queued_bytes = 0
+        self.delivered = 0
+        """Messages written to this connection."""
+        self.close_code_sent: int | None = None
+
+    # -- the hub's side (plain defs: they never wait) ---------------------------
+
+    def offer(self, frame: bytes, size: int) -> bool:
+        """Write or queue one data frame; False if it does not fit the budget.
+
+        The outbox counts the bytes it holds (``len(frame)``), whatever *size* says.
+        """
+        size = len(frame)
+        if self._state is not _State.OPEN:
+            return True  # closing: not slow, just too late
+        if self._socket is not None and not self._writing and not self.queued_messages:
+            try:
+                sent = self._socket.send(frame)
+            except OSError:  # full (BlockingIOError) or failing: the writer will see it
+                sent = 0
+            if sent == len(frame):
+                self._count_written(1, size)
+                return True
+            if sent:
+                self._partial, self._partial_size = memoryview(frame)[sent:], size
+                self.queued_messages = 1
+                self.queued_bytes = size
+                self._start_writer()
+                return True
+        if not self._budget.admits(self.queued_messages, self.queued_bytes, size):
+            return False
+        if self._frames is None:
+            self._frames = deque()
+        self._frames.append(frame)
+        self.queued_messages += 1
+        self.queued_bytes += size
+        if not self._writing:
+            self._start_writer()
+        return True
+
+    def closed_as_slow(self) -> None:
+        """The hub gave up on this client: free the backlog now, then tell the owner."""
+        self.discard_queued()
+        if self._on_slow is not None:
+            self._on_slow()
+
+    def send_control_nowait(self, frame: bytes) -> None:
+        """Send a control frame (a keepalive ping) at the next frame boundary."""
+        if self._state is not _State.OPEN and self._state is not _State.CLOSING:
+            return
+        if self._socket is not None and not self._writing and not self.queued_messages:
+            try:
+                sent = self._socket.send(frame)
+            except OSError:
+                sent = 0
+            if sent == len(frame):
+                return
+            if sent:
+                self._partial, self._partial_size = memoryview(frame)[sent:], 0
+                self._start_writer()
+                return
+        self._urgent.append((frame, None))
+        if not self._writing:
+            self._start_writer()
+
+    def discard_queued(self) -> None:
+        """Drop queued data frames; a frame already started is still finished."""
+        if self._frames:
+            dropped = sum(len(f) for f in self._frames)
+            self.queued_messages -= len(self._frames)
+            self.queued_bytes -= dropped
+            self._frames.clear()
+
+    # -- writes that wait ------------------------------------------------------
+
+    async def send_control(self, data: bytes) -> None:
+        """Write *data* (a control frame, or the handshake response) at the next
+        frame boundary, and return once it is written."""
+        self._check_writable()
+        if self._writing:
+            written = trio.Event()
+            self._urgent.append((data, written))
+            await written.wait()
+            self._check_writable()
+            return
+        self._writing = True
+        try:
+            await self._write(data)
+        finally:
+            self._write_done()
+
+    async def send_close(self, frame: bytes, *, flush: bool, timeout: float) -> bool:
+        """Send the close frame last, then nothing more.
+
+        With *flush*, what is queued goes first, for at most *timeout*
+        seconds; after that (or without *flush*) the queue is dropped, but a
+        write under way is still finished within *timeout*. Returns False if
+        the close frame could not be sent without breaking a frame.
+        """
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSING
+        if self._state is not _State.CLOSING:
+            return False
+        if not flush:
+            self.discard_queued()
+        with trio.move_on_after(timeout):
+            await self._wait_until_idle()
+            self._writing = True
+            try:
+                await self._write(frame)
+                self._state = _State.CLOSED
+                self.close_code_sent = close_frame_code(frame)
+            finally:
+                self._write_done(start_writer=False)
+            return True
+        self.discard_queued()
+        return False
+
+    async def aclose(self) -> None:
+        """Close the transport now (idempotent)."""
+        if self._state is not _State.BROKEN:
+            self._state = _State.CLOSED
+        self.discard_queued()
+        self._wake_idle()
+        await trio.aclose_forcefully(self._stream)
+
+    @property
+    def writable(self) -> bool:
+        """True while a close frame could still be written."""
+        return self._state is _State.OPEN or self._state is _State.CLOSING
+
+    # -- the writer --------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        self._writing = True
+        self._nursery.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        """Write the backlog in chunks, then end: a task only while there is work."""
+        try:
+            while not self._done:
+                chunk, messages, size, waiters = self._take_chunk()
+                if not chunk:
+                    break
+                try:
+                    await self._write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break  # the reader sees the same failure and ends the connection
+                finally:
+                    for waiter in waiters:
+                        waiter.set()
+                self._count_written(messages, size)
+                self.queued_messages -= messages
+                self.queued_bytes -= size
+        finally:
+            self._write_done(start_writer=False)
+
+    def _take_chunk(self) -> tuple[list[_Frame], int, int, list[trio.Event]]:
+        """The next write: a started frame first, then control frames, then data."""
+        chunk: list[_Frame] = []
+        waiters: list[trio.Event] = []
+        messages = size = length = 0
+        if self._partial is not None:
+            chunk.append(self._partial)
+            length = len(self._partial)
+            if self._partial_size:  # a data frame, not a ping
+                messages, size = 1, self._partial_size
+            self._partial, self._partial_size = None, 0
+        for data, waiter in self._urgent:
+            chunk.append(data)
+            if waiter is not None:
+                waiters.append(waiter)
+        self._urgent.clear()
+        frames = self._frames
+        while frames and (length < CHUNK_BYTES or not chunk):
+            frame = frames.popleft()
+            chunk.append(frame)
+            length += len(frame)
+            messages += 1
+            size += len(frame)
+        return chunk, messages, size, waiters
+
+    async def _write(self, data: _Frame) -> None:
+        try:
+            await self._stream.send_all(data)
+        except BaseException:
+            # Cancelled or failed part-way: the peer may hold half a frame.
+            self._state = _State.BROKEN
+            raise
+
+    def _write_done(self, *, start_writer: bool = True) -> None:
+        self._writing = False
+        if self._done:
+            for _, waiter in self._urgent:
+                if waiter is not None:
+                    waiter.set()
+            self._urgent.clear()
+        elif start_writer and self._pending:
+            self._start_writer()
+            return
+        self._wake_idle()
+
+    @property
+    def _done(self) -> bool:
+        """Nothing more can be written: the close frame went out, or a write broke."""
+        return self._state is _State.BROKEN or self._state is _State.CLOSED
+
+    @property
+    def _pending(self) -> bool:
+        return self._partial is not None or bool(self._urgent) or bool(self._frames)
+
+    async def _wait_until_idle(self) -> None:
+        while self._writing or self._pending:
+            if self._done:
+                raise trio.BrokenResourceError("the connection broke before its close frame")
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    def _wake_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def _check_writable(self) -> None:
+        if self._state is _State.BROKEN:
+            raise trio.BrokenResourceError("a write to this connection failed part-way")
+        if self._state is _State.CLOSED:
+            raise trio.ClosedResourceError("the close frame has been sent")
+
+    def _count_written(self, messages: int, size: int) -> None:
+        self.delivered += messages
+        self._counters.delivered += messages
+        self._counters.delivered_bytes += size

@@ -1,0 +1,49 @@
+"""Server-wide counters, and the typed snapshot that ``/metrics`` and tests read.
+
+Counters are plain attributes bumped on the hot path (no locks: one Trio
+thread); :class:`ServerStatistics` is assembled only when someone asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ServerStatistics", "Traffic"]
+
+
+class Traffic:
+    """Messages and bytes through the server, shared by every connection."""
+
+    __slots__ = ("bytes_in", "delivered", "delivered_bytes", "messages_in")
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.delivered = 0
+        self.delivered_bytes = 0
+
+
+@dataclass(frozen=True)
+class ServerStatistics:
+    """A snapshot of :meth:`~trio_ws_demo.server.BroadcastServer.statistics`."""
+
+    clients: int
+    """WebSocket clients connected now (counting handshakes just admitted)."""
+    subscribers: int
+    """Clients the hub is still delivering to."""
+    connections_total: int
+    messages_in: int
+    bytes_in: int
+    published: int
+    delivered: int
+    delivered_bytes: int
+    dropped: int
+    slow_closed: int
+    queued_messages: int
+    queued_bytes: int
+    max_inbox: int
+    """Messages queued for the most backed-up client."""
+    rejections: dict[str, int] = field(default_factory=dict)
+    """Refused handshakes, by reason."""
+    connection_errors: int = 0
+    """Connections ended by an unexpected error in the server (logged, closed 1011)."""
