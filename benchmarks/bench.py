@@ -41,7 +41,7 @@ HERE = Path(__file__).parent
 SERVER_CORE, LOADGEN_CORE = 0, 1
 
 SERVERS: dict[str, list[str]] = {
-    "ours": [*OUR_SERVER, "--ping-interval", "0", "--max-clients", "100000"],
+    "ours": [*OUR_SERVER, "--max-clients", "100000"],
     "naive": [sys.executable, str(HERE / "baselines" / "naive_trio.py")],
     "websockets": [sys.executable, str(HERE / "baselines" / "websockets_asyncio.py")],
     "node": ["node", str(HERE / "baselines" / "node_article_server.mjs")],

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import trio
+import trio.testing
 from wsproto.events import CloseConnection
 
 from trio_ws_demo import BroadcastServer, ServerOptions, run_client
@@ -99,12 +100,27 @@ async def test_a_frame_claiming_2_to_the_62_bytes_is_cut_off_at_the_limit(
     [
         (b"\x16\x03\x01\x02\x00garbage, not HTTP\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nUser-Agent: no host\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         (upgrade_request(version="8"), 426),
         (upgrade_request(key=None), 400),
         (upgrade_request(key="not base64!"), 400),
         (upgrade_request(extra="X-Big: " + "a" * 20_000 + "\r\n"), 431),
     ],
-    ids=["garbage", "malformed-header", "wrong-version", "no-key", "bad-key", "head-too-large"],
+    ids=[
+        "garbage",
+        "malformed-header",
+        "obsolete-line-folding",
+        "no-host",
+        "two-hosts",
+        "two-spaces",
+        "wrong-version",
+        "no-key",
+        "bad-key",
+        "head-too-large",
+    ],
 )
 async def test_bad_handshakes_get_an_http_error(
     server: BroadcastServer, request_bytes: bytes, status: int
@@ -115,6 +131,21 @@ async def test_bad_handshakes_get_an_http_error(
         assert b"\r\nConnection: close\r\n" in answer
         if status == 426:
             assert b"\r\nSec-WebSocket-Version: 13\r\n" in answer
+        await still_serving(server)
+
+
+@pytest.mark.usefixtures("no_errors_logged")
+async def test_an_upgrade_only_wsproto_refuses_gets_400_and_does_not_hang(
+    server: BroadcastServer,
+) -> None:
+    """Our head reader is a strict subset of HTTP, yet wsproto checks more
+    (here a Content-Length that is not a number): it answers 400 itself."""
+    request = upgrade_request(extra="Content-Length: twelve\r\n")
+    with trio.fail_after(TIMEOUT):
+        answer = await http_exchange(server.port, request)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.clients == 0  # the connection did not wait for a handshake
         await still_serving(server)
 
 

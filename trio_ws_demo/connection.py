@@ -25,6 +25,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from .closing import CLOSE_TABLE, End, Sender
 from .engine import EngineStream
 from .frames import encode_close, encode_frame
+from .frontdoor import Peer
+from .handshake import redact
 from .hub import Hub, InboxBudget
 from .outbox import Outbox
 from .stats import Traffic
@@ -58,7 +60,7 @@ class Connection:
         "hub",
         "messages_in",
         "outbox",
-        "path",
+        "_target",
         "peer",
         "pinged_at",
         "raw_socket",
@@ -73,8 +75,8 @@ class Connection:
         hub: Hub[bytes],
         settings: ConnectionSettings,
         traffic: Traffic,
-        peer: str,
-        path: str,
+        peer: Peer,
+        target: str,
         raw_socket: socket.socket | None = None,
     ) -> None:
         self._stream = stream
@@ -83,7 +85,7 @@ class Connection:
         self._settings = settings
         self.traffic = traffic
         self.peer = peer
-        self.path = path
+        self._target = target
         self.messages_in = 0
         self.end: End | None = None
         self._nursery: trio.Nursery | None = None
@@ -110,6 +112,11 @@ class Connection:
         self.note_end(reason)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    @property
+    def path(self) -> str:
+        """The request target, with any token hidden (for logs)."""
+        return redact(self._target)
 
     # -- for the server-wide keepalive ------------------------------------------
 
@@ -187,6 +194,9 @@ class Connection:
                 )
                 self._head = b""
                 ws = await self.engine.accept(nursery, self._settings.max_message_size)
+                if ws is None:
+                    self.note_end(End.BAD_INPUT)
+                    return
                 self._log_opened()
                 self.hub.subscribe(self.outbox)
                 try:
@@ -256,6 +266,8 @@ class Connection:
     # -- logging -----------------------------------------------------------------
 
     def _log_opened(self) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
         logger.info(
             "%s connected (path %s, %d clients)",
             self.peer,
@@ -263,13 +275,15 @@ class Connection:
             len(self.hub) + 1,
             extra={
                 "event": "opened",
-                "peer": self.peer,
+                "peer": str(self.peer),
                 "path": self.path,
                 "clients": len(self.hub) + 1,
             },
         )
 
     def _log_closed(self) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
         ws = self.engine.ws if self.engine is not None else None
         closed = ws.closed if ws is not None else None
         outbox = self.outbox
@@ -295,7 +309,7 @@ class Connection:
             self.end.value if self.end else "never opened",
             extra={
                 "event": "closed",
-                "peer": self.peer,
+                "peer": str(self.peer),
                 "path": self.path,
                 "end": self.end.name.lower() if self.end else None,
                 "code": code,

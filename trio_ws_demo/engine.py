@@ -62,6 +62,7 @@ class EngineStream(trio.abc.Stream):
     """The transport trio-websocket uses for one connection."""
 
     __slots__ = (
+        "_accepting",
         "_close_timeout",
         "_closed",
         "_note_end",
@@ -92,13 +93,22 @@ class EngineStream(trio.abc.Stream):
         self.last_seen = trio.current_time()
         """When the peer last sent anything (the keepalive reads this)."""
         self._closed: trio.Event | None = None
+        self._accepting: trio.CancelScope | None = None
 
-    async def accept(self, nursery: trio.Nursery, max_message_size: int) -> WebSocketConnection:
-        """Run trio-websocket's server handshake on this stream; its reader joins *nursery*."""
-        request = await wrap_server_stream(
-            nursery, self, message_queue_size=1, max_message_size=max_message_size
-        )
-        self.ws = await request.accept()
+    async def accept(
+        self, nursery: trio.Nursery, max_message_size: int
+    ) -> WebSocketConnection | None:
+        """Run trio-websocket's server handshake on this stream; its reader joins *nursery*.
+
+        None if wsproto refused a head the front door let through (it has
+        answered 400 and closed the stream).
+        """
+        with trio.CancelScope() as self._accepting:
+            request = await wrap_server_stream(
+                nursery, self, message_queue_size=1, max_message_size=max_message_size
+            )
+            self.ws = await request.accept()
+        self._accepting = None
         return self.ws
 
     # -- trio.abc.Stream ------------------------------------------------------
@@ -141,6 +151,8 @@ class EngineStream(trio.abc.Stream):
             self._closed.set()
 
     async def _close(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()  # wsproto refused the request: stop waiting for it
         ws = self.ws
         closed = ws.closed if ws is not None else None
         if (

@@ -1,7 +1,7 @@
 """The front door: everything between an accepted socket and an open WebSocket.
 
 Each new connection passes here, within ``handshake_timeout``: TLS (for
-``wss://``), then one HTTP request head read with :mod:`h11`, bounded in size
+``wss://``), then one HTTP request head (see :mod:`trio_ws_demo.http`), bounded in size
 and time so that garbage and slowloris clients never reach the WebSocket
 layer. The head is then routed:
 
@@ -39,7 +39,7 @@ from .listen import format_host
 from .options import ServerOptions
 from .web import WebRoutes
 
-__all__ = ["FrontDoor", "format_peer"]
+__all__ = ["FrontDoor", "Peer"]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
@@ -63,7 +63,7 @@ class FrontDoor:
             scope.cancel()
 
     async def admit(
-        self, stream: trio.abc.Stream, peer: str
+        self, stream: trio.abc.Stream, peer: Peer
     ) -> tuple[trio.abc.Stream, RequestHead] | None:
         """The (possibly TLS) stream and the head of an admitted upgrade, or None.
 
@@ -100,7 +100,7 @@ class FrontDoor:
         return tls
 
     async def _route(
-        self, stream: trio.abc.Stream, head: RequestHead | HttpRefusal, peer: str
+        self, stream: trio.abc.Stream, head: RequestHead | HttpRefusal, peer: Peer
     ) -> bool:
         """Answer or refuse *head*; True if it is an upgrade we admit."""
         if isinstance(head, HttpRefusal):
@@ -115,7 +115,7 @@ class FrontDoor:
                 head.method,
                 path,
                 status,
-                extra={"event": "http", "peer": peer, "path": path, "status": status},
+                extra={"event": "http", "peer": str(peer), "path": path, "status": status},
             )
             await _linger(stream)
             return False
@@ -127,7 +127,7 @@ class FrontDoor:
         return refusal is None
 
     async def _refuse(
-        self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: str, head: RequestHead | None
+        self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: Peer, head: RequestHead | None
     ) -> None:
         self.rejections[refusal.reason] += 1
         path = redact(head.target) if head else None
@@ -139,7 +139,7 @@ class FrontDoor:
             f" ({head.method} {path})" if head else "",
             extra={
                 "event": "refused",
-                "peer": peer,
+                "peer": str(peer),
                 "path": path,
                 "status": refusal.status,
                 "reason": refusal.reason,
@@ -165,8 +165,28 @@ async def _linger(stream: trio.abc.Stream) -> None:
             drained += len(chunk)
 
 
-def format_peer(stream: trio.abc.Stream) -> str:
-    """``host:port`` of the peer, for logs."""
+class Peer:
+    """The remote end of a stream, as ``host:port``, formatted only when a log line needs it.
+
+    Most connections are never logged at the default level, so the lookup and
+    the string are not paid for up front.
+    """
+
+    __slots__ = ("_stream", "_text")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream: trio.abc.Stream | None = stream
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            assert self._stream is not None
+            self._text = _format_peer(self._stream)
+            self._stream = None
+        return self._text
+
+
+def _format_peer(stream: trio.abc.Stream) -> str:
     transport = stream
     while isinstance(transport, trio.SSLStream):
         transport = transport.transport_stream

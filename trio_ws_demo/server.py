@@ -34,8 +34,7 @@ import trio
 
 from .closing import End
 from .connection import Connection, ConnectionSettings
-from .frontdoor import FrontDoor, format_peer
-from .handshake import redact
+from .frontdoor import FrontDoor, Peer
 from .hub import Hub
 from .keepalive import Keepalive
 from .listen import ServerStartupError, accept_loop, format_host, open_listeners
@@ -198,7 +197,7 @@ class BroadcastServer:
         *raw_socket*, the stdlib socket under a plain TCP *stream*, enables
         the synchronous write fast path. Keepalive runs only under :meth:`run`.
         """
-        peer = format_peer(stream)
+        peer = Peer(stream)
         try:
             admitted = await self.front_door.admit(stream, peer)
         except Exception:
@@ -217,7 +216,7 @@ class BroadcastServer:
             settings=self._settings,
             traffic=self.traffic,
             peer=peer,
-            path=redact(head.target),
+            target=head.target,
             raw_socket=None if tls else raw_socket,
         )
         del admitted, head  # an idle connection should hold as little as possible
