@@ -57,6 +57,18 @@ class RawClient:
                 raise EOFError("the server closed the TCP connection")
             self.ws.receive_data(data)
 
+    async def next_message(self) -> str | bytes:
+        """The next whole message (fragments joined); fails on anything else."""
+        parts: list[Message[str] | Message[bytes]] = []
+        while True:
+            event = await self.next_event()
+            assert isinstance(event, (TextMessage, BytesMessage)), event
+            parts.append(event)
+            if event.message_finished:
+                if isinstance(event, TextMessage):
+                    return "".join(p.data for p in parts)  # type: ignore[misc]
+                return b"".join(p.data for p in parts)  # type: ignore[misc]
+
     async def events_until_close(self) -> list[Event]:
         """Whole messages (fragments joined) up to and including the close frame."""
         events: list[Event] = []

@@ -193,27 +193,29 @@ class Connection:
                     self.note_end,
                 )
                 self._head = b""
-                ws = await self.engine.accept(nursery, self._settings.max_message_size)
-                if ws is None:
-                    self.note_end(End.BAD_INPUT)
-                    return
-                self._log_opened()
+                # Subscribed before the handshake response goes out, so that a
+                # client that has seen it misses nothing published after.
                 self.hub.subscribe(self.outbox)
                 try:
+                    ws = await self.engine.accept(nursery, self._settings.max_message_size)
+                    if ws is None:
+                        self.note_end(End.BAD_INPUT)
+                        return
+                    self.outbox.opened()
+                    self._log_opened()
                     await self._receive_loop(ws)
                 finally:
                     self.hub.unsubscribe(self.outbox)
-                if self.engine.closing_for is None:
-                    # trio-websocket stopped delivering messages: it answered
-                    # a close, sent 1009, hit bad input or lost the peer. Close
-                    # the socket, which also ends its reader task.
-                    await self.engine.aclose()
-                if self.end is None:
-                    # trio-websocket ended the connection without a close frame
-                    # passing through the engine: the TCP connection is gone.
+                if ws.closed is not None:  # None: trio-websocket's reader failed
+                    if self.engine.closing_for is None:
+                        # trio-websocket stopped delivering messages: it answered
+                        # a close, sent 1009, hit bad input or lost the peer.
+                        # Closing the socket also ends its reader task.
+                        await self.engine.aclose()
+                    # No reason noted by now: no close frame passed either way.
                     self.note_end(End.PEER_VANISHED)
         except* Exception:
-            self.note_end(End.SERVER_ERROR)
+            self.end = End.SERVER_ERROR  # whatever was under way, this is why it ended
             logger.exception("%s: connection handler failed", self.peer)
         finally:
             await self._finish()
@@ -272,12 +274,12 @@ class Connection:
             "%s connected (path %s, %d clients)",
             self.peer,
             self.path,
-            len(self.hub) + 1,
+            len(self.hub),
             extra={
                 "event": "opened",
                 "peer": str(self.peer),
                 "path": self.path,
-                "clients": len(self.hub) + 1,
+                "clients": len(self.hub),
             },
         )
 

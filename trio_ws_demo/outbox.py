@@ -49,6 +49,7 @@ _Frame = bytes | memoryview
 
 
 class _State(enum.Enum):
+    OPENING = "opening"  # data frames queue until the handshake response is out
     OPEN = "open"
     CLOSING = "closing"  # no more data frames; the close frame is on its way
     CLOSED = "closed"  # the close frame went out, or the transport is closed
@@ -94,7 +95,7 @@ class Outbox:
         self._counters = counters
         self._socket = raw_socket
         """The plain (non-TLS) socket under *stream*, for the fast path."""
-        self._state = _State.OPEN
+        self._state = _State.OPENING
         self._writing = False
         """A write is under way (the writer task, or a direct control write)."""
         self._partial: _Frame | None = None
@@ -120,9 +121,14 @@ class Outbox:
         The outbox counts the bytes it holds (``len(frame)``), whatever *size* says.
         """
         size = len(frame)
-        if self._state is not _State.OPEN:
+        if self._state is not _State.OPEN and self._state is not _State.OPENING:
             return True  # closing: not slow, just too late
-        if self._socket is not None and not self._writing and not self.queued_messages:
+        if (
+            self._socket is not None
+            and not self._writing
+            and not self.queued_messages
+            and self._state is _State.OPEN
+        ):
             try:
                 sent = self._socket.send(frame)
             except OSError:  # full (BlockingIOError) or failing: the writer will see it
@@ -143,9 +149,21 @@ class Outbox:
         self._frames.append(frame)
         self.queued_messages += 1
         self.queued_bytes += size
-        if not self._writing:
+        if not self._writing and self._state is _State.OPEN:
             self._start_writer()
         return True
+
+    def opened(self) -> None:
+        """The handshake response is out: data frames may follow.
+
+        A connection subscribes before it accepts, so that a client which has
+        seen the response misses nothing published after; what arrived in
+        between was queued and goes out now.
+        """
+        if self._state is _State.OPENING:
+            self._state = _State.OPEN
+            if self._frames and not self._writing:
+                self._start_writer()
 
     def closed_as_slow(self) -> None:
         """The hub gave up on this client: free the backlog now, then tell the owner."""
@@ -206,7 +224,7 @@ class Outbox:
         write under way is still finished within *timeout*. Returns False if
         the close frame could not be sent without breaking a frame.
         """
-        if self._state is _State.OPEN:
+        if self._state is _State.OPEN or self._state is _State.OPENING:
             self._state = _State.CLOSING
         if self._state is not _State.CLOSING:
             return False
@@ -236,7 +254,7 @@ class Outbox:
     @property
     def writable(self) -> bool:
         """True while a close frame could still be written."""
-        return self._state is _State.OPEN or self._state is _State.CLOSING
+        return self._state is not _State.CLOSED and self._state is not _State.BROKEN
 
     # -- the writer --------------------------------------------------------------
 

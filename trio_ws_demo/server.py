@@ -34,6 +34,7 @@ import trio
 
 from .closing import End
 from .connection import Connection, ConnectionSettings
+from .frames import encode_frame
 from .frontdoor import FrontDoor, Peer
 from .hub import Hub
 from .keepalive import Keepalive
@@ -91,6 +92,15 @@ class BroadcastServer:
             max_message_size=options.max_message_size,
             close_timeout=options.close_timeout,
         )
+
+    def broadcast(self, message: str | bytes) -> int:
+        """Send *message* to every client from the application side; never waits.
+
+        Encoded once, delivered like a client's message (same budget and
+        slow-client policy). Returns how many clients took it.
+        """
+        frame = encode_frame(message)
+        return self.hub.publish(frame, len(frame))
 
     @property
     def clients(self) -> int:
