@@ -182,14 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=ServerOptions.ping_interval,
         metavar="SECONDS",
-        help="keepalive ping interval (0 disables keepalive)",
+        help="ping a peer that has been silent this long (0 disables keepalive)",
     )
     serve.add_argument(
         "--ping-timeout",
         type=_positive_float,
         default=ServerOptions.ping_timeout,
         metavar="SECONDS",
-        help="a peer that does not answer a ping within this is disconnected",
+        help="a pinged peer that stays silent this much longer is disconnected",
     )
     serve.add_argument(
         "--shutdown-timeout",

@@ -141,20 +141,26 @@ class Hub(Generic[T]):
         taken = 0
         # Copy: a slow subscriber is removed from the set while we loop.
         for subscriber in list(self._subscribers):
-            taken += self.offer(subscriber, item, size)
+            if subscriber.offer(item, size):  # the hot path: one call per delivery
+                taken += 1
+            else:
+                self._overflow(subscriber)
         return taken
 
     def offer(self, subscriber: Subscriber[T], item: T, size: int) -> bool:
         """Offer *item* to one subscriber (echo mode), under the same policy."""
         if subscriber.offer(item, size):
             return True
+        self._overflow(subscriber)
+        return False
+
+    def _overflow(self, subscriber: Subscriber[T]) -> None:
         if self.policy is SlowClientPolicy.DROP:
             self._dropped += 1
         else:
             self._slow_closed += 1
             self._subscribers.discard(subscriber)
             subscriber.closed_as_slow()
-        return False
 
     def __len__(self) -> int:
         return len(self._subscribers)

@@ -30,11 +30,12 @@ class ServerOptions:
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete TLS and its opening handshake."""
     close_timeout: float = 5.0
-    """Seconds to flush queued frames and finish a close handshake."""
+    """Seconds to flush queued frames before a close frame, and again for the
+    peer's answer to it."""
     ping_interval: float | None = 20.0
-    """Seconds between keepalive pings; None disables keepalive."""
+    """Seconds of silence from a peer before it is pinged; None disables keepalive."""
     ping_timeout: float = 20.0
-    """Seconds to wait for a pong before the peer counts as gone."""
+    """Seconds a pinged peer may stay silent before it counts as gone."""
     shutdown_timeout: float = 5.0
     """Seconds that closing every client may take when the server stops."""
     access: AccessPolicy = field(default_factory=AccessPolicy)

@@ -56,6 +56,9 @@ class _State(enum.Enum):
     BROKEN = "broken"  # a write failed or stopped part-way
 
 
+_OPEN = _State.OPEN  # the hot path's one comparison
+
+
 class Outbox:
     """Every byte written to one connection, in order, within a budget."""
 
@@ -121,20 +124,25 @@ class Outbox:
         The outbox counts the bytes it holds (``len(frame)``), whatever *size* says.
         """
         size = len(frame)
-        if self._state is not _State.OPEN and self._state is not _State.OPENING:
+        state = self._state
+        sock = self._socket
+        if state is _OPEN:
+            if self._writing or self.queued_messages:
+                sock = None  # busy: queue behind what is under way
+        elif state is _State.OPENING:
+            sock = None
+        else:
             return True  # closing: not slow, just too late
-        if (
-            self._socket is not None
-            and not self._writing
-            and not self.queued_messages
-            and self._state is _State.OPEN
-        ):
+        if sock is not None:
             try:
-                sent = self._socket.send(frame)
+                sent = sock.send(frame)
             except OSError:  # full (BlockingIOError) or failing: the writer will see it
                 sent = 0
-            if sent == len(frame):
-                self._count_written(1, size)
+            if sent == size:
+                self.delivered += 1
+                counters = self._counters
+                counters.delivered += 1
+                counters.delivered_bytes += size
                 return True
             if sent:
                 self._partial, self._partial_size = memoryview(frame)[sent:], size
