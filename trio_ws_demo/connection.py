@@ -141,8 +141,9 @@ class Connection:
         logger.debug("%s did not answer a ping in time", self.peer)
         self.abort(End.PING_TIMEOUT)
 
-    def _on_slow(self) -> None:
-        # Called from inside hub.publish(); the outbox has freed the backlog.
+    def slow_consumer(self) -> None:
+        """The hub gave up on this client (called inside hub.publish(); the
+        outbox has freed the backlog already)."""
         self._close_soon(End.SLOW)
 
     def _close_soon(self, reason: End) -> None:
@@ -183,14 +184,14 @@ class Connection:
                     self._settings.budget,
                     self.traffic,
                     self.raw_socket,
-                    on_slow=self._on_slow,
+                    owner=self,
                 )
                 self.engine = EngineStream(
                     self._stream,
                     self.outbox,
                     self._head,
                     self._settings.close_timeout,
-                    self.note_end,
+                    self,
                 )
                 self._head = b""
                 # Subscribed before the handshake response goes out, so that a
@@ -221,7 +222,8 @@ class Connection:
             await self._finish()
 
     async def _receive_loop(self, ws: WebSocketConnection) -> None:
-        get_message = ws.get_message
+        # No bound methods cached in locals: an idle connection sits here,
+        # and every object it keeps alive costs memory and GC time.
         hub = self.hub
         outbox = self.outbox
         assert outbox is not None
@@ -229,7 +231,7 @@ class Connection:
         traffic = self.traffic
         while True:
             try:
-                message = await get_message()
+                message = await ws.get_message()
             except ConnectionClosed:
                 return
             self.messages_in += 1

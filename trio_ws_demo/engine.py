@@ -42,7 +42,7 @@ without it; a note fit for upstream follows each.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import trio
 from trio_websocket import WebSocketConnection, wrap_server_stream
@@ -58,6 +58,12 @@ __all__ = ["EngineStream"]
 _PARSE_ERROR_CODES = frozenset({1002, 1007})
 
 
+class EndNoter(Protocol):
+    """The connection, told why it ends (see :mod:`trio_ws_demo.closing`)."""
+
+    def note_end(self, reason: End) -> None: ...
+
+
 class EngineStream(trio.abc.Stream):
     """The transport trio-websocket uses for one connection."""
 
@@ -65,8 +71,8 @@ class EngineStream(trio.abc.Stream):
         "_accepting",
         "_close_timeout",
         "_closed",
-        "_note_end",
         "_outbox",
+        "_owner",
         "_replay",
         "_transport",
         "closing_for",
@@ -80,13 +86,13 @@ class EngineStream(trio.abc.Stream):
         outbox: Outbox,
         head: bytes,
         close_timeout: float,
-        note_end: Callable[[End], None],
+        owner: EndNoter,
     ) -> None:
         self._transport = transport
         self._outbox = outbox
         self._replay = head
         self._close_timeout = close_timeout
-        self._note_end = note_end
+        self._owner = owner
         self.ws: WebSocketConnection | None = None
         self.closing_for: End | None = None
         """Set by the connection before it asks trio-websocket to close."""
@@ -127,7 +133,7 @@ class EngineStream(trio.abc.Stream):
             await self._outbox.send_control(bytes(data))
             return
         end = self._close_reason()
-        self._note_end(end)
+        self._owner.note_end(end)
         sent = await self._outbox.send_close(
             bytes(data), flush=CLOSE_TABLE[end].flush, timeout=self._close_timeout
         )
@@ -163,7 +169,7 @@ class EngineStream(trio.abc.Stream):
         ):
             # Workaround 3: wsproto could not parse the peer's frames and
             # trio-websocket is closing without saying why.
-            self._note_end(End.BAD_INPUT)
+            self._owner.note_end(End.BAD_INPUT)
             with trio.move_on_after(self._close_timeout):
                 frame = encode_close(closed.code, closed.reason or "")
                 await self._outbox.send_close(frame, flush=False, timeout=self._close_timeout)

@@ -98,9 +98,9 @@ def _bind_all(
 async def accept_loop(
     listener: socket.socket,
     nursery: trio.Nursery,
-    handler: Callable[[socket.socket], Awaitable[None]],
+    handler: Callable[[trio.SocketStream, socket.socket], Awaitable[None]],
 ) -> None:
-    """Accept connections forever, starting ``handler(sock)`` in *nursery* for each.
+    """Accept connections forever, starting ``handler(stream, sock)`` in *nursery* for each.
 
     Closes *listener* when cancelled.
     """
@@ -121,4 +121,5 @@ async def accept_loop(
                         break
                     raise
                 connection.setblocking(False)
-                nursery.start_soon(handler, connection)
+                stream = trio.SocketStream(trio.socket.from_stdlib_socket(connection))
+                nursery.start_soon(handler, stream, connection)

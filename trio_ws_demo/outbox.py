@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import socket
 from collections import deque
-from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -59,6 +59,12 @@ class _State(enum.Enum):
 _OPEN = _State.OPEN  # the hot path's one comparison
 
 
+class SlowConsumerOwner(Protocol):
+    """Who is told when the hub gives up on this outbox's client."""
+
+    def slow_consumer(self) -> None: ...
+
+
 class Outbox:
     """Every byte written to one connection, in order, within a budget."""
 
@@ -68,7 +74,7 @@ class Outbox:
         "_frames",
         "_idle",
         "_nursery",
-        "_on_slow",
+        "_owner",
         "_partial",
         "_partial_size",
         "_socket",
@@ -89,7 +95,7 @@ class Outbox:
         budget: InboxBudget,
         counters: Traffic,
         raw_socket: socket.socket | None = None,
-        on_slow: Callable[[], None] | None = None,
+        owner: SlowConsumerOwner | None = None,
     ) -> None:
         self._stream = stream
         self._nursery = nursery
@@ -105,9 +111,9 @@ class Outbox:
         """The rest of a frame the fast path started: always written first."""
         self._partial_size = 0
         """The counted size of that frame's message (0 for a ping)."""
-        self._on_slow = on_slow
+        self._owner = owner
         self._frames: deque[_Frame] | None = None  # created on first use: idle costs nothing
-        self._urgent: list[tuple[bytes, trio.Event | None]] = []
+        self._urgent: list[tuple[bytes, trio.Event | None]] | None = None
         self._idle: trio.Event | None = None
         self.queued_messages = 0
         """Messages taken and not yet written (queued, in hand, or half-written)."""
@@ -176,8 +182,8 @@ class Outbox:
     def closed_as_slow(self) -> None:
         """The hub gave up on this client: free the backlog now, then tell the owner."""
         self.discard_queued()
-        if self._on_slow is not None:
-            self._on_slow()
+        if self._owner is not None:
+            self._owner.slow_consumer()
 
     def send_control_nowait(self, frame: bytes) -> None:
         """Send a control frame (a keepalive ping) at the next frame boundary."""
@@ -194,7 +200,7 @@ class Outbox:
                 self._partial, self._partial_size = memoryview(frame)[sent:], 0
                 self._start_writer()
                 return
-        self._urgent.append((frame, None))
+        self._queue_urgent(frame, None)
         if not self._writing:
             self._start_writer()
 
@@ -214,7 +220,7 @@ class Outbox:
         self._check_writable()
         if self._writing:
             written = trio.Event()
-            self._urgent.append((data, written))
+            self._queue_urgent(data, written)
             await written.wait()
             self._check_writable()
             return
@@ -301,11 +307,11 @@ class Outbox:
             if self._partial_size:  # a data frame, not a ping
                 messages, size = 1, self._partial_size
             self._partial, self._partial_size = None, 0
-        for data, waiter in self._urgent:
+        for data, waiter in self._urgent or ():
             chunk.append(data)
             if waiter is not None:
                 waiters.append(waiter)
-        self._urgent.clear()
+        self._urgent = None
         frames = self._frames
         while frames and (length < CHUNK_BYTES or not chunk):
             frame = frames.popleft()
@@ -326,10 +332,10 @@ class Outbox:
     def _write_done(self, *, start_writer: bool = True) -> None:
         self._writing = False
         if self._done:
-            for _, waiter in self._urgent:
+            for _, waiter in self._urgent or ():
                 if waiter is not None:
                     waiter.set()
-            self._urgent.clear()
+            self._urgent = None
         elif start_writer and self._pending:
             self._start_writer()
             return
@@ -339,6 +345,11 @@ class Outbox:
     def _done(self) -> bool:
         """Nothing more can be written: the close frame went out, or a write broke."""
         return self._state is _State.BROKEN or self._state is _State.CLOSED
+
+    def _queue_urgent(self, data: bytes, written: trio.Event | None) -> None:
+        if self._urgent is None:
+            self._urgent = []
+        self._urgent.append((data, written))
 
     @property
     def _pending(self) -> bool:

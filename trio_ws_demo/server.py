@@ -156,7 +156,7 @@ class BroadcastServer:
                         if self.keepalive is not None:
                             services.start_soon(self.keepalive.run)
                         for listener in listeners:
-                            services.start_soon(accept_loop, listener, pool, self._handle_accepted)
+                            services.start_soon(accept_loop, listener, pool, self.handle_stream)
                         task_status.started(self.port)
                 finally:
                     self._begin_shutdown()
@@ -195,9 +195,6 @@ class BroadcastServer:
             self._pool_scope.deadline = trio.current_time() + self.options.shutdown_timeout
         for connection in list(self._connections):
             connection.request_shutdown()
-
-    async def _handle_accepted(self, sock: socket.socket) -> None:
-        await self.handle_stream(trio.SocketStream(trio.socket.from_stdlib_socket(sock)), sock)
 
     async def handle_stream(
         self, stream: trio.abc.Stream, raw_socket: socket.socket | None = None
