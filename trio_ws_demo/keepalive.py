@@ -19,7 +19,7 @@ import trio
 
 from .frames import PING_FRAME
 
-__all__ = ["Keepalive", "Watched"]
+__all__ = ["Keepalive", "Watch", "Watched"]
 
 
 class Watched(Protocol):
@@ -38,19 +38,45 @@ class Watched(Protocol):
     def give_up(self) -> None: ...
 
 
+class Watch:
+    """One connection's place in the keepalive (see :meth:`Keepalive.unwatch`).
+
+    The heap holds this small handle, not the connection, so a closed
+    connection is freed at once even under heavy churn.
+    """
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: Watched) -> None:
+        self.connection: Watched | None = connection
+
+
 class Keepalive:
     """Pings silent peers and gives up on those that stay silent."""
 
     def __init__(self, interval: float, timeout: float) -> None:
         self.interval = interval
         self.timeout = timeout
-        self._due: list[tuple[float, int, Watched]] = []
+        self._due: list[tuple[float, int, Watch]] = []
         self._order = itertools.count()
         self._sleep: trio.CancelScope | None = None
+        self._unwatched = 0
 
-    def watch(self, connection: Watched) -> None:
-        """Start watching *connection* (until it is finished)."""
-        self._schedule(connection.last_seen + self.interval, connection)
+    def watch(self, connection: Watched) -> Watch:
+        """Start watching *connection*; pass the handle to :meth:`unwatch` when it ends."""
+        watch = Watch(connection)
+        self._schedule(connection.last_seen + self.interval, watch)
+        return watch
+
+    def unwatch(self, watch: Watch) -> None:
+        """Forget a connection. Forgotten entries are pruned once they are half the
+        heap, so churn cannot grow it beyond twice the connections watched."""
+        watch.connection = None
+        self._unwatched += 1
+        if self._unwatched > len(self._due) // 2:
+            self._due = [entry for entry in self._due if entry[2].connection is not None]
+            heapq.heapify(self._due)
+            self._unwatched = 0
 
     def __len__(self) -> int:
         return len(self._due)
@@ -66,7 +92,11 @@ class Keepalive:
     def _check_due(self, now: float) -> None:
         due = self._due
         while due and due[0][0] <= now:
-            _, _, connection = heapq.heappop(due)
+            _, _, watch = heapq.heappop(due)
+            connection = watch.connection
+            if connection is None:
+                self._unwatched -= 1
+                continue
             if connection.finished:
                 continue
             silent_since = connection.last_seen
@@ -77,11 +107,11 @@ class Keepalive:
                 if connection.pinged_at <= silent_since:
                     connection.pinged_at = now
                     connection.send_ping(PING_FRAME)
-                self._schedule(give_up_at, connection)
+                self._schedule(give_up_at, watch)
             else:
-                self._schedule(silent_since + self.interval, connection)
+                self._schedule(silent_since + self.interval, watch)
 
-    def _schedule(self, when: float, connection: Watched) -> None:
-        heapq.heappush(self._due, (when, next(self._order), connection))
+    def _schedule(self, when: float, watch: Watch) -> None:
+        heapq.heappush(self._due, (when, next(self._order), watch))
         if self._sleep is not None and when < self._sleep.deadline:
             self._sleep.deadline = when

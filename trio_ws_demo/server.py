@@ -229,14 +229,18 @@ class BroadcastServer:
         del admitted, head  # an idle connection should hold as little as possible
         self._connections.add(connection)  # before any checkpoint: max_clients holds
         self.connections_total += 1
+        watch = None
         if self._stopping.is_set():
             connection.request_shutdown()
         elif self.keepalive is not None:
-            self.keepalive.watch(connection)
+            watch = self.keepalive.watch(connection)
         try:
             await connection.run()
         finally:
             self._connections.discard(connection)
+            if watch is not None:
+                assert self.keepalive is not None
+                self.keepalive.unwatch(watch)
             if connection.failed:
                 self.connection_errors += 1
 
