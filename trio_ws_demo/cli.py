@@ -157,6 +157,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="WebSocket clients at once; one more gets HTTP 503",
     )
     serve.add_argument(
+        "--max-rooms",
+        type=_positive_int,
+        default=ServerOptions.max_rooms,
+        metavar="N",
+        help="rooms at once (a room is the URL path); a new one past this gets HTTP 503",
+    )
+    serve.add_argument(
+        "--max-room-name",
+        type=_positive_int,
+        default=ServerOptions.max_room_name,
+        metavar="BYTES",
+        help="longest room name; a longer one gets HTTP 400",
+    )
+    serve.add_argument(
+        "--history",
+        type=_non_negative_int,
+        default=ServerOptions.history,
+        metavar="N",
+        help="messages each room keeps for clients that join later (0: none)",
+    )
+    serve.add_argument(
+        "--history-bytes",
+        type=_positive_int,
+        default=ServerOptions.history_bytes,
+        metavar="BYTES",
+        help="bytes each room's history may hold; the oldest messages go first",
+    )
+    serve.add_argument(
         "--max-header-size",
         type=_positive_int,
         default=ServerOptions.max_request_head,
@@ -336,6 +364,10 @@ def _serve(args: argparse.Namespace) -> int:
         slow_client=SlowClientPolicy(args.slow_client),
         max_message_size=args.max_message_size,
         max_clients=args.max_clients,
+        max_rooms=args.max_rooms,
+        max_room_name=args.max_room_name,
+        history=args.history,
+        history_bytes=args.history_bytes,
         max_request_head=max(args.max_header_size, 256),
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,

@@ -1,7 +1,8 @@
 """One accepted WebSocket connection: its receive loop, its outbox, and how it ends.
 
 A connection is one task and one nursery. The task runs the *receive loop*
-(message -> encode once -> :meth:`Hub.publish`); the nursery holds
+(message -> its room, which encodes once and publishes; see
+:mod:`trio_ws_demo.rooms`); the nursery holds
 trio-websocket's reader task and, only while a backlog is being written, the
 outbox's writer task. Nothing else runs per connection: keepalive is one
 server-wide task (:mod:`trio_ws_demo.keepalive`) and idle clients are written
@@ -27,8 +28,9 @@ from .engine import EngineStream
 from .frames import encode_close, encode_frame
 from .frontdoor import Peer
 from .handshake import redact
-from .hub import Hub, InboxBudget
+from .hub import InboxBudget
 from .outbox import Outbox
+from .rooms import SUBPROTOCOL, Room, Rooms
 from .stats import Traffic
 
 __all__ = ["Connection", "ConnectionSettings"]
@@ -47,24 +49,28 @@ class ConnectionSettings:
 
 
 class Connection:
-    """Runs one WebSocket connection against the hub."""
+    """Runs one WebSocket connection in its room."""
 
     __slots__ = (
         "_head",
         "_nursery",
+        "_room",
+        "_rooms",
         "_settings",
+        "_since",
         "_started",
         "_stream",
         "_target",
         "end",
         "engine",
-        "hub",
         "messages_in",
         "outbox",
         "peer",
         "pinged_at",
         "raw_socket",
+        "room",
         "traffic",
+        "v1",
     )
 
     def __init__(
@@ -72,7 +78,10 @@ class Connection:
         stream: trio.abc.Stream,
         head: bytes,
         *,
-        hub: Hub[bytes],
+        rooms: Rooms,
+        room: str,
+        v1: bool = False,
+        since: tuple[int, str] | None = None,
         settings: ConnectionSettings,
         traffic: Traffic,
         peer: Peer,
@@ -81,7 +90,12 @@ class Connection:
     ) -> None:
         self._stream = stream
         self.raw_socket = raw_socket
-        self.hub = hub
+        self._rooms = rooms
+        self.room = room
+        """The room's name ("" for the default room, path /)."""
+        self._room: Room | None = None
+        self.v1 = v1
+        self._since = since
         self._settings = settings
         self.traffic = traffic
         self.peer = peer
@@ -150,8 +164,7 @@ class Connection:
         if self.end is not None:
             return
         self.note_end(reason)
-        if self.outbox is not None:
-            self.hub.unsubscribe(self.outbox)
+        self._leave_room()
         if self._nursery is None:
             return  # run() has not begun, and will not
         if self.engine is None or self.engine.ws is None:
@@ -194,19 +207,25 @@ class Connection:
                     self,
                 )
                 self._head = b""
-                # Subscribed before the handshake response goes out, so that a
-                # client that has seen it misses nothing published after.
-                self.hub.subscribe(self.outbox)
+                # Joined before the handshake response goes out (what the room
+                # sends first waits behind it), so that a client that has seen
+                # the response misses nothing published after.
+                self._room = room = self._rooms.room(self.room)
+                self.outbox.preload(room.join(self.outbox, v1=self.v1, since=self._since).frames)
                 try:
-                    ws = await self.engine.accept(nursery, self._settings.max_message_size)
+                    ws = await self.engine.accept(
+                        nursery,
+                        self._settings.max_message_size,
+                        SUBPROTOCOL if self.v1 else None,
+                    )
                     if ws is None:
                         self.note_end(End.BAD_INPUT)
                         return
                     self.outbox.opened()
                     self._log_opened()
-                    await self._receive_loop(ws)
+                    await self._receive_loop(ws, room)
                 finally:
-                    self.hub.unsubscribe(self.outbox)
+                    self._leave_room()
                 if ws.closed is not None:  # None: trio-websocket's reader failed
                     if self.engine.closing_for is None:
                         # trio-websocket stopped delivering messages: it answered
@@ -221,10 +240,14 @@ class Connection:
         finally:
             await self._finish()
 
-    async def _receive_loop(self, ws: WebSocketConnection) -> None:
+    def _leave_room(self) -> None:
+        if self._room is not None and self.outbox is not None:
+            self._rooms.leave(self._room, self.outbox)
+            self._room = None
+
+    async def _receive_loop(self, ws: WebSocketConnection, room: Room) -> None:
         # No bound methods cached in locals: an idle connection sits here,
         # and every object it keeps alive costs memory and GC time.
-        hub = self.hub
         outbox = self.outbox
         assert outbox is not None
         echo = self._settings.echo
@@ -239,9 +262,9 @@ class Connection:
             traffic.messages_in += 1
             traffic.bytes_in += len(frame)
             if echo:
-                hub.offer(outbox, frame, len(frame))
+                room.plain.offer(outbox, frame, len(frame))
             else:
-                hub.publish(frame, len(frame))
+                room.publish(message, frame)
 
     async def _finish(self) -> None:
         outbox = self.outbox
@@ -276,12 +299,13 @@ class Connection:
             "%s connected (path %s, %d clients)",
             self.peer,
             self.path,
-            len(self.hub),
+            self._room.clients if self._room else 0,
             extra={
                 "event": "opened",
                 "peer": str(self.peer),
                 "path": self.path,
-                "clients": len(self.hub),
+                "room": self.room,
+                "clients": self._room.clients if self._room else 0,
             },
         )
 

@@ -102,7 +102,7 @@ class EngineStream(trio.abc.Stream):
         self._accepting: trio.CancelScope | None = None
 
     async def accept(
-        self, nursery: trio.Nursery, max_message_size: int
+        self, nursery: trio.Nursery, max_message_size: int, subprotocol: str | None = None
     ) -> WebSocketConnection | None:
         """Run trio-websocket's server handshake on this stream; its reader joins *nursery*.
 
@@ -113,7 +113,7 @@ class EngineStream(trio.abc.Stream):
             request = await wrap_server_stream(
                 nursery, self, message_queue_size=1, max_message_size=max_message_size
             )
-            self.ws = await request.accept()
+            self.ws = await request.accept(subprotocol=subprotocol)
         self._accepting = None
         return self.ws
 

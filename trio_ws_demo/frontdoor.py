@@ -30,6 +30,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -37,20 +38,37 @@ from .handshake import check_upgrade, redact
 from .http import HttpRefusal, RequestHead, read_request_head, send_response
 from .listen import format_host
 from .options import ServerOptions
+from .rooms import SUBPROTOCOL, Rooms, room_from_path
 from .web import WebRoutes
 
-__all__ = ["FrontDoor", "Peer"]
+__all__ = ["Admission", "FrontDoor", "Peer"]
 
 logger = logging.getLogger("trio_ws_demo.server")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An upgrade the front door let in, and what it asked for."""
+
+    stream: trio.abc.Stream
+    head: RequestHead
+    room: str
+    v1: bool
+    """The client speaks ``trio-ws-demo.v1`` (JSON envelopes, offsets, resume)."""
+    since: tuple[int, str] | None
+    """``?since=N&epoch=E``: resume after offset N of that epoch."""
 
 
 class FrontDoor:
     """Reads, routes and refuses; admits valid WebSocket upgrades."""
 
-    def __init__(self, options: ServerOptions, web: WebRoutes, clients: Callable[[], int]) -> None:
+    def __init__(
+        self, options: ServerOptions, web: WebRoutes, clients: Callable[[], int], rooms: Rooms
+    ) -> None:
         self._options = options
         self._web = web
         self._clients = clients
+        self._rooms = rooms
         self.rejections: collections.Counter[str] = collections.Counter()
         """Refused handshakes, by reason."""
         self._in_progress: set[trio.CancelScope] = set()
@@ -62,10 +80,8 @@ class FrontDoor:
         for scope in self._in_progress:
             scope.cancel()
 
-    async def admit(
-        self, stream: trio.abc.Stream, peer: Peer
-    ) -> tuple[trio.abc.Stream, RequestHead] | None:
-        """The (possibly TLS) stream and the head of an admitted upgrade, or None.
+    async def admit(self, stream: trio.abc.Stream, peer: Peer) -> Admission | None:
+        """The (possibly TLS) stream and the request of an admitted upgrade, or None.
 
         None means the connection was answered, refused, timed out or lost,
         and is closed. The caller must register an admitted connection before
@@ -78,9 +94,12 @@ class FrontDoor:
                     handshake.cancel()
                 stream = await self._start_tls(stream)
                 head = await read_request_head(stream, self._options.max_request_head)
-                if head is not None and await self._route(stream, head, peer):
-                    assert isinstance(head, RequestHead)
-                    return stream, head
+                if head is not None:
+                    upgrade = await self._route(stream, head, peer)
+                    if upgrade is not None:
+                        assert isinstance(head, RequestHead)
+                        room, v1, since = upgrade
+                        return Admission(stream, head, room, v1, since)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 # The peer went away (or failed TLS): nothing to answer.
                 logger.debug("%s: connection lost: %s", peer, exc.__cause__ or exc)
@@ -101,11 +120,11 @@ class FrontDoor:
 
     async def _route(
         self, stream: trio.abc.Stream, head: RequestHead | HttpRefusal, peer: Peer
-    ) -> bool:
-        """Answer or refuse *head*; True if it is an upgrade we admit."""
+    ) -> tuple[str, bool, tuple[int, str] | None] | None:
+        """Answer or refuse *head*; for an upgrade we admit, its room, v1 and since."""
         if isinstance(head, HttpRefusal):
             await self._refuse(stream, head, peer, None)
-            return False
+            return None
         if not head.is_websocket_upgrade:
             status = await self._web.answer(stream, head)
             path = redact(head.target)
@@ -118,13 +137,36 @@ class FrontDoor:
                 extra={"event": "http", "peer": str(peer), "path": path, "status": status},
             )
             await _linger(stream)
-            return False
+            return None
+        upgrade = self._check_upgrade(head)
+        if isinstance(upgrade, HttpRefusal):
+            await self._refuse(stream, upgrade, peer, head)
+            return None
+        return upgrade
+
+    def _check_upgrade(
+        self, head: RequestHead
+    ) -> HttpRefusal | tuple[str, bool, tuple[int, str] | None]:
         refusal = check_upgrade(head) or self._options.access.check(head)
-        if refusal is None and self._clients() >= self._options.max_clients:
-            refusal = HttpRefusal(503, "too many clients", [("Retry-After", "5")])
         if refusal is not None:
-            await self._refuse(stream, refusal, peer, head)
-        return refusal is None
+            return refusal
+        try:
+            room = room_from_path(head.path, self._options.max_room_name)
+        except ValueError as exc:
+            return HttpRefusal(400, str(exc))
+        v1 = not self._options.echo and SUBPROTOCOL in head.header_tokens("sec-websocket-protocol")
+        since = None
+        query = head.query
+        if v1 and ("since" in query or "epoch" in query):
+            try:
+                since = (int(query["since"][0]), query["epoch"][0])
+            except (KeyError, ValueError):
+                return HttpRefusal(400, "resume needs ?since=OFFSET&epoch=EPOCH")
+        if self._clients() >= self._options.max_clients:
+            return HttpRefusal(503, "too many clients", [("Retry-After", "5")])
+        if not self._rooms.has_room_for(room):
+            return HttpRefusal(503, "too many rooms", [("Retry-After", "5")])
+        return room, v1, since
 
     async def _refuse(
         self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: Peer, head: RequestHead | None

@@ -30,11 +30,12 @@ class AccessPolicy:
     def check(self, head: RequestHead) -> HttpRefusal | None:
         if self.allow_origins and head.header("origin") not in self.allow_origins:
             return HttpRefusal(403, "origin not allowed")
-        if self.token is not None and not self._token_ok(head):
+        if self.token is not None and not self.token_ok(head):
             return HttpRefusal(401, "missing or wrong token", [("WWW-Authenticate", "Bearer")])
         return None
 
-    def _token_ok(self, head: RequestHead) -> bool:
+    def token_ok(self, head: RequestHead) -> bool:
+        """True if *head* presents the token (as a Bearer header or ``?token=``)."""
         assert self.token is not None
         expected = self.token.encode()
         presented: list[str] = []

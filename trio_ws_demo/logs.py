@@ -21,6 +21,7 @@ FIELDS = (
     "url",
     "peer",
     "path",
+    "room",
     "status",
     "end",
     "code",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .handshake import AccessPolicy
 from .http import DEFAULT_MAX_REQUEST_HEAD
 from .hub import InboxBudget, SlowClientPolicy
+from .rooms import DEFAULT_HISTORY_BYTES, DEFAULT_MAX_ROOM_NAME, DEFAULT_MAX_ROOMS
 
 __all__ = ["ServerOptions"]
 
@@ -38,6 +39,14 @@ class ServerOptions:
     """Seconds a pinged peer may stay silent before it counts as gone."""
     shutdown_timeout: float = 5.0
     """Seconds that closing every client may take when the server stops."""
+    max_rooms: int = DEFAULT_MAX_ROOMS
+    """Rooms at once; a handshake that would open one more gets HTTP 503."""
+    max_room_name: int = DEFAULT_MAX_ROOM_NAME
+    """Longest room name (the URL path without its first /), in bytes."""
+    history: int = 0
+    """Messages each room keeps for clients that join later (0: none)."""
+    history_bytes: int = DEFAULT_HISTORY_BYTES
+    """Bytes each room's history may hold; the oldest messages go first."""
     access: AccessPolicy = field(default_factory=AccessPolicy)
     """Allowed origins and the shared token, if any."""
     ssl_context: ssl.SSLContext | None = None
@@ -46,6 +55,10 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if self.max_message_size < 1 or self.max_clients < 1 or self.max_request_head < 256:
             raise ValueError("size limits must be positive (request head: at least 256 bytes)")
+        if self.max_rooms < 1 or self.max_room_name < 1 or self.history < 0:
+            raise ValueError("max_rooms and max_room_name must be positive, history not negative")
+        if self.history_bytes < 1:
+            raise ValueError("history_bytes must be positive")
         timeouts = [self.handshake_timeout, self.close_timeout, self.ping_timeout]
         if min(timeouts) <= 0 or self.shutdown_timeout < 0:
             raise ValueError("timeouts must be positive")

@@ -167,6 +167,19 @@ class Outbox:
             self._start_writer()
         return True
 
+    def preload(self, frames: list[bytes]) -> None:
+        """Queue what a joining client is sent first (its room's history).
+
+        Outside the budget, which is for live traffic: the history has its
+        own bound. Call before :meth:`opened`.
+        """
+        if frames:
+            if self._frames is None:
+                self._frames = deque()
+            self._frames.extend(frames)
+            self.queued_messages += len(frames)
+            self.queued_bytes += sum(len(f) for f in frames)
+
     def opened(self) -> None:
         """The handshake response is out: data frames may follow.
 

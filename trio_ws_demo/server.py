@@ -34,12 +34,11 @@ import trio
 
 from .closing import End
 from .connection import Connection, ConnectionSettings
-from .frames import encode_frame
 from .frontdoor import FrontDoor, Peer
-from .hub import Hub
 from .keepalive import Keepalive
 from .listen import ServerStartupError, accept_loop, format_host, open_listeners
 from .options import ServerOptions
+from .rooms import Rooms
 from .stats import ServerStatistics, Traffic
 from .web import WebRoutes
 
@@ -70,14 +69,20 @@ class BroadcastServer:
 
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = options = options or ServerOptions()
-        self.hub: Hub[bytes] = Hub(budget=options.budget, policy=options.slow_client)
+        self.rooms = Rooms(
+            budget=options.budget,
+            policy=options.slow_client,
+            max_rooms=options.max_rooms,
+            history=options.history,
+            history_bytes=options.history_bytes,
+        )
         self.port: int | None = None
         self.traffic = Traffic()
         self.connections_total = 0
         """WebSocket connections admitted so far."""
         self.connection_errors = 0
-        self.web = WebRoutes(self.statistics)
-        self.front_door = FrontDoor(options, self.web, lambda: self.clients)
+        self.web = WebRoutes(self.statistics, self.rooms, options)
+        self.front_door = FrontDoor(options, self.web, lambda: self.clients, self.rooms)
         self.keepalive = (
             Keepalive(options.ping_interval, options.ping_timeout)
             if options.ping_interval
@@ -93,14 +98,18 @@ class BroadcastServer:
             close_timeout=options.close_timeout,
         )
 
-    def broadcast(self, message: str | bytes) -> int:
-        """Send *message* to every client from the application side; never waits.
+    def broadcast(self, message: str | bytes, room: str = "") -> int:
+        """Send *message* to every client in *room* from the application side; never waits.
 
-        Encoded once, delivered like a client's message (same budget and
-        slow-client policy). Returns how many clients took it.
+        Encoded once, delivered like a client's message (same budget,
+        slow-client policy and history). Returns how many clients took it.
         """
-        frame = encode_frame(message)
-        return self.hub.publish(frame, len(frame))
+        existing = self.rooms.get(room)
+        if existing is None and not self.options.history:
+            return 0  # nobody to tell, nothing to keep
+        if existing is None and not self.rooms.has_room_for(room):
+            return 0
+        return (existing or self.rooms.room(room)).publish(message)
 
     @property
     def clients(self) -> int:
@@ -108,7 +117,8 @@ class BroadcastServer:
         return len(self._connections)
 
     def statistics(self) -> ServerStatistics:
-        hub = self.hub.statistics()
+        hub = self.rooms.hub_statistics()
+        rooms = self.rooms.statistics()
         return ServerStatistics(
             clients=self.clients,
             subscribers=hub.subscribers,
@@ -123,6 +133,9 @@ class BroadcastServer:
             queued_messages=hub.queued_messages,
             queued_bytes=hub.queued_bytes,
             max_inbox=hub.max_inbox,
+            rooms=rooms.rooms,
+            history_messages=rooms.history_messages,
+            history_bytes=rooms.history_bytes,
             rejections=dict(self.front_door.rejections),
             connection_errors=self.connection_errors,
         )
@@ -214,12 +227,15 @@ class BroadcastServer:
             return
         if admitted is None:
             return
-        stream, head = admitted
+        stream, head = admitted.stream, admitted.head
         tls = self.options.ssl_context is not None
         connection = Connection(
             stream,
             head.raw,
-            hub=self.hub,
+            rooms=self.rooms,
+            room=admitted.room,
+            v1=admitted.v1,
+            since=admitted.since,
             settings=self._settings,
             traffic=self.traffic,
             peer=peer,

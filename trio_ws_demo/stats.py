@@ -43,6 +43,10 @@ class ServerStatistics:
     queued_bytes: int
     max_inbox: int
     """Messages queued for the most backed-up client."""
+    rooms: int = 0
+    history_messages: int = 0
+    """Messages kept in every room's history."""
+    history_bytes: int = 0
     rejections: dict[str, int] = field(default_factory=dict)
     """Refused handshakes, by reason."""
     connection_errors: int = 0

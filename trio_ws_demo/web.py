@@ -8,9 +8,12 @@ WebSocket upgrade is answered here (the front door in
 =============  ===============================================  ==========
 path           answer                                           methods
 =============  ===============================================  ==========
-``/``          the chat page (``static/chat.html``, no CDN)     GET, HEAD
+``/``, a room  the chat page (``static/chat.html``, no CDN),    GET, HEAD
+               which joins the room its path names
 ``/healthz``   ``{"status": "ok", "clients": N}``               GET, HEAD
 ``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
+``/rooms``     JSON: each room's clients and history size       GET, HEAD
+               (behind ``--token`` when one is set)
 anything else  404                                              (405 for
                                                                 other methods)
 =============  ===============================================  ==========
@@ -32,6 +35,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .http import RequestHead, send_response
+from .options import ServerOptions
+from .rooms import Rooms, room_from_path
 from .stats import ServerStatistics
 
 __all__ = ["WebRoutes"]
@@ -81,6 +86,11 @@ class _ServerCollector(Collector):
         for reason, count in sorted(s.rejections.items()):
             rejections.add_metric([reason], float(count))
         yield rejections
+        yield gauge("rooms", "Rooms with clients or history.", s.rooms)
+        yield gauge(
+            "history_messages", "Messages kept in every room's history.", s.history_messages
+        )
+        yield gauge("history_bytes", "Bytes kept in every room's history.", s.history_bytes)
         yield gauge("inbox_messages", "Messages queued for all clients.", s.queued_messages)
         yield gauge("inbox_bytes", "Bytes queued for all clients.", s.queued_bytes)
         yield gauge(
@@ -91,8 +101,12 @@ class _ServerCollector(Collector):
 class WebRoutes:
     """Answers non-upgrade requests."""
 
-    def __init__(self, statistics: Callable[[], ServerStatistics]) -> None:
+    def __init__(
+        self, statistics: Callable[[], ServerStatistics], rooms: Rooms, options: ServerOptions
+    ) -> None:
         self._statistics = statistics
+        self._rooms = rooms
+        self._options = options
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_ServerCollector(statistics))
 
@@ -107,13 +121,20 @@ class WebRoutes:
             return 405
         head_only = head.method == "HEAD"
         path = head.path
-        if path == "/":
-            body, content_type = chat_page(), "text/html; charset=utf-8"
-        elif path == "/healthz":
+        if path == "/healthz":
             body = json.dumps({"status": "ok", "clients": self._statistics().clients}).encode()
             content_type = "application/json"
         elif path == "/metrics":
             body, content_type = self.metrics_text(), PROMETHEUS_TEXT
+        elif path == "/rooms":
+            if self._options.access.token is not None and not self._options.access.token_ok(head):
+                refusal = [("WWW-Authenticate", "Bearer")]
+                body = b"401 missing or wrong token\n"
+                await send_response(stream, 401, headers=refusal, body=body, head_only=head_only)
+                return 401
+            body, content_type = self._presence(), "application/json"
+        elif _is_room(path, self._options.max_room_name):
+            body, content_type = chat_page(), "text/html; charset=utf-8"
         else:
             await send_response(stream, 404, body=b"404 not found\n", head_only=head_only)
             return 404
@@ -126,3 +147,29 @@ class WebRoutes:
             headers=[("X-Content-Type-Options", "nosniff")],
         )
         return 200
+
+    def _presence(self) -> bytes:
+        rooms = sorted(self._rooms.rooms(), key=lambda room: room.name)
+        return json.dumps(
+            {
+                "rooms": [
+                    {
+                        "room": room.name,
+                        "clients": room.clients,
+                        "history": room.history_messages,
+                        "history_bytes": room.history_bytes,
+                        "offset": room.last_offset,
+                        "epoch": room.epoch,
+                    }
+                    for room in rooms
+                ]
+            }
+        ).encode()
+
+
+def _is_room(path: str, max_length: int) -> bool:
+    try:
+        room_from_path(path, max_length)
+    except ValueError:
+        return False
+    return True

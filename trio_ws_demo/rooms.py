@@ -1,0 +1,319 @@
+"""Rooms: one conversation per URL path, with history, offsets and resume.
+
+Pure like the hub (no sockets, nothing here awaits): a :class:`Rooms` registry
+maps a room name to a :class:`Room`, which holds two hubs (plain clients get
+the message as it was sent; clients of the ``trio-ws-demo.v1`` subprotocol get
+a JSON envelope) and the room's history. Each message is encoded at most once
+per room and form: the plain frame always, the envelope only when a v1 client
+or the history needs it.
+
+Offsets count the messages of a room from 1. The *epoch* names one lifetime
+of a room's history: it changes whenever that history is lost (the room was
+freed, or the server restarted), so an offset is only meaningful with its
+epoch. A room lives while it has clients or history.
+
+Joining is one synchronous step: the history (or the part a resuming client
+missed) is handed to the subscriber and the subscriber is added to the hub
+with no checkpoint in between, so there is no gap and no duplicate between
+history and live messages, whoever is publishing meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from .frames import encode_frame
+from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy, Subscriber
+
+__all__ = [
+    "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_MAX_ROOMS",
+    "DEFAULT_MAX_ROOM_NAME",
+    "RESERVED_PATHS",
+    "SUBPROTOCOL",
+    "Joined",
+    "Room",
+    "Rooms",
+    "RoomsStatistics",
+    "room_from_path",
+]
+
+#: The subprotocol that asks for JSON envelopes, offsets and resume.
+SUBPROTOCOL = "trio-ws-demo.v1"
+DEFAULT_MAX_ROOMS = 10_000
+DEFAULT_MAX_ROOM_NAME = 128
+DEFAULT_HISTORY_BYTES = 1024 * 1024
+#: Paths the server answers itself; they cannot be rooms.
+RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/rooms"})
+
+# A room name: "/"-separated segments of RFC 3986 unreserved characters
+# (letters, digits, - . _ ~), so it needs no escaping in a URL; "" is the
+# default room (path "/").
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def room_from_path(path: str, max_length: int = DEFAULT_MAX_ROOM_NAME) -> str:
+    """The room named by a URL *path*; ValueError (with the reason) if it is not one."""
+    if path in RESERVED_PATHS:
+        raise ValueError(f"{path} is reserved, not a room")
+    name = path[1:] if path.startswith("/") else path
+    if name and any(
+        not _SEGMENT.fullmatch(segment) or segment in (".", "..") for segment in name.split("/")
+    ):
+        raise ValueError(
+            "a room name is /-separated segments of letters, digits and - . _ ~ "
+            "(no empty, '.' or '..' segments)"
+        )
+    if len(name.encode()) > max_length:
+        raise ValueError(f"a room name has at most {max_length} bytes")
+    return name
+
+
+@dataclass(frozen=True)
+class RoomsStatistics:
+    rooms: int
+    history_messages: int
+    history_bytes: int
+
+
+@dataclass(frozen=True)
+class Joined:
+    """What a joining client is sent before live messages, first frame first."""
+
+    frames: list[bytes]
+    recovered: bool | None
+    """For a resume: whether everything after the given offset was still there."""
+
+
+class _Entry:
+    __slots__ = ("json_frame", "message", "offset", "plain_frame", "time")
+
+    def __init__(self, offset: int, at: float, message: str | bytes, plain_frame: bytes) -> None:
+        self.offset = offset
+        self.time = at
+        self.message = message
+        self.plain_frame = plain_frame
+        self.json_frame: bytes | None = None
+
+
+class Room:
+    """One room: its subscribers (plain and v1), offsets and history."""
+
+    def __init__(
+        self,
+        name: str,
+        budget: InboxBudget,
+        policy: SlowClientPolicy,
+        history: int,
+        history_bytes: int,
+    ) -> None:
+        self.name = name
+        self.plain: Hub[bytes] = Hub(budget=budget, policy=policy)
+        self.v1: Hub[bytes] = Hub(budget=budget, policy=policy)
+        self.epoch = secrets.token_hex(4)
+        self.last_offset = 0
+        self._max_history = history
+        self._max_history_bytes = history_bytes
+        self._history: deque[_Entry] = deque()
+        self.history_bytes = 0
+
+    @property
+    def clients(self) -> int:
+        return len(self.plain) + len(self.v1)
+
+    @property
+    def history_messages(self) -> int:
+        return len(self._history)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.clients or self._history)
+
+    def publish(self, message: str | bytes, plain_frame: bytes | None = None) -> int:
+        """Deliver *message* to everyone in the room and keep it; never waits.
+
+        *plain_frame* is the message already encoded, if the caller has it.
+        """
+        self.last_offset += 1
+        if plain_frame is None:
+            plain_frame = encode_frame(message)
+        entry = _Entry(self.last_offset, time.time(), message, plain_frame)
+        if self._max_history:
+            self._remember(entry)
+        taken = self.plain.publish(plain_frame, len(plain_frame))
+        if len(self.v1):
+            json_frame = self._json_frame(entry)
+            taken += self.v1.publish(json_frame, len(json_frame))
+        return taken
+
+    def join(
+        self,
+        subscriber: Subscriber[bytes],
+        *,
+        v1: bool,
+        since: tuple[int, str] | None = None,
+    ) -> Joined:
+        """Subscribe, and return what to send first (history, or what a resume missed)."""
+        if not v1:
+            frames = [entry.plain_frame for entry in self._history]
+            self.plain.subscribe(subscriber)
+            return Joined(frames, None)
+        recovered: bool | None = None
+        entries = list(self._history)
+        if since is not None:
+            offset, epoch = since
+            oldest = entries[0].offset if entries else self.last_offset + 1
+            recovered = epoch == self.epoch and oldest - 1 <= offset <= self.last_offset
+            if epoch == self.epoch:
+                entries = [entry for entry in entries if entry.offset > offset]
+            first = {
+                "type": "resume",
+                "room": self.name,
+                "recovered": recovered,
+                "offset": self.last_offset,
+                "epoch": self.epoch,
+            }
+        else:
+            first = {
+                "type": "joined",
+                "room": self.name,
+                "offset": self.last_offset,
+                "epoch": self.epoch,
+                "history": len(entries),
+            }
+        frames = [encode_frame(json.dumps(first))]
+        frames.extend(self._json_frame(entry) for entry in entries)
+        self.v1.subscribe(subscriber)
+        return Joined(frames, recovered)
+
+    def leave(self, subscriber: Subscriber[bytes]) -> None:
+        self.plain.unsubscribe(subscriber)
+        self.v1.unsubscribe(subscriber)
+
+    def _remember(self, entry: _Entry) -> None:
+        self._history.append(entry)
+        self.history_bytes += self._size(entry)
+        self._trim()
+
+    def _trim(self) -> None:
+        while self._history and (
+            len(self._history) > self._max_history or self.history_bytes > self._max_history_bytes
+        ):
+            self.history_bytes -= self._size(self._history.popleft())
+
+    def _json_frame(self, entry: _Entry) -> bytes:
+        if entry.json_frame is None:
+            envelope: dict[str, object] = {
+                "type": "message",
+                "room": self.name,
+                "offset": entry.offset,
+                "time": round(entry.time, 3),
+            }
+            if isinstance(entry.message, str):
+                envelope["text"] = entry.message
+            else:
+                envelope["base64"] = base64.b64encode(entry.message).decode("ascii")
+            entry.json_frame = encode_frame(json.dumps(envelope))
+            if self._history and entry.offset >= self._history[0].offset:
+                self.history_bytes += len(entry.json_frame)  # kept with its entry
+                self._trim()
+        return entry.json_frame
+
+    @staticmethod
+    def _size(entry: _Entry) -> int:
+        return len(entry.plain_frame) + (len(entry.json_frame) if entry.json_frame else 0)
+
+
+class Rooms:
+    """Every room of a server, created on first join and freed when empty."""
+
+    def __init__(
+        self,
+        *,
+        budget: InboxBudget,
+        policy: SlowClientPolicy,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        history: int = 0,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+    ) -> None:
+        self._budget = budget
+        self._policy = policy
+        self.max_rooms = max_rooms
+        self._history = history
+        self._history_bytes = history_bytes
+        self._rooms: dict[str, Room] = {}
+        # Counters of rooms already freed, so that totals never go down.
+        self._retired = (0, 0, 0)  # published, dropped, slow closed
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    def has_room_for(self, name: str) -> bool:
+        """False if *name* would be a new room past ``max_rooms``."""
+        return name in self._rooms or len(self._rooms) < self.max_rooms
+
+    def room(self, name: str) -> Room:
+        """The room *name*, created if need be (check :meth:`has_room_for` first)."""
+        room = self._rooms.get(name)
+        if room is None:
+            room = self._rooms[name] = Room(
+                name, self._budget, self._policy, self._history, self._history_bytes
+            )
+        return room
+
+    def leave(self, room: Room, subscriber: Subscriber[bytes]) -> None:
+        """Remove *subscriber*; free the room once it has no clients and no history."""
+        room.leave(subscriber)
+        if not room.alive and self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+            published, dropped, slow = self._retired
+            plain, v1 = room.plain.statistics(), room.v1.statistics()
+            self._retired = (
+                published + plain.published,
+                dropped + plain.dropped + v1.dropped,
+                slow + plain.slow_closed + v1.slow_closed,
+            )
+
+    def rooms(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    def hub_statistics(self) -> HubStatistics:
+        """Every room's hubs added up (published counts each message once)."""
+        published, dropped, slow = self._retired
+        subscribers = queued_messages = queued_bytes = max_inbox = 0
+        for room in self._rooms.values():
+            plain, v1 = room.plain.statistics(), room.v1.statistics()
+            published += plain.published
+            for stats in (plain, v1):
+                subscribers += stats.subscribers
+                dropped += stats.dropped
+                slow += stats.slow_closed
+                queued_messages += stats.queued_messages
+                queued_bytes += stats.queued_bytes
+                max_inbox = max(max_inbox, stats.max_inbox)
+        return HubStatistics(
+            subscribers=subscribers,
+            published=published,
+            dropped=dropped,
+            slow_closed=slow,
+            queued_messages=queued_messages,
+            queued_bytes=queued_bytes,
+            max_inbox=max_inbox,
+        )
+
+    def statistics(self) -> RoomsStatistics:
+        rooms = self._rooms.values()
+        return RoomsStatistics(
+            rooms=len(self._rooms),
+            history_messages=sum(r.history_messages for r in rooms),
+            history_bytes=sum(r.history_bytes for r in rooms),
+        )
