@@ -1,0 +1,402 @@
+"""Rooms, history, the trio-ws-demo.v1 envelopes and resume.
+
+The pure part (`Rooms`, no sockets) first, then real servers on loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import trio
+import trio.testing
+from websockets.exceptions import InvalidStatus
+from websockets.trio.client import ClientConnection, connect
+
+from trio_ws_demo import BroadcastServer, Inbox, InboxBudget, ServerOptions, SlowClientPolicy
+from trio_ws_demo.frames import encode_frame
+from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo.rooms import SUBPROTOCOL, Rooms, room_from_path
+
+from .conftest import StartServer, url_of
+from .wsraw import http_exchange
+
+TIMEOUT = 10
+
+
+# -- pure ------------------------------------------------------------------------
+
+
+def make_rooms(history: int = 0, history_bytes: int = 10**6, max_rooms: int = 100) -> Rooms:
+    return Rooms(
+        budget=InboxBudget(),
+        policy=SlowClientPolicy.CLOSE,
+        max_rooms=max_rooms,
+        history=history,
+        history_bytes=history_bytes,
+    )
+
+
+def envelopes(frames: list[bytes]) -> list[dict[str, object]]:
+    """Decode our own unmasked text frames (short or 16-bit lengths)."""
+    out = []
+    for frame in frames:
+        length = frame[1]
+        start = 2 if length < 126 else 4
+        out.append(json.loads(frame[start:]))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "room"),
+    [("/", ""), ("/ops", "ops"), ("/ops/alerts", "ops/alerts"), ("/a.b-c_d~e", "a.b-c_d~e")],
+)
+def test_a_path_names_a_room(path: str, room: str) -> None:
+    assert room_from_path(path) == room
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz", "/metrics", "/rooms", "//", "/a//b", "/a/", "/./a", "/a/..", "/a%20b", "/ü"],
+)
+def test_reserved_and_malformed_paths_are_not_rooms(path: str) -> None:
+    with pytest.raises(ValueError):
+        room_from_path(path)
+
+
+def test_a_room_name_has_at_most_max_bytes() -> None:
+    assert room_from_path("/" + "a" * 128) == "a" * 128
+    with pytest.raises(ValueError, match="at most 128 bytes"):
+        room_from_path("/" + "a" * 129)
+
+
+def test_history_is_bounded_by_count_and_bytes() -> None:
+    rooms = make_rooms(history=3, history_bytes=10**6)
+    room = rooms.room("r")
+    for n in range(5):
+        room.publish(f"m{n}")
+    joined = room.join(Inbox(), v1=False)
+    assert joined.frames == [encode_frame(f"m{n}") for n in (2, 3, 4)]
+    small = make_rooms(history=100, history_bytes=250).room("r")
+    for n in range(10):
+        small.publish("x" * 100 + str(n))  # 104-byte frames: two fit in 250 bytes
+    assert small.history_messages == 2 and small.history_bytes <= 250
+
+
+def test_a_v1_join_starts_with_the_epoch_then_envelopes() -> None:
+    room = make_rooms(history=10).room("chat")
+    room.publish("hello")
+    room.publish(b"\x00\xff")
+    joined = envelopes(room.join(Inbox(), v1=True).frames)
+    assert joined[0] == {
+        "type": "joined",
+        "room": "chat",
+        "offset": 2,
+        "epoch": room.epoch,
+        "history": 2,
+    }
+    assert [(e["offset"], e.get("text"), e.get("base64")) for e in joined[1:]] == [
+        (1, "hello", None),
+        (2, None, base64.b64encode(b"\x00\xff").decode()),
+    ]
+
+
+def test_resume_is_complete_only_with_the_same_epoch_and_nothing_evicted() -> None:
+    room = make_rooms(history=3).room("r")
+    for n in range(5):  # offsets 1..5; history keeps 3, 4, 5
+        room.publish(f"m{n + 1}")
+    complete = room.join(Inbox(), v1=True, since=(3, room.epoch))
+    assert complete.recovered is True
+    assert [e.get("offset") for e in envelopes(complete.frames)[1:]] == [4, 5]
+    too_old = room.join(Inbox(), v1=True, since=(1, room.epoch))
+    assert too_old.recovered is False
+    assert [e.get("offset") for e in envelopes(too_old.frames)[1:]] == [3, 4, 5]
+    other_epoch = room.join(Inbox(), v1=True, since=(4, "0123abcd"))
+    assert other_epoch.recovered is False
+    assert [e.get("offset") for e in envelopes(other_epoch.frames)[1:]] == [3, 4, 5]
+    first = envelopes(other_epoch.frames)[0]
+    assert first == {
+        "type": "resume",
+        "room": "r",
+        "recovered": False,
+        "offset": 5,
+        "epoch": room.epoch,
+    }
+
+
+def test_join_then_publish_has_no_gap_and_no_duplicate() -> None:
+    """Joining hands over the history and subscribes in one step."""
+    room = make_rooms(history=1000).room("r")
+    inbox: Inbox[bytes] = Inbox()
+    for n in range(10):
+        room.publish(f"m{n}")
+    joined = room.join(inbox, v1=False)
+    for n in range(10, 15):
+        room.publish(f"m{n}")
+    live = []
+    while inbox.queued_messages:
+        live.append(inbox._items.popleft()[0])
+    assert joined.frames + live == [encode_frame(f"m{n}") for n in range(15)]
+
+
+def test_a_room_is_freed_when_it_has_no_clients_and_no_history() -> None:
+    rooms = make_rooms(history=0)
+    inbox: Inbox[bytes] = Inbox()
+    room = rooms.room("r")
+    epoch = room.epoch
+    room.join(inbox, v1=False)
+    room.publish("x")
+    rooms.leave(room, inbox)
+    assert len(rooms) == 0
+    assert rooms.hub_statistics().published == 1  # totals survive the room
+    assert rooms.room("r").epoch != epoch  # a new lifetime, a new epoch
+    kept = make_rooms(history=5)
+    kept.room("r").publish("kept")
+    kept.leave(kept.room("r"), inbox)
+    assert len(kept) == 1  # it still has history
+
+
+# -- on loopback -----------------------------------------------------------------
+
+
+def v1(server: BroadcastServer, path: str = "/") -> connect:
+    return connect(url_of(server, path), proxy=None, subprotocols=[SUBPROTOCOL])  # type: ignore[list-item]
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, object]:
+    message = await ws.recv()
+    assert isinstance(message, str)
+    return json.loads(message)  # type: ignore[no-any-return]
+
+
+async def test_rooms_are_isolated(server: BroadcastServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(url_of(server, "/a"), proxy=None) as a1,
+            connect(url_of(server, "/a"), proxy=None) as a2,
+            connect(url_of(server, "/b"), proxy=None) as b,
+            connect(url_of(server), proxy=None) as lobby,
+        ):
+            await a1.send("for a")
+            assert await a2.recv() == "for a"
+            assert await a1.recv() == "for a"
+            await b.send("for b")
+            assert await b.recv() == "for b"
+            await lobby.send("for the default room")
+            assert await lobby.recv() == "for the default room"
+            # Had anything crossed rooms, it would arrive before these.
+            await a2.send("a again")
+            assert await a1.recv() == "a again"
+            assert await a2.recv() == "a again"
+            await b.send("b again")
+            assert await b.recv() == "b again"
+            assert server.statistics().rooms == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/a//b", b"segments"),
+        ("/healthz", b"reserved"),
+        ("/" + "x" * 129, b"at most 128 bytes"),
+    ],
+)
+async def test_an_invalid_room_gets_400_with_the_reason(
+    server: BroadcastServer, path: str, reason: bytes
+) -> None:
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ).encode()
+    with trio.fail_after(TIMEOUT):
+        answer = await http_exchange(server.port, request)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert reason in answer
+
+
+async def test_max_room_name_is_a_flag(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(max_room_name=4))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/abcd"), proxy=None):
+            pass
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url_of(server, "/abcde"), proxy=None):
+                pass
+    assert refused.value.response.status_code == 400
+
+
+async def test_one_room_too_many_gets_503_and_existing_rooms_still_open(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(max_rooms=2))
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(url_of(server, "/one"), proxy=None),
+            connect(url_of(server, "/two"), proxy=None),
+        ):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url_of(server, "/three"), proxy=None):
+                    pass
+            assert refused.value.response.status_code == 503
+            async with connect(url_of(server, "/one"), proxy=None) as again:
+                await again.send("still fine")
+                assert await again.recv() == "still fine"
+        assert server.statistics().rejections["too many rooms"] == 1
+        # Empty rooms with no history are freed: room for new ones again.
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.statistics().rooms == 0
+        async with connect(url_of(server, "/three"), proxy=None):
+            pass
+
+
+async def test_a_late_joiner_gets_the_history_then_live_messages(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(history=3))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/news"), proxy=None) as early:
+            for n in range(5):
+                await early.send(f"m{n}")
+                assert await early.recv() == f"m{n}"
+            async with connect(url_of(server, "/news"), proxy=None) as late:
+                assert [await late.recv() for _ in range(3)] == ["m2", "m3", "m4"]
+                await early.send("live")
+                assert await late.recv() == "live"
+
+
+async def test_history_bytes_is_a_flag(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(history=100, history_bytes=250))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/r"), proxy=None) as ws:
+            for n in range(10):
+                await ws.send(f"{n}" + "x" * 100)
+                await ws.recv()
+        stats = server.statistics()
+        assert stats.history_messages == 2 and stats.history_bytes <= 250
+        async with connect(url_of(server, "/r"), proxy=None) as late:
+            assert [await late.recv() for _ in range(2)] == ["8" + "x" * 100, "9" + "x" * 100]
+
+
+async def test_joining_while_others_publish_has_no_gap_and_no_duplicate(
+    start_server: StartServer,
+) -> None:
+    """A publisher runs flat out while clients join: each sees offsets 1, 2, 3, ... exactly."""
+    server = await start_server(ServerOptions(history=100_000))
+    total = 600
+    with trio.fail_after(30):
+        async with connect(url_of(server, "/busy"), proxy=None) as publisher:
+            seen: list[list[int]] = []
+
+            async def join_and_read(task_status: trio.TaskStatus[None]) -> None:
+                async with v1(server, "/busy") as ws:
+                    task_status.started()
+                    joined = await recv_json(ws)
+                    offsets = []
+                    while not offsets or offsets[-1] < total:
+                        offsets.append(int((await recv_json(ws))["offset"]))  # type: ignore[call-overload]
+                    seen.append(offsets)
+                    assert joined["type"] == "joined"
+
+            async with trio.open_nursery() as nursery:
+                for n in range(total):
+                    await publisher.send(f"m{n}")
+                    if n in (50, 200, 201, 450):  # joins in the middle of the stream
+                        await nursery.start(join_and_read)
+                for _ in range(total):
+                    await publisher.recv()
+    assert len(seen) == 4
+    for offsets in seen:
+        assert offsets == list(range(1, total + 1))
+
+
+async def test_resume_after_a_reconnect(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(history=5))
+    with trio.fail_after(TIMEOUT):
+        async with v1(server, "/r") as reader:
+            joined = await recv_json(reader)
+            epoch = joined["epoch"]
+            await reader.send("one")
+            got = await recv_json(reader)
+            assert (got["offset"], got["text"], got["room"]) == (1, "one", "r")
+            assert isinstance(got["time"], float)
+        async with connect(url_of(server, "/r"), proxy=None) as other:  # while the reader is away
+            assert await other.recv() == "one"  # the history
+            for word in ("two", "three"):
+                await other.send(word)
+                assert await other.recv() == word
+            async with v1(server, f"/r?since=1&epoch={epoch}") as back:
+                resume = await recv_json(back)
+                assert resume == {
+                    "type": "resume",
+                    "room": "r",
+                    "recovered": True,
+                    "offset": 3,
+                    "epoch": epoch,
+                }
+                assert [(await recv_json(back))["text"] for _ in range(2)] == ["two", "three"]
+                await other.send("four")
+                assert (await recv_json(back))["offset"] == 4
+            for word in ("5", "6", "7", "8", "9"):  # history keeps 5..9: offset 1 is gone
+                await other.send(word)
+                await other.recv()
+            async with v1(server, f"/r?since=1&epoch={epoch}") as late:
+                resume = await recv_json(late)
+                assert resume["recovered"] is False
+            async with v1(server, "/r?since=8&epoch=00000000") as elsewhere:
+                assert (await recv_json(elsewhere))["recovered"] is False
+
+
+async def test_a_plain_client_gets_plain_frames_and_the_article_client_sees_its_echo(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(history=10))
+    with trio.fail_after(TIMEOUT):
+        async with v1(server) as json_client, connect(url_of(server), proxy=None) as plain:
+            await recv_json(json_client)  # joined
+            await plain.send("Hello, WebSocket!")
+            assert await plain.recv() == "Hello, WebSocket!"
+            assert (await recv_json(json_client))["text"] == "Hello, WebSocket!"
+            assert plain.subprotocol is None and json_client.subprotocol == SUBPROTOCOL
+
+
+async def test_a_bad_resume_query_gets_400(server: BroadcastServer) -> None:
+    with trio.fail_after(TIMEOUT), pytest.raises(InvalidStatus) as refused:
+        async with v1(server, "/r?since=yesterday&epoch=x"):
+            pass
+    assert refused.value.response.status_code == 400
+
+
+async def test_presence_lists_rooms_and_respects_the_token(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(history=2, access=AccessPolicy(token="s3cret")))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/ops/alerts?token=s3cret"), proxy=None) as ws:
+            await ws.send("disk full")
+            await ws.recv()
+            refused = await http_exchange(server.port, b"GET /rooms HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert refused.startswith(b"HTTP/1.1 401 ")
+            answer = await http_exchange(
+                server.port,
+                b"GET /rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n",
+            )
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            rooms = json.loads(answer.split(b"\r\n\r\n", 1)[1])["rooms"]
+            assert [(r["room"], r["clients"], r["history"]) for r in rooms] == [
+                ("ops/alerts", 1, 1)
+            ]
+            metrics = await http_exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"trio_ws_demo_rooms 1.0" in metrics
+            assert b"trio_ws_demo_history_messages 1.0" in metrics
+
+
+async def test_the_application_can_broadcast_to_one_room(server: BroadcastServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(url_of(server, "/x"), proxy=None) as x,
+            connect(url_of(server, "/y"), proxy=None) as y,
+        ):
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.broadcast("only x", room="x") == 1
+            assert await x.recv() == "only x"
+            await y.send("y's own")
+            assert await y.recv() == "y's own"
