@@ -8,6 +8,8 @@ Exit codes: 0 success, 1 failure (one line on stderr says why), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import logging
 import os
 import signal
@@ -29,6 +31,8 @@ from .client import (
     Message,
     Opened,
     Received,
+    Reconnecting,
+    Resumed,
     Sent,
     parse_url,
     run_client,
@@ -286,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
         "closes or Ctrl-C",
     )
     echo.add_argument(
+        "--json",
+        action="store_true",
+        help="use the server's trio-ws-demo.v1 subprotocol and print each frame as sent: "
+        "one JSON object per line (room, offset, time, text or base64)",
+    )
+    echo.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --listen: when the server goes away, reconnect with backoff and get what "
+        "was missed (trio-ws-demo.v1 offsets); says so when something may be missing",
+    )
+    echo.add_argument(
         "--count",
         type=_non_negative_int,
         default=1,
@@ -454,12 +470,15 @@ def _echo(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             print(f"error: cannot load --cacert {args.cacert}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    if args.resume and not args.listen:
+        print("error: --resume needs --listen", file=sys.stderr)
+        return EXIT_USAGE
     texts: list[str] = args.messages or [DEFAULT_MESSAGE]
     if "-" in texts and len(texts) > 1:
         print("error: '-' (read stdin) cannot be combined with other messages", file=sys.stderr)
         return EXIT_USAGE
 
-    printer = _Printer(sys.stdout)
+    printer = _Printer(sys.stdout, raw=args.json, envelopes=args.json or args.resume)
     try:
         result = trio.run(_run_echo, args, ssl_context, texts, printer.report)
     except KeyboardInterrupt:
@@ -518,6 +537,8 @@ async def _run_echo(
                     subprotocols=args.subprotocol,
                     on_event=report,
                     stop=stop,
+                    envelopes=args.json,
+                    resume=args.resume,
                 )
             except ClientError as exc:
                 result = exc
@@ -571,8 +592,12 @@ def _client_ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext:
 class _Printer:
     """Prints client events the way the article's ``client.js`` does."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, raw: bool = False, envelopes: bool = False) -> None:
         self._out = out
+        self._raw = raw
+        """Print frames as they came (--json: one JSON object per line)."""
+        self._envelopes = envelopes
+        """Frames are trio-ws-demo.v1 JSON: show the message inside."""
 
     def report(self, event: Event) -> None:
         if isinstance(event, Opened):
@@ -580,7 +605,37 @@ class _Printer:
         elif isinstance(event, Sent):
             line = f"Client sends: {escape(event.message)}"
         elif isinstance(event, Received):
-            line = f"Server sent:  {escape(event.message)}"
+            if self._raw:
+                line = escape(event.message)
+            elif not self._envelopes:
+                line = f"Server sent:  {escape(event.message)}"
+            else:
+                shown = _envelope_text(event.message)
+                if shown is None:
+                    return  # a joined or resume frame: said by other lines
+                line = f"Server sent:  {escape(shown)}"
         elif isinstance(event, Closed):
             line = "Connection closed"
+        elif isinstance(event, Reconnecting):
+            line = f"Connection lost ({event.why}); reconnecting in {event.delay:g} s"
+        elif isinstance(event, Resumed):
+            if event.recovered:
+                line = "Reconnected, nothing missed"
+            elif event.missing is not None:
+                line = f"Reconnected, {event.missing} messages may be missing"
+            else:
+                line = "Reconnected, the server's history was lost: messages may be missing"
         print(line, file=self._out, flush=True)
+
+
+def _envelope_text(frame: Message) -> Message | None:
+    """The message inside a trio-ws-demo.v1 envelope, or None for other frames."""
+    try:
+        data = json.loads(frame)
+    except ValueError:
+        return frame
+    if not isinstance(data, dict) or data.get("type") != "message":
+        return None if isinstance(data, dict) else frame
+    if "text" in data:
+        return str(data["text"])
+    return base64.b64decode(str(data.get("base64", "")))

@@ -9,7 +9,9 @@ person (for example ``connection refused (127.0.0.1:8080)``).
 
 from __future__ import annotations
 
+import base64
 import errno
+import json
 import socket
 import ssl
 import urllib.parse
@@ -36,6 +38,8 @@ __all__ = [
     "Message",
     "Opened",
     "Received",
+    "Reconnecting",
+    "Resumed",
     "Sent",
     "Target",
     "parse_url",
@@ -78,7 +82,78 @@ class Closed:
     by_server: bool
 
 
-Event = Opened | Sent | Received | Closed
+@dataclass(frozen=True)
+class Resumed:
+    """After a reconnect: did the server still have everything we missed?"""
+
+    recovered: bool
+    missing: int | None
+    """How many messages may be missing, when the offsets tell."""
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    delay: float
+    why: str
+
+
+Event = Opened | Sent | Received | Closed | Resumed | Reconnecting
+
+#: The server's subprotocol for JSON envelopes with offsets (see the README).
+ENVELOPES = "trio-ws-demo.v1"
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 10.0
+
+
+@dataclass
+class _Position:
+    """Where a client is in its room's stream, for resuming."""
+
+    offset: int | None = None
+    epoch: str | None = None
+
+    def query(self) -> str:
+        if self.offset is None or self.epoch is None:
+            return ""
+        return urllib.parse.urlencode({"since": self.offset, "epoch": self.epoch})
+
+    def read(self, frame: Message, report: Callable[[Event], None]) -> dict[str, object] | None:
+        """Note the offset or epoch a v1 frame carries; return the frame decoded."""
+        if not isinstance(frame, str):
+            return None
+        try:
+            data = json.loads(frame)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        kind = data.get("type")
+        if kind == "joined":
+            # The history that follows ends at "offset".
+            self.epoch = str(data.get("epoch"))
+            self.offset = int(data.get("offset", 0)) - int(data.get("history", 0))
+        elif kind == "resume":
+            recovered = bool(data.get("recovered"))
+            same_epoch = data.get("epoch") == self.epoch
+            missing = None
+            if not recovered and same_epoch and self.offset is not None:
+                missing = max(0, int(data.get("offset", 0)) - self.offset)
+            report(Resumed(recovered, missing))
+            if not same_epoch:  # a new history: its messages follow from its start
+                self.epoch = str(data.get("epoch"))
+                self.offset = 0
+        elif kind == "message":
+            self.offset = int(data.get("offset", 0))
+        return data
+
+
+def envelope_carries(data: dict[str, object] | None, message: Message) -> bool:
+    """True if a v1 message envelope carries *message*."""
+    if data is None or data.get("type") != "message":
+        return False
+    if isinstance(message, str):
+        return data.get("text") == message
+    encoded = data.get("base64")
+    return isinstance(encoded, str) and base64.b64decode(encoded) == message
 
 
 @dataclass
@@ -163,6 +238,8 @@ async def run_client(
     subprotocols: Iterable[str] = (),
     on_event: Callable[[Event], None] | None = None,
     stop: trio.Event | None = None,
+    envelopes: bool = False,
+    resume: bool = False,
 ) -> EchoResult:
     """Connect to *url*, send each message and wait for its echo, then close with 1000.
 
@@ -171,9 +248,67 @@ async def run_client(
     the client moves on. With *listen*, after sending it stays connected and
     reports every message until the server closes or *stop* is set. Setting
     *stop* at any time ends the conversation early and closes normally.
+
+    With *envelopes* it offers our ``trio-ws-demo.v1`` subprotocol: every frame
+    is a JSON object, and echoes are recognised inside message envelopes. With
+    *resume* (which implies both *envelopes* and *listen*) it reconnects, with
+    backoff up to 10 s, whenever the connection ends other than by *stop*, and
+    asks the server for what it missed (``?since=OFFSET&epoch=EPOCH``); a
+    :class:`Resumed` event says whether everything was recovered.
     """
-    target = parse_url(url)
     report = on_event or (lambda event: None)
+    if not resume:
+        return await _run_once(
+            url, messages, timeout, interval, listen, ssl_context, headers,
+            [*subprotocols, *([ENVELOPES] if envelopes else [])], report, stop,
+            _Position() if envelopes else None,
+        )  # fmt: skip
+    position = _Position()
+    delay = _BACKOFF_FIRST
+    while True:
+        separator = "&" if urllib.parse.urlsplit(url).query else "?"
+        query = position.query()
+        try:
+            result = await _run_once(
+                f"{url}{separator}{query}" if query else url,
+                messages, timeout, interval, True, ssl_context, headers,
+                [*subprotocols, ENVELOPES], report, stop, position,
+            )  # fmt: skip
+        except ClientError as exc:
+            if position.epoch is None:
+                raise  # never connected: nothing to resume
+            why = str(exc)
+        else:
+            if (stop is not None and stop.is_set()) or not result.closed_by_server:
+                return result
+            delay = _BACKOFF_FIRST
+            why = f"the server closed the connection with code {result.close_code}"
+        messages = ()  # sent once; a reconnect only listens
+        report(Reconnecting(delay, why))
+        with trio.move_on_after(delay):
+            if stop is not None:
+                await stop.wait()  # Ctrl-C ends the wait
+            else:
+                await trio.sleep_forever()
+        if stop is not None and stop.is_set():
+            return EchoResult(close_code=1000)
+        delay = min(delay * 2, _BACKOFF_MAX)
+
+
+async def _run_once(
+    url: str,
+    messages: Iterable[Message] | AsyncIterable[Message],
+    timeout: float,
+    interval: float,
+    listen: bool,
+    ssl_context: ssl.SSLContext | None,
+    headers: Iterable[tuple[str, str]],
+    subprotocols: list[str],
+    report: Callable[[Event], None],
+    stop: trio.Event | None,
+    position: _Position | None,
+) -> EchoResult:
+    target = parse_url(url)
     result = EchoResult()
     stream = await _open_stream(target, ssl_context, timeout)
     try:
@@ -184,14 +319,14 @@ async def run_client(
                     stream,
                     target.host_header,
                     target.resource,
-                    subprotocols=list(subprotocols),
+                    subprotocols=subprotocols,
                     extra_headers=[(name.encode(), value.encode()) for name, value in headers],
                 )
             report(Opened(url, ws.subprotocol))
             async with trio.open_nursery() as conversation:
                 if stop is not None:
                     conversation.start_soon(_cancel_when_set, stop, conversation.cancel_scope)
-                await _converse(ws, messages, result, report, timeout, interval, listen)
+                await _converse(ws, messages, result, report, timeout, interval, listen, position)
                 conversation.cancel_scope.cancel()
             if not result.closed_by_server:
                 with trio.move_on_after(timeout):
@@ -264,9 +399,10 @@ async def _converse(
     timeout: float,
     interval: float,
     listen: bool,
+    position: _Position | None,
 ) -> None:
     try:
-        await _send_and_listen(ws, messages, result, report, timeout, interval, listen)
+        await _send_and_listen(ws, messages, result, report, timeout, interval, listen, position)
     except ConnectionClosed as exc:
         reason = exc.reason
         result.closed_by_server = True
@@ -287,6 +423,7 @@ async def _send_and_listen(
     timeout: float,
     interval: float,
     listen: bool,
+    position: _Position | None,
 ) -> None:
     first = True
     async with aclosing(_iterate(messages)) as iterator:
@@ -299,13 +436,15 @@ async def _send_and_listen(
             report(Sent(message))
             # Counted as missing until its echo arrives, even if the server closes first.
             result.missing.append(message)
-            if await _await_echo(ws, message, result, report, timeout):
+            if await _await_echo(ws, message, result, report, timeout, position):
                 result.missing.pop()
     if listen:
         while True:
             received = await ws.get_message()
             result.received.append(received)
             report(Received(received))
+            if position is not None:
+                position.read(received, report)
 
 
 async def _await_echo(
@@ -314,6 +453,7 @@ async def _await_echo(
     result: EchoResult,
     report: Callable[[Event], None],
     timeout: float,
+    position: _Position | None,
 ) -> bool:
     """Report everything that arrives until *message* comes back; False on timeout."""
     with trio.move_on_after(timeout):
@@ -321,7 +461,10 @@ async def _await_echo(
             received = await ws.get_message()
             result.received.append(received)
             report(Received(received))
-            if received == message:
+            if position is None:
+                if received == message:
+                    return True
+            elif envelope_carries(position.read(received, report), message):
                 return True
     return False
 

@@ -1,0 +1,175 @@
+"""The client with rooms: --json envelopes and --resume after the server goes away."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+
+import trio
+import trio.testing
+from websockets.trio.client import connect
+
+from trio_ws_demo import BroadcastServer, ServerOptions, run_client
+from trio_ws_demo.client import Event, Opened, Received, Reconnecting, Resumed
+
+from .conftest import StartServer, url_of
+from .processes import run_cli
+
+TIMEOUT = 15
+
+
+async def test_echo_json_prints_one_envelope_per_line(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(history=5))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/ops"), proxy=None) as ws:
+            await ws.send("earlier")
+            await ws.recv()
+        url = url_of(server, "/ops")
+        async with run_cli("echo", "--json", url, "hello") as echo:
+            lines = await echo.rest()
+            assert await echo.process.wait() == 0
+    frames = [json.loads(line) for line in lines if line.startswith("{")]
+    assert frames[0]["type"] == "joined" and frames[0]["room"] == "ops"
+    assert [(f["offset"], f["text"]) for f in frames[1:]] == [(1, "earlier"), (2, "hello")]
+    assert "Client sends: hello" in lines
+
+
+async def test_resume_without_listen_is_a_usage_error() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "--resume", "ws://127.0.0.1:9") as echo:
+            assert await echo.process.wait() == 2
+            assert "--resume needs --listen" in await echo.stderr()
+
+
+class Cable:
+    """A TCP relay the test can cut, like a phone dropping its Wi-Fi."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cut_scope = trio.CancelScope()
+
+    async def serve(self, task_status: trio.TaskStatus[int]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(self._relay, listeners)
+
+    def cut(self) -> None:
+        self.cut_scope.cancel()
+        self.cut_scope = trio.CancelScope()
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        async with client, await trio.open_tcp_stream("127.0.0.1", self.port) as server:
+            with self.cut_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_pump, client, server, nursery.cancel_scope)
+                    nursery.start_soon(_pump, server, client, nursery.cancel_scope)
+
+
+async def _pump(
+    source: trio.abc.ReceiveStream, sink: trio.abc.SendStream, both: trio.CancelScope
+) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+    both.cancel()  # one side ended: end the other
+
+
+class Events:
+    def __init__(self) -> None:
+        self.seen: list[Event] = []
+        self._changed = trio.Event()
+
+    def report(self, event: Event) -> None:
+        self.seen.append(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def until(self, check: Callable[[list[Event]], bool]) -> None:
+        while not check(self.seen):
+            await self._changed.wait()
+
+
+def texts(events: list[Event]) -> list[str]:
+    out = []
+    for event in events:
+        if isinstance(event, Received) and isinstance(event.message, str):
+            data = json.loads(event.message)
+            if data.get("type") == "message":
+                out.append(data["text"])
+    return out
+
+
+async def test_resume_gets_what_was_missed_while_the_connection_was_down(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(history=50))
+    cable = Cable(server.port or 0)
+    events = Events()
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            relay_port = await nursery.start(cable.serve)
+            nursery.start_soon(
+                lambda: run_client(
+                    f"ws://127.0.0.1:{relay_port}/chat",
+                    ["first"],
+                    listen=True,
+                    resume=True,
+                    on_event=events.report,
+                    stop=stop,
+                )
+            )
+            await events.until(lambda seen: texts(seen) == ["first"])
+            cable.cut()
+            await events.until(lambda seen: any(isinstance(e, Reconnecting) for e in seen))
+            async with connect(url_of(server, "/chat"), proxy=None) as other:
+                for word in ("while", "you", "were", "away"):
+                    await other.send(word)
+                await events.until(lambda seen: any(isinstance(e, Resumed) for e in seen))
+                await events.until(lambda seen: len(texts(seen)) >= 5)
+                await other.send("and now")
+                await events.until(lambda seen: texts(seen)[-1:] == ["and now"])
+            stop.set()
+            await events.until(lambda seen: sum(isinstance(e, Opened) for e in seen) == 2)
+            nursery.cancel_scope.cancel()
+    resumed = [e for e in events.seen if isinstance(e, Resumed)]
+    assert resumed == [Resumed(recovered=True, missing=None)]
+    assert texts(events.seen) == ["first", "while", "you", "were", "away", "and now"]
+
+
+async def test_after_a_server_restart_the_client_says_messages_may_be_missing() -> None:
+    events = Events()
+    stop = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            first = BroadcastServer(ServerOptions(history=10))
+            scope = trio.CancelScope()
+
+            async def run_first(task_status: trio.TaskStatus[int]) -> None:
+                with scope:
+                    await first.run("127.0.0.1", 0, task_status=task_status)
+
+            port = await nursery.start(run_first)
+            nursery.start_soon(
+                lambda: run_client(
+                    f"ws://127.0.0.1:{port}/news",
+                    ["before"],
+                    listen=True,
+                    resume=True,
+                    on_event=events.report,
+                    stop=stop,
+                )
+            )
+            await events.until(lambda seen: texts(seen) == ["before"])
+            scope.cancel()  # the server goes away (1001), its history with it
+            await events.until(lambda seen: any(isinstance(e, Reconnecting) for e in seen))
+            second = BroadcastServer(ServerOptions(history=10))
+            await nursery.start(second.run, "127.0.0.1", port)
+            await events.until(lambda seen: any(isinstance(e, Resumed) for e in seen))
+            stop.set()
+            await events.until(lambda seen: sum(isinstance(e, Opened) for e in seen) == 2)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    resumed = [e for e in events.seen if isinstance(e, Resumed)]
+    assert resumed == [Resumed(recovered=False, missing=None)]
