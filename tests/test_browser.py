@@ -45,9 +45,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_process(port: int) -> Iterator[subprocess.Popen[str]]:
+def serve_process(port: int, *flags: str) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "trio_ws_demo", "serve", "--port", str(port)],
+        [sys.executable, "-m", "trio_ws_demo", "serve", "--port", str(port), *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -143,3 +143,90 @@ def test_a_page_reconnects_after_the_server_restarts(browser_pages: tuple[Page, 
         expect(page.locator("#status")).to_have_text("connected")
         send(page, "after the restart")
         expect(page.locator("#messages li.mine")).to_have_text(["after the restart"])
+
+
+@contextmanager
+def relay_process(target: int) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """tests/relay.py: a TCP relay that SIGUSR1 cuts, like a dropped Wi-Fi."""
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "relay.py"), str(target)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("relay on "), line
+        yield process, int(line.split()[-1])
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        process.stdout.close()  # type: ignore[union-attr]
+
+
+def test_two_rooms_stay_apart_and_the_title_names_the_room(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    red, blue = browser_pages
+    port = free_port()
+    with serve_process(port):
+        red.goto(f"http://127.0.0.1:{port}/red")
+        blue.goto(f"http://127.0.0.1:{port}/blue")
+        for page in (red, blue):
+            expect(page.locator("#status")).to_have_text("connected")
+        assert red.title().startswith("#red") and blue.title().startswith("#blue")
+        send(red, "only for red")
+        expect(red.locator("#messages li.mine")).to_have_text(["only for red"])
+        send(blue, "only for blue")
+        # Had red's message crossed over, it would be shown before blue's own.
+        expect(blue.locator("#messages li")).to_have_text(["only for blue"])
+        expect(red.locator("#messages li")).to_have_text(["only for red"])
+
+
+def test_a_page_that_joins_late_sees_the_history(browser_pages: tuple[Page, Page]) -> None:
+    early, late = browser_pages
+    port = free_port()
+    with serve_process(port, "--history", "10"):
+        early.goto(f"http://127.0.0.1:{port}/news")
+        expect(early.locator("#status")).to_have_text("connected")
+        for text in ("first", "second"):
+            send(early, text)
+        expect(early.locator("#messages li.mine")).to_have_text(["first", "second"])
+        late.goto(f"http://127.0.0.1:{port}/news")
+        expect(late.locator("#messages li")).to_have_text(["2 earlier messages", "first", "second"])
+
+
+def test_a_page_offline_for_a_while_gets_what_it_missed(browser_pages: tuple[Page, Page]) -> None:
+    page, _ = browser_pages
+    port = free_port()
+    with serve_process(port, "--history", "100"), relay_process(port) as (relay, relay_port):
+        page.goto(f"http://127.0.0.1:{relay_port}/ops")
+        expect(page.locator("#status")).to_have_text("connected")
+        send(page, "before the drop")
+        expect(page.locator("#messages li.mine")).to_have_text(["before the drop"])
+        relay.send_signal(signal.SIGUSR1)  # the page's connection drops
+        expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "trio_ws_demo",
+                "echo",
+                f"ws://127.0.0.1:{port}/ops",
+                "while you were away",
+                "and this too",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert other.returncode == 0, other.stderr
+        expect(page.locator("#messages li")).to_have_text(
+            [
+                "before the drop",
+                "reconnected, nothing missed",
+                "while you were away",
+                "and this too",
+            ]
+        )
+        expect(page.locator("#status")).to_have_text("connected")
