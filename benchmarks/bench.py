@@ -57,6 +57,10 @@ class Scenario:
     payload: int = 64
     window: int = 20
     slow: bool = False
+    rooms: int = 1
+    """Clients spread over this many rooms (URL paths), one publisher each."""
+    servers: tuple[str, ...] | None = None
+    """Only these servers (the naive and Node servers have no rooms)."""
 
 
 @dataclass
@@ -84,6 +88,7 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
         "payload": scenario.payload,
         "window": scenario.window,
         "slow": scenario.slow,
+        "rooms": scenario.rooms,
         "duration": duration,
         "warmup": warmup,
     }
@@ -173,7 +178,9 @@ def ratio_rows(
 def report(results: list[Result], scenarios: list[Scenario], servers: list[str]) -> str:
     by = {(r.server, r.scenario): r.numbers for r in results}
     lines = []
+    everyone = servers
     for scenario in scenarios:
+        servers = [s for s in everyone if scenario.servers is None or s in scenario.servers]
         lines.append(f"\n### {scenario.name}\n")
         if scenario.mode == "fanout":
             header = (
@@ -254,6 +261,14 @@ def scenarios_for(quick: bool) -> list[Scenario]:
         Scenario(
             "slow consumer 1000 × 16 KiB", "fanout", 1000, payload=16 * 1024, window=2, slow=True
         ),
+        Scenario(
+            "rooms 100 × 10 clients × 64 B",
+            "fanout",
+            1000,
+            window=5,
+            rooms=100,
+            servers=("ours", "websockets"),
+        ),
         Scenario("idle 5000 connections", "idle", 5000),
     ]
 
@@ -287,6 +302,8 @@ def main() -> int:
     results = []
     for scenario in scenarios:
         for server in servers:
+            if scenario.servers is not None and server not in scenario.servers:
+                continue
             print(f"running {scenario.name} against {server} ...", file=sys.stderr, flush=True)
             results.append(run_scenario(server, scenario, duration, warmup))
     print(report(results, scenarios, servers))

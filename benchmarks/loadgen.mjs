@@ -3,7 +3,8 @@
 //
 //   node loadgen.mjs '{"url": ..., "mode": "fanout" | "idle", ...}'
 //
-// fanout: `clients` receivers plus one publisher (also a receiver) connect;
+// fanout: `clients` receivers plus one publisher (also a receiver) connect
+// (with `rooms` > 1: receivers spread over rooms /r0.., one publisher each);
 // an optional `slow` client connects and then stops reading. The publisher
 // keeps `window` messages in flight (sent but not yet echoed back to it).
 // Each message carries a sequence number and a send time, so receivers count
@@ -96,7 +97,8 @@ async function connectMany(url, count, concurrency, onFrame = () => {}) {
       const i = next++;
       const began = performance.now();
       try {
-        sockets[i] = await connectRaw(url, (opcode, buf, at, length) => onFrame(i, opcode, buf, at, length));
+        const target = typeof url === 'function' ? url(i) : url;
+        sockets[i] = await connectRaw(target, (opcode, buf, at, length) => onFrame(i, opcode, buf, at, length));
         latencies.push(performance.now() - began);
       } catch (err) {
         failures++;
@@ -122,8 +124,13 @@ async function fanout() {
   let lost = 0;
   let reordered = 0;
   const latencies = [];
-  // Index 0 is the publisher; receivers are 1..clients.
-  const expected = new Array(cfg.clients + 1).fill(0);
+  // With `rooms` > 1, receiver i joins room i % rooms (path /r<n>) and each
+  // room has its own publisher. Indexes 0..rooms-1 are the publishers;
+  // receivers follow.
+  const rooms = cfg.rooms ?? 1;
+  const roomUrl = (r) => (rooms === 1 ? cfg.url : `${cfg.url}/r${r}`);
+  const roomOf = (index) => (index < rooms ? index : (index - rooms) % rooms);
+  const expected = new Array(cfg.clients + rooms).fill(0);
   let closedEarly = 0;
 
   function receive(index, seq, sentAt) {
@@ -132,22 +139,26 @@ async function fanout() {
     expected[index] = seq + 1;
     if (measuring) {
       deliveries++;
-      if (index <= 10) latencies.push(performance.now() - sentAt);
+      if (index < rooms + 10) latencies.push(performance.now() - sentAt);
     }
   }
 
   const { sockets, seconds, failures } = await connectMany(
-    cfg.url, cfg.clients, cfg.concurrency ?? 100,
+    (i) => roomUrl(i % rooms), cfg.clients, cfg.concurrency ?? 100,
     (i, opcode, buf, at) => {
-      if (opcode === 0x2) receive(i + 1, buf.readUInt32LE(at), buf.readDoubleLE(at + 8));
+      if (opcode === 0x2) receive(i + rooms, buf.readUInt32LE(at), buf.readDoubleLE(at + 8));
       else if (opcode === 0x8) closedEarly++;
     });
-  const publisher = await connect(cfg.url);
-  publisher.on('close', () => { closedEarly++; });
-  publisher.on('message', (data) => {
-    receive(0, data.readUInt32LE(0), data.readDoubleLE(8));
-    onEcho();
-  });
+  const publishers = [];
+  for (let r = 0; r < rooms; r++) {
+    const publisher = await connect(roomUrl(r));
+    publisher.on('close', () => { closedEarly++; });
+    publisher.on('message', (data) => {
+      receive(r, data.readUInt32LE(0), data.readDoubleLE(8));
+      onEcho(r);
+    });
+    publishers.push(publisher);
+  }
   let slow = null;
   let slowCloseCode = null;
   if (cfg.slow) {
@@ -156,23 +167,24 @@ async function fanout() {
     });
     slow.pause(); // stops reading from the socket after the handshake
   }
-  const receivers = [publisher, ...sockets];
-
   const payload = Buffer.alloc(Math.max(cfg.payload, HEADER), 0x61);
-  let sent = 0;
-  let echoed = 0;
+  const sent = new Array(rooms).fill(0);
+  const echoed = new Array(rooms).fill(0);
   let publishing = true;
-  function pump() {
-    while (publishing && sent - echoed < cfg.window) {
-      payload.writeUInt32LE(sent, 0);
+  function pumpRoom(r) {
+    while (publishing && sent[r] - echoed[r] < cfg.window) {
+      payload.writeUInt32LE(sent[r], 0);
       payload.writeDoubleLE(performance.now(), 8);
-      publisher.send(payload);
-      sent++;
+      publishers[r].send(payload);
+      sent[r]++;
     }
   }
-  function onEcho() {
-    echoed++;
-    pump();
+  function pump() {
+    for (let r = 0; r < rooms; r++) pumpRoom(r);
+  }
+  function onEcho(r) {
+    echoed[r]++;
+    pumpRoom(r);
   }
 
   pump();
@@ -189,8 +201,9 @@ async function fanout() {
   publishing = false;
   // Drain: everything sent must reach every healthy receiver.
   const drainUntil = performance.now() + 10000;
-  while (performance.now() < drainUntil && expected.some((e) => e < sent)) await sleep(20);
-  const missing = expected.reduce((total, e) => total + (sent - e), 0);
+  const behind = () => expected.some((e, index) => e < sent[roomOf(index)]);
+  while (performance.now() < drainUntil && behind()) await sleep(20);
+  const missing = expected.reduce((total, e, index) => total + (sent[roomOf(index)] - e), 0);
   let slowEnded = false;
   if (slow) {
     // Read what the server left for the stuck client: did it get a close frame?
@@ -211,11 +224,11 @@ async function fanout() {
     reordered,
     closed_early: closedEarly,
     loadgen_cpu_s: (cpu.user + cpu.system) / 1e6,
-    sent,
+    sent: sent.reduce((a, b) => a + b, 0),
     slow_close_code: slowCloseCode,
   };
   console.log(JSON.stringify(result));
-  publisher.terminate();
+  for (const publisher of publishers) publisher.terminate();
   for (const socket of [...sockets, ...(slow ? [slow] : [])]) socket.destroy();
 }
 

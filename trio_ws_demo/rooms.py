@@ -143,13 +143,14 @@ class Room:
         self.last_offset += 1
         if plain_frame is None:
             plain_frame = encode_frame(message)
-        entry = _Entry(self.last_offset, time.time(), message, plain_frame)
-        if self._max_history:
-            self._remember(entry)
         taken = self.plain.publish(plain_frame, len(plain_frame))
-        if len(self.v1):
-            json_frame = self._json_frame(entry)
-            taken += self.v1.publish(json_frame, len(json_frame))
+        if self._max_history or len(self.v1):  # else nothing more to encode or keep
+            entry = _Entry(self.last_offset, time.time(), message, plain_frame)
+            if self._max_history:
+                self._remember(entry)
+            if len(self.v1):
+                json_frame = self._json_frame(entry)
+                taken += self.v1.publish(json_frame, len(json_frame))
         return taken
 
     def join(

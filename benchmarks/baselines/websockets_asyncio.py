@@ -1,6 +1,7 @@
 """Baseline: the `websockets` asyncio server with its broadcast() helper.
 
-broadcast() writes to every client without waiting and without backpressure:
+broadcast() writes to every client of the sender's room (URL path) without
+waiting and without backpressure:
 a client that stops reading gets an ever-growing write buffer (see the
 websockets broadcast guide).
 """
@@ -12,16 +13,22 @@ import sys
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-clients: set[ServerConnection] = set()
+# One set of clients per URL path (a room), as our server does; "/" for all
+# clients of the plain fan-out scenarios.
+rooms: dict[str, set[ServerConnection]] = {}
 
 
 async def handler(ws: ServerConnection) -> None:
+    path = ws.request.path if ws.request else "/"
+    clients = rooms.setdefault(path, set())
     clients.add(ws)
     try:
         async for message in ws:
             broadcast(clients, message)
     finally:
         clients.discard(ws)
+        if not clients:
+            rooms.pop(path, None)
 
 
 async def main(port: int) -> None:
