@@ -3,6 +3,7 @@
 The public API is re-exported here; the modules behind it are:
 
 * :mod:`~trio_ws_demo.hub`: the socket-free broadcast hub and its slow-client policy;
+* :mod:`~trio_ws_demo.rooms`: rooms by URL path, history, offsets and resume (also socket-free);
 * :mod:`~trio_ws_demo.frames`: WebSocket frames encoded once per broadcast;
 * :mod:`~trio_ws_demo.server`: the lifecycle (listen, serve, shut down), with
   :mod:`~trio_ws_demo.options`, :mod:`~trio_ws_demo.listen` (listening sockets,

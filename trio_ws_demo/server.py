@@ -9,12 +9,13 @@ Who owns what::
          front door (frontdoor.py): TLS, request head, routing, refusals
          ├─ plain HTTP: answered by web.py (chat page, /healthz, /metrics)
          └─ a WebSocket: Connection (connection.py) in its own nursery
-              ├─ receive loop: message -> encode once -> hub.publish()
+              ├─ receive loop: message -> its room: encode once -> hub.publish()
               ├─ trio-websocket's reader (engine.py)
               └─ the outbox's writer, only while a backlog is written (outbox.py)
 
-A message travels: client socket -> trio-websocket -> receive loop ->
-:func:`~trio_ws_demo.frames.encode_frame` (once) -> :meth:`Hub.publish` ->
+A message travels: client socket -> trio-websocket -> receive loop -> its
+room (:mod:`trio_ws_demo.rooms`) -> :func:`~trio_ws_demo.frames.encode_frame`
+(once per room and form) -> :meth:`Hub.publish` ->
 every client's :class:`~trio_ws_demo.outbox.Outbox`: straight to an idle
 client's socket, else into its bounded queue for its writer.
 
