@@ -81,8 +81,10 @@ class Process:
 
 
 @asynccontextmanager
-async def run_cli(*args: str, stdin: bytes | None = None) -> AsyncIterator[Process]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+async def run_cli(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[Process]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trio_ws_demo", *args],
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,

@@ -164,10 +164,7 @@ async def test_echo_cli_sends_its_token(start_server: StartServer) -> None:
         async with run_cli("echo", url_of(server)) as bad:
             assert await bad.process.wait() == 1
             err = await bad.stderr()
-    assert err == (
-        f"Connection error: the server refused the WebSocket handshake with HTTP 401 "
-        f"({url_of(server)})\n"
-    )
+    assert err == f"Connection error: refused: HTTP 401 missing or wrong token ({url_of(server)})\n"
 
 
 # -- client failures and startup errors ---------------------------------------

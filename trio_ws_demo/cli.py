@@ -64,36 +64,44 @@ def escape(message: Message) -> str:
     return message.translate(_CONTROL)
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+def _number(
+    text: str, kind: type[int] | type[float], ok: Callable[[float], bool], what: str
+) -> float:
+    """Parse a flag's value; a clear message (never a function name) when it is wrong."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, float, lambda v: v > 0, "a positive number of seconds")
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, not {text}")
-    return value
+    return _number(text, float, lambda v: v >= 0, "zero or more seconds")
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")
-    return value
+    return int(_number(text, int, lambda v: v >= 1, "a whole number of at least 1"))
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, not {text}")
-    return value
+    return int(_number(text, int, lambda v: v >= 0, "a whole number, zero or more"))
+
+
+def _head_size(text: str) -> int:
+    return int(_number(text, int, lambda v: v >= 256, "a whole number of bytes, at least 256"))
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {text}")
     return value
@@ -104,6 +112,15 @@ def _header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME:VALUE, not {text!r}")
     return name.strip(), value.strip()
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only when there is one to show (not None, [] or off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, [], False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the broadcast server",
         description="Relay every message from any client to all connected clients.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     serve.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port (0 picks a free one)")
@@ -190,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-header-size",
-        type=_positive_int,
+        type=_head_size,
         default=ServerOptions.max_request_head,
         metavar="BYTES",
         help="largest HTTP request head; a larger one gets HTTP 431",
@@ -240,10 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--token",
-        default=os.environ.get(TOKEN_ENV),
+        default=argparse.SUPPRESS,
         metavar="TOKEN",
         help=f"require this token as 'Authorization: Bearer TOKEN' or '?token=TOKEN' "
-        f"(default: ${TOKEN_ENV}, else none)",
+        f"(default: from ${TOKEN_ENV}, else none)",
     )
     serve.add_argument(
         "--certfile", metavar="FILE", help="TLS certificate chain (PEM): serve wss://"
@@ -267,12 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="send messages to a WebSocket server and print the echoes",
         description="Connect, send each MESSAGE, print what comes back, close with 1000. "
         "Exit status: 0 when every message came back, 1 otherwise, 2 for usage errors.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     echo.add_argument("url", nargs="?", default=DEFAULT_URL, metavar="URL", help="ws:// or wss://")
     echo.add_argument(
         "messages",
         nargs="*",
+        default=argparse.SUPPRESS,
         metavar="MESSAGE",
         help=f"messages to send (default: {DEFAULT_MESSAGE!r}); '-' reads lines from stdin",
     )
@@ -334,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     echo.add_argument(
         "--token",
-        default=os.environ.get(TOKEN_ENV),
+        default=argparse.SUPPRESS,
         metavar="TOKEN",
-        help=f"send 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}, else none)",
+        help=f"send 'Authorization: Bearer TOKEN' (default: from ${TOKEN_ENV}, else none)",
     )
     return parser
 
@@ -384,13 +402,13 @@ def _serve(args: argparse.Namespace) -> int:
         max_room_name=args.max_room_name,
         history=args.history,
         history_bytes=args.history_bytes,
-        max_request_head=max(args.max_header_size, 256),
+        max_request_head=args.max_header_size,
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,
         ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout,
         shutdown_timeout=args.shutdown_timeout,
-        access=AccessPolicy(allow_origins=frozenset(args.allow_origin), token=args.token or None),
+        access=AccessPolicy(allow_origins=frozenset(args.allow_origin), token=_token(args)),
         ssl_context=ssl_context,
     )
     _raise_open_file_limit()
@@ -473,7 +491,15 @@ def _echo(args: argparse.Namespace) -> int:
     if args.resume and not args.listen:
         print("error: --resume needs --listen", file=sys.stderr)
         return EXIT_USAGE
-    texts: list[str] = args.messages or [DEFAULT_MESSAGE]
+    texts: list[str] = getattr(args, "messages", None) or [DEFAULT_MESSAGE]
+    for name, _ in args.header:
+        if name.lower() in _HANDSHAKE_HEADERS:
+            print(
+                f"error: -H cannot set {name}: the client sets it for the WebSocket handshake"
+                + (" (use --subprotocol)" if name.lower() == "sec-websocket-protocol" else ""),
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     if "-" in texts and len(texts) > 1:
         print("error: '-' (read stdin) cannot be combined with other messages", file=sys.stderr)
         return EXIT_USAGE
@@ -533,7 +559,7 @@ async def _run_echo(
                     interval=args.interval,
                     listen=args.listen,
                     ssl_context=ssl_context,
-                    headers=[*args.header, *_token_header(args.token)],
+                    headers=[*args.header, *_token_header(_token(args))],
                     subprotocols=args.subprotocol,
                     on_event=report,
                     stop=stop,
@@ -575,6 +601,26 @@ async def _stdin_lines() -> AsyncIterator[str]:
                 yield line.rstrip(b"\r").decode("utf-8", "replace")
     if buffer:
         yield buffer.decode("utf-8", "replace")
+
+
+#: Headers the WebSocket handshake itself sets; -H may not override them.
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-accept",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """--token, else $TRIO_WS_DEMO_TOKEN (read here, so that --help never shows it)."""
+    return getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
 
 
 def _token_header(token: str | None) -> list[tuple[str, str]]:

@@ -372,16 +372,26 @@ def _client_error(group: BaseExceptionGroup, target: Target, timeout: float) -> 
     """Turn what the connection's tasks raised into one :class:`ClientError`."""
     rejected = group.subgroup(ConnectionRejected)
     if rejected is not None:
-        status = _leaves(rejected)[0].status_code  # type: ignore[attr-defined]
-        return ClientError(
-            f"the server refused the WebSocket handshake with HTTP {status} ({target.url})"
-        )
+        return ClientError(_describe_refusal(_leaves(rejected)[0], target))  # type: ignore[arg-type]
     if group.subgroup(trio.TooSlowError) is not None:
         return ClientError(f"timed out after {timeout:g} s opening {target.url}")
     failures = group.subgroup((OSError, trio.BrokenResourceError, HandshakeError))
     if failures is not None:
         return ClientError(_describe_connect_failure(_leaves(failures)[0], target))
     return group
+
+
+def _describe_refusal(rejection: ConnectionRejected, target: Target) -> str:
+    """The HTTP status and, if the server said why, the first line of its answer."""
+    status = rejection.status_code
+    if 200 <= status < 300:
+        return f"not a WebSocket endpoint (HTTP {status} from {target.url})"
+    why = ""
+    if rejection.body:
+        first = rejection.body.decode("utf-8", "replace").strip().splitlines()[:1]
+        # Our server's bodies start with the status again: "401 missing or wrong token".
+        why = first[0].removeprefix(str(status)).strip()[:200] if first else ""
+    return f"refused: HTTP {status}" + (f" {why}" if why else "") + f" ({target.url})"
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -34,7 +34,7 @@ class ServerOptions:
     """Seconds to flush queued frames before a close frame, and again for the
     peer's answer to it."""
     ping_interval: float | None = 20.0
-    """Seconds of silence from a peer before it is pinged; None disables keepalive."""
+    """Seconds of silence from a peer before it is pinged; None (or 0) disables keepalive."""
     ping_timeout: float = 20.0
     """Seconds a pinged peer may stay silent before it counts as gone."""
     shutdown_timeout: float = 5.0
@@ -53,6 +53,8 @@ class ServerOptions:
     """Serve ``wss://`` with this context."""
 
     def __post_init__(self) -> None:
+        if self.ping_interval == 0:  # 0 means off, as on the command line
+            object.__setattr__(self, "ping_interval", None)
         if self.max_message_size < 1 or self.max_clients < 1 or self.max_request_head < 256:
             raise ValueError("size limits must be positive (request head: at least 256 bytes)")
         if self.max_rooms < 1 or self.max_room_name < 1 or self.history < 0:

@@ -1,0 +1,110 @@
+"""A new user's mistakes and a server's refusals: one clear line, the right exit code.
+
+Each of these once printed a secret, a traceback or a misleading message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import trio
+
+from trio_ws_demo import ServerOptions
+from trio_ws_demo.handshake import AccessPolicy
+
+from .conftest import StartServer, url_of
+from .processes import run_cli
+
+TIMEOUT = 15
+
+
+@pytest.mark.parametrize("command", ["serve", "echo"])
+async def test_help_never_shows_the_token(command: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        done = await trio.run_process(
+            [sys.executable, "-m", "trio_ws_demo", command, "--help"],
+            capture_stdout=True,
+            env={**os.environ, "TRIO_WS_DEMO_TOKEN": "hunter2"},
+        )
+    out = " ".join(done.stdout.decode().split())  # help text wraps anywhere
+    assert "hunter2" not in out
+    assert "from $TRIO_WS_DEMO_TOKEN" in out
+    assert "(default: None)" not in out
+
+
+@pytest.mark.parametrize(
+    "header", ["Host: other", "Sec-WebSocket-Key: abc", "upgrade: h2c", "Connection: close"]
+)
+async def test_a_header_the_handshake_sets_is_a_usage_error(header: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "-H", header, "ws://127.0.0.1:9", "hi") as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert err.startswith(f"error: -H cannot set {header.split(':')[0]}:")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--ping-timeout", "abc"],
+            "--ping-timeout: must be a positive number of seconds, not 'abc'",
+        ),
+        (
+            ["--ping-timeout", "-1"],
+            "--ping-timeout: must be a positive number of seconds, not '-1'",
+        ),
+        (["--max-clients", "x"], "--max-clients: must be a whole number of at least 1, not 'x'"),
+        (
+            ["--max-header-size", "10"],
+            "--max-header-size: must be a whole number of bytes, at least 256",
+        ),
+        (["--port", "http"], "--port: must be a port number, not 'http'"),
+    ],
+)
+async def test_a_bad_value_is_a_usage_error_that_names_no_internals(
+    flags: list[str], message: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("serve", *flags) as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert message in err
+    assert "_positive" not in err and "_non_negative" not in err
+
+
+async def test_a_refusal_says_why(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(access=AccessPolicy(token="abc")))
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", url_of(server, "/room")) as cli:
+            assert await cli.process.wait() == 1
+            err = await cli.stderr()
+    assert err == (
+        f"Connection error: refused: HTTP 401 missing or wrong token ({url_of(server, '/room')})\n"
+    )
+
+
+async def test_a_plain_http_server_is_not_a_websocket_endpoint(nursery: trio.Nursery) -> None:
+    async def plain_http(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(65536)
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nhello"
+            )
+
+    listeners = await nursery.start(trio.serve_tcp, plain_http, 0)
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", f"ws://127.0.0.1:{port}") as cli:
+            assert await cli.process.wait() == 1
+            err = await cli.stderr()
+    assert err == (
+        f"Connection error: not a WebSocket endpoint (HTTP 200 from ws://127.0.0.1:{port})\n"
+    )
+
+
+def test_the_library_agrees_that_a_ping_interval_of_0_is_off() -> None:
+    assert ServerOptions(ping_interval=0).ping_interval is None
