@@ -33,7 +33,7 @@ def start_server(
     if not line.startswith("Listening on "):
         process.kill()
         raise RuntimeError(f"{argv[0]} did not start: {line!r}")
-    return process, line.removeprefix("Listening on ")
+    return process, line.split()[2]  # "Listening on URL (chat page: ...)"
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

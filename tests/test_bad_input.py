@@ -231,3 +231,21 @@ async def test_close_frames_are_read_even_while_messages_flood_in(server: Broadc
         rest = await client.events_until_close()
         await client.stream.aclose()
     assert isinstance(rest[-1], CloseConnection)
+
+
+@pytest.mark.usefixtures("no_errors_logged")
+async def test_the_message_size_limit_counts_bytes_for_text_too(start_server: StartServer) -> None:
+    """Ten 😀 are 10 characters but 40 bytes: over a 10-byte limit."""
+    from websockets.exceptions import ConnectionClosed as WsClosed
+    from websockets.trio.client import connect
+
+    server = await start_server(ServerOptions(max_message_size=10))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server), proxy=None) as ws:
+            await ws.send("a" * 10)  # at the limit
+            assert await ws.recv() == "a" * 10
+            await ws.send("😀" * 10)
+            with pytest.raises(WsClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert (await run_client(url_of(server), ["still ok"])).ok  # 8 bytes: fine

@@ -19,7 +19,7 @@ TIMEOUT = 20
 async def listening_port(serve: Process) -> int:
     line = await serve.readline()
     assert line.startswith("Listening on ws://127.0.0.1:"), line
-    return int(line.rsplit(":", 1)[1])
+    return int(line.split()[2].rsplit(":", 1)[1])
 
 
 # -- in-process: argument handling, no network needed --------------------------

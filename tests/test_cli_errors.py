@@ -16,6 +16,7 @@ from trio_ws_demo.handshake import AccessPolicy
 
 from .conftest import StartServer, url_of
 from .processes import run_cli
+from .wsraw import http_exchange
 
 TIMEOUT = 15
 
@@ -108,3 +109,22 @@ async def test_a_plain_http_server_is_not_a_websocket_endpoint(nursery: trio.Nur
 
 def test_the_library_agrees_that_a_ping_interval_of_0_is_off() -> None:
     assert ServerOptions(ping_interval=0).ping_interval is None
+
+
+async def test_startup_is_one_line_and_routine_requests_are_not_logged() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("serve", "--port", "0") as server:
+            line = await server.readline()
+            url = line.split()[2]
+            port = int(url.rsplit(":", 1)[1])
+            assert (
+                line == f"Listening on ws://127.0.0.1:{port} (chat page: http://127.0.0.1:{port}/)"
+            )
+            for path in ("/healthz", "/", "/a//b"):
+                await http_exchange(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            server.interrupt()
+            assert await server.process.wait() == 0
+            log = await server.stderr()
+    assert "listening on" not in log  # the line above says it once
+    assert "/healthz" not in log and "GET / " not in log
+    assert "GET /a//b: HTTP 404" in log  # errors are still worth a line

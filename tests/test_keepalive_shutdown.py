@@ -129,7 +129,7 @@ async def test_new_connections_are_refused_once_shutdown_begins() -> None:
 
 async def listening_port(serve_process) -> int:  # type: ignore[no-untyped-def]
     line = await serve_process.readline()
-    return int(line.rsplit(":", 1)[1])
+    return int(line.split()[2].rsplit(":", 1)[1])
 
 
 async def test_sigterm_closes_listeners_with_1001_and_exits_0() -> None:

@@ -39,6 +39,7 @@ from .client import (
 )
 from .handshake import AccessPolicy
 from .hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
+from .listen import format_host
 from .logs import configure as configure_logging
 from .server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
 
@@ -448,8 +449,13 @@ async def _run_server(options: ServerOptions, host: str, port: int) -> ServerSta
                     except ServerStartupError as exc:
                         error = exc
                     else:
-                        shown = f"[{host}]" if ":" in host else host
-                        print(f"Listening on {options.scheme}://{shown}:{bound}", flush=True)
+                        shown = format_host(host or "0.0.0.0")
+                        page = "https" if options.ssl_context else "http"
+                        print(
+                            f"Listening on {options.scheme}://{shown}:{bound} "
+                            f"(chat page: {page}://{shown}:{bound}/)",
+                            flush=True,
+                        )
             outer.cancel_scope.cancel()
     return error
 

@@ -61,8 +61,9 @@ CLOSE_TABLE: dict[End, CloseRule] = {
     End.SLOW: CloseRule(flush=False, code=1008, sender=Sender.SERVER),
     # §7.4.1 1002 protocol error, 1007 invalid UTF-8, 1009 message too big:
     # the peer broke the rules, so nothing more is sent to it but the close.
-    # trio-websocket writes 1009 itself; for 1002/1007 it writes none, and
-    # engine.py writes it (see the workarounds there).
+    # trio-websocket writes 1009 itself, but counts characters for text, so
+    # the connection checks the bytes and closes 1009 itself; for 1002/1007
+    # trio-websocket writes no close frame, and engine.py writes it.
     End.BAD_INPUT: CloseRule(flush=False, code=None, sender=Sender.ENGINE),
     # §7.1.1: the server may drop the TCP connection; a peer silent through
     # a ping and its timeout would not read a close frame anyway.

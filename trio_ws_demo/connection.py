@@ -25,7 +25,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from .closing import CLOSE_TABLE, End, Sender
 from .engine import EngineStream
-from .frames import encode_close, encode_frame
+from .frames import encode_close, encode_frame, payload_length
 from .frontdoor import Peer
 from .handshake import redact
 from .hub import InboxBudget
@@ -160,7 +160,7 @@ class Connection:
         outbox has freed the backlog already)."""
         self._close_soon(End.SLOW)
 
-    def _close_soon(self, reason: End) -> None:
+    def _close_soon(self, reason: End, code: int | None = None) -> None:
         if self.end is not None:
             return
         self.note_end(reason)
@@ -170,10 +170,10 @@ class Connection:
         if self.engine is None or self.engine.ws is None:
             self._nursery.cancel_scope.cancel()  # still in the handshake: no goodbye
             return
-        self._nursery.start_soon(self._close, reason, self.engine.ws)
+        self._nursery.start_soon(self._close, reason, self.engine.ws, code)
 
-    async def _close(self, reason: End, ws: WebSocketConnection) -> None:
-        code = CLOSE_TABLE[reason].code
+    async def _close(self, reason: End, ws: WebSocketConnection, code: int | None) -> None:
+        code = code or CLOSE_TABLE[reason].code
         assert self.engine is not None and code is not None
         self.engine.closing_for = reason
         # At most close_timeout to flush (the outbox's bound), then the rest
@@ -259,6 +259,10 @@ class Connection:
                 return
             self.messages_in += 1
             frame = encode_frame(message)
+            if isinstance(message, str) and payload_length(frame) > self._settings.max_message_size:
+                # trio-websocket counts characters for text; the limit is in bytes.
+                self._close_soon(End.BAD_INPUT, 1009)
+                return
             traffic.messages_in += 1
             traffic.bytes_in += len(frame)
             if echo:

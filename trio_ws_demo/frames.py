@@ -19,6 +19,7 @@ __all__ = [
     "encode_close",
     "encode_frame",
     "is_close_frame",
+    "payload_length",
 ]
 
 OPCODE_TEXT = 0x1
@@ -67,6 +68,16 @@ def close_frame_code(frame: bytes | bytearray | memoryview) -> int | None:
     if len(frame) >= 4 and frame[1] & 0x7F >= 2:
         return int.from_bytes(frame[2:4], "big")
     return None
+
+
+def payload_length(frame: bytes) -> int:
+    """The payload length an unmasked frame's header declares."""
+    length = frame[1] & 0x7F
+    if length == 126:
+        return int(_MEDIUM.unpack_from(frame)[2])
+    if length == 127:
+        return int(_LONG.unpack_from(frame)[2])
+    return length
 
 
 def is_close_frame(data: bytes | bytearray | memoryview) -> bool:

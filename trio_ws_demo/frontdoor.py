@@ -128,7 +128,9 @@ class FrontDoor:
         if not head.is_websocket_upgrade:
             status = await self._web.answer(stream, head)
             path = redact(head.target)
-            logger.info(
+            # Probes and page loads are routine (DEBUG); errors are worth a line.
+            logger.log(
+                logging.INFO if status >= 400 else logging.DEBUG,
                 "%s %s %s: HTTP %d",
                 peer,
                 head.method,

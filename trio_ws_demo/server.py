@@ -155,8 +155,8 @@ class BroadcastServer:
         """
         listeners = await open_listeners(host, port)
         self.port = listeners[0].getsockname()[1]
-        url = f"{self.options.scheme}://{format_host(host)}:{self.port}"
-        logger.info(
+        url = f"{self.options.scheme}://{format_host(host or '0.0.0.0')}:{self.port}"
+        logger.debug(  # the command line prints it; a library user has the port
             "listening on %s (%s)",
             url,
             "echo" if self.options.echo else "broadcast",
