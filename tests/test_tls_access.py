@@ -98,6 +98,22 @@ async def test_serve_cli_over_tls(ca: trustme.CA, tmp_path: Path) -> None:
             assert await server.process.wait() == 0
 
 
+async def test_serve_accepts_a_combined_certificate_and_key_file(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    cert = ca.issue_cert("127.0.0.1")
+    combined, ca_file = tmp_path / "both.pem", tmp_path / "ca.pem"
+    combined.write_bytes(cert.private_key_pem.bytes() + cert.cert_chain_pems[0].bytes())
+    ca.cert_pem.write_to_path(str(ca_file))
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("serve", "--port", "0", "--certfile", str(combined)) as server:
+            url = (await server.readline()).split()[2]
+            async with run_cli("echo", url, "--cacert", str(ca_file)) as echo:
+                assert await echo.process.wait() == 0
+            server.interrupt()
+            assert await server.process.wait() == 0
+
+
 async def test_serve_with_a_missing_certificate_is_one_line(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         async with run_cli(
@@ -129,7 +145,10 @@ async def test_allow_origin_lets_in_only_listed_origins(start_server: StartServe
         assert await handshake_status(url, origin="https://chat.example") == 101
         assert await handshake_status(url, origin="https://evil.example") == 403
         assert await handshake_status(url) == 403  # no Origin at all
-    assert server.statistics().rejections["origin not allowed"] == 2
+        # The server's own chat page (same host and port) is always let in.
+        assert await handshake_status(url, origin=f"http://127.0.0.1:{server.port}") == 101
+        assert await handshake_status(url, origin="http://127.0.0.1:1") == 403
+    assert server.statistics().rejections["origin not allowed"] == 3
 
 
 async def test_token_as_bearer_header_or_query_parameter(

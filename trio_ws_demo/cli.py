@@ -264,9 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: from ${TOKEN_ENV}, else none)",
     )
     serve.add_argument(
-        "--certfile", metavar="FILE", help="TLS certificate chain (PEM): serve wss://"
+        "--certfile",
+        metavar="FILE",
+        help="TLS certificate chain (PEM): serve wss://; the key may be in the same file",
     )
-    serve.add_argument("--keyfile", metavar="FILE", help="TLS private key (PEM), with --certfile")
+    serve.add_argument(
+        "--keyfile", metavar="FILE", help="TLS private key (PEM), if not in --certfile"
+    )
     serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
@@ -377,8 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
-    if bool(args.certfile) != bool(args.keyfile):
-        print("error: --certfile and --keyfile go together", file=sys.stderr)
+    if args.keyfile and not args.certfile:
+        print("error: --keyfile needs --certfile", file=sys.stderr)
         return EXIT_USAGE
     ssl_context = None
     if args.certfile:
@@ -388,7 +392,9 @@ def _serve(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             print(
-                f"error: cannot load --certfile {args.certfile} / --keyfile {args.keyfile}: "
+                f"error: cannot load --certfile {args.certfile}"
+                + (f" / --keyfile {args.keyfile}" if args.keyfile else "")
+                + ": "
                 f"{reason}; check the paths and that the key matches the certificate",
                 file=sys.stderr,
             )

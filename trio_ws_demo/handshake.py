@@ -28,7 +28,8 @@ class AccessPolicy:
     """When set, clients must present it as ``Authorization: Bearer`` or ``?token=``."""
 
     def check(self, head: RequestHead) -> HttpRefusal | None:
-        if self.allow_origins and head.header("origin") not in self.allow_origins:
+        origin = head.header("origin")
+        if self.allow_origins and origin not in self.allow_origins and not _same_origin(head):
             return HttpRefusal(403, "origin not allowed")
         if self.token is not None and not self.token_ok(head):
             return HttpRefusal(401, "missing or wrong token", [("WWW-Authenticate", "Bearer")])
@@ -46,6 +47,15 @@ class AccessPolicy:
         presented.extend(head.query.get("token", []))
         # compare_digest on every candidate: time does not depend on the secret.
         return any(hmac.compare_digest(p.encode(), expected) for p in presented)
+
+
+def _same_origin(head: RequestHead) -> bool:
+    """The request comes from a page this server served (our own chat page)."""
+    origin, host = head.header("origin"), head.header("host")
+    if not origin or not host:
+        return False
+    parts = urllib.parse.urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
 
 
 def check_upgrade(head: RequestHead) -> HttpRefusal | None:
