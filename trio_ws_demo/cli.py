@@ -29,13 +29,16 @@ from .client import (
     EchoResult,
     Event,
     Message,
+    Notice,
     Opened,
+    Ponged,
     Received,
     Reconnecting,
     Resumed,
     Sent,
     parse_url,
     run_client,
+    run_interactive,
 )
 from .handshake import AccessPolicy
 from .hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
@@ -313,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
         "closes or Ctrl-C",
     )
     echo.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="send each line you type and print each message the moment it arrives; "
+        "/ping, /close [CODE [REASON]], /binary HEX (the same as --listen -)",
+    )
+    echo.add_argument(
         "--json",
         action="store_true",
         help="use the server's trio-ws-demo.v1 subprotocol and print each frame as sent: "
@@ -516,9 +526,15 @@ def _echo(args: argparse.Namespace) -> int:
         print("error: '-' (read stdin) cannot be combined with other messages", file=sys.stderr)
         return EXIT_USAGE
 
-    printer = _Printer(sys.stdout, raw=args.json, envelopes=args.json or args.resume)
+    interactive = args.interactive or (args.listen and texts == ["-"])
+    printer = _Printer(
+        sys.stdout, raw=args.json, envelopes=args.json or args.resume, interactive=interactive
+    )
     try:
-        result = trio.run(_run_echo, args, ssl_context, texts, printer.report)
+        if interactive:
+            result = trio.run(_run_interactive, args, ssl_context, printer.report)
+        else:
+            result = trio.run(_run_echo, args, ssl_context, texts, printer.report)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if result is None:
@@ -577,6 +593,50 @@ async def _run_echo(
                     stop=stop,
                     envelopes=args.json,
                     resume=args.resume,
+                )
+            except ClientError as exc:
+                result = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    return result
+
+
+async def _run_interactive(
+    args: argparse.Namespace,
+    ssl_context: ssl.SSLContext | None,
+    report: Callable[[Event], None],
+) -> EchoResult | ClientError | None:
+    """A wscat-like session on stdin; Ctrl-C closes with 1000 (a second one: at once)."""
+    result: EchoResult | ClientError | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    if stop.is_set():
+                        nursery.cancel_scope.cancel()
+                    stop.set()
+
+            async def lines() -> AsyncIterator[str]:
+                while True:
+                    # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
+                    line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+                    if not line:
+                        return
+                    yield line.rstrip("\r\n")
+
+            nursery.start_soon(stop_on_signal)
+            try:
+                result = await run_interactive(
+                    args.url,
+                    lines(),
+                    timeout=args.timeout,
+                    ssl_context=ssl_context,
+                    headers=[*args.header, *_token_header(_token(args))],
+                    subprotocols=args.subprotocol,
+                    on_event=report,
+                    stop=stop,
                 )
             except ClientError as exc:
                 result = exc
@@ -650,8 +710,11 @@ def _client_ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext:
 class _Printer:
     """Prints client events the way the article's ``client.js`` does."""
 
-    def __init__(self, out: TextIO, *, raw: bool = False, envelopes: bool = False) -> None:
+    def __init__(
+        self, out: TextIO, *, raw: bool = False, envelopes: bool = False, interactive: bool = False
+    ) -> None:
         self._out = out
+        self._interactive = interactive
         self._raw = raw
         """Print frames as they came (--json: one JSON object per line)."""
         self._envelopes = envelopes
@@ -674,6 +737,13 @@ class _Printer:
                 line = f"Server sent:  {escape(shown)}"
         elif isinstance(event, Closed):
             line = "Connection closed"
+            if self._interactive and event.by_server:
+                why = f" {escape(event.reason)}" if event.reason else ""
+                line += f" ({event.code}{why})"
+        elif isinstance(event, Ponged):
+            line = f"Pong after {event.seconds * 1000:.1f} ms"
+        elif isinstance(event, Notice):
+            line = f"! {event.text}"
         elif isinstance(event, Reconnecting):
             line = f"Connection lost ({event.why}); reconnecting in {event.delay:g} s"
         elif isinstance(event, Resumed):

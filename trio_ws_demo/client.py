@@ -44,6 +44,7 @@ __all__ = [
     "Target",
     "parse_url",
     "run_client",
+    "run_interactive",
 ]
 
 DEFAULT_URL = "ws://127.0.0.1:8080"
@@ -92,12 +93,26 @@ class Resumed:
 
 
 @dataclass(frozen=True)
+class Ponged:
+    """The answer to ``/ping`` in an interactive session."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something an interactive session tells its user (a bad command, say)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Reconnecting:
     delay: float
     why: str
 
 
-Event = Opened | Sent | Received | Closed | Resumed | Reconnecting
+Event = Opened | Sent | Received | Closed | Resumed | Reconnecting | Ponged | Notice
 
 #: The server's subprotocol for JSON envelopes with offsets (see the README).
 ENVELOPES = "trio-ws-demo.v1"
@@ -340,6 +355,130 @@ async def _run_once(
         await trio.aclose_forcefully(stream)
     report(Closed(result.close_code, result.close_reason, result.closed_by_server))
     return result
+
+
+async def run_interactive(
+    url: str,
+    lines: AsyncIterable[str],
+    *,
+    timeout: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    subprotocols: Iterable[str] = (),
+    on_event: Callable[[Event], None] | None = None,
+    stop: trio.Event | None = None,
+) -> EchoResult:
+    """A session like wscat's: every line of *lines* is sent, every message is reported
+    the moment it arrives, and the server's pings are answered while *lines* is idle.
+
+    Lines starting with ``/`` are commands: ``/ping`` (reports the round trip),
+    ``/close [code [reason]]``, ``/binary HEX``; ``//text`` sends ``/text``. The
+    session ends when *lines* ends or *stop* is set (close 1000), on ``/close``,
+    or as soon as the server closes.
+    """
+    target = parse_url(url)
+    report = on_event or (lambda event: None)
+    result = EchoResult()
+    stream = await _open_stream(target, ssl_context, timeout)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(timeout):
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    target.host_header,
+                    target.resource,
+                    subprotocols=list(subprotocols),
+                    extra_headers=[(name.encode(), value.encode()) for name, value in headers],
+                )
+            report(Opened(url, ws.subprotocol))
+            close: tuple[int, str | None] = (1000, None)
+            async with trio.open_nursery() as session:
+                session.start_soon(_print_incoming, ws, result, report, session.cancel_scope)
+                if stop is not None:
+                    session.start_soon(_cancel_when_set, stop, session.cancel_scope)
+                close = await _send_lines(ws, lines, result, report, timeout)
+                session.cancel_scope.cancel()
+            if not result.closed_by_server:
+                code, reason = close
+                with trio.move_on_after(timeout):
+                    await ws.aclose(code, reason)
+                result.close_code, result.close_reason = code, reason
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _client_error(group, target, timeout) from None
+    finally:
+        await trio.aclose_forcefully(stream)
+    report(Closed(result.close_code, result.close_reason, result.closed_by_server))
+    return result
+
+
+async def _print_incoming(
+    ws: WebSocketConnection,
+    result: EchoResult,
+    report: Callable[[Event], None],
+    session: trio.CancelScope,
+) -> None:
+    """Report messages as they arrive; end the session when the server closes."""
+    try:
+        while True:
+            message = await ws.get_message()
+            result.received.append(message)
+            report(Received(message))
+    except ConnectionClosed as exc:
+        result.closed_by_server = True
+        result.close_code = exc.reason.code if exc.reason else None
+        result.close_reason = exc.reason.reason if exc.reason else None
+        session.cancel()
+
+
+async def _send_lines(
+    ws: WebSocketConnection,
+    lines: AsyncIterable[str],
+    result: EchoResult,
+    report: Callable[[Event], None],
+    timeout: float,
+) -> tuple[int, str | None]:
+    """Send each line (or run it as a command); return the close code and reason to use."""
+    async for line in lines:
+        message: Message = line
+        if line.startswith("//"):
+            message = line[1:]
+        elif line.startswith("/"):
+            command, _, rest = line.partition(" ")
+            if command == "/ping":
+                started = trio.current_time()
+                with trio.move_on_after(timeout) as waiting:
+                    await ws.ping()
+                if waiting.cancelled_caught:
+                    report(Notice(f"no pong within {timeout:g} s"))
+                else:
+                    report(Ponged(trio.current_time() - started))
+                continue
+            if command == "/close":
+                code_text, _, reason = rest.strip().partition(" ")
+                try:
+                    code = int(code_text) if code_text else 1000
+                except ValueError:
+                    report(Notice(f"not a close code: {code_text!r}"))
+                    continue
+                return code, reason or None
+            if command == "/binary":
+                try:
+                    message = bytes.fromhex(rest)
+                except ValueError:
+                    report(Notice("/binary takes hex digits, for example /binary 00ff10"))
+                    continue
+            else:
+                report(Notice(f"unknown command {command}; try /ping, /close, /binary, //text"))
+                continue
+        try:
+            await ws.send_message(message)
+        except ConnectionClosed:
+            break  # the reader reports how the server closed
+        result.sent.append(message)
+        report(Sent(message))
+    return 1000, None
 
 
 async def _open_stream(

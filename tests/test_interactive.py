@@ -1,0 +1,132 @@
+"""`echo --interactive` in a real terminal: tmux runs it, types into it and reads its screen.
+
+A message from someone else shows up while the user types nothing; a typed
+line is sent; /ping answers; a server close is noticed at once. CI installs
+tmux (``.ci/run``); elsewhere a missing tmux skips these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import trio
+from websockets.trio.client import connect
+
+from trio_ws_demo import BroadcastServer
+
+from .conftest import url_of
+
+if not shutil.which("tmux") and not os.environ.get("CI"):
+    pytest.skip("needs tmux (apt-get install tmux; CI installs it)", allow_module_level=True)
+
+TIMEOUT = 20
+
+
+class Terminal:
+    """One tmux session running a command in an 80x24 terminal.
+
+    What the program writes to the terminal is piped (``tmux pipe-pane``) into
+    a FIFO that the test reads, so waiting for text on the screen is waiting
+    for bytes, not polling.
+    """
+
+    def __init__(self, command: str, fifo: Path) -> None:
+        self.name = f"trio-ws-demo-{uuid.uuid4().hex[:8]}"
+        os.mkfifo(fifo)
+        # O_RDWR: the read end never sees end-of-file before tmux opens it for writing.
+        self._output = trio.lowlevel.FdStream(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+        self._seen = b""
+        tmux = ["tmux", "new-session", "-d", "-s", self.name, "-x", "80", "-y", "24", "sh"]
+        subprocess.run(tmux, check=True)
+        subprocess.run(["tmux", "pipe-pane", "-t", self.name, f"cat > {fifo}"], check=True)
+        self.type(command)
+
+    def screen(self) -> str:
+        done = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
+        )
+        return done.stdout
+
+    def type(self, text: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", self.name, "Enter"], check=True)
+
+    async def shows(self, text: str) -> str:
+        """Wait until the program has written *text*; return the screen then."""
+        return await self.matches(re.escape(text))
+
+    async def matches(self, pattern: str) -> str:
+        while not re.search(pattern.encode(), self._seen):
+            self._seen += await self._output.receive_some()
+        return self.screen()
+
+    async def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        await self._output.aclose()
+
+
+@pytest.fixture
+async def terminal_factory(tmp_path: Path) -> AsyncIterator[Callable[[str], Terminal]]:
+    opened: list[Terminal] = []
+
+    def start(url: str) -> Terminal:
+        # The shell goes on after the client exits, so its last lines stay readable.
+        command = f"{sys.executable} -m trio_ws_demo echo --interactive {url}; echo EXIT=$?"
+        terminal = Terminal(command, tmp_path / f"pane{len(opened)}")
+        opened.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in opened:
+        await terminal.close()
+
+
+async def test_messages_arrive_while_the_user_types_nothing(
+    server: BroadcastServer, terminal_factory: Callable[[str], Terminal]
+) -> None:
+    terminal = terminal_factory(url_of(server))
+    with trio.fail_after(TIMEOUT):
+        await terminal.shows("Connection opened")
+        async with connect(url_of(server), proxy=None) as other:
+            await other.send("from someone else")
+            await terminal.shows("Server sent:  from someone else")
+            terminal.type("typed by the user")
+            assert await other.recv() == "from someone else"
+            assert await other.recv() == "typed by the user"
+            await terminal.shows("Server sent:  typed by the user")
+            terminal.type("/ping")
+            await terminal.shows("Pong after ")
+            terminal.type("/binary 00ff")
+            assert await other.recv() == b"\x00\xff"
+            terminal.type("/close 4000 bye now")
+            screen = await terminal.matches(r"EXIT=\d")  # not the typed "EXIT=$?"
+    assert "Connection closed" in screen and "EXIT=0" in screen
+
+
+async def test_a_server_close_is_noticed_at_once(
+    terminal_factory: Callable[[str], Terminal],
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server = BroadcastServer()
+            scope = trio.CancelScope()
+
+            async def run_server(task_status: trio.TaskStatus[int]) -> None:
+                with scope:
+                    await server.run("127.0.0.1", 0, task_status=task_status)
+
+            await nursery.start(run_server)
+            terminal = terminal_factory(url_of(server))
+            await terminal.shows("Connection opened")
+            scope.cancel()  # the server shuts down: 1001 to everyone
+            screen = await terminal.matches(r"EXIT=\d")  # not the typed "EXIT=$?"
+    assert "Connection closed (1001 server shutting down)" in screen
+    assert "EXIT=1" in screen  # a close other than 1000 is an error for scripts
