@@ -69,7 +69,7 @@ class Terminal:
         return self.screen()
 
     async def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        await trio.run_process(["tmux", "kill-session", "-t", self.name], check=False)
         await self._output.aclose()
 
 
