@@ -128,3 +128,40 @@ async def test_startup_is_one_line_and_routine_requests_are_not_logged() -> None
     assert "listening on" not in log  # the line above says it once
     assert "/healthz" not in log and "GET / " not in log
     assert "GET /a//b: HTTP 404" in log  # errors are still worth a line
+
+
+async def test_a_word_is_a_message_not_a_url() -> None:
+    """`echo hello` sends "hello" to the default URL (nothing listens there in tests)."""
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "hello", "--timeout", "2") as cli:
+            code = await cli.process.wait()
+            err = await cli.stderr()
+    assert code == 1 and "127.0.0.1:8080" in err, err  # it tried the default URL
+
+
+async def test_count_with_stdin_is_a_usage_error() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "ws://127.0.0.1:9", "-", "--count", "3", stdin=b"a\n") as cli:
+            assert await cli.process.wait() == 2
+            assert "--count does not apply to '-'" in await cli.stderr()
+
+
+@pytest.mark.parametrize("source", ["flag", "environment"])
+async def test_the_token_never_goes_over_plain_ws_to_another_host(source: str) -> None:
+    args = ["echo", "ws://chat.example.invalid/", "hi"]
+    env = {"TRIO_WS_DEMO_TOKEN": "s3cret"} if source == "environment" else {}
+    if source == "flag":
+        args += ["--token", "s3cret"]
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(*args, env=env) as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert "not sending the token to chat.example.invalid over plain ws://" in err
+    assert "s3cret" not in err
+
+
+async def test_the_token_may_go_to_this_machine_over_plain_ws(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(access=AccessPolicy(token="abc")))
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", url_of(server), env={"TRIO_WS_DEMO_TOKEN": "abc"}) as cli:
+            assert await cli.process.wait() == 0

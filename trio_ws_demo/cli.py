@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ipaddress
 import json
 import logging
 import os
@@ -316,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         "closes or Ctrl-C",
     )
     echo.add_argument(
+        "--allow-insecure-token",
+        action="store_true",
+        help="send the token over plain ws:// to a host that is not this machine",
+    )
+    echo.add_argument(
         "-i",
         "--interactive",
         action="store_true",
@@ -492,6 +498,11 @@ def _raise_open_file_limit() -> None:
 
 
 def _echo(args: argparse.Namespace) -> int:
+    first = args.url.split("/")[0]
+    if "://" not in args.url and "." not in first and ":" not in first:
+        # `echo hello` means the message "hello" to the default URL, not a host "hello".
+        args.messages = [args.url, *getattr(args, "messages", [])]
+        args.url = DEFAULT_URL
     try:
         target = parse_url(args.url)
     except ValueError as exc:
@@ -524,6 +535,22 @@ def _echo(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     if "-" in texts and len(texts) > 1:
         print("error: '-' (read stdin) cannot be combined with other messages", file=sys.stderr)
+        return EXIT_USAGE
+    if texts == ["-"] and args.count != 1:
+        print("error: --count does not apply to '-' (stdin is read once)", file=sys.stderr)
+        return EXIT_USAGE
+    token = _token(args)
+    if (
+        token
+        and not target.secure
+        and not _is_loopback(target.host)
+        and not args.allow_insecure_token
+    ):
+        print(
+            f"error: not sending the token to {target.host} over plain ws:// (anyone on the way "
+            "could read it); use wss://, or --allow-insecure-token if you must",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
     interactive = args.interactive or (args.listen and texts == ["-"])
@@ -688,6 +715,15 @@ _HANDSHAKE_HEADERS = frozenset(
         "sec-websocket-protocol",
     }
 )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _token(args: argparse.Namespace) -> str | None:
