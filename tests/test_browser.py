@@ -139,6 +139,8 @@ def test_a_page_reconnects_after_the_server_restarts(browser_pages: tuple[Page, 
         page.goto(f"http://127.0.0.1:{port}/")
         expect(page.locator("#status")).to_have_text("connected")
     expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+    # A second failed attempt while the server is down: the page keeps trying.
+    expect(page.locator("#status")).to_contain_text("retrying in 1.0 s")
     with serve_process(port):
         expect(page.locator("#status")).to_have_text("connected")
         send(page, "after the restart")
@@ -229,4 +231,19 @@ def test_a_page_offline_for_a_while_gets_what_it_missed(browser_pages: tuple[Pag
                 "and this too",
             ]
         )
+        expect(page.locator("#status")).to_have_text("connected")
+
+
+def test_a_page_without_the_token_says_so_and_stops_retrying(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    page, _ = browser_pages
+    port = free_port()
+    with serve_process(port, "--token", "s3cret"):
+        page.goto(f"http://127.0.0.1:{port}/ops")
+        expect(page.locator("#status")).to_have_attribute("data-state", "unauthorized")
+        expect(page.locator("#status")).to_have_text(
+            "not authorized: add ?token=… to the page's address"
+        )
+        page.goto(f"http://127.0.0.1:{port}/ops?token=s3cret")
         expect(page.locator("#status")).to_have_text("connected")
