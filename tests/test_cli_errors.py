@@ -5,11 +5,14 @@ Each of these once printed a secret, a traceback or a misleading message.
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
 
 import pytest
 import trio
+import trio.testing
 
 from trio_ws_demo import ServerOptions
 from trio_ws_demo.handshake import AccessPolicy
@@ -165,3 +168,20 @@ async def test_the_token_may_go_to_this_machine_over_plain_ws(start_server: Star
     with trio.fail_after(TIMEOUT):
         async with run_cli("echo", url_of(server), env={"TRIO_WS_DEMO_TOKEN": "abc"}) as cli:
             assert await cli.process.wait() == 0
+
+
+async def test_sigterm_closes_a_listener_with_1000(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM used to exit without a close frame; now it closes like Ctrl-C."""
+    caplog.set_level(logging.INFO, logger="trio_ws_demo")
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "--listen", url_of(server), "hi") as cli:
+            await cli.read_until("Server sent:  hi")
+            cli.process.send_signal(signal.SIGTERM)
+            assert await cli.process.wait() == 0
+            assert "Connection closed" in await cli.rest()
+        await trio.testing.wait_all_tasks_blocked()
+    closed = [r for r in caplog.records if getattr(r, "event", None) == "closed"]
+    assert [r.code for r in closed] == [1000]  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TextIO
 
 import trio
@@ -591,41 +591,24 @@ async def _run_echo(
     texts: list[str],
     report: Callable[[Event], None],
 ) -> EchoResult | ClientError | None:
-    """Run the client until done or Ctrl-C; a :class:`ClientError` is returned, not raised."""
+    """Send *texts* and wait for their echoes (or listen) until done or interrupted."""
     messages = _messages(texts, args.count, args.binary)
-    result: EchoResult | ClientError | None = None
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            stop = trio.Event()
-
-            async def stop_on_signal() -> None:
-                # First Ctrl-C: close normally. A second one: stop at once.
-                async for _ in signals:
-                    if stop.is_set():
-                        nursery.cancel_scope.cancel()
-                    stop.set()
-
-            nursery.start_soon(stop_on_signal)
-            try:
-                result = await run_client(
-                    args.url,
-                    messages,
-                    timeout=args.timeout,
-                    interval=args.interval,
-                    listen=args.listen,
-                    ssl_context=ssl_context,
-                    headers=[*args.header, *_token_header(_token(args))],
-                    subprotocols=args.subprotocol,
-                    on_event=report,
-                    stop=stop,
-                    envelopes=args.json,
-                    resume=args.resume,
-                )
-            except ClientError as exc:
-                result = exc
-            finally:
-                nursery.cancel_scope.cancel()
-    return result
+    return await _until_interrupted(
+        lambda stop: run_client(
+            args.url,
+            messages,
+            timeout=args.timeout,
+            interval=args.interval,
+            listen=args.listen,
+            ssl_context=ssl_context,
+            headers=[*args.header, *_token_header(_token(args))],
+            subprotocols=args.subprotocol,
+            on_event=report,
+            stop=stop,
+            envelopes=args.json,
+            resume=args.resume,
+        )
+    )
 
 
 async def _run_interactive(
@@ -633,7 +616,35 @@ async def _run_interactive(
     ssl_context: ssl.SSLContext | None,
     report: Callable[[Event], None],
 ) -> EchoResult | ClientError | None:
-    """A wscat-like session on stdin; Ctrl-C closes with 1000 (a second one: at once)."""
+    """A wscat-like session on stdin."""
+
+    async def lines() -> AsyncIterator[str]:
+        while True:
+            # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
+            line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            if not line:
+                return
+            yield line.rstrip("\r\n")
+
+    return await _until_interrupted(
+        lambda stop: run_interactive(
+            args.url,
+            lines(),
+            timeout=args.timeout,
+            ssl_context=ssl_context,
+            headers=[*args.header, *_token_header(_token(args))],
+            subprotocols=args.subprotocol,
+            on_event=report,
+            stop=stop,
+        )
+    )
+
+
+async def _until_interrupted(
+    run: Callable[[trio.Event], Awaitable[EchoResult]],
+) -> EchoResult | ClientError | None:
+    """Run a client; the first Ctrl-C or SIGTERM sets its stop event (it closes with
+    1000), a second one stops at once (None). A ClientError is returned, not raised."""
     result: EchoResult | ClientError | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -645,26 +656,9 @@ async def _run_interactive(
                         nursery.cancel_scope.cancel()
                     stop.set()
 
-            async def lines() -> AsyncIterator[str]:
-                while True:
-                    # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
-                    line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-                    if not line:
-                        return
-                    yield line.rstrip("\r\n")
-
             nursery.start_soon(stop_on_signal)
             try:
-                result = await run_interactive(
-                    args.url,
-                    lines(),
-                    timeout=args.timeout,
-                    ssl_context=ssl_context,
-                    headers=[*args.header, *_token_header(_token(args))],
-                    subprotocols=args.subprotocol,
-                    on_event=report,
-                    stop=stop,
-                )
+                result = await run(stop)
             except ClientError as exc:
                 result = exc
             finally:
