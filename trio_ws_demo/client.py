@@ -328,15 +328,7 @@ async def _run_once(
     stream = await _open_stream(target, ssl_context, timeout)
     try:
         async with trio.open_nursery() as nursery:
-            with trio.fail_after(timeout):
-                ws = await wrap_client_stream(
-                    nursery,
-                    stream,
-                    target.host_header,
-                    target.resource,
-                    subprotocols=subprotocols,
-                    extra_headers=[(name.encode(), value.encode()) for name, value in headers],
-                )
+            ws = await _handshake(nursery, stream, target, subprotocols, headers, timeout)
             report(Opened(url, ws.subprotocol))
             async with trio.open_nursery() as conversation:
                 if stop is not None:
@@ -382,15 +374,7 @@ async def run_interactive(
     stream = await _open_stream(target, ssl_context, timeout)
     try:
         async with trio.open_nursery() as nursery:
-            with trio.fail_after(timeout):
-                ws = await wrap_client_stream(
-                    nursery,
-                    stream,
-                    target.host_header,
-                    target.resource,
-                    subprotocols=list(subprotocols),
-                    extra_headers=[(name.encode(), value.encode()) for name, value in headers],
-                )
+            ws = await _handshake(nursery, stream, target, list(subprotocols), headers, timeout)
             report(Opened(url, ws.subprotocol))
             close: tuple[int, str | None] = (1000, None)
             async with trio.open_nursery() as session:
@@ -481,6 +465,65 @@ async def _send_lines(
     return 1000, None
 
 
+class _HangupWatch(trio.abc.Stream):
+    """The client's stream as trio-websocket sees it, watching for the server hanging up.
+
+    trio-websocket waits out its whole timeout when the server closes the
+    connection before answering the handshake (say, plain ws:// to a TLS port);
+    this tells the client at once. (A workaround worth reporting upstream:
+    ``wrap_client_stream`` could fail when its reader ends first.)
+    """
+
+    def __init__(self, stream: trio.abc.Stream, on_hangup: Callable[[], None]) -> None:
+        self.stream = stream
+        self._on_hangup = on_hangup
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self.stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._on_hangup()
+            raise
+        if not data:
+            self._on_hangup()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def _handshake(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    target: Target,
+    subprotocols: list[str],
+    headers: Iterable[tuple[str, str]],
+    timeout: float,
+) -> WebSocketConnection:
+    """The opening handshake, within *timeout*; a hang-up before the answer fails at once."""
+    with trio.fail_after(timeout), trio.CancelScope() as handshake:
+        # (Cancelling the scope after the handshake does nothing: it has exited.)
+        ws = await wrap_client_stream(
+            nursery,
+            _HangupWatch(stream, handshake.cancel),  # type: ignore[arg-type]  # any Stream works
+            target.host_header,
+            target.resource,
+            subprotocols=subprotocols,
+            extra_headers=[(name.encode(), value.encode()) for name, value in headers],
+        )
+        return ws
+    raise ClientError(
+        f"the server closed the connection during the WebSocket handshake ({target.url}"
+        + ("; is it a wss:// server?)" if not target.secure else ")")
+    )
+
+
 async def _open_stream(
     target: Target, ssl_context: ssl.SSLContext | None, timeout: float
 ) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
@@ -509,6 +552,9 @@ async def _open_stream(
 
 def _client_error(group: BaseExceptionGroup, target: Target, timeout: float) -> BaseException:
     """Turn what the connection's tasks raised into one :class:`ClientError`."""
+    ours = group.subgroup(ClientError)
+    if ours is not None:
+        return _leaves(ours)[0]
     rejected = group.subgroup(ConnectionRejected)
     if rejected is not None:
         return ClientError(_describe_refusal(_leaves(rejected)[0], target))  # type: ignore[arg-type]
