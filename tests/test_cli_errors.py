@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
 import trio
 import trio.testing
 
-from trio_ws_demo import ServerOptions
+from trio_ws_demo import BroadcastServer, ServerOptions
 from trio_ws_demo.handshake import AccessPolicy
 
 from .conftest import StartServer, url_of
@@ -185,3 +186,27 @@ async def test_sigterm_closes_a_listener_with_1000(
         await trio.testing.wait_all_tasks_blocked()
     closed = [r for r in caplog.records if getattr(r, "event", None) == "closed"]
     assert [r.code for r in closed] == [1000]  # type: ignore[attr-defined]
+
+
+async def test_a_closed_stdout_pipe_ends_quietly(server: BroadcastServer) -> None:
+    """`echo --listen URL | head -1`: once head has gone, exit 0 with nothing on stderr."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trio_ws_demo", "echo", "--listen", url_of(server), "hi"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    with trio.fail_after(TIMEOUT):
+        first = b""
+        while b"\n" not in first:
+            first += await process.stdout.receive_some(1)
+        assert first == b"Connection opened\n"
+        await process.stdout.aclose()  # head -1 has what it wanted
+        server.broadcast("more for nobody")  # its next line meets the closed pipe
+        await process.wait()
+        err = b""
+        while chunk := await process.stderr.receive_some():
+            err += chunk
+    assert process.returncode == 0
+    assert err == b""

@@ -559,11 +559,13 @@ def _echo(args: argparse.Namespace) -> int:
     )
     try:
         if interactive:
-            result = trio.run(_run_interactive, args, ssl_context, printer.report)
+            result = trio.run(_run_interactive, args, ssl_context, printer)
         else:
-            result = trio.run(_run_echo, args, ssl_context, texts, printer.report)
+            result = trio.run(_run_echo, args, ssl_context, texts, printer)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    if printer.output_closed:
+        return EXIT_OK  # `echo ... | head`: the reader has what it wanted
     if result is None:
         print("Interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -589,7 +591,7 @@ async def _run_echo(
     args: argparse.Namespace,
     ssl_context: ssl.SSLContext | None,
     texts: list[str],
-    report: Callable[[Event], None],
+    printer: _Printer,
 ) -> EchoResult | ClientError | None:
     """Send *texts* and wait for their echoes (or listen) until done or interrupted."""
     messages = _messages(texts, args.count, args.binary)
@@ -603,18 +605,19 @@ async def _run_echo(
             ssl_context=ssl_context,
             headers=[*args.header, *_token_header(_token(args))],
             subprotocols=args.subprotocol,
-            on_event=report,
+            on_event=printer.report,
             stop=stop,
             envelopes=args.json,
             resume=args.resume,
-        )
+        ),
+        printer,
     )
 
 
 async def _run_interactive(
     args: argparse.Namespace,
     ssl_context: ssl.SSLContext | None,
-    report: Callable[[Event], None],
+    printer: _Printer,
 ) -> EchoResult | ClientError | None:
     """A wscat-like session on stdin."""
 
@@ -634,21 +637,24 @@ async def _run_interactive(
             ssl_context=ssl_context,
             headers=[*args.header, *_token_header(_token(args))],
             subprotocols=args.subprotocol,
-            on_event=report,
+            on_event=printer.report,
             stop=stop,
-        )
+        ),
+        printer,
     )
 
 
 async def _until_interrupted(
-    run: Callable[[trio.Event], Awaitable[EchoResult]],
+    run: Callable[[trio.Event], Awaitable[EchoResult]], printer: _Printer
 ) -> EchoResult | ClientError | None:
-    """Run a client; the first Ctrl-C or SIGTERM sets its stop event (it closes with
-    1000), a second one stops at once (None). A ClientError is returned, not raised."""
+    """Run a client; the first Ctrl-C or SIGTERM, or stdout closing, sets its stop event
+    (it closes with 1000); a second signal stops at once (None). A ClientError is
+    returned, not raised."""
     result: EchoResult | ClientError | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             stop = trio.Event()
+            printer.on_output_closed = stop.set
 
             async def stop_on_signal() -> None:
                 async for _ in signals:
@@ -749,6 +755,9 @@ class _Printer:
         """Print frames as they came (--json: one JSON object per line)."""
         self._envelopes = envelopes
         """Frames are trio-ws-demo.v1 JSON: show the message inside."""
+        self.output_closed = False
+        """Whoever read our stdout has gone (``| head``)."""
+        self.on_output_closed: Callable[[], None] | None = None
 
     def report(self, event: Event) -> None:
         if isinstance(event, Opened):
@@ -783,7 +792,17 @@ class _Printer:
                 line = f"Reconnected, {event.missing} messages may be missing"
             else:
                 line = "Reconnected, the server's history was lost: messages may be missing"
-        print(line, file=self._out, flush=True)
+        if self.output_closed:
+            return
+        try:
+            print(line, file=self._out, flush=True)
+        except BrokenPipeError:
+            # Nobody reads any more: stop quietly, and keep Python's own flush at
+            # exit from complaining about the closed pipe.
+            self.output_closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
+            if self.on_output_closed is not None:
+                self.on_output_closed()
 
 
 def _envelope_text(frame: Message) -> Message | None:
