@@ -210,3 +210,45 @@ async def test_a_closed_stdout_pipe_ends_quietly(server: BroadcastServer) -> Non
             err += chunk
     assert process.returncode == 0
     assert err == b""
+
+
+async def test_ctrl_c_during_the_handshake_stops_at_once(nursery: trio.Nursery) -> None:
+    """A server that accepts TCP but never answers: the first Ctrl-C ends the wait."""
+    reached = trio.Event()
+
+    async def silent(stream: trio.SocketStream) -> None:
+        async with stream:
+            reached.set()
+            await trio.sleep_forever()
+
+    listeners = await nursery.start(trio.serve_tcp, silent, 0)
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(10):  # far below --timeout 60
+        async with run_cli("echo", f"ws://127.0.0.1:{port}", "--timeout", "60") as cli:
+            await reached.wait()
+            cli.interrupt()
+            assert await cli.process.wait() == 130
+            err = await cli.stderr()
+    assert err == "Interrupted\n"
+
+
+async def test_ctrl_c_while_waiting_for_an_echo_is_no_missing_echo(
+    nursery: trio.Nursery,
+) -> None:
+    """The echo did not time out; the user stopped waiting: no "No echo ..." line."""
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    async def never_echo(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()
+        await trio.sleep_forever()
+
+    server = await nursery.start(serve_websocket, never_echo, "127.0.0.1", 0, None)
+    with trio.fail_after(10):
+        async with run_cli("echo", f"ws://127.0.0.1:{server.port}", "hi", "--timeout", "60") as cli:
+            await cli.read_until("Client sends: hi")
+            cli.interrupt()
+            assert await cli.process.wait() == 130
+            err = await cli.stderr()
+    assert "No echo" not in err
+    assert err == "Interrupted\n"

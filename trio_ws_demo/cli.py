@@ -566,6 +566,15 @@ def _echo(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if printer.output_closed:
         return EXIT_OK  # `echo ... | head`: the reader has what it wanted
+    if (
+        isinstance(result, EchoResult)
+        and result.interrupted
+        and (result.missing or result.close_code is None)
+    ):
+        # Ctrl-C before the handshake finished, or before every echo came back: the
+        # echoes did not time out, the user stopped waiting.
+        print("Interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if result is None:
         print("Interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

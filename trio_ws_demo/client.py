@@ -182,6 +182,9 @@ class EchoResult:
     close_code: int | None = None
     close_reason: str | None = None
     closed_by_server: bool = False
+    interrupted: bool = False
+    """The caller's *stop* ended the run (before the handshake finished, or before
+    every echo came back)."""
 
     @property
     def ok(self) -> bool:
@@ -328,13 +331,18 @@ async def _run_once(
     stream = await _open_stream(target, ssl_context, timeout)
     try:
         async with trio.open_nursery() as nursery:
-            ws = await _handshake(nursery, stream, target, subprotocols, headers, timeout)
+            ws = await _handshake(nursery, stream, target, subprotocols, headers, timeout, stop)
+            if ws is None:
+                result.interrupted = True
+                nursery.cancel_scope.cancel()
+                return result
             report(Opened(url, ws.subprotocol))
             async with trio.open_nursery() as conversation:
                 if stop is not None:
                     conversation.start_soon(_cancel_when_set, stop, conversation.cancel_scope)
                 await _converse(ws, messages, result, report, timeout, interval, listen, position)
                 conversation.cancel_scope.cancel()
+            result.interrupted = stop is not None and stop.is_set()
             if not result.closed_by_server:
                 with trio.move_on_after(timeout):
                     await ws.aclose(1000)
@@ -374,7 +382,13 @@ async def run_interactive(
     stream = await _open_stream(target, ssl_context, timeout)
     try:
         async with trio.open_nursery() as nursery:
-            ws = await _handshake(nursery, stream, target, list(subprotocols), headers, timeout)
+            ws = await _handshake(
+                nursery, stream, target, list(subprotocols), headers, timeout, stop
+            )
+            if ws is None:
+                result.interrupted = True
+                nursery.cancel_scope.cancel()
+                return result
             report(Opened(url, ws.subprotocol))
             close: tuple[int, str | None] = (1000, None)
             async with trio.open_nursery() as session:
@@ -505,9 +519,15 @@ async def _handshake(
     subprotocols: list[str],
     headers: Iterable[tuple[str, str]],
     timeout: float,
-) -> WebSocketConnection:
-    """The opening handshake, within *timeout*; a hang-up before the answer fails at once."""
+    stop: trio.Event | None = None,
+) -> WebSocketConnection | None:
+    """The opening handshake, within *timeout*; a hang-up before the answer fails at once.
+
+    None if *stop* was set before it finished (the user gave up waiting).
+    """
     with trio.fail_after(timeout), trio.CancelScope() as handshake:
+        if stop is not None:
+            nursery.start_soon(_cancel_when_set, stop, handshake)
         # (Cancelling the scope after the handshake does nothing: it has exited.)
         ws = await wrap_client_stream(
             nursery,
@@ -518,6 +538,8 @@ async def _handshake(
             extra_headers=[(name.encode(), value.encode()) for name, value in headers],
         )
         return ws
+    if stop is not None and stop.is_set():
+        return None
     raise ClientError(
         f"the server closed the connection during the WebSocket handshake ({target.url}"
         + ("; is it a wss:// server?)" if not target.secure else ")")
