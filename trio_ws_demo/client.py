@@ -28,6 +28,8 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from .listen import format_host
+
 __all__ = [
     "DEFAULT_MESSAGE",
     "DEFAULT_URL",
@@ -204,7 +206,7 @@ class Target:
 
     @property
     def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = format_host(self.host)
         default = 443 if self.secure else 80
         return host if self.port == default else f"{host}:{self.port}"
 
@@ -687,7 +689,7 @@ async def _await_echo(
 
 
 def _describe_connect_failure(exc: BaseException, target: Target) -> str:
-    where = f"{target.host}:{target.port}"
+    where = f"{format_host(target.host)}:{target.port}"
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
