@@ -252,3 +252,16 @@ async def test_ctrl_c_while_waiting_for_an_echo_is_no_missing_echo(
             err = await cli.stderr()
     assert "No echo" not in err
     assert err == "Interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("form", "shown"), [("repr", "b'Hi\\xc3\\xa9'"), ("hex", "4869c3a9"), ("base64", "SGnDqQ==")]
+)
+async def test_binary_output_forms(server: BroadcastServer, form: str, shown: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "echo", url_of(server), "Hié", "--binary", "--binary-output", form
+        ) as cli:
+            lines = await cli.rest()
+            assert await cli.process.wait() == 0
+    assert f"Server sent:  {shown}" in lines

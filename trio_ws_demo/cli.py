@@ -62,9 +62,14 @@ _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
 _CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 
 
-def escape(message: Message) -> str:
-    """Make remote content safe to print: text with control characters escaped, bytes as repr."""
+def escape(message: Message, binary: str = "repr") -> str:
+    """Make remote content safe to print: text with control characters escaped; bytes as
+    a Python literal (``repr``), ``hex`` or ``base64``."""
     if isinstance(message, bytes):
+        if binary == "hex":
+            return message.hex()
+        if binary == "base64":
+            return base64.b64encode(message).decode("ascii")
         return repr(message)
     return message.translate(_CONTROL)
 
@@ -317,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         "closes or Ctrl-C",
     )
     echo.add_argument(
+        "--binary-output",
+        choices=["repr", "hex", "base64"],
+        default="repr",
+        help="how binary messages print: a Python bytes literal, hex, or base64",
+    )
+    echo.add_argument(
         "--allow-insecure-token",
         action="store_true",
         help="send the token over plain ws:// to a host that is not this machine",
@@ -555,7 +566,11 @@ def _echo(args: argparse.Namespace) -> int:
 
     interactive = args.interactive or (args.listen and texts == ["-"])
     printer = _Printer(
-        sys.stdout, raw=args.json, envelopes=args.json or args.resume, interactive=interactive
+        sys.stdout,
+        raw=args.json,
+        envelopes=args.json or args.resume,
+        interactive=interactive,
+        binary=args.binary_output,
     )
     try:
         if interactive:
@@ -756,9 +771,16 @@ class _Printer:
     """Prints client events the way the article's ``client.js`` does."""
 
     def __init__(
-        self, out: TextIO, *, raw: bool = False, envelopes: bool = False, interactive: bool = False
+        self,
+        out: TextIO,
+        *,
+        raw: bool = False,
+        envelopes: bool = False,
+        interactive: bool = False,
+        binary: str = "repr",
     ) -> None:
         self._out = out
+        self._binary = binary
         self._interactive = interactive
         self._raw = raw
         """Print frames as they came (--json: one JSON object per line)."""
@@ -772,17 +794,17 @@ class _Printer:
         if isinstance(event, Opened):
             line = "Connection opened"
         elif isinstance(event, Sent):
-            line = f"Client sends: {escape(event.message)}"
+            line = f"Client sends: {escape(event.message, self._binary)}"
         elif isinstance(event, Received):
             if self._raw:
-                line = escape(event.message)
+                line = escape(event.message, self._binary)
             elif not self._envelopes:
-                line = f"Server sent:  {escape(event.message)}"
+                line = f"Server sent:  {escape(event.message, self._binary)}"
             else:
                 shown = _envelope_text(event.message)
                 if shown is None:
                     return  # a joined or resume frame: said by other lines
-                line = f"Server sent:  {escape(shown)}"
+                line = f"Server sent:  {escape(shown, self._binary)}"
         elif isinstance(event, Closed):
             line = "Connection closed"
             if self._interactive and event.by_server:
