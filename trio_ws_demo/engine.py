@@ -35,7 +35,7 @@ without it; a note fit for upstream follows each.
 3. **No close frame after a protocol error.** When wsproto fails to parse a
    frame (1002) or its UTF-8 (1007), trio-websocket closes the stream without
    a close frame. :meth:`EngineStream.aclose` sends it first.
-   Test: ``test_protocol_violations_close_with_1002`` and ``..._1007``.
+   Test: ``test_protocol_violations_get_the_rfc_close_code`` (1002 and 1007 cases).
    *Upstream:* ``_reader_task`` should send ``CloseConnection`` with the
    parse error's code before ``_close_stream()``.
 """
