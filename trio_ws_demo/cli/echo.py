@@ -1,0 +1,396 @@
+"""``trio-ws-demo echo``: its flags, the checks that make a usage error, and running
+the client (once, listening, or interactively) until done or interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import trio
+
+from ..client import (
+    DEFAULT_MESSAGE,
+    DEFAULT_URL,
+    ClientError,
+    EchoResult,
+    Message,
+    parse_url,
+    run_client,
+    run_interactive,
+)
+from .flags import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    TOKEN_ENV,
+    HelpFormatter,
+    header,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    read_token,
+)
+from .output import Printer, escape
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add ``echo`` and its flags to *commands* (an argparse subparsers action)."""
+    echo: argparse.ArgumentParser = commands.add_parser(
+        "echo",
+        help="send messages to a WebSocket server and print the echoes",
+        description="Connect, send each MESSAGE, print what comes back, close with 1000. "
+        "Exit status: 0 when every message came back, 1 otherwise, 2 for usage errors.",
+        formatter_class=HelpFormatter,
+    )
+    echo.add_argument("url", nargs="?", default=DEFAULT_URL, metavar="URL", help="ws:// or wss://")
+    echo.add_argument(
+        "messages",
+        nargs="*",
+        default=argparse.SUPPRESS,
+        metavar="MESSAGE",
+        help=f"messages to send (default: {DEFAULT_MESSAGE!r}); '-' reads lines from stdin",
+    )
+    echo.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="time to wait for the connection and for each echo",
+    )
+    echo.add_argument(
+        "--listen",
+        action="store_true",
+        help="after sending, stay connected and print every message until the server "
+        "closes or Ctrl-C",
+    )
+    echo.add_argument(
+        "--binary-output",
+        choices=["repr", "hex", "base64"],
+        default="repr",
+        help="how binary messages print: a Python bytes literal, hex, or base64",
+    )
+    echo.add_argument(
+        "--allow-insecure-token",
+        action="store_true",
+        help="send the token over plain ws:// to a host that is not this machine",
+    )
+    echo.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="send each line you type and print each message the moment it arrives; "
+        "/ping, /close [CODE [REASON]], /binary HEX (the same as --listen -)",
+    )
+    echo.add_argument(
+        "--json",
+        action="store_true",
+        help="use the server's trio-ws-demo.v1 subprotocol and print each frame as sent: "
+        "one JSON object per line (room, offset, time, text or base64)",
+    )
+    echo.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --listen: when the server goes away, reconnect with backoff and get what "
+        "was missed (trio-ws-demo.v1 offsets); says so when something may be missing",
+    )
+    echo.add_argument(
+        "--count",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
+        help="send the messages N times (0: send nothing, useful with --listen)",
+    )
+    echo.add_argument(
+        "--interval",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="pause between messages",
+    )
+    echo.add_argument("--binary", action="store_true", help="send binary frames instead of text")
+    echo.add_argument(
+        "-H",
+        "--header",
+        type=header,
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="extra handshake header (repeatable)",
+    )
+    echo.add_argument(
+        "--subprotocol", action="append", default=[], metavar="NAME", help="offer a subprotocol"
+    )
+    echo.add_argument("--cacert", metavar="FILE", help="trust this CA certificate (PEM) for wss://")
+    echo.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+    echo.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        metavar="TOKEN",
+        help=f"send 'Authorization: Bearer TOKEN' (default: from ${TOKEN_ENV}, else none)",
+    )
+    return echo
+
+
+def run(args: argparse.Namespace) -> int:
+    first = args.url.split("/")[0]
+    if "://" not in args.url and "." not in first and ":" not in first:
+        # `echo hello` means the message "hello" to the default URL, not a host "hello".
+        args.messages = [args.url, *getattr(args, "messages", [])]
+        args.url = DEFAULT_URL
+    try:
+        target = parse_url(args.url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.insecure and args.cacert:
+        print("error: --insecure and --cacert cannot be used together", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.insecure or args.cacert) and not target.secure:
+        print("error: --insecure and --cacert only apply to wss:// URLs", file=sys.stderr)
+        return EXIT_USAGE
+    ssl_context: ssl.SSLContext | None = None
+    if target.secure:
+        try:
+            ssl_context = _client_ssl_context(args.cacert, args.insecure)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot load --cacert {args.cacert}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.resume and not args.listen:
+        print("error: --resume needs --listen", file=sys.stderr)
+        return EXIT_USAGE
+    texts: list[str] = getattr(args, "messages", None) or [DEFAULT_MESSAGE]
+    for name, _ in args.header:
+        if name.lower() in _HANDSHAKE_HEADERS:
+            print(
+                f"error: -H cannot set {name}: the client sets it for the WebSocket handshake"
+                + (" (use --subprotocol)" if name.lower() == "sec-websocket-protocol" else ""),
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    if "-" in texts and len(texts) > 1:
+        print("error: '-' (read stdin) cannot be combined with other messages", file=sys.stderr)
+        return EXIT_USAGE
+    if texts == ["-"] and args.count != 1:
+        print("error: --count does not apply to '-' (stdin is read once)", file=sys.stderr)
+        return EXIT_USAGE
+    token = read_token(args)
+    if (
+        token
+        and not target.secure
+        and not _is_loopback(target.host)
+        and not args.allow_insecure_token
+    ):
+        print(
+            f"error: not sending the token to {target.host} over plain ws:// (anyone on the way "
+            "could read it); use wss://, or --allow-insecure-token if you must",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
+    interactive = args.interactive or (args.listen and texts == ["-"])
+    printer = Printer(
+        sys.stdout,
+        raw=args.json,
+        envelopes=args.json or args.resume,
+        interactive=interactive,
+        binary=args.binary_output,
+    )
+    try:
+        if interactive:
+            result = trio.run(_run_interactive, args, ssl_context, printer)
+        else:
+            result = trio.run(_run_echo, args, ssl_context, texts, printer)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if printer.output_closed:
+        return EXIT_OK  # `echo ... | head`: the reader has what it wanted
+    if (
+        isinstance(result, EchoResult)
+        and result.interrupted
+        and (result.missing or result.close_code is None)
+    ):
+        # Ctrl-C before the handshake finished, or before every echo came back: the
+        # echoes did not time out, the user stopped waiting.
+        print("Interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result is None:
+        print("Interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(result, ClientError):
+        print(f"Connection error: {result}", file=sys.stderr)
+        return EXIT_FAILURE
+    status = EXIT_OK
+    for message in result.missing:
+        print(f"No echo for {escape(message)} within {args.timeout:g} s", file=sys.stderr)
+        status = EXIT_FAILURE
+    if result.closed_by_server and result.close_code != 1000:
+        reason = f" ({escape(result.close_reason)})" if result.close_reason else ""
+        print(
+            f"Connection error: the server closed the connection with code "
+            f"{result.close_code}{reason}",
+            file=sys.stderr,
+        )
+        status = EXIT_FAILURE
+    return status
+
+
+async def _run_echo(
+    args: argparse.Namespace,
+    ssl_context: ssl.SSLContext | None,
+    texts: list[str],
+    printer: Printer,
+) -> EchoResult | ClientError | None:
+    """Send *texts* and wait for their echoes (or listen) until done or interrupted."""
+    messages = _messages(texts, args.count, args.binary)
+    return await _until_interrupted(
+        lambda stop: run_client(
+            args.url,
+            messages,
+            timeout=args.timeout,
+            interval=args.interval,
+            listen=args.listen,
+            ssl_context=ssl_context,
+            headers=[*args.header, *_token_header(read_token(args))],
+            subprotocols=args.subprotocol,
+            on_event=printer.report,
+            stop=stop,
+            envelopes=args.json,
+            resume=args.resume,
+        ),
+        printer,
+    )
+
+
+async def _run_interactive(
+    args: argparse.Namespace,
+    ssl_context: ssl.SSLContext | None,
+    printer: Printer,
+) -> EchoResult | ClientError | None:
+    """A wscat-like session on stdin."""
+
+    async def lines() -> AsyncIterator[str]:
+        while True:
+            # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
+            line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            if not line:
+                return
+            yield line.rstrip("\r\n")
+
+    return await _until_interrupted(
+        lambda stop: run_interactive(
+            args.url,
+            lines(),
+            timeout=args.timeout,
+            ssl_context=ssl_context,
+            headers=[*args.header, *_token_header(read_token(args))],
+            subprotocols=args.subprotocol,
+            on_event=printer.report,
+            stop=stop,
+        ),
+        printer,
+    )
+
+
+async def _until_interrupted(
+    run: Callable[[trio.Event], Awaitable[EchoResult]], printer: Printer
+) -> EchoResult | ClientError | None:
+    """Run a client; the first Ctrl-C or SIGTERM, or stdout closing, sets its stop event
+    (it closes with 1000); a second signal stops at once (None). A ClientError is
+    returned, not raised."""
+    result: EchoResult | ClientError | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            printer.on_output_closed = stop.set
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    if stop.is_set():
+                        nursery.cancel_scope.cancel()
+                    stop.set()
+
+            nursery.start_soon(stop_on_signal)
+            try:
+                result = await run(stop)
+            except ClientError as exc:
+                result = exc
+            finally:
+                nursery.cancel_scope.cancel()
+    return result
+
+
+async def _messages(texts: list[str], count: int, binary: bool) -> AsyncIterator[Message]:
+    def encode(text: str) -> Message:
+        return text.encode("utf-8") if binary else text
+
+    if texts == ["-"]:
+        async for line in _stdin_lines():
+            yield encode(line)
+        return
+    for _ in range(count):
+        for text in texts:
+            yield encode(text)
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    """Read stdin line by line without a thread (trio's FdStream)."""
+    stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buffer = b""
+    async with stream:
+        while True:
+            chunk = await stream.receive_some()
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if buffer:
+        yield buffer.decode("utf-8", "replace")
+
+
+#: Headers the WebSocket handshake itself sets; -H may not override them.
+_HANDSHAKE_HEADERS = frozenset(
+    {
+        "host",
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-accept",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+    }
+)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_header(token: str | None) -> list[tuple[str, str]]:
+    return [("Authorization", f"Bearer {token}")] if token else []
+
+
+def _client_ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=cacert)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

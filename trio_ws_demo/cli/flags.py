@@ -1,0 +1,97 @@
+"""What every command shares: exit codes, flag value parsers, the help formatter and
+the token, which is read from the environment only when a command runs (so that
+``--help`` never shows it)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "TOKEN_ENV",
+    "HelpFormatter",
+    "head_size",
+    "header",
+    "non_negative_float",
+    "non_negative_int",
+    "port",
+    "positive_float",
+    "positive_int",
+    "read_token",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+TOKEN_ENV = "TRIO_WS_DEMO_TOKEN"
+
+
+def number(
+    text: str, kind: type[int] | type[float], ok: Callable[[float], bool], what: str
+) -> float:
+    """Parse a flag's value; a clear message (never a function name) when it is wrong."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    return number(text, float, lambda v: v > 0, "a positive number of seconds")
+
+
+def non_negative_float(text: str) -> float:
+    return number(text, float, lambda v: v >= 0, "zero or more seconds")
+
+
+def positive_int(text: str) -> int:
+    return int(number(text, int, lambda v: v >= 1, "a whole number of at least 1"))
+
+
+def non_negative_int(text: str) -> int:
+    return int(number(text, int, lambda v: v >= 0, "a whole number, zero or more"))
+
+
+def head_size(text: str) -> int:
+    return int(number(text, int, lambda v: v >= 256, "a whole number of bytes, at least 256"))
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number, not {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {text}")
+    return value
+
+
+def header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME:VALUE, not {text!r}")
+    return name.strip(), value.strip()
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only when there is one to show (not None, [] or off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, [], False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    """--token, else $TRIO_WS_DEMO_TOKEN (read here, so that --help never shows it)."""
+    return getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None

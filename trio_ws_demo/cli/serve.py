@@ -1,0 +1,290 @@
+"""``trio-ws-demo serve``: its flags, and running the server until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import ssl
+import sys
+from typing import Any
+
+import trio
+
+from ..handshake import AccessPolicy
+from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
+from ..listen import format_host
+from ..logs import configure as configure_logging
+from ..server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
+from .flags import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    TOKEN_ENV,
+    HelpFormatter,
+    head_size,
+    non_negative_float,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+    read_token,
+)
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add ``serve`` and its flags to *commands* (an argparse subparsers action)."""
+    serve: argparse.ArgumentParser = commands.add_parser(
+        "serve",
+        help="run the broadcast server",
+        description="Relay every message from any client to all connected clients.",
+        formatter_class=HelpFormatter,
+    )
+    serve.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    serve.add_argument("--port", type=port, default=DEFAULT_PORT, help="port (0 picks a free one)")
+    serve.add_argument(
+        "--echo", action="store_true", help="send each message back to its sender only"
+    )
+    serve.add_argument(
+        "--slow-client",
+        choices=[p.value for p in SlowClientPolicy],
+        default=SlowClientPolicy.CLOSE.value,
+        help="what to do with a client over its queue budget: close it with 1008, "
+        "or drop messages for it",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=DEFAULT_MAX_QUEUE_MESSAGES,
+        metavar="N",
+        help="messages that may wait for one client before it counts as slow",
+    )
+    serve.add_argument(
+        "--max-queue-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_QUEUE_BYTES,
+        metavar="BYTES",
+        help="bytes that may wait for one client before it counts as slow",
+    )
+    serve.add_argument(
+        "--max-message-size",
+        type=positive_int,
+        default=ServerOptions.max_message_size,
+        metavar="BYTES",
+        help="largest message accepted from a client; larger ones close with 1009",
+    )
+    serve.add_argument(
+        "--max-clients",
+        type=positive_int,
+        default=ServerOptions.max_clients,
+        metavar="N",
+        help="WebSocket clients at once; one more gets HTTP 503",
+    )
+    serve.add_argument(
+        "--max-rooms",
+        type=positive_int,
+        default=ServerOptions.max_rooms,
+        metavar="N",
+        help="rooms at once (a room is the URL path); a new one past this gets HTTP 503",
+    )
+    serve.add_argument(
+        "--max-room-name",
+        type=positive_int,
+        default=ServerOptions.max_room_name,
+        metavar="BYTES",
+        help="longest room name; a longer one gets HTTP 400",
+    )
+    serve.add_argument(
+        "--history",
+        type=non_negative_int,
+        default=ServerOptions.history,
+        metavar="N",
+        help="messages each room keeps for clients that join later (0: none)",
+    )
+    serve.add_argument(
+        "--history-bytes",
+        type=positive_int,
+        default=ServerOptions.history_bytes,
+        metavar="BYTES",
+        help="bytes each room's history may hold; the oldest messages go first",
+    )
+    serve.add_argument(
+        "--max-header-size",
+        type=head_size,
+        default=ServerOptions.max_request_head,
+        metavar="BYTES",
+        help="largest HTTP request head; a larger one gets HTTP 431",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=positive_float,
+        default=ServerOptions.handshake_timeout,
+        metavar="SECONDS",
+        help="time a new connection has to finish its opening handshake",
+    )
+    serve.add_argument(
+        "--close-timeout",
+        type=positive_float,
+        default=ServerOptions.close_timeout,
+        metavar="SECONDS",
+        help="time to flush queued messages and finish a close handshake",
+    )
+    serve.add_argument(
+        "--ping-interval",
+        type=non_negative_float,
+        default=ServerOptions.ping_interval,
+        metavar="SECONDS",
+        help="ping a peer that has been silent this long (0 disables keepalive)",
+    )
+    serve.add_argument(
+        "--ping-timeout",
+        type=positive_float,
+        default=ServerOptions.ping_timeout,
+        metavar="SECONDS",
+        help="a pinged peer that stays silent this much longer is disconnected",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=non_negative_float,
+        default=ServerOptions.shutdown_timeout,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, time to close every client with 1001 (a second Ctrl-C: at once)",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow WebSocket handshakes only from this exact Origin (repeatable); "
+        "default: any origin",
+    )
+    serve.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        metavar="TOKEN",
+        help=f"require this token as 'Authorization: Bearer TOKEN' or '?token=TOKEN' "
+        f"(default: from ${TOKEN_ENV}, else none)",
+    )
+    serve.add_argument(
+        "--certfile",
+        metavar="FILE",
+        help="TLS certificate chain (PEM): serve wss://; the key may be in the same file",
+    )
+    serve.add_argument(
+        "--keyfile", metavar="FILE", help="TLS private key (PEM), if not in --certfile"
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="logging level (INFO logs one line per connection opened and closed)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text, or as one JSON object per line",
+    )
+    return serve
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level, args.log_format)
+    if args.keyfile and not args.certfile:
+        print("error: --keyfile needs --certfile", file=sys.stderr)
+        return EXIT_USAGE
+    ssl_context = None
+    if args.certfile:
+        try:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(
+                f"error: cannot load --certfile {args.certfile}"
+                + (f" / --keyfile {args.keyfile}" if args.keyfile else "")
+                + ": "
+                f"{reason}; check the paths and that the key matches the certificate",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+    options = ServerOptions(
+        echo=args.echo,
+        budget=InboxBudget(max_messages=args.max_queue, max_bytes=args.max_queue_bytes),
+        slow_client=SlowClientPolicy(args.slow_client),
+        max_message_size=args.max_message_size,
+        max_clients=args.max_clients,
+        max_rooms=args.max_rooms,
+        max_room_name=args.max_room_name,
+        history=args.history,
+        history_bytes=args.history_bytes,
+        max_request_head=args.max_header_size,
+        handshake_timeout=args.handshake_timeout,
+        close_timeout=args.close_timeout,
+        ping_interval=args.ping_interval or None,
+        ping_timeout=args.ping_timeout,
+        shutdown_timeout=args.shutdown_timeout,
+        access=AccessPolicy(allow_origins=frozenset(args.allow_origin), token=read_token(args)),
+        ssl_context=ssl_context,
+    )
+    _raise_open_file_limit()
+    try:
+        error = trio.run(_run_server, options, args.host, args.port)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def _run_server(options: ServerOptions, host: str, port: int) -> ServerStartupError | None:
+    """Serve until SIGINT or SIGTERM (a second one: stop at once); return a startup error."""
+    server = BroadcastServer(options)
+    error: ServerStartupError | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as outer:
+            serving = trio.CancelScope()
+
+            async def on_signals() -> None:
+                async for signum in signals:
+                    if serving.cancel_called:
+                        server.abort()
+                    else:
+                        logging.getLogger(__name__).debug(
+                            "%s received: shutting down", signal.Signals(signum).name
+                        )
+                        serving.cancel()
+
+            outer.start_soon(on_signals)
+            with serving:
+                async with trio.open_nursery() as nursery:
+                    try:
+                        bound = await nursery.start(server.run, host, port)
+                    except ServerStartupError as exc:
+                        error = exc
+                    else:
+                        shown = format_host(host or "0.0.0.0")
+                        page = "https" if options.ssl_context else "http"
+                        print(
+                            f"Listening on {options.scheme}://{shown}:{bound} "
+                            f"(chat page: {page}://{shown}:{bound}/)",
+                            flush=True,
+                        )
+            outer.cancel_scope.cancel()
+    return error
+
+
+def _raise_open_file_limit() -> None:
+    """Each client is a file descriptor: lift the soft limit to the hard one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
