@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+import trio.testing
 
 
 class LineReader:
@@ -43,9 +44,10 @@ class LineReader:
 class Process:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
         self._out = LineReader(process.stdout)
-        self.log = LineReader(process.stderr)
+        # With merged output (stderr=STDOUT, as a terminal shows it) there is no log.
+        self.log = LineReader(process.stderr or trio.testing.MemoryReceiveStream())
         self.lines = self._out.lines
 
     async def readline(self) -> str:
@@ -82,14 +84,18 @@ class Process:
 
 @asynccontextmanager
 async def run_cli(
-    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+    *args: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    merged: bool = False,
 ) -> AsyncIterator[Process]:
+    """Run the CLI; with *merged*, stderr goes into stdout in order, as a terminal shows it."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trio_ws_demo", *args],
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
         env=env,
     )
     try:

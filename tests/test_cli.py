@@ -103,7 +103,8 @@ async def test_serve_and_echo_end_to_end() -> None:
     with trio.fail_after(TIMEOUT):
         async with run_cli("serve", "--port", "0") as serve:
             port = await listening_port(serve)
-            async with run_cli("echo", f"ws://127.0.0.1:{port}") as echo:
+            # What the terminal shows, stdout and stderr together: the article's output.
+            async with run_cli("echo", f"ws://127.0.0.1:{port}", merged=True) as echo:
                 lines = await echo.rest()
                 assert await echo.process.wait() == 0
             assert lines == [
@@ -120,6 +121,18 @@ async def test_serve_and_echo_end_to_end() -> None:
         "disconnected (path /, code 1000, " in log and "1 messages in, 1 out; peer closed)" in log
     )
     assert "Traceback" not in log
+
+
+async def test_status_lines_go_to_stderr_and_the_conversation_to_stdout(
+    server: BroadcastServer,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", url_of(server), "hi") as echo:
+            out = await echo.rest()
+            err = await echo.stderr()
+            assert await echo.process.wait() == 0
+    assert out == ["Client sends: hi", "Server sent:  hi"]
+    assert err == "Connection opened\nConnection closed\n"
 
 
 async def test_the_articles_scenario_three_listeners_see_each_other() -> None:
@@ -143,7 +156,7 @@ async def test_the_articles_scenario_three_listeners_see_each_other() -> None:
                             client.interrupt()
                         for client in clients:
                             assert await client.process.wait() == 0
-                            assert (await client.rest())[-1] == "Connection closed"
+                            assert (await client.stderr()).splitlines()[-1] == "Connection closed"
             assert [client.lines.count(hello) for client in clients] == [3, 2, 1]
             serve.interrupt()
             assert await serve.process.wait() == 0
@@ -155,12 +168,10 @@ async def test_echo_reads_messages_from_stdin(server: BroadcastServer) -> None:
             lines = await echo.rest()
             assert await echo.process.wait() == 0
     assert lines == [
-        "Connection opened",
         "Client sends: one",
         "Server sent:  one",
         "Client sends: two",
         "Server sent:  two",
-        "Connection closed",
     ]
 
 
@@ -171,7 +182,7 @@ async def test_echo_count_binary_and_headers(server: BroadcastServer) -> None:
         ) as echo:
             lines = await echo.rest()
             assert await echo.process.wait() == 0
-    assert lines[1:5] == ["Client sends: b'hi'", "Server sent:  b'hi'"] * 2
+    assert lines == ["Client sends: b'hi'", "Server sent:  b'hi'"] * 2
 
 
 async def test_echo_against_nothing_listening_exits_1() -> None:

@@ -5,6 +5,9 @@ Each of these once printed a secret, a traceback or a misleading message.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import logging
 import os
 import signal
@@ -182,14 +185,14 @@ async def test_sigterm_closes_a_listener_with_1000(
             await cli.read_until("Server sent:  hi")
             cli.process.send_signal(signal.SIGTERM)
             assert await cli.process.wait() == 0
-            assert "Connection closed" in await cli.rest()
+            assert (await cli.stderr()).endswith("Connection closed\n")
         await trio.testing.wait_all_tasks_blocked()
     closed = [r for r in caplog.records if getattr(r, "event", None) == "closed"]
     assert [r.code for r in closed] == [1000]  # type: ignore[attr-defined]
 
 
 async def test_a_closed_stdout_pipe_ends_quietly(server: BroadcastServer) -> None:
-    """`echo --listen URL | head -1`: once head has gone, exit 0 with nothing on stderr."""
+    """`echo --listen URL | head -1`: once head has gone, exit 0 with no error."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trio_ws_demo", "echo", "--listen", url_of(server), "hi"],
         stdin=subprocess.DEVNULL,
@@ -201,7 +204,7 @@ async def test_a_closed_stdout_pipe_ends_quietly(server: BroadcastServer) -> Non
         first = b""
         while b"\n" not in first:
             first += await process.stdout.receive_some(1)
-        assert first == b"Connection opened\n"
+        assert first == b"Client sends: hi\n"
         await process.stdout.aclose()  # head -1 has what it wanted
         server.broadcast("more for nobody")  # its next line meets the closed pipe
         await process.wait()
@@ -209,7 +212,7 @@ async def test_a_closed_stdout_pipe_ends_quietly(server: BroadcastServer) -> Non
         while chunk := await process.stderr.receive_some():
             err += chunk
     assert process.returncode == 0
-    assert err == b""
+    assert err == b"Connection opened\nConnection closed\n"
 
 
 async def test_ctrl_c_during_the_handshake_stops_at_once(nursery: trio.Nursery) -> None:
@@ -251,7 +254,7 @@ async def test_ctrl_c_while_waiting_for_an_echo_is_no_missing_echo(
             assert await cli.process.wait() == 130
             err = await cli.stderr()
     assert "No echo" not in err
-    assert err == "Interrupted\n"
+    assert err == "Connection opened\nConnection closed\nInterrupted\n"
 
 
 @pytest.mark.parametrize(
@@ -265,3 +268,84 @@ async def test_binary_output_forms(server: BroadcastServer, form: str, shown: st
             lines = await cli.rest()
             assert await cli.process.wait() == 0
     assert f"Server sent:  {shown}" in lines
+
+
+async def test_messages_may_follow_options(server: BroadcastServer) -> None:
+    """`echo URL --binary hi` used to fail with 'unrecognized arguments: hi'."""
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", url_of(server), "--binary", "hi", "--count", "2", "ho") as cli:
+            lines = await cli.rest()
+            assert await cli.process.wait() == 0
+    assert lines == [
+        "Client sends: b'hi'", "Server sent:  b'hi'", "Client sends: b'ho'", "Server sent:  b'ho'",
+    ] * 2  # fmt: skip
+
+
+async def test_binary_output_raw_writes_the_bytes_exactly(server: BroadcastServer) -> None:
+    payload = bytes(range(256))
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "echo", "--listen", "--count", "0", "--binary-output", "raw", url_of(server)
+        ) as cli:
+            await cli.log.wait_for("Connection opened")
+            server.broadcast(payload)
+            server.broadcast("then text")
+            got = b""
+            assert cli.process.stdout is not None
+            while not got.endswith(b"then text\n"):
+                got += await cli.process.stdout.receive_some()
+            cli.interrupt()
+            assert await cli.process.wait() == 0
+    assert got == payload + b"Server sent:  then text\n"
+
+
+async def test_binary_output_raw_is_refused_on_a_terminal() -> None:
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        with trio.fail_after(TIMEOUT):
+            done = await trio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "trio_ws_demo",
+                    "echo",
+                    "--binary-output",
+                    "raw",
+                    "ws://127.0.0.1:9",
+                ],
+                stdout=secondary,
+                capture_stderr=True,
+                check=False,
+            )
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert done.returncode == 2
+    assert done.stderr.decode().startswith("error: --binary-output raw would write binary")
+
+
+async def test_json_against_a_server_without_our_subprotocol(nursery: trio.Nursery) -> None:
+    """Any server's frames are message events; binary is base64 (frames are not envelopes)."""
+    from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+    async def echo_back(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+        with contextlib.suppress(ConnectionClosed):
+            await ws.get_message()  # until the client closes
+
+    server = await nursery.start(serve_websocket, echo_back, "127.0.0.1", 0, None)
+    with trio.fail_after(TIMEOUT):
+        url = f"ws://127.0.0.1:{server.port}"
+        async with run_cli("echo", "--json", "--binary", url, '{"type": "x"}') as cli:
+            events = [json.loads(line) for line in await cli.rest()]
+            assert await cli.process.wait() == 0
+    encoded = base64.b64encode(b'{"type": "x"}').decode()
+    assert events == [
+        {"event": "opened", "url": url, "subprotocol": None},
+        {"event": "sent", "base64": encoded},
+        {"event": "message", "base64": encoded},
+        {"event": "closed", "code": 1000, "reason": None, "by": "client"},
+    ]

@@ -19,7 +19,7 @@ from .processes import run_cli
 TIMEOUT = 15
 
 
-async def test_echo_json_prints_one_envelope_per_line(start_server: StartServer) -> None:
+async def test_echo_json_prints_one_event_per_line(start_server: StartServer) -> None:
     server = await start_server(ServerOptions(history=5))
     with trio.fail_after(TIMEOUT):
         async with connect(url_of(server, "/ops"), proxy=None) as ws:
@@ -29,10 +29,19 @@ async def test_echo_json_prints_one_envelope_per_line(start_server: StartServer)
         async with run_cli("echo", "--json", url, "hello") as echo:
             lines = await echo.rest()
             assert await echo.process.wait() == 0
-    frames = [json.loads(line) for line in lines if line.startswith("{")]
-    assert frames[0]["type"] == "joined" and frames[0]["room"] == "ops"
-    assert [(f["offset"], f["text"]) for f in frames[1:]] == [(1, "earlier"), (2, "hello")]
-    assert "Client sends: hello" in lines
+    events = [json.loads(line) for line in lines]  # every stdout line is JSON
+    assert [e["event"] for e in events] == [
+        "opened", "sent", "joined", "message", "message", "closed",
+    ]  # fmt: skip
+    opened, sent, joined, *messages, closed = events
+    assert opened["subprotocol"] == "trio-ws-demo.v1"
+    assert sent == {"event": "sent", "text": "hello"}
+    assert joined["room"] == "ops" and joined["history"] == 1
+    assert [(m["room"], m["offset"], m["text"]) for m in messages] == [
+        ("ops", 1, "earlier"),
+        ("ops", 2, "hello"),
+    ]
+    assert closed == {"event": "closed", "code": 1000, "reason": None, "by": "client"}
 
 
 async def test_resume_without_listen_is_a_usage_error() -> None:

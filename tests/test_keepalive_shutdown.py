@@ -143,9 +143,11 @@ async def test_sigterm_closes_listeners_with_1001_and_exits_0() -> None:
                 assert await listener.process.wait() == 1
                 err = await listener.stderr()
             log = await server.stderr()
-    assert err == (
-        "Connection error: the server closed the connection with code 1001 (server shutting down)\n"
-    )
+    assert err.splitlines() == [
+        "Connection opened",
+        "Connection closed",
+        "Connection error: the server closed the connection with code 1001 (server shutting down)",
+    ]
     assert "shutting down: closing 1 connections" in log
     assert "code 1001 'server shutting down'" in log
     assert "Traceback" not in log

@@ -33,6 +33,7 @@ from .listen import format_host
 __all__ = [
     "DEFAULT_MESSAGE",
     "DEFAULT_URL",
+    "ENVELOPES",
     "ClientError",
     "Closed",
     "EchoResult",
@@ -342,6 +343,8 @@ async def _run_once(
             async with trio.open_nursery() as conversation:
                 if stop is not None:
                     conversation.start_soon(_cancel_when_set, stop, conversation.cancel_scope)
+                if ws.subprotocol != ENVELOPES:
+                    position = None  # the server did not take it: frames are plain messages
                 await _converse(ws, messages, result, report, timeout, interval, listen, position)
                 conversation.cancel_scope.cancel()
             result.interrupted = stop is not None and stop.is_set()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from . import echo, serve
-from .flags import EXIT_USAGE
+from .flags import EXIT_USAGE, CommandParser
 from .output import escape
 
 __all__ = ["build_parser", "escape", "main"]
@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Trio WebSocket broadcast server and echo test client.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=CommandParser
+    )
     serve.add_parser(commands)
     echo.add_parser(commands)
     return parser

@@ -74,9 +74,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     echo.add_argument(
         "--binary-output",
-        choices=["repr", "hex", "base64"],
+        choices=["repr", "hex", "base64", "raw"],
         default="repr",
-        help="how binary messages print: a Python bytes literal, hex, or base64",
+        help="how a binary message prints: a Python bytes literal, hex, base64, or raw "
+        "(its bytes exactly, nothing added; not to a terminal)",
     )
     echo.add_argument(
         "--allow-insecure-token",
@@ -93,8 +94,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     echo.add_argument(
         "--json",
         action="store_true",
-        help="use the server's trio-ws-demo.v1 subprotocol and print each frame as sent: "
-        "one JSON object per line (room, offset, time, text or base64)",
+        help="print each event as one JSON object per line on stdout, for scripts: "
+        "opened, sent, message (text, or base64 for binary), closed; offers the server's "
+        "trio-ws-demo.v1 subprotocol, whose frames add room, offset and time",
     )
     echo.add_argument(
         "--resume",
@@ -199,10 +201,17 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     interactive = args.interactive or (args.listen and texts == ["-"])
+    if args.binary_output == "raw" and sys.stdout.isatty():
+        print(
+            "error: --binary-output raw would write binary messages to your terminal as they "
+            "are; redirect stdout (> FILE or | PROGRAM), or use hex or base64",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     printer = Printer(
         sys.stdout,
-        raw=args.json,
-        envelopes=args.json or args.resume,
+        sys.stderr,
+        json_lines=args.json,
         interactive=interactive,
         binary=args.binary_output,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "EXIT_FAILURE",
@@ -14,6 +14,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "TOKEN_ENV",
+    "CommandParser",
     "HelpFormatter",
     "head_size",
     "header",
@@ -81,6 +82,24 @@ def header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME:VALUE, not {text!r}")
     return name.strip(), value.strip()
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser that takes positionals after options, as people type them
+    (``echo URL --binary hi``); plain argparse stops at the first option."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:  # the intermixed parse calls back here twice
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

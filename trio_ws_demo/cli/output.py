@@ -7,12 +7,14 @@ cursor, change colours or retitle the terminal.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections.abc import Callable
-from typing import TextIO
+from typing import TextIO, TypeGuard
 
 from ..client import (
+    ENVELOPES,
     Closed,
     Event,
     Message,
@@ -21,7 +23,6 @@ from ..client import (
     Ponged,
     Received,
     Reconnecting,
-    Resumed,
     Sent,
 )
 
@@ -46,65 +47,123 @@ def escape(message: Message, binary: str = "repr") -> str:
 
 
 class Printer:
-    """Prints client events the way the article's ``client.js`` does."""
+    """Prints the client's events for a person or for a script.
+
+    For a person (the default) the conversation goes to stdout the way the article's
+    ``client.js`` prints it (``Client sends: …``, ``Server sent:  …``) and status lines
+    (``Connection opened``, ``Connection closed``, reconnects, notices) go to stderr,
+    so a terminal shows both while a pipe gets only the conversation.
+
+    For a script (``json_lines``) every event is one JSON object on stdout, with an
+    ``event`` field: ``opened``, ``sent``, ``message``, ``closed``, ``pong``, ``notice``,
+    ``reconnecting``, and for trio-ws-demo.v1 frames their own ``type`` (``joined``,
+    ``resume``) with the frame's fields. Text is ``"text"``; binary is ``"base64"``.
+    """
 
     def __init__(
         self,
         out: TextIO,
+        err: TextIO,
         *,
-        raw: bool = False,
-        envelopes: bool = False,
+        json_lines: bool = False,
         interactive: bool = False,
         binary: str = "repr",
     ) -> None:
         self._out = out
-        self._binary = binary
+        self._err = err
+        self._json = json_lines
         self._interactive = interactive
-        self._raw = raw
-        """Print frames as they came (--json: one JSON object per line)."""
-        self._envelopes = envelopes
-        """Frames are trio-ws-demo.v1 JSON: show the message inside."""
+        self._binary = binary
+        self._envelopes = False
+        """The server speaks trio-ws-demo.v1: frames are JSON envelopes."""
         self.output_closed = False
         """Whoever read our stdout has gone (``| head``)."""
         self.on_output_closed: Callable[[], None] | None = None
 
     def report(self, event: Event) -> None:
         if isinstance(event, Opened):
-            line = "Connection opened"
-        elif isinstance(event, Sent):
-            line = f"Client sends: {escape(event.message, self._binary)}"
-        elif isinstance(event, Received):
-            if self._raw:
-                line = escape(event.message, self._binary)
-            elif not self._envelopes:
-                line = f"Server sent:  {escape(event.message, self._binary)}"
-            else:
-                shown = _envelope_text(event.message)
-                if shown is None:
-                    return  # a joined or resume frame: said by other lines
-                line = f"Server sent:  {escape(shown, self._binary)}"
-        elif isinstance(event, Closed):
+            self._envelopes = event.subprotocol == ENVELOPES
+        if self._json:
+            fields = self._as_json(event)
+            if fields is not None:
+                self._write(json.dumps(fields, ensure_ascii=False) + "\n")
+        elif (
+            isinstance(event, Received)
+            and isinstance(event.message, bytes)
+            and self._binary == "raw"
+        ):
+            self._write(event.message)
+        else:
+            shown = self._as_text(event)
+            if shown is not None:
+                line, to_stdout = shown
+                if to_stdout:
+                    self._write(line + "\n")
+                else:
+                    self._status(line)
+
+    def _as_text(self, event: Event) -> tuple[str, bool] | None:
+        """The line for *event*, and whether it is conversation (stdout) or status."""
+        if isinstance(event, Sent):
+            return f"Client sends: {escape(event.message, self._binary)}", True
+        if isinstance(event, Received):
+            message = _envelope_message(event.message) if self._envelopes else event.message
+            if message is None:
+                return None  # a joined or resume frame: said by other lines
+            return f"Server sent:  {escape(message, self._binary)}", True
+        if isinstance(event, Opened):
+            return "Connection opened", False
+        if isinstance(event, Closed):
             line = "Connection closed"
             if self._interactive and event.by_server:
                 why = f" {escape(event.reason)}" if event.reason else ""
                 line += f" ({event.code}{why})"
-        elif isinstance(event, Ponged):
-            line = f"Pong after {event.seconds * 1000:.1f} ms"
-        elif isinstance(event, Notice):
-            line = f"! {event.text}"
-        elif isinstance(event, Reconnecting):
-            line = f"Connection lost ({event.why}); reconnecting in {event.delay:g} s"
-        elif isinstance(event, Resumed):
-            if event.recovered:
-                line = "Reconnected, nothing missed"
-            elif event.missing is not None:
-                line = f"Reconnected, {event.missing} messages may be missing"
-            else:
-                line = "Reconnected, the server's history was lost: messages may be missing"
+            return line, False
+        if isinstance(event, Ponged):
+            return f"Pong after {event.seconds * 1000:.1f} ms", False
+        if isinstance(event, Notice):
+            return f"! {event.text}", False
+        if isinstance(event, Reconnecting):
+            return f"Connection lost ({event.why}); reconnecting in {event.delay:g} s", False
+        if event.recovered:
+            return "Reconnected, nothing missed", False
+        if event.missing is not None:
+            return f"Reconnected, {event.missing} messages may be missing", False
+        return "Reconnected, the server's history was lost: messages may be missing", False
+
+    def _as_json(self, event: Event) -> dict[str, object] | None:
+        if isinstance(event, Opened):
+            return {"event": "opened", "url": event.url, "subprotocol": event.subprotocol}
+        if isinstance(event, Sent):
+            return {"event": "sent", **_payload(event.message)}
+        if isinstance(event, Received):
+            if self._envelopes and isinstance(event.message, str):
+                frame = _json_object(event.message)
+                if frame is not None and isinstance(frame.get("type"), str):
+                    return {"event": frame.pop("type"), **frame}
+            return {"event": "message", **_payload(event.message)}
+        if isinstance(event, Closed):
+            by = "server" if event.by_server else "client"
+            return {"event": "closed", "code": event.code, "reason": event.reason, "by": by}
+        if isinstance(event, Ponged):
+            return {"event": "pong", "ms": round(event.seconds * 1000, 3)}
+        if isinstance(event, Notice):
+            return {"event": "notice", "text": event.text}
+        if isinstance(event, Reconnecting):
+            return {"event": "reconnecting", "delay": event.delay, "why": event.why}
+        return None  # Resumed: the server's own "resume" frame says it
+
+    def _write(self, data: str | bytes) -> None:
         if self.output_closed:
             return
         try:
-            print(line, file=self._out, flush=True)
+            if isinstance(data, bytes):
+                self._out.flush()
+                self._out.buffer.write(data)
+                self._out.buffer.flush()
+            else:
+                self._out.write(data)
+                self._out.flush()
         except BrokenPipeError:
             # Nobody reads any more: stop quietly, and keep Python's own flush at
             # exit from complaining about the closed pipe.
@@ -113,15 +172,36 @@ class Printer:
             if self.on_output_closed is not None:
                 self.on_output_closed()
 
+    def _status(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            print(line, file=self._err, flush=True)
 
-def _envelope_text(frame: Message) -> Message | None:
-    """The message inside a trio-ws-demo.v1 envelope, or None for other frames."""
+
+def _is_bytes(message: Message) -> TypeGuard[bytes]:
+    return isinstance(message, bytes)
+
+
+def _payload(message: Message) -> dict[str, str]:
+    if isinstance(message, bytes):
+        return {"base64": base64.b64encode(message).decode("ascii")}
+    return {"text": message}
+
+
+def _json_object(frame: str) -> dict[str, object] | None:
     try:
         data = json.loads(frame)
     except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _envelope_message(frame: Message) -> Message | None:
+    """The message inside a trio-ws-demo.v1 envelope, or None for other v1 frames."""
+    data = _json_object(frame) if isinstance(frame, str) else None
+    if data is None:
         return frame
-    if not isinstance(data, dict) or data.get("type") != "message":
-        return None if isinstance(data, dict) else frame
+    if data.get("type") != "message":
+        return None
     if "text" in data:
         return str(data["text"])
     return base64.b64decode(str(data.get("base64", "")))
