@@ -156,7 +156,9 @@ async def test_count_with_stdin_is_a_usage_error() -> None:
 @pytest.mark.parametrize("source", ["flag", "environment"])
 async def test_the_token_never_goes_over_plain_ws_to_another_host(source: str) -> None:
     args = ["echo", "ws://chat.example.invalid/", "hi"]
-    env = {"TRIO_WS_DEMO_TOKEN": "s3cret"} if source == "environment" else {}
+    env = {}
+    if source == "environment":  # even to a host that may have the ambient token
+        env = {"TRIO_WS_DEMO_TOKEN": "s3cret", "TRIO_WS_DEMO_TOKEN_HOSTS": "chat.example.invalid"}
     if source == "flag":
         args += ["--token", "s3cret"]
     with trio.fail_after(TIMEOUT):
@@ -172,6 +174,33 @@ async def test_the_token_may_go_to_this_machine_over_plain_ws(start_server: Star
     with trio.fail_after(TIMEOUT):
         async with run_cli("echo", url_of(server), env={"TRIO_WS_DEMO_TOKEN": "abc"}) as cli:
             assert await cli.process.wait() == 0
+
+
+async def test_the_environment_token_goes_only_to_the_hosts_it_is_for(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(access=AccessPolicy(token="abc")))
+    url = url_of(server)
+    env = {"TRIO_WS_DEMO_TOKEN": "abc", "TRIO_WS_DEMO_TOKEN_HOSTS": "chat.example.com"}
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", url, "hi", env=env) as cli:
+            assert await cli.process.wait() == 1
+            err = await cli.stderr()
+    assert err.splitlines() == [
+        "note: not sending $TRIO_WS_DEMO_TOKEN to 127.0.0.1: it goes only to the hosts in "
+        "$TRIO_WS_DEMO_TOKEN_HOSTS; use --token to send a token to this host",
+        f"Connection error: refused: HTTP 401 missing or wrong token ({url})",
+    ]
+    port = server.port
+    for listed in (f"chat.example.com, 127.0.0.1:{port}", "127.0.0.1"):
+        env["TRIO_WS_DEMO_TOKEN_HOSTS"] = listed
+        with trio.fail_after(TIMEOUT):
+            async with run_cli("echo", url, "hi", env=env) as cli:
+                assert await cli.process.wait() == 0, await cli.stderr()
+    env["TRIO_WS_DEMO_TOKEN_HOSTS"] = f"127.0.0.1:{port + 1}"  # another port: another server
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", url, "hi", env=env) as cli:
+            assert await cli.process.wait() == 1
 
 
 async def test_sigterm_closes_a_listener_with_1000(

@@ -20,6 +20,7 @@ from ..client import (
     ClientError,
     EchoResult,
     Message,
+    Target,
     parse_url,
     run_client,
     run_interactive,
@@ -30,6 +31,7 @@ from .flags import (
     EXIT_OK,
     EXIT_USAGE,
     TOKEN_ENV,
+    TOKEN_HOSTS_ENV,
     HelpFormatter,
     header,
     non_negative_float,
@@ -186,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     if texts == ["-"] and args.count != 1:
         print("error: --count does not apply to '-' (stdin is read once)", file=sys.stderr)
         return EXIT_USAGE
-    token = read_token(args)
+    token = _token_for(target, args)
     if (
         token
         and not target.secure
@@ -200,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
 
+    headers = [*args.header, *_token_header(token)]
     interactive = args.interactive or (args.listen and texts == ["-"])
     if args.binary_output == "raw" and sys.stdout.isatty():
         print(
@@ -217,9 +220,9 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         if interactive:
-            result = trio.run(_run_interactive, args, ssl_context, printer)
+            result = trio.run(_run_interactive, args, ssl_context, headers, printer)
         else:
-            result = trio.run(_run_echo, args, ssl_context, texts, printer)
+            result = trio.run(_run_echo, args, ssl_context, headers, texts, printer)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if printer.output_closed:
@@ -257,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
 async def _run_echo(
     args: argparse.Namespace,
     ssl_context: ssl.SSLContext | None,
+    headers: list[tuple[str, str]],
     texts: list[str],
     printer: Printer,
 ) -> EchoResult | ClientError | None:
@@ -270,7 +274,7 @@ async def _run_echo(
             interval=args.interval,
             listen=args.listen,
             ssl_context=ssl_context,
-            headers=[*args.header, *_token_header(read_token(args))],
+            headers=headers,
             subprotocols=args.subprotocol,
             on_event=printer.report,
             stop=stop,
@@ -284,6 +288,7 @@ async def _run_echo(
 async def _run_interactive(
     args: argparse.Namespace,
     ssl_context: ssl.SSLContext | None,
+    headers: list[tuple[str, str]],
     printer: Printer,
 ) -> EchoResult | ClientError | None:
     """A wscat-like session on stdin."""
@@ -302,7 +307,7 @@ async def _run_interactive(
             lines(),
             timeout=args.timeout,
             ssl_context=ssl_context,
-            headers=[*args.header, *_token_header(read_token(args))],
+            headers=headers,
             subprotocols=args.subprotocol,
             on_event=printer.report,
             stop=stop,
@@ -391,6 +396,52 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _token_for(target: Target, args: argparse.Namespace) -> str | None:
+    """The token to send to *target*: ``--token`` (given for this URL), or the one in
+    $TRIO_WS_DEMO_TOKEN if *target*'s host may have it: a host listed in
+    $TRIO_WS_DEMO_TOKEN_HOSTS, or this machine when that is unset. An ambient secret
+    must not follow the user to every server they try."""
+    given: str | None = getattr(args, "token", None)
+    if given:
+        return given
+    token = read_token(args)
+    if not token:
+        return None
+    hosts = os.environ.get(TOKEN_HOSTS_ENV)
+    if hosts is None:
+        allowed = _is_loopback(target.host)
+    else:
+        allowed = any(_names(target, entry.strip()) for entry in hosts.split(","))
+    if not allowed:
+        where = (
+            f"the hosts in ${TOKEN_HOSTS_ENV}"
+            if hosts is not None
+            else f"this machine unless ${TOKEN_HOSTS_ENV} lists others"
+        )
+        print(
+            f"note: not sending ${TOKEN_ENV} to {target.host}: it goes only to {where}; "
+            "use --token to send a token to this host",
+            file=sys.stderr,
+        )
+        return None
+    return token
+
+
+def _names(target: Target, entry: str) -> bool:
+    """Does a $TRIO_WS_DEMO_TOKEN_HOSTS entry (``host`` or ``host:port``) name *target*?"""
+    if not entry:
+        return False
+    host, port = entry, None
+    if entry.startswith("["):  # [::1]:8080
+        host, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+    if host.lower() != target.host.lower():
+        return False
+    return port is None or port == str(target.port)
 
 
 def _token_header(token: str | None) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "TOKEN_ENV",
+    "TOKEN_HOSTS_ENV",
     "CommandParser",
     "HelpFormatter",
     "head_size",
@@ -32,6 +33,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 TOKEN_ENV = "TRIO_WS_DEMO_TOKEN"
+TOKEN_HOSTS_ENV = "TRIO_WS_DEMO_TOKEN_HOSTS"
+"""Where ``echo`` may send the token from the environment (default: this machine)."""
 
 
 def number(
