@@ -378,3 +378,45 @@ async def test_json_against_a_server_without_our_subprotocol(nursery: trio.Nurse
         {"event": "message", "base64": encoded},
         {"event": "closed", "code": 1000, "reason": None, "by": "client"},
     ]
+
+
+def test_the_startup_line_names_a_host_for_every_interface_and_brackets_ipv6() -> None:
+    """`--host ""` used to print `ws://:8080`."""
+    from trio_ws_demo.cli.serve import listening_line
+
+    assert listening_line(ServerOptions(), "", 8080) == (
+        "Listening on ws://0.0.0.0:8080 (chat page: http://0.0.0.0:8080/)"
+    )
+    assert listening_line(ServerOptions(), "::", 80) == (
+        "Listening on ws://[::]:80 (chat page: http://[::]:80/)"
+    )
+
+
+def _have_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _have_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+async def test_ipv6_hosts_print_in_brackets() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("serve", "--host", "::1", "--port", "0") as serve:
+            line = await serve.readline()
+            assert line.startswith("Listening on ws://[::1]:"), line
+            url = line.split()[2]
+            async with run_cli("echo", url, "hi") as echo:
+                assert await echo.process.wait() == 0
+            await serve.log.wait_for("connected")
+            async with run_cli("echo", "ws://[::1]:9", "hi") as echo:
+                assert await echo.process.wait() == 1
+                err = await echo.stderr()
+            serve.interrupt()
+            assert await serve.process.wait() == 0
+    assert "[::1]:" in serve.log.lines[-1]  # the peer, in the 'connected' line
+    assert err == "Connection error: connection refused ([::1]:9)\n"

@@ -32,7 +32,7 @@ from .flags import (
     read_token,
 )
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "listening_line", "run"]
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -267,15 +267,17 @@ async def _run_server(options: ServerOptions, host: str, port: int) -> ServerSta
                     except ServerStartupError as exc:
                         error = exc
                     else:
-                        shown = format_host(host or "0.0.0.0")
-                        page = "https" if options.ssl_context else "http"
-                        print(
-                            f"Listening on {options.scheme}://{shown}:{bound} "
-                            f"(chat page: {page}://{shown}:{bound}/)",
-                            flush=True,
-                        )
+                        print(listening_line(options, host, bound), flush=True)
             outer.cancel_scope.cancel()
     return error
+
+
+def listening_line(options: ServerOptions, host: str, port: int) -> str:
+    """The one startup line: where the WebSocket server and its chat page are.
+    (``--host ""`` listens on every IPv4 interface, so it says 0.0.0.0.)"""
+    shown = format_host(host or "0.0.0.0")
+    page = "https" if options.ssl_context else "http"
+    return f"Listening on {options.scheme}://{shown}:{port} (chat page: {page}://{shown}:{port}/)"
 
 
 def _raise_open_file_limit() -> None:
