@@ -268,7 +268,7 @@ class Connection:
             if echo:
                 room.plain.offer(outbox, frame, len(frame))
             else:
-                room.publish(message, frame)
+                room.send(message, frame)
 
     async def _finish(self) -> None:
         outbox = self.outbox

@@ -38,8 +38,11 @@ def format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def open_listeners(host: str, port: int) -> list[socket.socket]:
+async def open_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """Listen on every address *host* resolves to, one port for all.
+
+    With *reuse_port* (SO_REUSEPORT) other processes may listen on the same port,
+    and the kernel spreads new connections over them.
 
     The name lookup is awaited (in a worker thread, as trio does), so it never
     blocks the event loop. Raises :class:`ServerStartupError` with a hint.
@@ -48,7 +51,7 @@ async def open_listeners(host: str, port: int) -> list[socket.socket]:
         infos = await trio.socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        return _bind_all(infos, port, backlog=socket.SOMAXCONN)
+        return _bind_all(infos, port, backlog=socket.SOMAXCONN, reuse_port=reuse_port)
     except socket.gaierror as exc:
         raise ServerStartupError(
             f"cannot listen on {host}:{port}: the host name does not resolve ({exc.strerror}); "
@@ -70,6 +73,7 @@ def _bind_all(
     infos: Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]],
     port: int,
     backlog: int,
+    reuse_port: bool = False,
 ) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
@@ -83,6 +87,8 @@ def _bind_all(
             listener = socket.socket(family, kind, proto)
             sockets.append(listener)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             listener.bind(address)

@@ -52,6 +52,14 @@ class ServerOptions:
     ssl_context: ssl.SSLContext | None = None
     """Serve ``wss://`` with this context."""
 
+    redis: str | None = None
+    """``redis://[:password@]host:port/db``: share rooms, history and offsets with
+    every server process pointed at the same Redis (see :mod:`.backplane`)."""
+    redis_optional: bool = False
+    """Start even if Redis is unreachable (local until it is back)."""
+    reuse_port: bool = False
+    """SO_REUSEPORT: several processes listen on one port; the kernel spreads clients."""
+
     def __post_init__(self) -> None:
         if self.ping_interval == 0:  # 0 means off, as on the command line
             object.__setattr__(self, "ping_interval", None)

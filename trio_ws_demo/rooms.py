@@ -26,6 +26,7 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .frames import encode_frame
@@ -122,6 +123,8 @@ class Room:
         self._max_history_bytes = history_bytes
         self._history: deque[_Entry] = deque()
         self.history_bytes = 0
+        self.relay: Relay | None = None
+        """Set by a backplane: where :meth:`send` passes messages first."""
 
     @property
     def clients(self) -> int:
@@ -135,17 +138,38 @@ class Room:
     def alive(self) -> bool:
         return bool(self.clients or self._history)
 
-    def publish(self, message: str | bytes, plain_frame: bytes | None = None) -> int:
+    def send(self, message: str | bytes, plain_frame: bytes | None = None) -> int:
+        """A message from a client or the application; never waits.
+
+        With a backplane it goes there first and comes back to :meth:`publish`
+        in the order every server process sees (so 0 clients took it yet);
+        without one, or while its link is down, it is published here at once.
+        """
+        if self.relay is not None and self.relay(self, message):
+            return 0
+        return self.publish(message, plain_frame)
+
+    def publish(
+        self,
+        message: str | bytes,
+        plain_frame: bytes | None = None,
+        *,
+        offset: int | None = None,
+        at: float | None = None,
+    ) -> int:
         """Deliver *message* to everyone in the room and keep it; never waits.
 
-        *plain_frame* is the message already encoded, if the caller has it.
+        *plain_frame* is the message already encoded, if the caller has it. A
+        backplane gives the shared *offset* and sending time *at*.
         """
-        self.last_offset += 1
+        self.last_offset = self.last_offset + 1 if offset is None else offset
         if plain_frame is None:
             plain_frame = encode_frame(message)
         taken = self.plain.publish(plain_frame, len(plain_frame))
         if self._max_history or len(self.v1):  # else nothing more to encode or keep
-            entry = _Entry(self.last_offset, time.time(), message, plain_frame)
+            entry = _Entry(
+                self.last_offset, time.time() if at is None else at, message, plain_frame
+            )
             if self._max_history:
                 self._remember(entry)
             if len(self.v1):
@@ -193,6 +217,32 @@ class Room:
         self.v1.subscribe(subscriber)
         return Joined(frames, recovered)
 
+    def adopt(
+        self, epoch: str, last_offset: int, entries: list[tuple[int, float, str | bytes]]
+    ) -> None:
+        """Take the shared state a backplane holds: epoch, last offset and history
+        (``(offset, time, message)``, oldest first)."""
+        self.epoch = epoch
+        self.last_offset = last_offset
+        self._history.clear()
+        self.history_bytes = 0
+        if self._max_history:
+            for offset, at, message in entries:
+                self._remember(_Entry(offset, at, message, encode_frame(message)))
+
+    def go_local(self) -> None:
+        """The backplane is gone: offsets from here on are this process's own, so
+        they get an epoch of their own."""
+        self.epoch = secrets.token_hex(4)
+
+    def notify_v1(self, fields: dict[str, object]) -> None:
+        """Tell the v1 clients something about the room (not a message: no offset,
+        not kept); the room's name, epoch and last offset are added."""
+        if len(self.v1):
+            fields = {**fields, "room": self.name, "epoch": self.epoch, "offset": self.last_offset}
+            frame = encode_frame(json.dumps(fields))
+            self.v1.publish(frame, len(frame))
+
     def leave(self, subscriber: Subscriber[bytes]) -> None:
         self.plain.unsubscribe(subscriber)
         self.v1.unsubscribe(subscriber)
@@ -231,6 +281,10 @@ class Room:
         return len(entry.plain_frame) + (len(entry.json_frame) if entry.json_frame else 0)
 
 
+#: A backplane's intake: True if it took the message (it comes back to publish()).
+Relay = Callable[[Room, str | bytes], bool]
+
+
 class Rooms:
     """Every room of a server, created on first join and freed when empty."""
 
@@ -249,6 +303,9 @@ class Rooms:
         self._history = history
         self._history_bytes = history_bytes
         self._rooms: dict[str, Room] = {}
+        self.relay: Relay | None = None
+        """Given to every room (see :meth:`Room.send`)."""
+        self.on_freed: Callable[[Room], None] | None = None
         # Counters of rooms already freed, so that totals never go down.
         self._retired = (0, 0, 0)  # published, dropped, slow closed
 
@@ -269,6 +326,7 @@ class Rooms:
             room = self._rooms[name] = Room(
                 name, self._budget, self._policy, self._history, self._history_bytes
             )
+            room.relay = self.relay
         return room
 
     def leave(self, room: Room, subscriber: Subscriber[bytes]) -> None:
@@ -276,6 +334,8 @@ class Rooms:
         room.leave(subscriber)
         if not room.alive and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
+            if self.on_freed is not None:
+                self.on_freed(room)
             published, dropped, slow = self._retired
             plain, v1 = room.plain.statistics(), room.v1.statistics()
             self._retired = (

@@ -33,6 +33,7 @@ import socket
 
 import trio
 
+from .backplane import BackplaneUnavailable, RedisBackplane
 from .closing import End
 from .connection import Connection, ConnectionSettings
 from .frontdoor import FrontDoor, Peer
@@ -89,6 +90,16 @@ class BroadcastServer:
             if options.ping_interval
             else None
         )
+        self.backplane = (
+            RedisBackplane(
+                options.redis,
+                self.rooms,
+                optional=options.redis_optional,
+                history=options.history,
+            )
+            if options.redis
+            else None
+        )
         self._connections: set[Connection] = set()
         self._pool_scope: trio.CancelScope | None = None
         self._stopping = trio.Event()
@@ -106,11 +117,15 @@ class BroadcastServer:
         slow-client policy and history). Returns how many clients took it.
         """
         existing = self.rooms.get(room)
-        if existing is None and not self.options.history:
+        if existing is not None:
+            return existing.send(message)
+        if self.backplane is not None and self.backplane.relay_to(room, message):
+            return 0  # for the other processes' clients (and history)
+        if not self.options.history:
             return 0  # nobody to tell, nothing to keep
-        if existing is None and not self.rooms.has_room_for(room):
+        if not self.rooms.has_room_for(room):
             return 0
-        return (existing or self.rooms.room(room)).publish(message)
+        return self.rooms.room(room).publish(message)
 
     @property
     def clients(self) -> int:
@@ -153,7 +168,7 @@ class BroadcastServer:
         Reports the bound port through ``task_status`` once listening, so
         ``await nursery.start(server.run, host, 0)`` returns a usable port.
         """
-        listeners = await open_listeners(host, port)
+        listeners = await open_listeners(host, port, reuse_port=self.options.reuse_port)
         self.port = listeners[0].getsockname()[1]
         url = f"{self.options.scheme}://{format_host(host or '0.0.0.0')}:{self.port}"
         logger.debug(  # the command line prints it; a library user has the port
@@ -167,6 +182,11 @@ class BroadcastServer:
                 pool: trio.Nursery = await nursery.start(self._connection_pool)
                 try:
                     async with trio.open_nursery() as services:
+                        if self.backplane is not None:
+                            try:
+                                await services.start(self.backplane.run)
+                            except BackplaneUnavailable as exc:
+                                raise ServerStartupError(str(exc)) from None
                         if self.keepalive is not None:
                             services.start_soon(self.keepalive.run)
                         for listener in listeners:
@@ -229,6 +249,8 @@ class BroadcastServer:
         if admitted is None:
             return
         stream, head = admitted.stream, admitted.head
+        if self.backplane is not None:
+            await self.backplane.follow(admitted.room)  # shared history before joining
         tls = self.options.ssl_context is not None
         connection = Connection(
             stream,

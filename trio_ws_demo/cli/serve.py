@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -32,7 +33,10 @@ from .flags import (
     read_token,
 )
 
-__all__ = ["add_parser", "listening_line", "run"]
+__all__ = ["REDIS_ENV", "add_parser", "listening_line", "run"]
+
+REDIS_ENV = "TRIO_WS_DEMO_REDIS"
+"""Read when the server starts, like the token: ``--help`` never shows a password."""
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -177,6 +181,24 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--keyfile", metavar="FILE", help="TLS private key (PEM), if not in --certfile"
     )
     serve.add_argument(
+        "--redis",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="share rooms, history and offsets with every server process using this Redis: "
+        f"redis://[:PASSWORD@]HOST:PORT/DB (default: from ${REDIS_ENV}, else none)",
+    )
+    serve.add_argument(
+        "--redis-optional",
+        action="store_true",
+        help="start even if Redis is unreachable: serve locally and keep retrying",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="let several server processes listen on the same port (SO_REUSEPORT); "
+        "the kernel spreads clients over them",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -229,6 +251,9 @@ def run(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         access=AccessPolicy(allow_origins=frozenset(args.allow_origin), token=read_token(args)),
         ssl_context=ssl_context,
+        redis=getattr(args, "redis", None) or os.environ.get(REDIS_ENV) or None,
+        redis_optional=args.redis_optional,
+        reuse_port=args.reuse_port,
     )
     _raise_open_file_limit()
     try:
