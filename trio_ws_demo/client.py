@@ -159,6 +159,19 @@ class _Position:
             if not same_epoch:  # a new history: its messages follow from its start
                 self.epoch = str(data.get("epoch"))
                 self.offset = 0
+        elif kind == "backplane":
+            # The server lost (or got back) its link to the other servers: its
+            # offsets are now in another epoch.
+            self.epoch = str(data.get("epoch"))
+            self.offset = int(data.get("offset", 0))
+            report(
+                Notice(
+                    "the server is connected to the other servers again"
+                    if data.get("up")
+                    else "the server lost its link to the other servers: messages from "
+                    "their clients may be missing"
+                )
+            )
         elif kind == "message":
             self.offset = int(data.get("offset", 0))
         return data

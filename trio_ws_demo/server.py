@@ -154,6 +154,7 @@ class BroadcastServer:
             history_bytes=rooms.history_bytes,
             rejections=dict(self.front_door.rejections),
             connection_errors=self.connection_errors,
+            backplane=self.backplane.statistics() if self.backplane is not None else None,
         )
 
     async def run(

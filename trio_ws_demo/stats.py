@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .backplane import BackplaneStatistics
+
 __all__ = ["ServerStatistics", "Traffic"]
 
 
@@ -50,4 +52,6 @@ class ServerStatistics:
     rejections: dict[str, int] = field(default_factory=dict)
     """Refused handshakes, by reason."""
     connection_errors: int = 0
+    backplane: BackplaneStatistics | None = None
+    """None without ``--redis``."""
     """Connections ended by an unexpected error in the server (logged, closed 1011)."""

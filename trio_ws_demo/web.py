@@ -10,7 +10,9 @@ path           answer                                           methods
 =============  ===============================================  ==========
 ``/``, a room  the chat page (``static/chat.html``, no CDN),    GET, HEAD
                which joins the room its path names
-``/healthz``   ``{"status": "ok", "clients": N}``               GET, HEAD
+``/healthz``   ``{"status": "ok", "clients": N}``; with         GET, HEAD
+               ``--redis`` also ``"backplane": "up"``, and 503
+               with ``"backplane": "down"`` while Redis is away
 ``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
 ``/rooms``     JSON: each room's clients and history size       GET, HEAD
                (behind ``--token`` when one is set)
@@ -96,6 +98,16 @@ class _ServerCollector(Collector):
         yield gauge(
             "inbox_max_messages", "Messages queued for the most backed-up client.", s.max_inbox
         )
+        if s.backplane is not None:
+            b = s.backplane
+            yield gauge("backplane_up", "1 while the link to Redis works, else 0.", int(b.up))
+            yield counter("backplane_reconnects", "Times the Redis link came back.", b.reconnects)
+            yield counter("backplane_sent", "Messages written to Redis.", b.sent)
+            yield counter("backplane_received", "Messages read from Redis.", b.received)
+            yield counter(
+                "backplane_dropped", "Messages that did not fit the queue to Redis.", b.dropped
+            )
+            yield gauge("backplane_queued", "Messages waiting to be written to Redis.", b.queued)
 
 
 class WebRoutes:
@@ -122,7 +134,20 @@ class WebRoutes:
         head_only = head.method == "HEAD"
         path = head.path
         if path == "/healthz":
-            body = json.dumps({"status": "ok", "clients": self._statistics().clients}).encode()
+            stats = self._statistics()
+            health: dict[str, object] = {"status": "ok", "clients": stats.clients}
+            if stats.backplane is not None:
+                health["backplane"] = "up" if stats.backplane.up else "down"
+                if not stats.backplane.up:
+                    # Up but cut off from the other processes: a load balancer
+                    # should send new clients elsewhere.
+                    health["status"] = "degraded"
+                    body = json.dumps(health).encode()
+                    await send_response(
+                        stream, 503, body=body, content_type="application/json", head_only=head_only
+                    )
+                    return 503
+            body = json.dumps(health).encode()
             content_type = "application/json"
         elif path == "/metrics":
             body, content_type = self.metrics_text(), PROMETHEUS_TEXT
