@@ -29,6 +29,13 @@ it is back; reconnects back off from 0.5 s to 10 s.
 
 coredis runs natively under Trio (through anyio); its retry policy is off, so a
 timed-out ``XADD`` is never sent twice.
+
+Upstream notes (coredis 6.9): a blocking command's reply counts against
+``stream_timeout`` too, so ``XREAD BLOCK`` here stays below it; coredis logs
+every failed reconnect at ERROR with a traceback (the CLI quiets its logger
+unless ``--log-level debug``); and a connection that is lost leaves its three
+anyio memory streams (created in ``BaseConnection.__init__``) unclosed, which
+shows as ``ResourceWarning: Unclosed <MemoryObject...>`` at garbage collection.
 """
 
 from __future__ import annotations
@@ -320,27 +327,27 @@ class RedisBackplane:
 
     def _go_down(self, why: str) -> None:
         was_up, self.up = self.up, False
-        if not was_up and not self._warned_down:
+        self._wake_reader = None
+        self._followed.clear()
+        if was_up:
+            logger.warning("backplane: lost Redis at %s (%s); serving locally", self.shown_url, why)
+            for room in self._rooms.rooms():
+                room.go_local()
+                room.notify_v1({"type": "backplane", "up": False})
+        elif not self._warned_down:
             logger.warning(
                 "backplane: Redis at %s unreachable (%s); serving locally and retrying",
                 self.shown_url,
                 why,
             )
         self._warned_down = True
-        self._wake_reader = None
         # What Redis never confirmed is delivered here, once (reading resumes
         # from the stream's end when the link is back, so no duplicates).
         unsent, self._outbound = self._outbound, deque()
         for name, message, _ in unsent:
-            room = self._rooms.get(name)
-            if room is not None:
-                room.publish(message)
-        if was_up:
-            logger.warning("backplane: lost Redis at %s (%s); serving locally", self.shown_url, why)
-            for room in self._rooms.rooms():
-                room.go_local()
-                room.notify_v1({"type": "backplane", "up": False})
-        self._followed.clear()
+            local = self._rooms.get(name)
+            if local is not None:
+                local.publish(message)
 
     async def _write(self, link: coredis.Redis[bytes]) -> None:
         import coredis

@@ -61,3 +61,6 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # coredis logs every failed reconnect at ERROR with a traceback; the backplane
+    # says it once (WARNING lost, INFO back). Its own lines show with --log-level debug.
+    logging.getLogger("coredis").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)

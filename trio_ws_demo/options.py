@@ -55,6 +55,9 @@ class ServerOptions:
     redis: str | None = None
     """``redis://[:password@]host:port/db``: share rooms, history and offsets with
     every server process pointed at the same Redis (see :mod:`.backplane`)."""
+    redis_queue: int = 10_000
+    """Messages that may wait to be written to Redis; more (Redis frozen) are dropped
+    and counted."""
     redis_optional: bool = False
     """Start even if Redis is unreachable (local until it is back)."""
     reuse_port: bool = False

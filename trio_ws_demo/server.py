@@ -96,6 +96,7 @@ class BroadcastServer:
                 self.rooms,
                 optional=options.redis_optional,
                 history=options.history,
+                outbound_limit=options.redis_queue,
             )
             if options.redis
             else None
@@ -103,6 +104,7 @@ class BroadcastServer:
         self._connections: set[Connection] = set()
         self._pool_scope: trio.CancelScope | None = None
         self._stopping = trio.Event()
+        self._serving = False
         self._settings = ConnectionSettings(
             echo=options.echo,
             budget=options.budget,
@@ -179,26 +181,39 @@ class BroadcastServer:
             extra={"event": "listening", "url": url},
         )
         try:
-            async with trio.open_nursery() as nursery:
-                pool: trio.Nursery = await nursery.start(self._connection_pool)
-                try:
-                    async with trio.open_nursery() as services:
-                        if self.backplane is not None:
-                            try:
-                                await services.start(self.backplane.run)
-                            except BackplaneUnavailable as exc:
-                                raise ServerStartupError(str(exc)) from None
-                        if self.keepalive is not None:
-                            services.start_soon(self.keepalive.run)
-                        for listener in listeners:
-                            services.start_soon(accept_loop, listener, pool, self.handle_stream)
-                        task_status.started(self.port)
-                finally:
-                    self._begin_shutdown()
+            await self._serve(listeners, task_status)
+        except* ServerStartupError as group:  # raised inside the nurseries: unwrap
+            error: BaseException = group
+            while isinstance(error, BaseExceptionGroup):
+                error = error.exceptions[0]
+            raise error from None
         finally:
             for listener in listeners:
                 listener.close()
             logger.debug("server stopped")
+
+    async def _serve(
+        self, listeners: list[socket.socket], task_status: trio.TaskStatus[int]
+    ) -> None:
+        """Run the connection pool, the backplane (it must be up before the first
+        client, unless optional), the keepalive and the accept loops."""
+        async with trio.open_nursery() as nursery:
+            pool: trio.Nursery = await nursery.start(self._connection_pool)
+            try:
+                async with trio.open_nursery() as services:
+                    if self.backplane is not None:
+                        try:
+                            await services.start(self.backplane.run)
+                        except BackplaneUnavailable as exc:
+                            raise ServerStartupError(str(exc)) from None
+                    if self.keepalive is not None:
+                        services.start_soon(self.keepalive.run)
+                    for listener in listeners:
+                        services.start_soon(accept_loop, listener, pool, self.handle_stream)
+                    self._serving = True
+                    task_status.started(listeners[0].getsockname()[1])
+            finally:
+                self._begin_shutdown()
 
     async def _connection_pool(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         # One shield for every connection: cancelling run() must not drop a
@@ -220,6 +235,8 @@ class BroadcastServer:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        if self.port is None or not self._serving:
+            return  # never served (a start-up error): nobody to close
         logger.info(
             "shutting down: closing %d connections",
             self.clients,

@@ -193,6 +193,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="start even if Redis is unreachable: serve locally and keep retrying",
     )
     serve.add_argument(
+        "--redis-queue",
+        type=positive_int,
+        default=ServerOptions.redis_queue,
+        metavar="N",
+        help="messages that may wait to be written to Redis; more are dropped and counted",
+    )
+    serve.add_argument(
         "--reuse-port",
         action="store_true",
         help="let several server processes listen on the same port (SO_REUSEPORT); "
@@ -253,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         ssl_context=ssl_context,
         redis=getattr(args, "redis", None) or os.environ.get(REDIS_ENV) or None,
         redis_optional=args.redis_optional,
+        redis_queue=args.redis_queue,
         reuse_port=args.reuse_port,
     )
     _raise_open_file_limit()

@@ -1,0 +1,91 @@
+"""A real ``redis-server`` for the backplane tests: on a free loopback port, no
+persistence, started and stopped by the test (and killed, frozen, restarted).
+
+Without redis-server the tests skip, saying how to install it; under CI
+(``$CI`` set) a missing redis-server is a failure, since ``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+import trio
+
+REDIS = shutil.which("redis-server")
+
+
+def require_redis() -> str:
+    if REDIS is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install redis-server (see .ci/run)")
+        pytest.skip("needs redis-server: apt-get install redis-server (CI installs it)")
+    return REDIS
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process; :meth:`start` again after :meth:`kill` reuses the port."""
+
+    def __init__(self, nursery: trio.Nursery, password: str | None = None) -> None:
+        self._nursery = nursery
+        self.port = free_port()
+        self.password = password
+        self.process: trio.Process | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        args = [
+            require_redis(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--save", "",
+            "--appendonly", "no",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.process = process = await trio.lowlevel.open_process(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert process.stdout is not None
+        seen = b""
+        with trio.fail_after(10):
+            while b"Ready to accept connections" not in seen:
+                chunk = await process.stdout.receive_some()
+                if not chunk:
+                    raise AssertionError(f"redis-server did not start: {seen.decode()}")
+                seen += chunk
+        self._nursery.start_soon(_drain, process.stdout)  # a full pipe would stall Redis
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            await self.process.wait()
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+async def _drain(stream: trio.abc.ReceiveStream) -> None:
+    async with stream:
+        while await stream.receive_some():
+            pass

@@ -1,0 +1,299 @@
+"""Scale-out through Redis: a real redis-server, real server processes, real clients.
+
+Each test starts its own redis-server on a free port (see ``redis_server.py``)
+and kills, freezes or restarts it where the outage behaviour is the point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from websockets.trio.client import ClientConnection, connect
+
+from trio_ws_demo import ServerOptions
+
+from .conftest import StartServer, url_of
+from .processes import Process, run_cli
+from .redis_server import RedisServer, free_port, require_redis
+from .wsraw import http_exchange
+
+TIMEOUT = 20
+V1 = ["trio-ws-demo.v1"]
+
+
+@pytest.fixture
+async def redis(nursery: trio.Nursery) -> AsyncIterator[RedisServer]:
+    server = RedisServer(nursery)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.thaw()
+        await server.kill()
+
+
+@asynccontextmanager
+async def serve(redis_url: str, *flags: str) -> AsyncIterator[tuple[Process, str]]:
+    """A ``serve --redis`` process; yields it and its ws:// base URL."""
+    async with run_cli("serve", "--port", "0", "--redis", redis_url, *flags) as process:
+        line = await process.readline()
+        assert line.startswith("Listening on ws://127.0.0.1:"), line
+        yield process, line.split()[2]
+
+
+async def frames(ws: ClientConnection, count: int) -> list[dict[str, object]]:
+    """The next *count* v1 message frames (other v1 frames skipped)."""
+    seen: list[dict[str, object]] = []
+    while len(seen) < count:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "message":
+            seen.append(frame)
+    return seen
+
+
+async def until_frame(ws: ClientConnection, kind: str) -> dict[str, object]:
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == kind:
+            return dict(frame)
+
+
+async def healthz(port: int) -> tuple[int, dict[str, object]]:
+    answer = await http_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+# -- two processes, one Redis ----------------------------------------------------
+
+
+async def test_a_message_crosses_processes_and_stays_in_its_room(redis: RedisServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serve(redis.url) as (_, a),
+            serve(redis.url) as (_, b),
+            connect(f"{b}/ops", proxy=None) as ops,
+            connect(f"{b}/dev", proxy=None) as dev,
+            connect(f"{a}/ops", proxy=None) as sender,
+            connect(f"{a}/dev", proxy=None) as dev_sender,
+        ):
+            await sender.send("disk 91% full")
+            assert await ops.recv() == "disk 91% full"
+            await dev_sender.send("for dev")
+            assert await dev.recv() == "for dev"  # the first thing /dev saw
+
+
+async def test_every_process_sees_one_order_per_room(redis: RedisServer) -> None:
+    per_publisher = 40
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serve(redis.url) as (_, a),
+            serve(redis.url) as (_, b),
+            connect(f"{a}/race", subprotocols=V1, proxy=None) as on_a,  # type: ignore[list-item]
+            connect(f"{b}/race", subprotocols=V1, proxy=None) as on_b,  # type: ignore[list-item]
+        ):
+
+            async def publish(base: str, name: str) -> None:
+                async with connect(f"{base}/race", proxy=None) as ws:
+                    for i in range(per_publisher):
+                        await ws.send(f"{name}-{i}")
+                    for _ in range(6 * per_publisher):  # stay until all is delivered
+                        await ws.recv()
+
+            async with trio.open_nursery() as nursery:
+                for name, base in [
+                    ("a1", a),
+                    ("a2", a),
+                    ("a3", a),
+                    ("b1", b),
+                    ("b2", b),
+                    ("b3", b),
+                ]:
+                    nursery.start_soon(publish, base, name)
+                seen_a = await frames(on_a, 6 * per_publisher)
+                seen_b = await frames(on_b, 6 * per_publisher)
+    order_a = [(f["offset"], f["text"]) for f in seen_a]
+    order_b = [(f["offset"], f["text"]) for f in seen_b]
+    assert order_a == order_b
+    assert [offset for offset, _ in order_a] == list(range(1, 6 * per_publisher + 1))
+    texts = [text for _, text in order_a]
+    for name in ["a1", "a2", "a3", "b1", "b2", "b3"]:  # each sender's own order kept
+        assert [t for t in texts if str(t).startswith(f"{name}-")] == [
+            f"{name}-{i}" for i in range(per_publisher)
+        ]
+
+
+async def test_a_client_resumes_on_another_process_after_its_own_died(
+    redis: RedisServer,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serve(redis.url, "--history", "100") as (_, b),
+            connect(f"{b}/r", proxy=None) as publisher,
+        ):
+            async with (
+                serve(redis.url, "--history", "100") as (doomed, a),
+                connect(f"{a}/r", subprotocols=V1, proxy=None) as client,  # type: ignore[list-item]
+            ):
+                joined = await until_frame(client, "joined")
+                for text in ["m1", "m2", "m3"]:
+                    await publisher.send(text)
+                seen = await frames(client, 3)
+                doomed.process.kill()  # the process dies; its client is cut off
+                await doomed.process.wait()
+            for text in ["m4", "m5", "m6"]:
+                await publisher.send(text)
+            for _ in range(6):
+                await publisher.recv()  # all six are in Redis by now
+            last = seen[-1]["offset"]
+            resume = f"{b}/r?since={last}&epoch={joined['epoch']}"
+            async with connect(resume, subprotocols=V1, proxy=None) as again:  # type: ignore[list-item]
+                first = json.loads(await again.recv())
+                missed = await frames(again, 3)
+    assert [f["text"] for f in seen] == ["m1", "m2", "m3"]
+    assert first["type"] == "resume" and first["recovered"] is True
+    assert first["epoch"] == joined["epoch"]
+    assert [(f["offset"], f["text"]) for f in missed] == [(4, "m4"), (5, "m5"), (6, "m6")]
+
+
+# -- outages ---------------------------------------------------------------------
+
+
+async def test_a_redis_restart_keeps_clients_and_loses_nothing_locally(
+    redis: RedisServer, start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_ws_demo.backplane")
+    options = ServerOptions(redis=redis.url)
+    a = await start_server(options)
+    b = await start_server(options)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(url_of(a, "/x"), subprotocols=V1, proxy=None) as watcher,  # type: ignore[list-item]
+            connect(url_of(a, "/x"), proxy=None) as talker,
+            connect(url_of(b, "/x"), subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
+        ):
+            assert (await healthz(a.port))[0] == 200
+            await redis.kill()
+            down = await until_frame(watcher, "backplane")
+            assert down["up"] is False
+            status, health = await healthz(a.port)
+            assert (status, health["backplane"]) == (503, "down")
+            await talker.send("during the outage")  # still delivered on this process
+            assert await talker.recv() == "during the outage"
+            (local,) = await frames(watcher, 1)
+            assert local["text"] == "during the outage"
+            await redis.start()
+            up = await until_frame(watcher, "backplane")
+            assert up["up"] is True
+            assert (await until_frame(far, "backplane"))["up"] is False
+            assert (await until_frame(far, "backplane"))["up"] is True
+            assert (await healthz(a.port))[0] == 200
+            await far.send("after")  # across processes again
+            (after,) = await frames(watcher, 1)
+            assert after["text"] == "after"
+    assert a.statistics().backplane is not None
+    assert a.statistics().backplane.reconnects == 1  # type: ignore[union-attr]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "lost" in r.message]
+    backs = [r for r in caplog.records if "is back" in r.message]
+    assert len(warnings) == 2 and len(backs) == 2  # one of each per server
+
+
+async def test_a_frozen_redis_never_blocks_the_server(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    server = await start_server(ServerOptions(redis=redis.url, redis_queue=50))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/f"), subprotocols=V1, proxy=None) as ws:  # type: ignore[list-item]
+            await until_frame(ws, "joined")
+            redis.freeze()
+            for i in range(200):
+                await ws.send(f"m{i}")
+            # The event loop still answers while every XADD waits on Redis.
+            status, _ = await healthz(server.port)
+            assert status in (200, 503)
+            down = await until_frame(ws, "backplane")
+            assert down["up"] is False
+            stats = server.statistics().backplane
+            assert stats is not None and 100 <= stats.dropped < 200  # about 50 fit the queue
+            kept = 200 - stats.dropped
+            delivered = await frames(ws, kept)  # those that fit, here, once, in order
+            assert [f["text"] for f in delivered] == [f"m{i}" for i in range(kept)]
+            redis.thaw()
+            up = await until_frame(ws, "backplane")
+            assert up["up"] is True
+
+
+# -- start-up, secrets, ports ------------------------------------------------------
+
+
+async def test_unreachable_redis_is_one_line_and_exit_1() -> None:
+    require_redis()
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("serve", "--port", "0", "--redis", url) as process:
+            assert await process.process.wait() == 1
+            err = await process.stderr()
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith(f"error: cannot use Redis at {url}: ")
+    assert "--redis-optional" in lines[0]
+
+
+async def test_redis_optional_starts_locally_and_joins_when_redis_comes(
+    nursery: trio.Nursery,
+) -> None:
+    redis = RedisServer(nursery)
+    with trio.fail_after(TIMEOUT):
+        async with serve(redis.url, "--redis-optional") as (process, base):
+            port = int(base.rsplit(":", 1)[1])
+            status, health = await healthz(port)
+            assert (status, health["backplane"]) == (503, "down")
+            async with connect(f"{base}/solo", proxy=None) as ws:
+                await ws.send("local")
+                assert await ws.recv() == "local"
+            await redis.start()
+            await process.log.wait_for("backplane: connected to Redis")
+            status, health = await healthz(port)
+            assert (status, health["backplane"]) == (200, "up")
+    await redis.kill()
+
+
+async def test_the_redis_password_is_never_logged(nursery: trio.Nursery) -> None:
+    redis = RedisServer(nursery, password="hunter2-redis")
+    await redis.start()
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with serve(redis.url, "--log-level", "debug") as (process, base):
+                async with connect(f"{base}/p", proxy=None) as ws:
+                    await ws.send("hi")
+                    assert await ws.recv() == "hi"
+                process.interrupt()
+                assert await process.process.wait() == 0
+                log = await process.stderr()
+            wrong = redis.url.replace("hunter2-redis", "wrong-pass")
+            async with run_cli("serve", "--port", "0", "--redis", wrong) as refused:
+                assert await refused.process.wait() == 1
+                err = await refused.stderr()
+    finally:
+        await redis.kill()
+    assert "connected to Redis at redis://:***@127.0.0.1:" in "\n".join(process.log.lines)
+    assert "hunter2-redis" not in log and "hunter2-redis" not in "\n".join(process.log.lines)
+    assert "wrong-pass" not in err and "redis://:***@" in err
+
+
+async def test_reuse_port_lets_two_processes_share_a_port(redis: RedisServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(redis.url, "--reuse-port") as (_, a):
+            port = a.rsplit(":", 1)[1]
+            async with run_cli(
+                "serve", "--port", port, "--redis", redis.url, "--reuse-port"
+            ) as second:
+                assert (await second.readline()).startswith(f"Listening on ws://127.0.0.1:{port}")
+            async with run_cli("serve", "--port", port, "--redis", redis.url) as refused:
+                assert await refused.process.wait() == 1
+                assert "the port is in use" in await refused.stderr()
