@@ -8,7 +8,10 @@ Servers (each a fresh process per scenario, pinned to core 0):
 - ``naive``: the article's server transliterated to trio-websocket
   (``for c in clients: await c.send_message(m)``);
 - ``websockets``: the ``websockets`` asyncio server with ``broadcast()``;
-- ``node``: the article's own Node ``ws`` server (the stretch target).
+- ``node``: the article's own Node ``ws`` server (the stretch target);
+- ``ours-redis`` (``--redis``): ours with ``--redis`` and a fresh local
+  ``redis-server`` per run (pinned to the load generator's core; its CPU is
+  reported separately), beside ``ours`` without it.
 
 The load generator is Node ``ws`` (``loadgen.mjs``), pinned to core 1: one
 Node process handles thousands of sockets and hundreds of thousands of
@@ -45,8 +48,9 @@ SERVERS: dict[str, list[str]] = {
     "naive": [sys.executable, str(HERE / "baselines" / "naive_trio.py")],
     "websockets": [sys.executable, str(HERE / "baselines" / "websockets_asyncio.py")],
     "node": ["node", str(HERE / "baselines" / "node_article_server.mjs")],
+    "ours-redis": [*OUR_SERVER, "--max-clients", "100000"],  # + --redis URL, per run
 }
-BASELINES = ["naive", "websockets", "node"]
+BASELINES = ["naive", "websockets", "node", "ours-redis"]
 
 
 @dataclass
@@ -78,8 +82,34 @@ def pinned(core: int) -> Callable[[], None]:
     return pin
 
 
+def start_redis() -> tuple[subprocess.Popen[str], str]:
+    """A fresh redis-server with no persistence on a free port, pinned to the load
+    generator's core (the server's core stays the server's)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    redis = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.PIPE, text=True, preexec_fn=pinned(LOADGEN_CORE),
+    )  # fmt: skip
+    assert redis.stdout is not None
+    for line in redis.stdout:
+        if "Ready to accept connections" in line:
+            break
+    redis.stdout.close()
+    return redis, f"redis://127.0.0.1:{port}/0"
+
+
 def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float) -> Result:
-    process, url = start_server(SERVERS[server], pinned(SERVER_CORE))
+    redis = None
+    argv = SERVERS[server]
+    if server == "ours-redis":
+        redis, redis_url = start_redis()
+        argv = [*argv, "--redis", redis_url]
+    process, url = start_server(argv, pinned(SERVER_CORE))
     result = Result(server, scenario.name)
     config = {
         "url": url,
@@ -107,8 +137,13 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
             line = line.strip()
             if line == "MEASURE_START":
                 before = sample(process.pid)
+                redis_before = sample(redis.pid) if redis else None
             elif line == "MEASURE_END":
                 after = sample(process.pid)
+                if redis and redis_before:
+                    numbers["redis_cpu_s"] = (
+                        sample(redis.pid).cpu_seconds - redis_before.cpu_seconds
+                    )
             elif line == "CONNECTED":
                 time.sleep(1)  # let the server finish the last handshakes' work
                 after = sample(process.pid)
@@ -128,6 +163,9 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
             numbers["deliveries_per_cpu_s"] = deliveries / cpu if cpu > 0 else None
             numbers["loadgen_cpu_pct"] = 100 * float(numbers["loadgen_cpu_s"] or 0) / seconds
             numbers["server_cpu_pct"] = 100 * cpu / seconds
+            numbers["published_per_s"] = (
+                deliveries / seconds / max(1, scenario.clients // scenario.rooms)
+            )
         if before and after and scenario.mode == "idle":
             opened = float(numbers.get("open") or 0)
             cpu = after.cpu_seconds - before.cpu_seconds
@@ -137,6 +175,9 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
         loadgen.kill()
         process.kill()
         process.wait()
+        if redis is not None:
+            redis.kill()
+            redis.wait()
     return result
 
 
@@ -217,6 +258,14 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
                 "peak_rss_mib",
             ]
             lines += ratio_rows(by, scenario, servers, [*fanout_columns, None, None, None, None])
+            for server in servers:
+                n = by.get((server, scenario.name), {})
+                if "redis_cpu_s" in n:
+                    lines.append(
+                        f"\n{server}: {fmt(n.get('published_per_s'))} messages/s published through "
+                        f"Redis; Redis used {fmt(n.get('redis_cpu_s'), 2)} CPU-s in the "
+                        f"measured window (not in the server's CPU above)"
+                    )
         else:
             lines += [
                 "| server | server CPU-s per 1,000 handshakes | peak RSS MiB | handshakes/s"
@@ -237,6 +286,23 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
                 ["cpu_s_per_1000", "peak_rss_mib", "handshakes_per_s", "connect_p99_ms"],
             )
     return "\n".join(lines)
+
+
+def redis_scenarios() -> list[Scenario]:
+    both = ("ours", "ours-redis")
+    return [
+        Scenario("fan-out 100 × 64 B", "fanout", 100, servers=both),
+        Scenario("fan-out 1000 × 64 B", "fanout", 1000, servers=both),
+        # One receiver per room and 100 publishers: the publish path's ceiling.
+        Scenario(
+            "publish: 100 rooms × 1 client × 64 B",
+            "fanout",
+            100,
+            window=20,
+            rooms=100,
+            servers=both,
+        ),
+    ]
 
 
 def scenarios_for(quick: bool) -> list[Scenario]:
@@ -280,6 +346,11 @@ def main() -> int:
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated servers")
     parser.add_argument("--only", default="", help="run scenarios whose name contains this")
     parser.add_argument("--json", type=Path, help="also write raw results here")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="the Redis rows instead: ours with and without --redis (needs redis-server)",
+    )
     args = parser.parse_args()
 
     if not shutil.which("node") or not (HERE / "node_modules" / "ws").is_dir():
@@ -287,8 +358,14 @@ def main() -> int:
         return 2
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    servers = [s for s in args.servers.split(",") if s]
+    servers = [s for s in args.servers.split(",") if s and s != "ours-redis"]
     scenarios = [s for s in scenarios_for(args.quick) if args.only in s.name]
+    if args.redis:
+        if not shutil.which("redis-server"):
+            print("--redis needs redis-server (apt-get install redis-server)", file=sys.stderr)
+            return 2
+        servers = ["ours", "ours-redis"]
+        scenarios = [s for s in redis_scenarios() if args.only in s.name]
     duration = args.duration or (1.0 if args.quick else 5.0)
     warmup = 0.5 if args.quick else 1.0
 
