@@ -287,10 +287,6 @@ class RedisBackplane:
         except ValueError as exc:
             raise BackplaneUnavailable(f"invalid --redis URL {self.shown_url}: {exc}") from None
 
-    async def _check(self, link: coredis.Redis[bytes]) -> None:
-        with trio.fail_after(self._timeout):
-            await link.ping()
-
     async def _adopt(self, link: coredis.Redis[bytes], room: Room) -> None:
         """Load *room*'s shared epoch, offset and history; read it from now on."""
         key = _stream_key(room.name)
@@ -358,22 +354,22 @@ class RedisBackplane:
             while self._outbound:
                 batch = [self._outbound.popleft() for _ in range(min(_BATCH, len(self._outbound)))]
                 try:
-                    with trio.fail_after(self._timeout):
-                        async with link.pipeline(transaction=False) as pipe:
-                            for name, message, at in batch:
-                                binary = isinstance(message, bytes)
-                                pipe.xadd(
-                                    _stream_key(name),
-                                    {
-                                        "m": message,
-                                        "b": b"1" if binary else b"0",
-                                        "t": f"{at:.3f}",
-                                    },
-                                    identifier="0-*",
-                                    trim_strategy=coredis.PureToken.MAXLEN,
-                                    trim_operator=coredis.PureToken.APPROXIMATELY,
-                                    threshold=self._stream_length,
-                                )
+                    # stream_timeout bounds the pipeline (a frozen Redis)
+                    async with link.pipeline(transaction=False) as pipe:
+                        for name, message, at in batch:
+                            binary = isinstance(message, bytes)
+                            pipe.xadd(
+                                _stream_key(name),
+                                {
+                                    "m": message,
+                                    "b": b"1" if binary else b"0",
+                                    "t": f"{at:.3f}",
+                                },
+                                identifier="0-*",
+                                trim_strategy=coredis.PureToken.MAXLEN,
+                                trim_operator=coredis.PureToken.APPROXIMATELY,
+                                threshold=self._stream_length,
+                            )
                 except BaseException:
                     # Not confirmed: delivered locally when the link goes down.
                     self._outbound.extendleft(reversed(batch))
@@ -384,24 +380,19 @@ class RedisBackplane:
         wake_key = f"{PREFIX}:wake:{secrets.token_hex(6)}"
         last_wake: Any = b"0-0"
         try:
-            while True:
-                self._wake_reader = wake = trio.Event()
-                streams: dict[str | bytes, bytes] = {wake_key: last_wake}
-                for name, last in self._followed.items():
-                    streams[_stream_key(name)] = last
-                with trio.fail_after(self._timeout + _BLOCK_MS / 1000):
-                    async with trio.open_nursery() as waiting:
-                        waiting.start_soon(self._poke, link, wake, wake_key)
-                        result = await link.xread(streams, count=_BATCH, block=_BLOCK_MS)
-                        waiting.cancel_scope.cancel()
-                if not result:
-                    continue
-                for key, entries in result.items():
-                    name = key.decode()
-                    if name == wake_key:
-                        last_wake = entries[-1].identifier
-                        continue
-                    self._deliver(name.removeprefix(f"{PREFIX}:room:"), entries)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._poke, link, wake_key)
+                while True:
+                    streams: dict[str | bytes, bytes] = {wake_key: last_wake}
+                    for name, last in self._followed.items():
+                        streams[_stream_key(name)] = last
+                    result = await link.xread(streams, count=_BATCH, block=_BLOCK_MS)
+                    for key, entries in (result or {}).items():
+                        name = key.decode()
+                        if name == wake_key:
+                            last_wake = entries[-1].identifier
+                            continue
+                        self._deliver(name.removeprefix(f"{PREFIX}:room:"), entries)
         finally:
             with (
                 trio.CancelScope(shield=True),
@@ -410,11 +401,12 @@ class RedisBackplane:
             ):
                 await link.delete([wake_key])
 
-    async def _poke(self, link: coredis.Redis[bytes], wake: trio.Event, key: str) -> None:
-        """A room was followed while XREAD blocked: add to this process's wake
+    async def _poke(self, link: coredis.Redis[bytes], key: str) -> None:
+        """When a room is followed while XREAD blocks, add to this process's wake
         stream, so that the read returns and the next one includes the room."""
-        await wake.wait()
-        with trio.CancelScope(shield=True), trio.fail_after(self._timeout):
+        while True:
+            self._wake_reader = wake = trio.Event()
+            await wake.wait()
             await link.xadd(key, {"w": b"1"}, trim_strategy=_maxlen(), threshold=1)
 
     def _deliver(self, name: str, entries: Iterable[Any]) -> None:
