@@ -211,6 +211,10 @@ def ratio_rows(
     rows = []
     for base in [b for b in BASELINES if b in servers]:
         theirs = by.get((base, scenario.name), {})
+        if base == "ours-redis":  # the question is what Redis costs: with ÷ without
+            cells = [ratio(theirs.get(c), ours.get(c)) if c else "" for c in columns]
+            rows.append("| ours-redis ÷ ours | " + " | ".join(cells) + " |")
+            continue
         cells = [ratio(ours.get(c), theirs.get(c)) if c else "" for c in columns]
         rows.append(f"| ours ÷ {base} | " + " | ".join(cells) + " |")
     return rows
