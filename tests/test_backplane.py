@@ -69,6 +69,11 @@ async def healthz(port: int) -> tuple[int, dict[str, object]]:
     return int(head.split()[1]), json.loads(body)
 
 
+async def metrics(port: int) -> str:
+    answer = await http_exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    return answer.partition(b"\r\n\r\n")[2].decode()
+
+
 # -- two processes, one Redis ----------------------------------------------------
 
 
@@ -183,6 +188,7 @@ async def test_a_redis_restart_keeps_clients_and_loses_nothing_locally(
             assert down["up"] is False
             status, health = await healthz(a.port)
             assert (status, health["backplane"]) == (503, "down")
+            assert "trio_ws_demo_backplane_up 0.0" in await metrics(a.port)
             await talker.send("during the outage")  # still delivered on this process
             assert await talker.recv() == "during the outage"
             (local,) = await frames(watcher, 1)
@@ -193,6 +199,9 @@ async def test_a_redis_restart_keeps_clients_and_loses_nothing_locally(
             assert (await until_frame(far, "backplane"))["up"] is False
             assert (await until_frame(far, "backplane"))["up"] is True
             assert (await healthz(a.port))[0] == 200
+            scraped = await metrics(a.port)
+            assert "trio_ws_demo_backplane_up 1.0" in scraped
+            assert "trio_ws_demo_backplane_reconnects_total 1.0" in scraped
             await far.send("after")  # across processes again
             (after,) = await frames(watcher, 1)
             assert after["text"] == "after"

@@ -247,3 +247,59 @@ def test_a_page_without_the_token_says_so_and_stops_retrying(
         )
         page.goto(f"http://127.0.0.1:{port}/ops?token=s3cret")
         expect(page.locator("#status")).to_have_text("connected")
+
+
+@contextmanager
+def redis_process(port: int) -> Iterator[subprocess.Popen[str]]:
+    from .redis_server import require_redis
+
+    process = subprocess.Popen(
+        [require_redis(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "Ready to accept connections" in line:
+                break
+        process.stdout.close()
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_pages_on_two_processes_chat_through_redis_and_hear_of_an_outage(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    on_a, on_b = browser_pages
+    redis_port = free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    port_a, port_b = free_port(), free_port()
+    with (
+        redis_process(redis_port) as redis,
+        serve_process(port_a, "--redis", redis_url),
+        serve_process(port_b, "--redis", redis_url),
+    ):
+        on_a.goto(f"http://127.0.0.1:{port_a}/team")
+        on_b.goto(f"http://127.0.0.1:{port_b}/team")
+        for page in (on_a, on_b):
+            expect(page.locator("#status")).to_have_text("connected")
+        send(on_a, "hello from process A")
+        expect(on_b.locator("#messages li")).to_have_text(["hello from process A"])
+        redis.kill()
+        redis.wait()
+        expect(on_b.locator("#messages li.note")).to_have_text(
+            ["the server lost its link to the others: you see only this server's clients"]
+        )
+        with redis_process(redis_port):
+            expect(on_b.locator("#messages li.note").last).to_have_text(
+                "the server is connected to the others again"
+            )
+            expect(on_a.locator("#messages li.note").last).to_have_text(
+                "the server is connected to the others again"
+            )
+            send(on_b, "and back")
+            expect(on_a.locator("#messages li").last).to_have_text("and back")
