@@ -32,6 +32,7 @@ from .hub import InboxBudget
 from .outbox import Outbox
 from .rooms import SUBPROTOCOL, Room, Rooms
 from .stats import Traffic
+from .tls import TlsChannel
 
 __all__ = ["Connection", "ConnectionSettings"]
 
@@ -61,6 +62,7 @@ class Connection:
         "_started",
         "_stream",
         "_target",
+        "_tls",
         "end",
         "engine",
         "messages_in",
@@ -87,9 +89,11 @@ class Connection:
         peer: Peer,
         target: str,
         raw_socket: socket.socket | None = None,
+        tls: TlsChannel | None = None,
     ) -> None:
         self._stream = stream
         self.raw_socket = raw_socket
+        self._tls = tls
         self._rooms = rooms
         self.room = room
         """The room's name ("" for the default room, path /)."""
@@ -198,9 +202,10 @@ class Connection:
                     self.traffic,
                     self.raw_socket,
                     owner=self,
+                    tls=self._tls,
                 )
                 self.engine = EngineStream(
-                    self._stream,
+                    self._tls or self._stream,
                     self.outbox,
                     self._head,
                     self._settings.close_timeout,

@@ -28,6 +28,7 @@ writer of its socket. It owns:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import socket
 from collections import deque
@@ -38,6 +39,7 @@ import trio
 from .frames import close_frame_code
 from .hub import InboxBudget
 from .stats import Traffic
+from .tls import TlsChannel
 
 __all__ = ["CHUNK_BYTES", "Outbox"]
 
@@ -80,6 +82,8 @@ class Outbox:
         "_socket",
         "_state",
         "_stream",
+        "_tls",
+        "_transport",
         "_urgent",
         "_writing",
         "close_code_sent",
@@ -96,19 +100,26 @@ class Outbox:
         counters: Traffic,
         raw_socket: socket.socket | None = None,
         owner: SlowConsumerOwner | None = None,
+        tls: TlsChannel | None = None,
     ) -> None:
         self._stream = stream
+        self._tls = tls
+        """With TLS: plaintext is sealed into records here, as late as possible,
+        and only records (bytes "on the wire") reach the transport."""
+        self._transport: trio.abc.SendStream = stream if tls is None else tls.transport
         self._nursery = nursery
         """Where the writer task runs while there is a backlog."""
         self._budget = budget
         self._counters = counters
         self._socket = raw_socket
-        """The plain (non-TLS) socket under *stream*, for the fast path."""
+        """The socket under *stream*, for the fast path (under TLS, it gets records)."""
         self._state = _State.OPENING
         self._writing = False
         """A write is under way (the writer task, or a direct control write)."""
         self._partial: _Frame | None = None
-        """The rest of a frame the fast path started: always written first."""
+        """The rest of a frame the fast path started: always written first. Under
+        TLS these are records (already sealed), and records made while reading
+        are added here too."""
         self._partial_size = 0
         """The counted size of that frame's message (0 for a ping)."""
         self._owner = owner
@@ -121,6 +132,11 @@ class Outbox:
         self.delivered = 0
         """Messages written to this connection."""
         self.close_code_sent: int | None = None
+        if tls is not None:
+            tls.on_wire = self.send_wire_nowait
+            early = tls.leftover()
+            if early:
+                self.send_wire_nowait(early)
 
     # -- the hub's side (plain defs: they never wait) ---------------------------
 
@@ -140,18 +156,20 @@ class Outbox:
         else:
             return True  # closing: not slow, just too late
         if sock is not None:
+            tls = self._tls
+            wire = frame if tls is None else tls.seal(frame)
             try:
-                sent = sock.send(frame)
+                sent = sock.send(wire)
             except OSError:  # full (BlockingIOError) or failing: the writer will see it
                 sent = 0
-            if sent == size:
+            if sent == len(wire):
                 self.delivered += 1
                 counters = self._counters
                 counters.delivered += 1
                 counters.delivered_bytes += size
                 return True
-            if sent:
-                self._partial, self._partial_size = memoryview(frame)[sent:], size
+            if sent or tls is not None:  # sealed records cannot be sealed again
+                self._partial, self._partial_size = memoryview(wire)[sent:], size
                 self.queued_messages = 1
                 self.queued_bytes = size
                 self._start_writer()
@@ -202,18 +220,38 @@ class Outbox:
         """Send a control frame (a keepalive ping) at the next frame boundary."""
         if self._state is not _State.OPEN and self._state is not _State.CLOSING:
             return
-        if self._socket is not None and not self._writing and not self.queued_messages:
+        if self._socket is not None and not self._writing and not self._pending:
+            wire = frame if self._tls is None else self._tls.seal(frame)
             try:
-                sent = self._socket.send(frame)
+                sent = self._socket.send(wire)
             except OSError:
                 sent = 0
-            if sent == len(frame):
+            if sent == len(wire):
                 return
-            if sent:
-                self._partial, self._partial_size = memoryview(frame)[sent:], 0
+            if sent or self._tls is not None:
+                self._partial, self._partial_size = memoryview(wire)[sent:], 0
                 self._start_writer()
                 return
         self._queue_urgent(frame, None)
+        if not self._writing:
+            self._start_writer()
+
+    def send_wire_nowait(self, wire: bytes) -> None:
+        """Write TLS records made while reading, after every record made before them."""
+        if self._done or not wire:
+            return
+        if self._socket is not None and not self._writing and not self._pending:
+            try:
+                sent = self._socket.send(wire)
+            except OSError:
+                sent = 0
+            if sent == len(wire):
+                return
+            wire = wire[sent:]
+        if self._partial is None:
+            self._partial, self._partial_size = memoryview(wire), 0
+        else:
+            self._partial = memoryview(bytes(self._partial) + wire)
         if not self._writing:
             self._start_writer()
 
@@ -272,6 +310,11 @@ class Outbox:
 
     async def aclose(self) -> None:
         """Close the transport now (idempotent)."""
+        tls, sock = self._tls, self._socket
+        idle = not (self._done or self._writing or self._pending)
+        if tls is not None and sock is not None and idle:  # best effort, never waits
+            with contextlib.suppress(OSError):
+                sock.send(tls.close_notify())
         if self._state is not _State.BROKEN:
             self._state = _State.CLOSED
         self.discard_queued()
@@ -293,11 +336,11 @@ class Outbox:
         """Write the backlog in chunks, then end: a task only while there is work."""
         try:
             while not self._done:
-                chunk, messages, size, waiters = self._take_chunk()
-                if not chunk:
+                wire, chunk, messages, size, waiters = self._take_chunk()
+                if not chunk and wire is None:
                     break
                 try:
-                    await self._write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+                    await self._write_wire(self._to_wire(wire, chunk))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     break  # the reader sees the same failure and ends the connection
                 finally:
@@ -309,14 +352,15 @@ class Outbox:
         finally:
             self._write_done(start_writer=False)
 
-    def _take_chunk(self) -> tuple[list[_Frame], int, int, list[trio.Event]]:
-        """The next write: a started frame first, then control frames, then data."""
+    def _take_chunk(self) -> tuple[_Frame | None, list[_Frame], int, int, list[trio.Event]]:
+        """The next write: the rest of a started frame (as it goes on the wire),
+        then control frames, then data (plaintext)."""
         chunk: list[_Frame] = []
         waiters: list[trio.Event] = []
         messages = size = length = 0
-        if self._partial is not None:
-            chunk.append(self._partial)
-            length = len(self._partial)
+        wire = self._partial
+        if wire is not None:
+            length = len(wire)
             if self._partial_size:  # a data frame, not a ping
                 messages, size = 1, self._partial_size
             self._partial, self._partial_size = None, 0
@@ -325,18 +369,31 @@ class Outbox:
             if waiter is not None:
                 waiters.append(waiter)
         self._urgent = None
-        frames = self._frames
-        while frames and (length < CHUNK_BYTES or not chunk):
+        frames = self._frames if self._state is not _State.OPENING else None
+        while frames and (length < CHUNK_BYTES or not (chunk or wire)):
             frame = frames.popleft()
             chunk.append(frame)
             length += len(frame)
             messages += 1
             size += len(frame)
-        return chunk, messages, size, waiters
+        return wire, chunk, messages, size, waiters
+
+    def _to_wire(self, wire: _Frame | None, chunk: list[_Frame]) -> _Frame:
+        """What to write: *wire* as it is, then *chunk* joined (and sealed under TLS)."""
+        plain: _Frame = chunk[0] if len(chunk) == 1 else b"".join(chunk)
+        if self._tls is not None and plain:
+            plain = self._tls.seal(plain)
+        if wire is None:
+            return plain
+        return bytes(wire) + plain if plain else wire
 
     async def _write(self, data: _Frame) -> None:
+        """Write *data* (plaintext: a control frame, the 101, the close frame)."""
+        await self._write_wire(data if self._tls is None else self._tls.seal(data))
+
+    async def _write_wire(self, data: _Frame) -> None:
         try:
-            await self._stream.send_all(data)
+            await self._transport.send_all(data)
         except BaseException:
             # Cancelled or failed part-way: the peer may hold half a frame.
             self._state = _State.BROKEN

@@ -42,6 +42,7 @@ from .listen import ServerStartupError, accept_loop, format_host, open_listeners
 from .options import ServerOptions
 from .rooms import Rooms
 from .stats import ServerStatistics, Traffic
+from .tls import TlsChannel, refuse_renegotiation
 from .web import WebRoutes
 
 __all__ = [
@@ -71,6 +72,8 @@ class BroadcastServer:
 
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = options = options or ServerOptions()
+        if options.ssl_context is not None:
+            refuse_renegotiation(options.ssl_context)
         self.rooms = Rooms(
             budget=options.budget,
             policy=options.slow_client,
@@ -269,7 +272,7 @@ class BroadcastServer:
         stream, head = admitted.stream, admitted.head
         if self.backplane is not None:
             await self.backplane.follow(admitted.room)  # shared history before joining
-        tls = self.options.ssl_context is not None
+        tls = TlsChannel(stream) if TlsChannel.can_take_over(stream) else None  # type: ignore[arg-type]
         connection = Connection(
             stream,
             head.raw,
@@ -281,7 +284,8 @@ class BroadcastServer:
             traffic=self.traffic,
             peer=peer,
             target=head.target,
-            raw_socket=None if tls else raw_socket,
+            raw_socket=raw_socket if tls or self.options.ssl_context is None else None,
+            tls=tls,
         )
         del admitted, head  # an idle connection should hold as little as possible
         self._connections.add(connection)  # before any checkpoint: max_clients holds
