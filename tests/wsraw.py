@@ -7,6 +7,7 @@ frame in one write; tests use it to drive the server into those corners.
 from __future__ import annotations
 
 import socket
+import ssl
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -36,13 +37,19 @@ class RawClient:
         return client
 
     @classmethod
-    async def connect(cls, port: int, *, receive_buffer: int | None = None) -> RawClient:
+    async def connect(
+        cls, port: int, *, receive_buffer: int | None = None, tls: ssl.SSLContext | None = None
+    ) -> RawClient:
         sock = trio.socket.socket()
         if receive_buffer is not None:
             # Set before connect so the TCP window stays small.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         await sock.connect(("127.0.0.1", port))
-        client = cls(trio.SocketStream(sock))
+        stream: trio.abc.Stream = trio.SocketStream(sock)
+        if tls is not None:
+            stream = trio.SSLStream(stream, tls, server_hostname="127.0.0.1")
+            await stream.do_handshake()
+        client = cls(stream)  # type: ignore[arg-type]
         await client.stream.send_all(client.ws.send(Request(host="127.0.0.1", target="/")))
         event = await client.next_event()
         assert isinstance(event, AcceptConnection), event

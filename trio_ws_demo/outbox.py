@@ -221,15 +221,14 @@ class Outbox:
         if self._state is not _State.OPEN and self._state is not _State.CLOSING:
             return
         if self._socket is not None and not self._writing and not self._pending:
-            wire = frame if self._tls is None else self._tls.seal(frame)
-            try:
-                sent = self._socket.send(wire)
-            except OSError:
-                sent = 0
-            if sent == len(wire):
+            if self._tls is not None:  # sealed: it must go out as it is, now or first
+                self._send_wire_now(self._tls.seal(frame))
                 return
-            if sent or self._tls is not None:
-                self._partial, self._partial_size = memoryview(wire)[sent:], 0
+            sent = self._send_now(frame)
+            if sent == len(frame):
+                return
+            if sent:
+                self._partial, self._partial_size = memoryview(frame)[sent:], 0
                 self._start_writer()
                 return
         self._queue_urgent(frame, None)
@@ -241,19 +240,28 @@ class Outbox:
         if self._done or not wire:
             return
         if self._socket is not None and not self._writing and not self._pending:
-            try:
-                sent = self._socket.send(wire)
-            except OSError:
-                sent = 0
-            if sent == len(wire):
-                return
-            wire = wire[sent:]
+            self._send_wire_now(wire)
+            return
         if self._partial is None:
             self._partial, self._partial_size = memoryview(wire), 0
         else:
             self._partial = memoryview(bytes(self._partial) + wire)
         if not self._writing:
             self._start_writer()
+
+    def _send_wire_now(self, wire: bytes) -> None:
+        """Records, while nothing else is under way: to the kernel, the rest first next."""
+        sent = self._send_now(wire)
+        if sent < len(wire):
+            self._partial, self._partial_size = memoryview(wire)[sent:], 0
+            self._start_writer()
+
+    def _send_now(self, data: bytes) -> int:
+        assert self._socket is not None
+        try:
+            return self._socket.send(data)
+        except OSError:  # full, or failing: the writer will see it
+            return 0
 
     def discard_queued(self) -> None:
         """Drop queued data frames; a frame already started is still finished."""

@@ -28,8 +28,9 @@ session tickets need nothing special: both are records like any other.
 
 The one private access: ``SSLStream._ssl_object``, ``_incoming``, ``_outgoing``
 and ``_delayed_outgoing`` (trio holds a TLS 1.3 server's session tickets back to
-send them with the first data; they must go before our first record). *Upstream note (trio):* a public way to hand over an
-``SSLStream`` after ``do_handshake()`` — its SSLObject, BIOs and transport —
+send them with the first data; they must go before our first record).
+*Upstream note (trio):* a public way to hand over an ``SSLStream`` after
+``do_handshake()`` — its SSLObject, BIOs and transport —
 or a synchronous ``send_nowait`` that returns what the transport did not take,
 would make this module unnecessary.
 """

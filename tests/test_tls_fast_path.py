@@ -1,0 +1,227 @@
+"""``wss://`` through the idle fast path: records sealed by the outbox are wire-exact.
+
+After the TLS handshake a :class:`~trio_ws_demo.tls.TlsChannel` takes over the
+connection's TLS state and the outbox writes records itself (synchronously for
+an idle client, by its writer for a backlog). These tests hold it to the plain
+path's rules with independent clients: ``websockets`` over TLS, a raw wsproto
+client over trio's SSLStream, and ``openssl s_client`` for a TLS 1.3 key update.
+All certificates come from trustme.
+"""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+import trustme
+from websockets.trio.client import connect
+from wsproto.events import BytesMessage, CloseConnection
+
+from trio_ws_demo import ServerOptions
+from trio_ws_demo.hub import InboxBudget
+
+from .conftest import StartServer
+from .test_fast_path import payloads
+from .wsraw import RawClient
+
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_websockets_over_tls_reads_every_frame_exactly_while_pinging(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ServerOptions(ssl_context=server_context(ca)))
+    sent = payloads()  # sizes around 125/126, 65535/65536 and 300 KB
+    url = f"wss://127.0.0.1:{server.port}/"
+    tls = client_context(ca)
+    pongs = 0
+
+    async def receiver(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        nonlocal pongs
+        async with connect(url, ssl=tls, proxy=None, compression=None, max_size=None) as ws:
+            task_status.started()
+            waiting = []
+            for n, expected in enumerate(sent):
+                assert await ws.recv() == expected
+                if n % 10 == 0:  # a ping between frames: its pong is a record too
+                    # Not awaited here: the pong may wait behind a 300 KB frame
+                    # that this client only reads on its next recv().
+                    waiting.append(await ws.ping())
+            for pong in waiting:
+                await pong.wait()
+                pongs += 1
+        assert ws.close_code == 1000
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                await nursery.start(receiver)
+            for message in sent:
+                server.broadcast(message)  # idle clients: sealed and sent from here
+    assert pongs == 3 * len(range(0, len(sent), 10))
+
+
+async def test_a_slow_tls_reader_gets_whole_frames_then_its_1008(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    """Records half written are finished, then the close comes at once."""
+    server = await start_server(
+        ServerOptions(
+            ssl_context=server_context(ca),
+            budget=InboxBudget(max_messages=1),
+            close_timeout=30,
+        )
+    )
+    messages = [b"a" * (16 * 2**20), b"b" * (16 * 2**20)]
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.port, receive_buffer=16384, tls=client_context(ca))
+        await trio.testing.wait_all_tasks_blocked()
+        for message in messages:
+            server.broadcast(message)  # the second is over the budget of one
+        events = await client.events_until_close()
+        await client.stream.aclose()
+    assert [type(e) for e in events] == [BytesMessage, CloseConnection]
+    assert events[0].data == messages[0]  # type: ignore[attr-defined]
+    assert events[1].code == 1008  # type: ignore[attr-defined]
+
+
+async def test_a_tls_close_handshake_completes_after_partial_writes(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ServerOptions(ssl_context=server_context(ca)))
+    big = [bytes([n]) * 100_000 for n in range(10)]
+    with trio.fail_after(TIMEOUT):
+        slow = await RawClient.connect(server.port, receive_buffer=16384, tls=client_context(ca))
+        await trio.testing.wait_all_tasks_blocked()
+        for message in big:
+            server.broadcast(message)
+        got: list[bytes] = []
+        while sum(len(g) for g in got) < sum(len(m) for m in big):
+            event = await slow.next_event()
+            data = getattr(event, "data", None)
+            if isinstance(data, (bytes, bytearray)):
+                got.append(bytes(data))
+        await slow.stream.send_all(slow.close_frame())
+        events = await slow.events_until_close()
+        await slow.stream.aclose()
+    assert b"".join(got) == b"".join(big)
+    assert events[-1].code == 1000  # type: ignore[attr-defined]
+
+
+async def test_a_tls13_key_update_keeps_the_connection(
+    start_server: StartServer, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """openssl s_client sends a KeyUpdate asking for ours (its 'K' command): our
+    answer is made while reading and must reach the wire before any record sealed
+    with the new key, or the client could not decrypt what follows."""
+    openssl = "openssl"
+    server = await start_server(ServerOptions(ssl_context=server_context(ca)))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    process = await trio.lowlevel.open_process(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_3", "-crlf",
+         "-no_ign_eof", "-CAfile", str(ca_file), "-servername", "127.0.0.1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    seen = b""
+
+    async def until(marker: bytes) -> None:
+        nonlocal seen
+        assert process.stdout is not None
+        while marker not in seen:
+            chunk = await process.stdout.receive_some()
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+
+    try:
+        with trio.fail_after(TIMEOUT):
+            await until(b"Verify return code: 0 (ok)")
+            upgrade = (
+                "GET / HTTP/1.1\nHost: 127.0.0.1\nUpgrade: websocket\nConnection: Upgrade\n"
+                "Sec-WebSocket-Version: 13\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\n\n"
+            )
+            await process.stdin.send_all(upgrade.encode())
+            await until(b"101 Switching Protocols")
+            server.broadcast("before the key update")
+            await until(b"before the key update")
+            await process.stdin.send_all(b"K\n")  # KeyUpdate, update_requested
+            await until(b"KEYUPDATE")
+            await trio.testing.wait_all_tasks_blocked()
+            server.broadcast("after the key update")
+            await until(b"after the key update")
+    finally:
+        process.kill()
+        await process.wait()
+        await process.stdin.aclose()
+        await process.stdout.aclose()
+    assert server.statistics().clients == 1
+
+
+async def test_records_made_outside_a_write_wait_for_the_records_before_them(
+    ca: trustme.CA, nursery: trio.Nursery
+) -> None:
+    """A record TLS makes while reading (an alert, say) is written after what
+    was sealed before it: here a close_notify made while a 1 MB frame is still
+    half in the kernel. Sent at once, it would overtake the frame's records,
+    and the peer would fail on their sequence numbers."""
+    import socket
+
+    from trio_ws_demo.frames import encode_frame
+    from trio_ws_demo.outbox import Outbox
+    from trio_ws_demo.stats import Traffic
+    from trio_ws_demo.tls import TlsChannel
+
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    ours.setblocking(False)
+    server = trio.SSLStream(
+        trio.SocketStream(trio.socket.from_stdlib_socket(ours)),
+        server_context(ca),
+        server_side=True,
+    )
+    client = trio.SSLStream(
+        trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
+        client_context(ca),
+        server_hostname="127.0.0.1",
+    )
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as handshakes:
+            handshakes.start_soon(server.do_handshake)
+            handshakes.start_soon(client.do_handshake)
+        channel = TlsChannel(server)
+        outbox = Outbox(server, nursery, InboxBudget(), Traffic(), ours, tls=channel)
+        outbox.opened()
+        frame = encode_frame(b"x" * 1_000_000)
+        assert outbox.offer(frame, len(frame))
+        assert outbox.queued_messages == 1  # the kernel took only part of it
+        outbox.send_wire_nowait(channel.close_notify())
+        received = b""
+        while chunk := await client.receive_some():
+            received += chunk
+        await outbox.aclose()
+        await trio.aclose_forcefully(client)
+    ours.close()
+    theirs.close()
+    assert received == frame
