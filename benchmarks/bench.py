@@ -32,6 +32,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,9 +104,31 @@ def start_redis() -> tuple[subprocess.Popen[str], str]:
     return redis, f"redis://127.0.0.1:{port}/0"
 
 
+TLS_FILES: tuple[str, str] | None = None
+"""(certificate, key) made for this run by --tls; both servers serve wss:// with them."""
+
+
+def make_certificate(directory: Path) -> tuple[str, str]:
+    """A self-signed P-256 certificate for 127.0.0.1, made per run with openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
 def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float) -> Result:
     redis = None
     argv = SERVERS[server]
+    if TLS_FILES is not None:
+        cert, key = TLS_FILES
+        if server == "ours":
+            argv = [*argv, "--certfile", cert, "--keyfile", key]
+        elif server == "websockets":
+            argv = [*argv, "0", cert, key]
     if server == "ours-redis":
         redis, redis_url = start_redis()
         argv = [*argv, "--redis", redis_url]
@@ -292,6 +315,16 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
     return "\n".join(lines)
 
 
+def tls_scenarios() -> list[Scenario]:
+    both = ("ours", "websockets")
+    return [
+        Scenario("wss fan-out 100 × 64 B", "fanout", 100, servers=both),
+        Scenario("wss fan-out 100 × 16 KiB", "fanout", 100, payload=16 * 1024, window=4,
+                 servers=both),
+        Scenario("wss idle 5000 connections", "idle", 5000, servers=both),
+    ]  # fmt: skip
+
+
 def redis_scenarios() -> list[Scenario]:
     both = ("ours", "ours-redis")
     return [
@@ -351,6 +384,11 @@ def main() -> int:
     parser.add_argument("--only", default="", help="run scenarios whose name contains this")
     parser.add_argument("--json", type=Path, help="also write raw results here")
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the wss:// rows instead: ours and websockets over TLS (a certificate per run)",
+    )
+    parser.add_argument(
         "--redis",
         action="store_true",
         help="the Redis rows instead: ours with and without --redis (needs redis-server)",
@@ -364,6 +402,11 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     servers = [s for s in args.servers.split(",") if s and s != "ours-redis"]
     scenarios = [s for s in scenarios_for(args.quick) if args.only in s.name]
+    if args.tls:
+        global TLS_FILES
+        TLS_FILES = make_certificate(Path(tempfile.mkdtemp(prefix="bench-tls-")))
+        servers = ["ours", "websockets"]
+        scenarios = [s for s in tls_scenarios() if args.only in s.name]
     if args.redis:
         if not shutil.which("redis-server"):
             print("--redis needs redis-server (apt-get install redis-server)", file=sys.stderr)

@@ -20,6 +20,7 @@
 // reports handshakes/s, holds them until told to stop (stdin closes).
 import { WebSocket } from 'ws';
 import net from 'node:net';
+import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 
 const cfg = JSON.parse(process.argv[2]);
@@ -29,11 +30,15 @@ const HEADER = 16;
 function connectRaw(url, onFrame) {
   const { hostname, port, pathname } = new URL(url);
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: hostname, port: Number(port), noDelay: true });
+    // wss:// (bench --tls): a self-signed certificate made for the run.
+    const secure = url.startsWith('wss:');
+    const socket = secure
+      ? tls.connect({ host: hostname, port: Number(port), rejectUnauthorized: false, noDelay: true })
+      : net.connect({ host: hostname, port: Number(port), noDelay: true });
     let pending = null;
     let upgraded = false;
     socket.once('error', reject);
-    socket.on('connect', () => {
+    socket.on(secure ? 'secureConnect' : 'connect', () => {
       socket.write(
         `GET ${pathname || '/'} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
         'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
@@ -79,7 +84,9 @@ function connectRaw(url, onFrame) {
 
 function connect(url) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20 });
+    const ws = new WebSocket(url, {
+      perMessageDeflate: false, maxPayload: 64 << 20, rejectUnauthorized: false,
+    });
     ws.binaryType = 'nodebuffer';
     ws.once('open', () => resolve(ws));
     ws.once('error', reject);

@@ -9,6 +9,7 @@ websockets broadcast guide).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
@@ -31,14 +32,33 @@ async def handler(ws: ServerConnection) -> None:
             rooms.pop(path, None)
 
 
-async def main(port: int) -> None:
+async def main(port: int, certfile: str | None, keyfile: str | None) -> None:
+    context = None
+    if certfile:  # bench --tls
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certfile, keyfile)
     async with serve(
-        handler, "127.0.0.1", port, compression=None, ping_interval=None, max_size=2**20
+        handler,
+        "127.0.0.1",
+        port,
+        compression=None,
+        ping_interval=None,
+        max_size=2**20,
+        ssl=context,
     ) as server:
         bound = next(iter(server.sockets)).getsockname()[1]
-        print(f"Listening on ws://127.0.0.1:{bound}", flush=True)
+        scheme = "wss" if context else "ws"
+        print(f"Listening on {scheme}://127.0.0.1:{bound}", flush=True)
         await asyncio.Future()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+    # websockets_asyncio.py [PORT [CERTFILE KEYFILE]]
+    args = sys.argv[1:]
+    asyncio.run(
+        main(
+            int(args[0]) if args else 0,
+            args[1] if len(args) > 1 else None,
+            args[2] if len(args) > 2 else None,
+        )
+    )
