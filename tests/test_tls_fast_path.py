@@ -10,8 +10,11 @@ All certificates come from trustme.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,11 @@ from websockets.trio.client import connect
 from wsproto.events import BytesMessage, CloseConnection
 
 from trio_ws_demo import ServerOptions
+from trio_ws_demo.frames import encode_frame
 from trio_ws_demo.hub import InboxBudget
+from trio_ws_demo.outbox import Outbox
+from trio_ws_demo.stats import Traffic
+from trio_ws_demo.tls import TlsChannel
 
 from .conftest import StartServer
 from .test_fast_path import payloads
@@ -46,6 +53,41 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
+
+
+@asynccontextmanager
+async def taken_over(
+    ca: trustme.CA, nursery: trio.Nursery, *, send_buffer: int | None = None
+) -> AsyncIterator[tuple[TlsChannel, Outbox, trio.SSLStream[trio.SocketStream]]]:
+    """A handshaken TLS pair over a socketpair; the server side taken over by a
+    TlsChannel and written by an open Outbox. Yields (channel, outbox, client)."""
+    ours, theirs = socket.socketpair()
+    if send_buffer is not None:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    ours.setblocking(False)
+    server = trio.SSLStream(
+        trio.SocketStream(trio.socket.from_stdlib_socket(ours)),
+        server_context(ca),
+        server_side=True,
+    )
+    client = trio.SSLStream(
+        trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
+        client_context(ca),
+        server_hostname="127.0.0.1",
+    )
+    try:
+        async with trio.open_nursery() as handshakes:
+            handshakes.start_soon(server.do_handshake)
+            handshakes.start_soon(client.do_handshake)
+        channel = TlsChannel(server)
+        outbox = Outbox(server, nursery, InboxBudget(), Traffic(), ours, tls=channel)
+        outbox.opened()
+        yield channel, outbox, client
+        await outbox.aclose()
+    finally:
+        await trio.aclose_forcefully(client)
+        ours.close()
+        theirs.close()
 
 
 async def test_websockets_over_tls_reads_every_frame_exactly_while_pinging(
@@ -186,42 +228,30 @@ async def test_records_made_outside_a_write_wait_for_the_records_before_them(
     was sealed before it: here a close_notify made while a 1 MB frame is still
     half in the kernel. Sent at once, it would overtake the frame's records,
     and the peer would fail on their sequence numbers."""
-    import socket
-
-    from trio_ws_demo.frames import encode_frame
-    from trio_ws_demo.outbox import Outbox
-    from trio_ws_demo.stats import Traffic
-    from trio_ws_demo.tls import TlsChannel
-
-    ours, theirs = socket.socketpair()
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-    ours.setblocking(False)
-    server = trio.SSLStream(
-        trio.SocketStream(trio.socket.from_stdlib_socket(ours)),
-        server_context(ca),
-        server_side=True,
-    )
-    client = trio.SSLStream(
-        trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
-        client_context(ca),
-        server_hostname="127.0.0.1",
-    )
     with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as handshakes:
-            handshakes.start_soon(server.do_handshake)
-            handshakes.start_soon(client.do_handshake)
-        channel = TlsChannel(server)
-        outbox = Outbox(server, nursery, InboxBudget(), Traffic(), ours, tls=channel)
-        outbox.opened()
-        frame = encode_frame(b"x" * 1_000_000)
-        assert outbox.offer(frame, len(frame))
-        assert outbox.queued_messages == 1  # the kernel took only part of it
-        outbox.send_wire_nowait(channel.close_notify())
-        received = b""
-        while chunk := await client.receive_some():
-            received += chunk
-        await outbox.aclose()
-        await trio.aclose_forcefully(client)
-    ours.close()
-    theirs.close()
+        async with taken_over(ca, nursery, send_buffer=16384) as (channel, outbox, client):
+            frame = encode_frame(b"x" * 1_000_000)
+            assert outbox.offer(frame, len(frame))
+            assert outbox.queued_messages == 1  # the kernel took only part of it
+            outbox.send_wire_nowait(channel.close_notify())
+            received = b""
+            while chunk := await client.receive_some():
+                received += chunk
     assert received == frame
+
+
+async def test_offering_to_a_connection_whose_tls_failed_does_not_raise(
+    ca: trustme.CA, nursery: trio.Nursery
+) -> None:
+    """``offer()`` runs inside whoever published: after this connection's TLS
+    failed on a forged record, sealing for it must mark it broken, not throw an
+    SSLError into the publisher (which would end *its* connection)."""
+    with trio.fail_after(TIMEOUT):
+        async with taken_over(ca, nursery) as (channel, outbox, client):
+            # An application-data record whose MAC cannot verify.
+            await client.transport_stream.send_all(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+            with pytest.raises(trio.BrokenResourceError):
+                await channel.receive_some()
+            frame = encode_frame("after the failure")
+            assert outbox.offer(frame, len(frame))  # no SSLError out of here
+            assert not outbox.writable

@@ -157,7 +157,14 @@ class Outbox:
             return True  # closing: not slow, just too late
         if sock is not None:
             tls = self._tls
-            wire = frame if tls is None else tls.seal(frame)
+            if tls is None:
+                wire = frame
+            else:
+                try:
+                    wire = tls.seal(frame)
+                except trio.BrokenResourceError:
+                    self._state = _State.BROKEN  # the reader sees it too and ends the connection
+                    return True
             try:
                 sent = sock.send(wire)
             except OSError:  # full (BlockingIOError) or failing: the writer will see it
@@ -222,7 +229,10 @@ class Outbox:
             return
         if self._socket is not None and not self._writing and not self._pending:
             if self._tls is not None:  # sealed: it must go out as it is, now or first
-                self._send_wire_now(self._tls.seal(frame))
+                try:
+                    self._send_wire_now(self._tls.seal(frame))
+                except trio.BrokenResourceError:
+                    self._state = _State.BROKEN
                 return
             sent = self._send_now(frame)
             if sent == len(frame):
@@ -390,14 +400,22 @@ class Outbox:
         """What to write: *wire* as it is, then *chunk* joined (and sealed under TLS)."""
         plain: _Frame = chunk[0] if len(chunk) == 1 else b"".join(chunk)
         if self._tls is not None and plain:
-            plain = self._tls.seal(plain)
+            plain = self._seal(plain)
         if wire is None:
             return plain
         return bytes(wire) + plain if plain else wire
 
     async def _write(self, data: _Frame) -> None:
         """Write *data* (plaintext: a control frame, the 101, the close frame)."""
-        await self._write_wire(data if self._tls is None else self._tls.seal(data))
+        await self._write_wire(data if self._tls is None else self._seal(data))
+
+    def _seal(self, data: _Frame) -> bytes:
+        assert self._tls is not None
+        try:
+            return self._tls.seal(data)
+        except trio.BrokenResourceError:
+            self._state = _State.BROKEN
+            raise
 
     async def _write_wire(self, data: _Frame) -> None:
         try:

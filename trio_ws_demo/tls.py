@@ -87,8 +87,16 @@ class TlsChannel(trio.abc.Stream):
         return early + (self._outgoing.read() if self._outgoing.pending else b"")
 
     def seal(self, data: bytes | bytearray | memoryview) -> bytes:
-        """Encrypt *data*; return the records to write, in order, now."""
-        self._ssl.write(data)
+        """Encrypt *data*; return the records to write, in order, now.
+
+        Raises :class:`trio.BrokenResourceError` if TLS cannot (it failed while
+        reading, say): a plain ``def`` called from ``publish()`` must not throw an
+        ``SSLError`` into whoever published.
+        """
+        try:
+            self._ssl.write(data)
+        except (ssl.SSLError, ValueError) as exc:
+            raise trio.BrokenResourceError(f"TLS cannot send: {exc}") from exc
         return self._outgoing.read()
 
     def close_notify(self) -> bytes:
