@@ -400,3 +400,17 @@ async def test_the_application_can_broadcast_to_one_room(server: BroadcastServer
             assert await x.recv() == "only x"
             await y.send("y's own")
             assert await y.recv() == "y's own"
+
+
+def test_a_room_made_ready_for_a_client_that_never_joined_is_pruned() -> None:
+    """The backplane prepares a room before its first client joins; if that
+    client never does (it hung up, the server shut down), the room goes."""
+    registry = make_rooms()
+    registry.room("ready")
+    registry.prune("ready")
+    assert registry.get("ready") is None
+    joined = registry.room("busy")
+    joined.join(Inbox(), v1=False)
+    registry.prune("busy")
+    assert registry.get("busy") is joined
+    registry.prune("never-made")  # nothing to do

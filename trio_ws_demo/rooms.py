@@ -332,6 +332,16 @@ class Rooms:
     def leave(self, room: Room, subscriber: Subscriber[bytes]) -> None:
         """Remove *subscriber*; free the room once it has no clients and no history."""
         room.leave(subscriber)
+        self._free_if_unused(room)
+
+    def prune(self, name: str) -> None:
+        """Free room *name* if nobody is in it and it keeps nothing (a room made
+        ready for a client that never joined)."""
+        room = self._rooms.get(name)
+        if room is not None:
+            self._free_if_unused(room)
+
+    def _free_if_unused(self, room: Room) -> None:
         if not room.alive and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
             if self.on_freed is not None:

@@ -271,7 +271,12 @@ class BroadcastServer:
             return
         stream, head = admitted.stream, admitted.head
         if self.backplane is not None:
-            await self.backplane.follow(admitted.room)  # shared history before joining
+            try:
+                await self.backplane.follow(admitted.room)  # shared history before joining
+            except BaseException:
+                self.rooms.prune(admitted.room)
+                await trio.aclose_forcefully(stream)
+                raise
         tls = TlsChannel(stream) if TlsChannel.can_take_over(stream) else None  # type: ignore[arg-type]
         connection = Connection(
             stream,
@@ -299,6 +304,7 @@ class BroadcastServer:
             await connection.run()
         finally:
             self._connections.discard(connection)
+            self.rooms.prune(connection.room)  # made ready by follow(), never joined
             if watch is not None:
                 assert self.keepalive is not None
                 self.keepalive.unwatch(watch)
