@@ -420,3 +420,14 @@ async def test_ipv6_hosts_print_in_brackets() -> None:
             assert await serve.process.wait() == 0
     assert "[::1]:" in serve.log.lines[-1]  # the peer, in the 'connected' line
     assert err == "Connection error: connection refused ([::1]:9)\n"
+
+
+async def test_a_redis_url_that_is_not_redis_is_a_usage_error() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("serve", "--redis", "http://:s3cret@127.0.0.1:6379") as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert err == (
+        "error: --redis takes a redis://, rediss:// or unix:// URL, "
+        "not 'http://:***@127.0.0.1:6379'\n"
+    )

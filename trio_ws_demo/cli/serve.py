@@ -8,10 +8,12 @@ import os
 import signal
 import ssl
 import sys
+import urllib.parse
 from typing import Any
 
 import trio
 
+from ..backplane import redact_url
 from ..handshake import AccessPolicy
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from ..listen import format_host
@@ -36,6 +38,7 @@ from .flags import (
 __all__ = ["REDIS_ENV", "add_parser", "listening_line", "run"]
 
 REDIS_ENV = "TRIO_WS_DEMO_REDIS"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 """Read when the server starts, like the token: ``--help`` never shows a password."""
 
 
@@ -225,6 +228,13 @@ def run(args: argparse.Namespace) -> int:
     if args.keyfile and not args.certfile:
         print("error: --keyfile needs --certfile", file=sys.stderr)
         return EXIT_USAGE
+    redis = getattr(args, "redis", None) or os.environ.get(REDIS_ENV) or None
+    if redis is not None and urllib.parse.urlsplit(redis).scheme not in REDIS_SCHEMES:
+        print(
+            f"error: --redis takes a redis://, rediss:// or unix:// URL, not {redact_url(redis)!r}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     ssl_context = None
     if args.certfile:
         try:
@@ -258,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         access=AccessPolicy(allow_origins=frozenset(args.allow_origin), token=read_token(args)),
         ssl_context=ssl_context,
-        redis=getattr(args, "redis", None) or os.environ.get(REDIS_ENV) or None,
+        redis=redis,
         redis_optional=args.redis_optional,
         redis_queue=args.redis_queue,
         reuse_port=args.reuse_port,
