@@ -255,3 +255,22 @@ async def test_offering_to_a_connection_whose_tls_failed_does_not_raise(
             frame = encode_frame("after the failure")
             assert outbox.offer(frame, len(frame))  # no SSLError out of here
             assert not outbox.writable
+
+
+async def test_keepalive_pings_are_sealed_too(start_server: StartServer, ca: trustme.CA) -> None:
+    """The server-wide keepalive writes its ping with send_control_nowait(), from
+    outside any connection's task: under TLS it must be a record, in order."""
+    from wsproto.events import Ping
+
+    server = await start_server(
+        ServerOptions(ssl_context=server_context(ca), ping_interval=0.05, ping_timeout=30)
+    )
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.port, tls=client_context(ca))
+        server.broadcast("before")
+        seen = [await client.next_event(), await client.next_event()]  # in either order
+        assert sorted(type(e).__name__ for e in seen) == ["Ping", "TextMessage"]
+        assert [getattr(e, "data", None) for e in seen if not isinstance(e, Ping)] == ["before"]
+        server.broadcast("after")  # one ping until --ping-timeout: nothing else comes
+        assert await client.next_message() == "after"
+        await client.stream.aclose()
