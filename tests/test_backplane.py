@@ -306,3 +306,32 @@ async def test_reuse_port_lets_two_processes_share_a_port(redis: RedisServer) ->
             async with run_cli("serve", "--port", port, "--redis", redis.url) as refused:
                 assert await refused.process.wait() == 1
                 assert "the port is in use" in await refused.stderr()
+
+
+async def test_clients_joining_a_new_room_at_once_all_hear_the_other_process(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    """Twenty handshakes load the same new room together (one loads, the others
+    wait for it); then every one of them gets a message sent on the other process."""
+    a = await start_server(ServerOptions(redis=redis.url, history=10))
+    b = await start_server(ServerOptions(redis=redis.url, history=10))
+    got: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            joined = trio.Semaphore(0)
+
+            async def listener() -> None:
+                async with connect(url_of(b, "/fresh"), proxy=None) as ws:
+                    joined.release()
+                    got.append(str(await ws.recv()))
+
+            for _ in range(20):
+                nursery.start_soon(listener)
+            for _ in range(20):
+                await joined.acquire()
+            async with connect(url_of(a, "/fresh"), proxy=None) as sender:
+                await sender.send("to all twenty")
+                assert await sender.recv() == "to all twenty"
+    assert got == ["to all twenty"] * 20
+    room = b.rooms.get("fresh")
+    assert room is None or room.history_messages == 1  # loaded once, not reset

@@ -159,6 +159,8 @@ class RedisBackplane:
         self._wake_reader: trio.Event | None = None
         self._followed: dict[str, bytes] = {}
         """Room name -> the last entry ID read (b"0-N")."""
+        self._loading: dict[str, trio.Event] = {}
+        """Rooms whose shared state follow() is loading now."""
         self._link: coredis.Redis[bytes] | None = None
         self.up = False
         self._warned_down = False
@@ -202,6 +204,11 @@ class RedisBackplane:
         has its shared history, epoch and offset. Local if the link is down."""
         if name in self._followed or not self.up or self._link is None:
             return
+        loading = self._loading.get(name)
+        if loading is not None:  # another client of this room is loading it
+            await loading.wait()
+            return
+        self._loading[name] = loading = trio.Event()
         room = self._rooms.room(name)
         try:
             with trio.fail_after(self._timeout):
@@ -211,6 +218,9 @@ class RedisBackplane:
                 raise
             logger.debug("backplane: could not load room %r: %s", name, exc)
             return
+        finally:
+            del self._loading[name]
+            loading.set()
         if self._wake_reader is not None:
             self._wake_reader.set()
 
@@ -257,9 +267,11 @@ class RedisBackplane:
         async with _lost_on_error(), self._connect() as link:
             with trio.fail_after(self._timeout):
                 await link.ping()
-            for room in self._rooms.rooms():
-                with trio.fail_after(self._timeout):
-                    await self._adopt(link, room)
+            # Rooms made while this runs are adopted too (they could not follow()).
+            while pending := [r for r in self._rooms.rooms() if r.name not in self._followed]:
+                for room in pending:
+                    with trio.fail_after(self._timeout):
+                        await self._adopt(link, room)
             self._link = link
             self._go_up()
             if not self._started:
