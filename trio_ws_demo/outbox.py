@@ -161,10 +161,9 @@ class Outbox:
                 wire = frame
             else:
                 try:
-                    wire = tls.seal(frame)
+                    wire = self._seal(frame)
                 except trio.BrokenResourceError:
-                    self._state = _State.BROKEN  # the reader sees it too and ends the connection
-                    return True
+                    return True  # broken now: the reader sees it too and ends the connection
             try:
                 sent = sock.send(wire)
             except OSError:  # full (BlockingIOError) or failing: the writer will see it
@@ -229,10 +228,8 @@ class Outbox:
             return
         if self._socket is not None and not self._writing and not self._pending:
             if self._tls is not None:  # sealed: it must go out as it is, now or first
-                try:
-                    self._send_wire_now(self._tls.seal(frame))
-                except trio.BrokenResourceError:
-                    self._state = _State.BROKEN
+                with contextlib.suppress(trio.BrokenResourceError):  # broken: nothing to do
+                    self._send_wire_now(self._seal(frame))
                 return
             sent = self._send_now(frame)
             if sent == len(frame):
