@@ -21,6 +21,10 @@ writer of its socket. It owns:
 * **control frames:** pings, pongs and the handshake response go at the next
   frame boundary, ahead of queued data (RFC 6455 §5.4 allows control frames
   between the frames of a message; we never split messages at all).
+* **TLS records,** for ``wss://``: frames are sealed by the connection's
+  :class:`~trio_ws_demo.tls.TlsChannel` at the moment they are written (so the
+  fast path works under TLS too), and records TLS makes while reading are
+  written after every record sealed before them.
 * **the close frame,** which goes last: after the queue, or after the queue
   is dropped, as the connection's close table says (see
   :mod:`trio_ws_demo.connection`), and nothing after it.
