@@ -129,9 +129,7 @@ class TlsChannel(trio.abc.Stream):
                 self._pass_on_records()
                 raise trio.BrokenResourceError(f"TLS error: {exc}") from exc
             self._pass_on_records()
-            if data:
-                return data
-            return b""
+            return data
 
     def _pass_on_records(self) -> None:
         if self._outgoing.pending and self.on_wire is not None:
