@@ -119,7 +119,9 @@ class BroadcastServer:
         """Send *message* to every client in *room* from the application side; never waits.
 
         Encoded once, delivered like a client's message (same budget,
-        slow-client policy and history). Returns how many clients took it.
+        slow-client policy and history). Returns how many clients took it: with
+        a Redis backplane that is 0, since it reaches every process's clients
+        (this one's too) once it comes back from Redis, in the room's order.
         """
         existing = self.rooms.get(room)
         if existing is not None:
