@@ -398,13 +398,13 @@ class Outbox:
         return wire, chunk, messages, size, waiters
 
     def _to_wire(self, wire: _Frame | None, chunk: list[_Frame]) -> _Frame:
-        """What to write: *wire* as it is, then *chunk* joined (and sealed under TLS)."""
-        plain: _Frame = chunk[0] if len(chunk) == 1 else b"".join(chunk)
-        if self._tls is not None and plain:
-            plain = self._seal(plain)
-        if wire is None:
-            return plain
-        return bytes(wire) + plain if plain else wire
+        """What to write: *wire* as it is, then *chunk* (sealed under TLS), in one
+        copy at most, as before TLS: a plain backlog is joined once."""
+        if self._tls is not None and chunk:
+            chunk = [self._seal(chunk[0] if len(chunk) == 1 else b"".join(chunk))]
+        if wire is not None:
+            chunk = [wire, *chunk]
+        return chunk[0] if len(chunk) == 1 else b"".join(chunk)
 
     async def _write(self, data: _Frame) -> None:
         """Write *data* (plaintext: a control frame, the 101, the close frame)."""
