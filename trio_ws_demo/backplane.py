@@ -303,7 +303,7 @@ class RedisBackplane:
         """Load *room*'s shared epoch, offset and history; read it from now on."""
         key = _stream_key(room.name)
         async with link.pipeline(transaction=False) as pipe:
-            pipe.set(_epoch_key(room.name), secrets.token_hex(4), condition=_nx())
+            pipe.set(_epoch_key(room.name), secrets.token_hex(4), condition=_tokens().NX)
             epoch_request = pipe.get(_epoch_key(room.name))
             newest_request = pipe.xrevrange(key, count=max(self._history, 1))
         epoch = await epoch_request
@@ -358,8 +358,7 @@ class RedisBackplane:
                 local.publish(message)
 
     async def _write(self, link: coredis.Redis[bytes]) -> None:
-        import coredis
-
+        tokens = _tokens()
         while True:
             await self._wake_writer.wait()
             self._wake_writer = trio.Event()
@@ -378,8 +377,8 @@ class RedisBackplane:
                                     "t": f"{at:.3f}",
                                 },
                                 identifier="0-*",
-                                trim_strategy=coredis.PureToken.MAXLEN,
-                                trim_operator=coredis.PureToken.APPROXIMATELY,
+                                trim_strategy=tokens.MAXLEN,
+                                trim_operator=tokens.APPROXIMATELY,
                                 threshold=self._stream_length,
                             )
                 except BaseException:
@@ -419,7 +418,7 @@ class RedisBackplane:
         while True:
             self._wake_reader = wake = trio.Event()
             await wake.wait()
-            await link.xadd(key, {"w": b"1"}, trim_strategy=_maxlen(), threshold=1)
+            await link.xadd(key, {"w": b"1"}, trim_strategy=_tokens().MAXLEN, threshold=1)
 
     def _deliver(self, name: str, entries: Iterable[Any]) -> None:
         room = self._rooms.get(name)
@@ -471,13 +470,9 @@ def _describe(exc: BaseException) -> str:
     return text[0].lower() + text[1:] if text else text
 
 
-def _nx() -> Any:
-    import coredis
+def _tokens() -> Any:
+    """coredis's command tokens (imported on first use: without --redis, the
+    server never loads coredis)."""
+    from coredis import PureToken
 
-    return coredis.PureToken.NX
-
-
-def _maxlen() -> Any:
-    import coredis
-
-    return coredis.PureToken.MAXLEN
+    return PureToken
