@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trustme
 
 from trio_ws_demo import BroadcastServer, ServerOptions
 
@@ -31,3 +34,27 @@ async def server(start_server: StartServer) -> BroadcastServer:
 
 def url_of(server: BroadcastServer, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
+
+
+def free_port() -> int:
+    """A loopback port free now (for processes that must be told their port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context

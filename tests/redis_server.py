@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 
 import pytest
 import trio
+
+from .conftest import free_port
 
 REDIS = shutil.which("redis-server")
 
@@ -27,10 +28,10 @@ def require_redis() -> str:
     return REDIS
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def redis_argv(port: int) -> list[str]:
+    """redis-server on 127.0.0.1:*port*, in the foreground, keeping nothing on disk."""
+    return [require_redis(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+            "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
 
 
 class RedisServer:
@@ -48,14 +49,7 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
-        args = [
-            require_redis(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-        ]  # fmt: skip
+        args = redis_argv(self.port)
         if self.password:
             args += ["--requirepass", self.password]
         self.process = process = await trio.lowlevel.open_process(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+
+from .conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -36,12 +37,6 @@ if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
 
 # Sync tests: Playwright's API is its own event loop, so these are not trio tests.
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -251,14 +246,9 @@ def test_a_page_without_the_token_says_so_and_stops_retrying(
 
 @contextmanager
 def redis_process(port: int) -> Iterator[subprocess.Popen[str]]:
-    from .redis_server import require_redis
+    from .redis_server import redis_argv
 
-    process = subprocess.Popen(
-        [require_redis(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    process = subprocess.Popen(redis_argv(port), stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         for line in process.stdout:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import ssl
 from pathlib import Path
 
 import pytest
@@ -18,32 +17,19 @@ from trio_ws_demo import ClientError, ServerOptions, ServerStartupError, run_cli
 from trio_ws_demo.handshake import AccessPolicy
 from trio_ws_demo.server import BroadcastServer
 
-from .conftest import StartServer, url_of
+from .conftest import StartServer, client_context, server_context, url_of
 from .processes import run_cli
 
 TIMEOUT = 20
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
 async def tls_server(start_server: StartServer, ca: trustme.CA) -> BroadcastServer:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return await start_server(ServerOptions(ssl_context=context))
+    return await start_server(ServerOptions(ssl_context=server_context(ca)))
 
 
 def wss_url(server: BroadcastServer) -> str:
     return f"wss://127.0.0.1:{server.port}/"
-
-
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 async def test_wss_with_a_trusted_ca_works(tls_server: BroadcastServer, ca: trustme.CA) -> None:

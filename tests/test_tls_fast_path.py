@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,28 +32,11 @@ from trio_ws_demo.outbox import Outbox
 from trio_ws_demo.stats import Traffic
 from trio_ws_demo.tls import TlsChannel
 
-from .conftest import StartServer
+from .conftest import StartServer, client_context, server_context
 from .test_fast_path import payloads
 from .wsraw import RawClient
 
 TIMEOUT = 30
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 @asynccontextmanager
