@@ -135,11 +135,11 @@ async def test_bad_handshakes_get_an_http_error(
 
 
 @pytest.mark.usefixtures("no_errors_logged")
-async def test_an_upgrade_only_wsproto_refuses_gets_400_and_does_not_hang(
+async def test_an_upgrade_with_a_body_gets_400_and_does_not_hang(
     server: BroadcastServer,
 ) -> None:
-    """Our head reader is a strict subset of HTTP, yet wsproto checks more
-    (here a Content-Length that is not a number): it answers 400 itself."""
+    """What follows an upgrade's head are frames; a Content-Length (here not
+    even a number) would make a body of them, so the front door says 400."""
     request = upgrade_request(extra="Content-Length: twelve\r\n")
     with trio.fail_after(TIMEOUT):
         answer = await http_exchange(server.port, request)

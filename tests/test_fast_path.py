@@ -39,7 +39,9 @@ async def test_websockets_reads_every_frame_exactly_while_pinging(server: Broadc
 
     async def receiver(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # Pings from this client, interleaved with the stream, must be answered.
-        async with connect(url, proxy=None, compression=None, max_size=None) as ws:
+        # max_queue=None: websockets stops reading once 16 messages wait unread,
+        # so a pong behind them would never be read while we wait for it.
+        async with connect(url, proxy=None, compression=None, max_size=None, max_queue=None) as ws:
             task_status.started()
             for n, expected in enumerate(sent):
                 assert await ws.recv() == expected

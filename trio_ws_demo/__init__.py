@@ -13,10 +13,11 @@ The public API is re-exported here; the modules behind it are:
   with :mod:`~trio_ws_demo.http` (bounded head reader, responses),
   :mod:`~trio_ws_demo.handshake` (RFC 6455 and access checks) and
   :mod:`~trio_ws_demo.web` (chat page, /healthz, /metrics);
+* :mod:`~trio_ws_demo.protocol`: the server's WebSocket protocol after the 101,
+  sans-I/O on wsproto's frame parser, with the one close table;
 * :mod:`~trio_ws_demo.connection`: one WebSocket connection and its catch-all,
-  with :mod:`~trio_ws_demo.closing` (the close table),
-  :mod:`~trio_ws_demo.outbox` (every byte a client is sent) and
-  :mod:`~trio_ws_demo.engine` (trio-websocket, and our workarounds for it);
+  with :mod:`~trio_ws_demo.outbox` (every byte a client is sent) and
+  :mod:`~trio_ws_demo.tls` (TLS records for the outbox);
 * :mod:`~trio_ws_demo.client`: the echo client as a library function;
 * :mod:`~trio_ws_demo.cli` and :mod:`~trio_ws_demo.logs`: the command line, a
   thin shell over the above.

@@ -1,40 +1,49 @@
-"""One accepted WebSocket connection: its receive loop, its outbox, and how it ends.
+"""One accepted WebSocket connection: its reader, its outbox, and how it ends.
 
-A connection is one task and one nursery. The task runs the *receive loop*
-(message -> its room, which encodes once and publishes; see
-:mod:`trio_ws_demo.rooms`); the nursery holds
-trio-websocket's reader task and, only while a backlog is being written, the
-outbox's writer task. Nothing else runs per connection: keepalive is one
-server-wide task (:mod:`trio_ws_demo.keepalive`) and idle clients are written
-to synchronously (:mod:`trio_ws_demo.outbox`).
+A connection is one task and one nursery. The task writes the 101 the front
+door prepared, then runs the *reader*: bytes from the transport go into the
+sans-I/O :class:`~trio_ws_demo.protocol.ServerProtocol`, whose events become
+room messages (encoded once, then published; see :mod:`trio_ws_demo.rooms`),
+pongs and close frames. The nursery holds, only while a backlog is being
+written, the outbox's writer task, and a server-initiated close. Nothing else
+runs per connection: keepalive is one server-wide task
+(:mod:`trio_ws_demo.keepalive`) and idle clients are written to synchronously
+(:mod:`trio_ws_demo.outbox`).
 
 How a connection ends is decided in one place: :meth:`Connection.note_end`
-records the first reason, and :data:`~trio_ws_demo.closing.CLOSE_TABLE` says
-what that reason means for the last bytes. An unexpected exception is caught
-here, logged once with its traceback, and closes only this connection (1011).
+records the first reason, and :data:`~trio_ws_demo.protocol.CLOSE_TABLE` says
+what that reason means for the last bytes. No close frame is ever written
+before the 101. A peer that vanishes (a reset, a broken pipe) is an ordinary
+end, logged at INFO; any other exception is caught here, logged once with its
+traceback, and closes only this connection (1011): :meth:`Connection.run`
+raises nothing but ``Cancelled``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from dataclasses import dataclass
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from .closing import CLOSE_TABLE, End, Sender
-from .engine import EngineStream
-from .frames import encode_close, encode_frame, payload_length
 from .frontdoor import Peer
 from .handshake import redact
 from .hub import InboxBudget
 from .outbox import Outbox
-from .rooms import SUBPROTOCOL, Room, Rooms
+from .protocol import CLOSE_TABLE, Closed, End, Message, PingReceived, ServerProtocol, State
+from .rooms import Room, Rooms
 from .stats import Traffic
 from .tls import TlsChannel
 
 __all__ = ["Connection", "ConnectionSettings"]
+
+#: Bytes asked of the transport per read.
+READ_SIZE = 64 * 1024
+
+#: What a peer that vanishes looks like to us: nothing to answer, nothing to log loudly.
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 logger = logging.getLogger("trio_ws_demo.server")
 
@@ -53,8 +62,10 @@ class Connection:
     """Runs one WebSocket connection in its room."""
 
     __slots__ = (
-        "_head",
         "_nursery",
+        "_opened",
+        "_reading",
+        "_response",
         "_room",
         "_rooms",
         "_settings",
@@ -64,11 +75,13 @@ class Connection:
         "_target",
         "_tls",
         "end",
-        "engine",
+        "last_seen",
         "messages_in",
         "outbox",
         "peer",
+        "peer_close",
         "pinged_at",
+        "protocol",
         "raw_socket",
         "room",
         "traffic",
@@ -78,7 +91,7 @@ class Connection:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        head: bytes,
+        response: bytes,
         *,
         rooms: Rooms,
         room: str,
@@ -88,6 +101,7 @@ class Connection:
         traffic: Traffic,
         peer: Peer,
         target: str,
+        early: bytes = b"",
         raw_socket: socket.socket | None = None,
         tls: TlsChannel | None = None,
     ) -> None:
@@ -104,15 +118,21 @@ class Connection:
         self.traffic = traffic
         self.peer = peer
         self._target = target
+        self._response: bytes | None = response
+        """The 101, written first by :meth:`run`."""
+        self.protocol = ServerProtocol(settings.max_message_size, early)
         self.messages_in = 0
         self.end: End | None = None
+        self.peer_close: tuple[int, str] | None = None
+        """The code and reason of the peer's close frame, once it came."""
         self._nursery: trio.Nursery | None = None
+        self._reading: trio.CancelScope | None = None
+        self._opened = False
         self.outbox: Outbox | None = None
-        self.engine: EngineStream | None = None
-        self._started = trio.current_time()
+        self._started = self.last_seen = trio.current_time()
+        """last_seen: when the peer last sent anything (the keepalive reads this)."""
         self.pinged_at = -1.0
         """When the keepalive last pinged this peer."""
-        self._head = head
 
     # -- ways to end, callable from any task (plain defs: they never wait) ------
 
@@ -147,12 +167,8 @@ class Connection:
         """True if an unexpected error ended this connection."""
         return self.end is End.SERVER_ERROR
 
-    @property
-    def last_seen(self) -> float:
-        return self.engine.last_seen if self.engine is not None else self._started
-
     def send_ping(self, frame: bytes) -> None:
-        if self.outbox is not None:
+        if self.outbox is not None and self.protocol.state is State.OPEN:
             self.outbox.send_control_nowait(frame)
 
     def give_up(self) -> None:
@@ -164,38 +180,51 @@ class Connection:
         outbox has freed the backlog already)."""
         self._close_soon(End.SLOW)
 
-    def _close_soon(self, reason: End, code: int | None = None) -> None:
+    def _close_soon(self, reason: End) -> None:
         if self.end is not None:
             return
         self.note_end(reason)
         self._leave_room()
         if self._nursery is None:
             return  # run() has not begun, and will not
-        if self.engine is None or self.engine.ws is None:
-            self._nursery.cancel_scope.cancel()  # still in the handshake: no goodbye
+        if not self._opened:
+            self._nursery.cancel_scope.cancel()  # before the 101: no close frame, no goodbye
             return
-        self._nursery.start_soon(self._close, reason, self.engine.ws, code)
+        self._nursery.start_soon(self._close, reason)
 
-    async def _close(self, reason: End, ws: WebSocketConnection, code: int | None) -> None:
-        code = code or CLOSE_TABLE[reason].code
-        assert self.engine is not None and code is not None
-        self.engine.closing_for = reason
-        # At most close_timeout to flush (the outbox's bound), then the rest
-        # for the peer's answer. trio-websocket closes the socket either way.
-        with trio.move_on_after(2 * self._settings.close_timeout):
-            await ws.aclose(code, reason.value)
+    async def _close(self, reason: End) -> None:
+        """Our close: the frame after the queue (or instead of it), then the peer's
+        answer, each bounded by close_timeout."""
+        code = CLOSE_TABLE[reason].code
+        assert code is not None and self.outbox is not None
+        frame = self.protocol.start_close(code, reason.value)
+        if frame is None:
+            return  # the peer's close or bad input came first: the reader answers that
+        timeout = self._settings.close_timeout
+        try:
+            sent = await self.outbox.send_close(
+                frame, flush=CLOSE_TABLE[reason].flush, timeout=timeout
+            )
+        except _GONE:
+            sent = False
+        reading = self._reading
+        if not sent:  # the frame could not go out whole: nothing left to wait for
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
+        elif reading is not None:  # the reader waits for the peer's answer, this long
+            reading.deadline = min(reading.deadline, trio.current_time() + timeout)
 
     # -- the connection ---------------------------------------------------------
 
     async def run(self) -> None:
-        """Accept the WebSocket and serve it until it ends; never raises but Cancelled."""
+        """Write the 101 and serve the WebSocket until it ends; never raises but Cancelled."""
         if self.end is not None:  # shut down before it began
             await trio.aclose_forcefully(self._stream)
             return
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self.outbox = Outbox(
+                self.outbox = outbox = Outbox(
                     self._stream,
                     nursery,
                     self._settings.budget,
@@ -204,41 +233,25 @@ class Connection:
                     owner=self,
                     tls=self._tls,
                 )
-                self.engine = EngineStream(
-                    self._tls or self._stream,
-                    self.outbox,
-                    self._head,
-                    self._settings.close_timeout,
-                    self,
-                )
-                self._head = b""
-                # Joined before the handshake response goes out (what the room
-                # sends first waits behind it), so that a client that has seen
-                # the response misses nothing published after.
+                # Joined before the 101 goes out (what the room sends first
+                # waits behind it), so that a client that has seen the 101
+                # misses nothing published after.
                 self._room = room = self._rooms.room(self.room)
-                self.outbox.preload(room.join(self.outbox, v1=self.v1, since=self._since).frames)
+                outbox.preload(room.join(outbox, v1=self.v1, since=self._since).frames)
+                response, self._response = self._response, None
+                assert response is not None
+                await outbox.send_control(response)
+                self._opened = True
+                outbox.opened()
+                self._log_opened()
                 try:
-                    ws = await self.engine.accept(
-                        nursery,
-                        self._settings.max_message_size,
-                        SUBPROTOCOL if self.v1 else None,
-                    )
-                    if ws is None:
-                        self.note_end(End.BAD_INPUT)
-                        return
-                    self.outbox.opened()
-                    self._log_opened()
-                    await self._receive_loop(ws, room)
+                    with trio.CancelScope() as self._reading:
+                        await self._read(room)
                 finally:
+                    self._reading = None
                     self._leave_room()
-                if ws.closed is not None:  # None: trio-websocket's reader failed
-                    if self.engine.closing_for is None:
-                        # trio-websocket stopped delivering messages: it answered
-                        # a close, sent 1009, hit bad input or lost the peer.
-                        # Closing the socket also ends its reader task.
-                        await self.engine.aclose()
-                    # No reason noted by now: no close frame passed either way.
-                    self.note_end(End.PEER_VANISHED)
+        except* _GONE:
+            self.note_end(End.PEER_VANISHED)  # a reset, a broken pipe: nobody to tell
         except* Exception:
             self.end = End.SERVER_ERROR  # whatever was under way, this is why it ended
             logger.exception("%s: connection handler failed", self.peer)
@@ -250,53 +263,71 @@ class Connection:
             self._rooms.leave(self._room, self.outbox)
             self._room = None
 
-    async def _receive_loop(self, ws: WebSocketConnection, room: Room) -> None:
+    async def _read(self, room: Room) -> None:
+        """Bytes in, protocol events out, until the connection is CLOSED."""
         # No bound methods cached in locals: an idle connection sits here,
         # and every object it keeps alive costs memory and GC time.
         outbox = self.outbox
         assert outbox is not None
+        protocol = self.protocol
+        transport = self._tls or self._stream
         echo = self._settings.echo
         traffic = self.traffic
         while True:
-            try:
-                message = await ws.get_message()
-            except ConnectionClosed:
+            for event in protocol.events():
+                if type(event) is Message:
+                    self.messages_in += 1
+                    frame = event.frame
+                    traffic.messages_in += 1
+                    traffic.bytes_in += len(frame)
+                    if echo:
+                        room.plain.offer(outbox, frame, len(frame))
+                    else:
+                        room.send(event.message, frame)
+                elif type(event) is PingReceived:
+                    outbox.send_control_nowait(event.pong)
+                else:
+                    assert type(event) is Closed
+                    await self._closed_by_peer(event)
+                    return
+            data = await transport.receive_some(READ_SIZE)
+            if not data:
+                self.note_end(End.PEER_VANISHED)  # no close frame: 1006
                 return
-            self.messages_in += 1
-            frame = encode_frame(message)
-            if isinstance(message, str) and payload_length(frame) > self._settings.max_message_size:
-                # trio-websocket counts characters for text; the limit is in bytes.
-                self._close_soon(End.BAD_INPUT, 1009)
-                return
-            traffic.messages_in += 1
-            traffic.bytes_in += len(frame)
-            if echo:
-                room.plain.offer(outbox, frame, len(frame))
-            else:
-                room.send(message, frame)
+            self.last_seen = trio.current_time()
+            protocol.receive_data(data)
+
+    async def _closed_by_peer(self, event: Closed) -> None:
+        """The peer closed, or broke a rule: the last frame, as the close table says."""
+        if event.end is End.PEER_CLOSED:
+            self.peer_close = (event.code or 1005, event.reason)
+        self.note_end(event.end)
+        self._leave_room()
+        if event.frame is None:
+            return  # the peer answered our close: the handshake is complete
+        assert self.end is not None and self.outbox is not None
+        # Flush only if the peer's close is why we end (a slow client's queue is gone).
+        flush = CLOSE_TABLE[self.end].flush and CLOSE_TABLE[event.end].flush
+        timeout = self._settings.close_timeout
+        await self.outbox.send_close(event.frame, flush=flush, timeout=timeout)
 
     async def _finish(self) -> None:
+        """Close the transport; after an unexpected error, say 1011 first if we can.
+        Never raises: the peer may be long gone."""
         outbox = self.outbox
-        if outbox is not None:
-            rule = CLOSE_TABLE.get(self.end) if self.end else None
-            if rule is not None and rule.sender is Sender.SERVER and rule.code is not None:
-                tried = self.engine is not None and self.engine.closing_for is not None
-                if outbox.close_code_sent is None and outbox.writable and not tried:
-                    # An unexpected error stopped the engine: say goodbye
-                    # ourselves if the socket still works.
-                    with trio.move_on_after(self._settings.close_timeout):
-                        assert self.end is not None
-                        frame = encode_close(rule.code, self.end.value)
-                        await outbox.send_close(
-                            frame, flush=False, timeout=self._settings.close_timeout
-                        )
-            await outbox.aclose()
-        else:
+        if outbox is None:
             await trio.aclose_forcefully(self._stream)
+        else:
+            if self.end is End.SERVER_ERROR and self._opened and outbox.close_code_sent is None:
+                frame = self.protocol.start_close(1011, End.SERVER_ERROR.value)
+                if frame is not None and outbox.writable:
+                    timeout = self._settings.close_timeout
+                    with trio.move_on_after(timeout), contextlib.suppress(*_GONE):
+                        await outbox.send_close(frame, flush=False, timeout=timeout)
+            await outbox.aclose()
         self._log_closed()
         # The keepalive may hold this object a little longer: keep it small.
         self._nursery = None
-        self.engine = None
         self._stream = None  # type: ignore[assignment]
 
     # -- logging -----------------------------------------------------------------
@@ -321,14 +352,13 @@ class Connection:
     def _log_closed(self) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
-        ws = self.engine.ws if self.engine is not None else None
-        closed = ws.closed if ws is not None else None
         outbox = self.outbox
         sent = outbox.close_code_sent if outbox is not None else None
-        code = sent if sent is not None else (closed.code if closed else None)
+        received = self.peer_close
+        code = sent if sent is not None else (received[0] if received else None)
         if self.end in (End.PEER_VANISHED, End.PING_TIMEOUT):
             code = None
-        reason = closed.reason if closed and closed.reason else None
+        reason = received[1] if received and received[1] else None
         if self.end in (End.SLOW, End.PING_TIMEOUT, End.SERVER_ERROR, End.SHUTDOWN):
             reason = self.end.value
         duration = trio.current_time() - self._started

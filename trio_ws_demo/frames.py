@@ -18,6 +18,7 @@ __all__ = [
     "close_frame_code",
     "encode_close",
     "encode_frame",
+    "encode_payload",
     "is_close_frame",
     "payload_length",
 ]
@@ -42,11 +43,13 @@ def encode_frame(message: str | bytes) -> bytes:
     ``str`` becomes a text frame (UTF-8), ``bytes`` a binary frame.
     """
     if isinstance(message, str):
-        first = _FIN | OPCODE_TEXT
-        payload = message.encode("utf-8")
-    else:
-        first = _FIN | OPCODE_BINARY
-        payload = bytes(message)
+        return encode_payload(OPCODE_TEXT, message.encode("utf-8"))
+    return encode_payload(OPCODE_BINARY, bytes(message))
+
+
+def encode_payload(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final frame of *opcode* carrying *payload* as it is."""
+    first = _FIN | opcode
     length = len(payload)
     if length < 126:
         header = _SHORT.pack(first, length)
@@ -57,9 +60,12 @@ def encode_frame(message: str | bytes) -> bytes:
     return header + payload
 
 
-def encode_close(code: int, reason: str = "") -> bytes:
-    """An unmasked close frame with *code* and a reason trimmed to fit (§5.5)."""
-    payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
+def encode_close(code: int | None, reason: str = "") -> bytes:
+    """An unmasked close frame with *code* and a reason trimmed to fit (§5.5);
+    with no code, an empty close frame (the answer to a Close without one)."""
+    if code is None:
+        return _SHORT.pack(_FIN | OPCODE_CLOSE, 0)
+    payload = code.to_bytes(2, "big") + _trim_utf8(reason.encode("utf-8"), 123)
     return _SHORT.pack(_FIN | OPCODE_CLOSE, len(payload)) + payload
 
 
@@ -83,3 +89,10 @@ def payload_length(frame: bytes) -> int:
 def is_close_frame(data: bytes | bytearray | memoryview) -> bool:
     """True if *data* starts with an unfragmented close frame header."""
     return len(data) > 0 and data[0] == _FIN | OPCODE_CLOSE
+
+
+def _trim_utf8(data: bytes, limit: int) -> bytes:
+    """*data* cut to at most *limit* bytes without splitting a UTF-8 character."""
+    if len(data) <= limit:
+        return data
+    return data[:limit].decode("utf-8", "ignore").encode("utf-8")

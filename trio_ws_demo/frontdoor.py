@@ -156,7 +156,9 @@ class FrontDoor:
             room = room_from_path(head.path, self._options.max_room_name)
         except ValueError as exc:
             return HttpRefusal(400, str(exc))
-        v1 = not self._options.echo and SUBPROTOCOL in head.header_tokens("sec-websocket-protocol")
+        # Exactly as offered: a case variant is simply not selected (RFC 6455 §4.1).
+        offered = head.header_tokens("sec-websocket-protocol", exact=True)
+        v1 = not self._options.echo and SUBPROTOCOL in offered
         since = None
         query = head.query
         if v1 and ("since" in query or "epoch" in query):
@@ -210,34 +212,37 @@ async def _linger(stream: trio.abc.Stream) -> None:
 
 
 class Peer:
-    """The remote end of a stream, as ``host:port``, formatted only when a log line needs it.
+    """The remote end of a stream, as ``host:port`` in log lines.
 
-    Most connections are never logged at the default level, so the lookup and
-    the string are not paid for up front.
+    The address is read when the connection arrives (a socket closed later has
+    none, and a line about a refused request must still name its peer); the
+    string is made only when a log line needs it.
     """
 
-    __slots__ = ("_stream", "_text")
+    __slots__ = ("_address", "_text")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
-        self._stream: trio.abc.Stream | None = stream
+        self._address: object = _peer_address(stream)
         self._text: str | None = None
 
     def __str__(self) -> str:
         if self._text is None:
-            assert self._stream is not None
-            self._text = _format_peer(self._stream)
-            self._stream = None
+            address = self._address
+            if isinstance(address, tuple):
+                self._text = f"{format_host(str(address[0]))}:{address[1]}"
+            else:
+                self._text = str(address)
+            self._address = None
         return self._text
 
 
-def _format_peer(stream: trio.abc.Stream) -> str:
+def _peer_address(stream: trio.abc.Stream) -> object:
     transport = stream
     while isinstance(transport, trio.SSLStream):
         transport = transport.transport_stream
     if not isinstance(transport, trio.SocketStream):
         return type(transport).__name__
     try:
-        address = transport.socket.getpeername()
+        return transport.socket.getpeername()
     except OSError:
         return "unknown peer"
-    return f"{format_host(str(address[0]))}:{address[1]}"

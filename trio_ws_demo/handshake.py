@@ -1,21 +1,32 @@
 """What a WebSocket upgrade must carry: RFC 6455's checks and our access policy.
 
 Both are pure functions of a parsed :class:`~trio_ws_demo.http.RequestHead`
-(no I/O), used by the front door (:mod:`trio_ws_demo.frontdoor`).
+(no I/O), used by the front door (:mod:`trio_ws_demo.frontdoor`), which also
+writes the 101 that :func:`accept_response` makes: the head is parsed once.
 :func:`redact` hides the token wherever a request target is logged.
+
+The same-origin rule (``--allow-origin``): a browser on one of our own pages
+sends ``Origin`` equal to ``Host``, but so does an attacker's page whose name
+the attacker re-points at this server (DNS rebinding, finding S4). So
+``Origin == Host`` is trusted only where no name is involved: an IP literal,
+or ``localhost``. A server reached through a name lists that name's origin
+with ``--public-url`` (or in ``--allow-origin``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import ipaddress
+import re
 import urllib.parse
 from dataclasses import dataclass
 
 from .http import HttpRefusal, RequestHead
 
-__all__ = ["AccessPolicy", "check_upgrade", "redact"]
+__all__ = ["AccessPolicy", "accept_response", "check_upgrade", "escape", "redact"]
 
 
 @dataclass(frozen=True)
@@ -26,10 +37,17 @@ class AccessPolicy:
     """Exact ``Origin`` values allowed; empty allows any (and none)."""
     token: str | None = None
     """When set, clients must present it as ``Authorization: Bearer`` or ``?token=``."""
+    public_origins: frozenset[str] = frozenset()
+    """Origins of our own chat page as users reach it (``--public-url``): always allowed."""
 
     def check(self, head: RequestHead) -> HttpRefusal | None:
         origin = head.header("origin")
-        if self.allow_origins and origin not in self.allow_origins and not _same_origin(head):
+        if (
+            self.allow_origins
+            and origin not in self.allow_origins
+            and origin not in self.public_origins
+            and not _own_page(head)
+        ):
             return HttpRefusal(403, "origin not allowed")
         if self.token is not None and not self.token_ok(head):
             return HttpRefusal(401, "missing or wrong token", [("WWW-Authenticate", "Bearer")])
@@ -49,19 +67,66 @@ class AccessPolicy:
         return any(hmac.compare_digest(p.encode(), expected) for p in presented)
 
 
-def _same_origin(head: RequestHead) -> bool:
-    """The request comes from a page this server served (our own chat page)."""
+def _own_page(head: RequestHead) -> bool:
+    """The request comes from a page this server served at an address no DNS
+    name stands for (so no rebinding): Origin equals Host, an IP or localhost."""
     origin, host = head.header("origin"), head.header("host")
     if not origin or not host:
         return False
     parts = urllib.parse.urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+    if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
+        return False
+    name = (parts.hostname or "").lower()
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def origin_of(url: str) -> str:
+    """The ``Origin`` a browser sends from a page at *url* (``--public-url``);
+    ValueError if *url* is not an http(s) URL."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http:// or https:// URL: {url!r}")
+    port = parts.port
+    default = 80 if parts.scheme == "http" else 443
+    netloc = parts.hostname if port in (None, default) else f"{parts.hostname}:{port}"
+    if ":" in (parts.hostname or "") and not netloc.startswith("["):
+        netloc = f"[{parts.hostname}]" + ("" if port in (None, default) else f":{port}")
+    return f"{parts.scheme}://{netloc}"
+
+
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_response(head: RequestHead, subprotocol: str | None) -> bytes:
+    """The 101 answer to an upgrade that passed :func:`check_upgrade` (RFC 6455 §4.2.2)."""
+    key = (head.header("sec-websocket-key") or "").strip().encode("ascii")
+    accept = base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID).digest())
+    lines = [
+        b"HTTP/1.1 101 Switching Protocols",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Accept: " + accept,
+    ]
+    if subprotocol is not None:
+        lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("ascii"))
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def check_upgrade(head: RequestHead) -> HttpRefusal | None:
     """RFC 6455 §4.2.1 checks that wsproto would otherwise fail without an answer."""
     if head.method != "GET":
         return HttpRefusal(405, "WebSocket upgrades must use GET", [("Allow", "GET")])
+    if head.version != "1.1":
+        return HttpRefusal(400, "WebSocket upgrades need HTTP/1.1")
+    if head.header("content-length") is not None or head.header("transfer-encoding") is not None:
+        # What follows the head are frames: a body would be read as one.
+        return HttpRefusal(400, "a WebSocket upgrade carries no body")
     if "upgrade" not in head.header_tokens("connection"):
         return HttpRefusal(400, "Connection header lacks 'upgrade'")
     if head.header("sec-websocket-version") != "13":
@@ -70,7 +135,7 @@ def check_upgrade(head: RequestHead) -> HttpRefusal | None:
         )
     key = head.header("sec-websocket-key")
     try:
-        valid_key = key is not None and len(base64.b64decode(key, validate=True)) == 16
+        valid_key = key is not None and len(base64.b64decode(key.strip(), validate=True)) == 16
     except (binascii.Error, ValueError):
         valid_key = False
     if not valid_key:
@@ -78,13 +143,35 @@ def check_upgrade(head: RequestHead) -> HttpRefusal | None:
     return None
 
 
+# Where a token may hide in a target: after ?, ; or #, any case, with the
+# name or "=" percent-encoded (finding S10). Its value runs to the next & ; or #.
+_TOKEN_VALUE = re.compile(r"(?i)(token\s*=)[^&;#]*")
+_MAY_HOLD_TOKEN = re.compile(r"(?i)t(?:%6f|o)(?:%6b|k)")
+# C0, DEL, C1, and the Unicode line and paragraph separators: anything a log
+# reader might take as the end of a line or a terminal command (finding S9).
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROLS.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape(text: str) -> str:
+    """*text* with control characters and line separators written as escapes."""
+    return text.translate(_CONTROLS)
+
+
 def redact(target: str) -> str:
-    """*target* with any ``token`` query value hidden, for logs."""
-    parts = urllib.parse.urlsplit(target)
-    if not parts.query:
-        return target
-    query = [
-        (name, "***" if name == "token" else value)
-        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, safe="*")))
+    """*target* for a log line: any token value hidden, control characters escaped."""
+    cut = re.search(r"[?;#]", target)
+    if cut is None:
+        return escape(target)
+    path, rest = target[: cut.start()], target[cut.start() :]
+    if _MAY_HOLD_TOKEN.search(rest) or "%" in rest:
+        decoded = rest
+        for _ in range(3):  # %2574oken: decode until nothing changes
+            decoded, before = urllib.parse.unquote(decoded, errors="replace"), decoded
+            if decoded == before:
+                break
+        if re.search(r"(?i)token", decoded):
+            rest = _TOKEN_VALUE.sub(r"\1***", decoded)
+            if re.search(r"(?i)token(?!\s*=\*\*\*)", rest):
+                rest = rest[:1] + "***"  # a token name we cannot pair with a value
+    return escape(path + rest)

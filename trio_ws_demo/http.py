@@ -34,7 +34,9 @@ class RequestHead:
     method: str
     target: str
     headers: list[tuple[str, str]]
-    raw: bytes
+    extra: bytes = b""
+    """Bytes read after the head (a client's first frames, sent in the same packet)."""
+    version: str = "1.1"
 
     @property
     def path(self) -> str:
@@ -52,11 +54,12 @@ class RequestHead:
                 return value
         return None
 
-    def header_tokens(self, name: str) -> set[str]:
-        """Comma-separated tokens of every *name* header, lower-cased."""
+    def header_tokens(self, name: str, *, exact: bool = False) -> set[str]:
+        """Comma-separated tokens of every *name* header, lower-cased unless *exact*
+        (subprotocols are matched as the client spelled them, RFC 6455 §4.1)."""
         name = name.lower()
         return {
-            token.strip().lower()
+            token.strip() if exact else token.strip().lower()
             for key, value in self.headers
             if key == name
             for token in value.split(",")
@@ -82,7 +85,16 @@ class HttpRefusal:
 # no control characters but HTAB in field values.
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])")
-_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*")
+# The field name and its colon, then a value checked by a single character
+# class and stripped by bytes.strip(): no pattern with two ways to match the
+# same spaces, so a line costs linear time however it is built (a lazy value
+# followed by optional spaces backtracked quadratically: finding S2).
+_FIELD_NAME = re.compile(rb"(" + _TOKEN + rb"):")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: Host is uri-host [":" port], ASCII only: an
+# IP literal in brackets, or reg-name characters (which include IPv4 and
+# percent-encodings, never ':'), so each character has one place to go.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 
@@ -105,7 +117,7 @@ async def read_request_head(
     while True:
         end = _HEAD_END.search(raw, max(0, searched - 3))
         if end is not None and end.start() <= max_size:
-            return parse_request_head(bytes(raw[: end.start()]), bytes(raw))
+            return parse_request_head(bytes(raw[: end.start()]), bytes(raw[end.end() :]))
         if end is not None or len(raw) > max_size:
             return HttpRefusal(431, "request head too large")
         searched = len(raw)
@@ -115,25 +127,37 @@ async def read_request_head(
         raw += data
 
 
-def parse_request_head(head: bytes, raw: bytes) -> RequestHead | HttpRefusal:
-    """Parse *head* (the request line and fields, without the blank line)."""
+def parse_request_head(head: bytes, extra: bytes = b"") -> RequestHead | HttpRefusal:
+    """Parse *head* (the request line and fields, without the blank line);
+    *extra* is what was read after it."""
     lines = _LINE_END.split(head)
     request_line = _REQUEST_LINE.fullmatch(lines[0])
     if request_line is None:
         return HttpRefusal(400, "bad request")
     headers = []
+    hosts = []
     for line in lines[1:]:
-        field_line = _FIELD_LINE.fullmatch(line)
-        if field_line is None:
+        name = _FIELD_NAME.match(line)
+        if name is None:
             return HttpRefusal(400, "bad request")
-        headers.append((field_line[1].decode("ascii").lower(), field_line[2].decode("latin-1")))
-    if request_line[3] == b"1" and sum(1 for name, _ in headers if name == "host") != 1:
+        value = line[name.end() :]
+        if _FIELD_VALUE.fullmatch(value) is None:
+            return HttpRefusal(400, "bad request")
+        value = value.strip(b" \t")
+        key = name[1].decode("ascii").lower()
+        if key == "host":
+            if _HOST.fullmatch(value) is None:
+                return HttpRefusal(400, "bad Host header")
+            hosts.append(value)
+        headers.append((key, value.decode("latin-1")))
+    if request_line[3] == b"1" and len(hosts) != 1:
         return HttpRefusal(400, "bad request")  # RFC 9112 §3.2: exactly one Host
     return RequestHead(
         method=request_line[1].decode("ascii"),
         target=request_line[2].decode("latin-1"),
         headers=headers,
-        raw=raw,
+        extra=extra,
+        version="1." + request_line[3].decode("ascii"),
     )
 
 

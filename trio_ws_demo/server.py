@@ -9,13 +9,13 @@ Who owns what::
          front door (frontdoor.py): TLS, request head, routing, refusals
          ├─ plain HTTP: answered by web.py (chat page, /healthz, /metrics)
          └─ a WebSocket: Connection (connection.py) in its own nursery
-              ├─ receive loop: message -> its room: encode once -> hub.publish()
-              ├─ trio-websocket's reader (engine.py)
+              ├─ reader: bytes -> protocol.py (wsproto) -> message -> its room
+              │    -> encode once -> hub.publish()
               └─ the outbox's writer, only while a backlog is written (outbox.py)
 
-A message travels: client socket -> trio-websocket -> receive loop -> its
-room (:mod:`trio_ws_demo.rooms`) -> :func:`~trio_ws_demo.frames.encode_frame`
-(once per room and form) -> :meth:`Hub.publish` ->
+A message travels: client socket -> the connection's reader -> its sans-I/O
+protocol (:mod:`trio_ws_demo.protocol`) -> its room (:mod:`trio_ws_demo.rooms`)
+-> :func:`~trio_ws_demo.frames.encode_frame` (once per room and form) -> :meth:`Hub.publish` ->
 every client's :class:`~trio_ws_demo.outbox.Outbox`: straight to an idle
 client's socket, else into its bounded queue for its writer.
 
@@ -34,13 +34,14 @@ import socket
 import trio
 
 from .backplane import BackplaneUnavailable, RedisBackplane
-from .closing import End
 from .connection import Connection, ConnectionSettings
 from .frontdoor import FrontDoor, Peer
+from .handshake import accept_response
 from .keepalive import Keepalive
 from .listen import ServerStartupError, accept_loop, format_host, open_listeners
 from .options import ServerOptions
-from .rooms import Rooms
+from .protocol import End
+from .rooms import SUBPROTOCOL, Rooms
 from .stats import ServerStatistics, Traffic
 from .tls import TlsChannel, refuse_renegotiation
 from .web import WebRoutes
@@ -260,40 +261,46 @@ class BroadcastServer:
 
         *raw_socket*, the stdlib socket under a plain TCP *stream*, enables
         the synchronous write fast path. Keepalive runs only under :meth:`run`.
+        Raises nothing but ``Cancelled``: whatever one peer sends or does ends
+        at most its own connection.
         """
         peer = Peer(stream)
+        connection = None
         try:
             admitted = await self.front_door.admit(stream, peer)
-        except Exception:
-            self.connection_errors += 1
-            logger.exception("%s: connection handler failed in the front door", peer)
+            if admitted is None:
+                return
+            stream, head = admitted.stream, admitted.head
+            if self.backplane is not None:
+                try:
+                    await self.backplane.follow(admitted.room)  # shared history before joining
+                except BaseException:
+                    self.rooms.prune(admitted.room)
+                    raise
+            tls = TlsChannel(stream) if TlsChannel.can_take_over(stream) else None  # type: ignore[arg-type]
+            connection = Connection(
+                stream,
+                accept_response(head, SUBPROTOCOL if admitted.v1 else None),
+                rooms=self.rooms,
+                room=admitted.room,
+                v1=admitted.v1,
+                since=admitted.since,
+                settings=self._settings,
+                traffic=self.traffic,
+                peer=peer,
+                target=head.target,
+                early=head.extra,
+                raw_socket=raw_socket if tls or self.options.ssl_context is None else None,
+                tls=tls,
+            )
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self.connection_errors += 1
+                logger.exception("%s: connection handler failed before the WebSocket opened", peer)
             await trio.aclose_forcefully(stream)
-            return
-        if admitted is None:
-            return
-        stream, head = admitted.stream, admitted.head
-        if self.backplane is not None:
-            try:
-                await self.backplane.follow(admitted.room)  # shared history before joining
-            except BaseException:
-                self.rooms.prune(admitted.room)
-                await trio.aclose_forcefully(stream)
-                raise
-        tls = TlsChannel(stream) if TlsChannel.can_take_over(stream) else None  # type: ignore[arg-type]
-        connection = Connection(
-            stream,
-            head.raw,
-            rooms=self.rooms,
-            room=admitted.room,
-            v1=admitted.v1,
-            since=admitted.since,
-            settings=self._settings,
-            traffic=self.traffic,
-            peer=peer,
-            target=head.target,
-            raw_socket=raw_socket if tls or self.options.ssl_context is None else None,
-            tls=tls,
-        )
+            if isinstance(exc, Exception):
+                return
+            raise
         del admitted, head  # an idle connection should hold as little as possible
         self._connections.add(connection)  # before any checkpoint: max_clients holds
         self.connections_total += 1
