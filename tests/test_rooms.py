@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tracemalloc
 
 import pytest
 import trio
@@ -17,7 +18,7 @@ from websockets.trio.client import ClientConnection, connect
 from trio_ws_demo import BroadcastServer, Inbox, InboxBudget, ServerOptions, SlowClientPolicy
 from trio_ws_demo.frames import encode_frame
 from trio_ws_demo.handshake import AccessPolicy
-from trio_ws_demo.rooms import SUBPROTOCOL, Rooms, room_from_path
+from trio_ws_demo.rooms import ENTRY_OVERHEAD, SUBPROTOCOL, Rooms, room_from_path
 
 from .conftest import StartServer, url_of
 from .wsraw import http_exchange
@@ -78,10 +79,28 @@ def test_history_is_bounded_by_count_and_bytes() -> None:
         room.publish(f"m{n}")
     joined = room.join(Inbox(), v1=False)
     assert joined.frames == [encode_frame(f"m{n}") for n in (2, 3, 4)]
-    small = make_rooms(history=100, history_bytes=250).room("r")
+    # 104-byte frames, each entry counted with its overhead: two fit, not three.
+    limit = 2 * (104 + ENTRY_OVERHEAD) + 50
+    small = make_rooms(history=100, history_bytes=limit).room("r")
     for n in range(10):
-        small.publish("x" * 100 + str(n))  # 104-byte frames: two fit in 250 bytes
-    assert small.history_messages == 2 and small.history_bytes <= 250
+        small.publish("x" * 100 + str(n))
+    assert small.history_messages == 2 and small.history_bytes <= limit
+
+
+def test_history_holds_what_it_counts() -> None:
+    """One copy per message (finding S8): what history keeps, measured with
+    tracemalloc, is within 10% of the history_bytes it reports and bounds,
+    however the text is spelled (one emoji made Python hold 4 bytes a character)."""
+    for text in ("a" * 100_000, "a" * 100_000 + "\N{GRINNING FACE}"):
+        room = make_rooms(history=100, history_bytes=10**7).room("r")
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(20):
+            room.publish(f"{n}{text}")  # as a client's message: nobody else holds it
+        held = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert room.history_messages == 20
+        assert held <= 1.1 * room.history_bytes, (held, room.history_bytes)
 
 
 def test_a_v1_join_starts_with_the_epoch_then_envelopes() -> None:
@@ -266,14 +285,15 @@ async def test_a_late_joiner_gets_the_history_then_live_messages(
 
 
 async def test_history_bytes_is_a_flag(start_server: StartServer) -> None:
-    server = await start_server(ServerOptions(history=100, history_bytes=250))
+    limit = 2 * (103 + ENTRY_OVERHEAD) + 50  # two 103-byte frames fit, not three
+    server = await start_server(ServerOptions(history=100, history_bytes=limit))
     with trio.fail_after(TIMEOUT):
         async with connect(url_of(server, "/r"), proxy=None) as ws:
             for n in range(10):
                 await ws.send(f"{n}" + "x" * 100)
                 await ws.recv()
         stats = server.statistics()
-        assert stats.history_messages == 2 and stats.history_bytes <= 250
+        assert stats.history_messages == 2 and stats.history_bytes <= limit
         async with connect(url_of(server, "/r"), proxy=None) as late:
             assert [await late.recv() for _ in range(2)] == ["8" + "x" * 100, "9" + "x" * 100]
 

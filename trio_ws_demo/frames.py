@@ -19,6 +19,7 @@ __all__ = [
     "encode_close",
     "encode_frame",
     "encode_payload",
+    "frame_message",
     "is_close_frame",
     "payload_length",
 ]
@@ -84,6 +85,14 @@ def payload_length(frame: bytes) -> int:
     if length == 127:
         return int(_LONG.unpack_from(frame)[2])
     return length
+
+
+def frame_message(frame: bytes) -> str | bytes:
+    """The message an unmasked, final text or binary frame carries."""
+    length = frame[1] & 0x7F
+    start = 2 if length < 126 else 4 if length == 126 else 10
+    payload = frame[start:]
+    return payload.decode("utf-8") if frame[0] & 0x0F == OPCODE_TEXT else payload
 
 
 def is_close_frame(data: bytes | bytearray | memoryview) -> bool:

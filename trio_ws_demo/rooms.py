@@ -29,13 +29,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .frames import encode_frame
+from .frames import encode_frame, frame_message
 from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy, Subscriber
 
 __all__ = [
     "DEFAULT_HISTORY_BYTES",
     "DEFAULT_MAX_ROOMS",
     "DEFAULT_MAX_ROOM_NAME",
+    "ENTRY_OVERHEAD",
     "RESERVED_PATHS",
     "SUBPROTOCOL",
     "Joined",
@@ -92,13 +93,21 @@ class Joined:
     """For a resume: whether everything after the given offset was still there."""
 
 
-class _Entry:
-    __slots__ = ("json_frame", "message", "offset", "plain_frame", "time")
+#: What one history entry costs beyond its frames' bytes: the entry, its
+#: offset and time, and the two bytes objects' headers (measured with
+#: sys.getsizeof on CPython 3.11; counted so that --history-bytes bounds memory).
+ENTRY_OVERHEAD = 200
 
-    def __init__(self, offset: int, at: float, message: str | bytes, plain_frame: bytes) -> None:
+
+class _Entry:
+    """One kept message: its frame is the only copy (the text is decoded from
+    it when an envelope is made), so history holds what it counts."""
+
+    __slots__ = ("json_frame", "offset", "plain_frame", "time")
+
+    def __init__(self, offset: int, at: float, plain_frame: bytes) -> None:
         self.offset = offset
         self.time = at
-        self.message = message
         self.plain_frame = plain_frame
         self.json_frame: bytes | None = None
 
@@ -167,13 +176,11 @@ class Room:
             plain_frame = encode_frame(message)
         taken = self.plain.publish(plain_frame, len(plain_frame))
         if self._max_history or len(self.v1):  # else nothing more to encode or keep
-            entry = _Entry(
-                self.last_offset, time.time() if at is None else at, message, plain_frame
-            )
+            entry = _Entry(self.last_offset, time.time() if at is None else at, plain_frame)
             if self._max_history:
                 self._remember(entry)
             if len(self.v1):
-                json_frame = self._json_frame(entry)
+                json_frame = self._json_frame(entry, message)
                 taken += self.v1.publish(json_frame, len(json_frame))
         return taken
 
@@ -228,7 +235,7 @@ class Room:
         self.history_bytes = 0
         if self._max_history:
             for offset, at, message in entries:
-                self._remember(_Entry(offset, at, message, encode_frame(message)))
+                self._remember(_Entry(offset, at, encode_frame(message)))
 
     def go_local(self) -> None:
         """The backplane is gone: offsets from here on are this process's own, so
@@ -258,18 +265,20 @@ class Room:
         ):
             self.history_bytes -= self._size(self._history.popleft())
 
-    def _json_frame(self, entry: _Entry) -> bytes:
+    def _json_frame(self, entry: _Entry, message: str | bytes | None = None) -> bytes:
         if entry.json_frame is None:
+            if message is None:
+                message = frame_message(entry.plain_frame)
             envelope: dict[str, object] = {
                 "type": "message",
                 "room": self.name,
                 "offset": entry.offset,
                 "time": round(entry.time, 3),
             }
-            if isinstance(entry.message, str):
-                envelope["text"] = entry.message
+            if isinstance(message, str):
+                envelope["text"] = message
             else:
-                envelope["base64"] = base64.b64encode(entry.message).decode("ascii")
+                envelope["base64"] = base64.b64encode(message).decode("ascii")
             entry.json_frame = encode_frame(json.dumps(envelope))
             if self._history and entry.offset >= self._history[0].offset:
                 self.history_bytes += len(entry.json_frame)  # kept with its entry
@@ -278,7 +287,8 @@ class Room:
 
     @staticmethod
     def _size(entry: _Entry) -> int:
-        return len(entry.plain_frame) + (len(entry.json_frame) if entry.json_frame else 0)
+        json_frame = entry.json_frame
+        return ENTRY_OVERHEAD + len(entry.plain_frame) + (len(json_frame) if json_frame else 0)
 
 
 #: A backplane's intake: True if it took the message (it comes back to publish()).
