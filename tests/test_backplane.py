@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -102,9 +103,14 @@ async def test_every_process_sees_one_order_per_room(redis: RedisServer) -> None
             connect(f"{a}/race", subprotocols=V1, proxy=None) as on_a,  # type: ignore[list-item]
             connect(f"{b}/race", subprotocols=V1, proxy=None) as on_b,  # type: ignore[list-item]
         ):
+            go = trio.Event()
 
-            async def publish(base: str, name: str) -> None:
+            async def publish(base: str, name: str, *, task_status: trio.TaskStatus[None]) -> None:
                 async with connect(f"{base}/race", proxy=None) as ws:
+                    # Every publisher is in the room before anyone publishes,
+                    # or it would miss what others sent before it joined.
+                    task_status.started()
+                    await go.wait()
                     for i in range(per_publisher):
                         await ws.send(f"{name}-{i}")
                     for _ in range(6 * per_publisher):  # stay until all is delivered
@@ -119,7 +125,8 @@ async def test_every_process_sees_one_order_per_room(redis: RedisServer) -> None
                     ("b2", b),
                     ("b3", b),
                 ]:
-                    nursery.start_soon(publish, base, name)
+                    await nursery.start(partial(publish, base, name))
+                go.set()
                 seen_a = await frames(on_a, 6 * per_publisher)
                 seen_b = await frames(on_b, 6 * per_publisher)
     order_a = [(f["offset"], f["text"]) for f in seen_a]

@@ -404,7 +404,13 @@ async def test_presence_lists_rooms_and_respects_the_token(start_server: StartSe
             assert [(r["room"], r["clients"], r["history"]) for r in rooms] == [
                 ("ops/alerts", 1, 1)
             ]
+            # /metrics is behind the token too (finding S12).
             metrics = await http_exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert metrics.startswith(b"HTTP/1.1 401 ")
+            metrics = await http_exchange(
+                server.port,
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n",
+            )
             assert b"trio_ws_demo_rooms 1.0" in metrics
             assert b"trio_ws_demo_history_messages 1.0" in metrics
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .http import HttpRefusal, RequestHead
 
-__all__ = ["AccessPolicy", "accept_response", "check_upgrade", "escape", "redact"]
+__all__ = ["AccessPolicy", "accept_response", "check_upgrade", "escape", "origin_of", "redact"]
 
 
 @dataclass(frozen=True)

@@ -105,20 +105,33 @@ async def accept_loop(
     listener: socket.socket,
     nursery: trio.Nursery,
     handler: Callable[[trio.SocketStream, socket.socket], Awaitable[None]],
+    pending: trio.Semaphore | None = None,
 ) -> None:
     """Accept connections forever, starting ``handler(stream, sock)`` in *nursery* for each.
 
-    Closes *listener* when cancelled.
+    With *pending*, each connection takes one of its slots before it is
+    accepted (the handler gives it back once the request head is read): while
+    none is free, new connections wait in the kernel's listen backlog, so
+    half-sent heads cannot pile up in memory. Closes *listener* when cancelled.
     """
     with listener:
         while True:
             await trio.lowlevel.wait_readable(listener)
             while True:  # take every connection that is waiting, then wait again
+                if pending is not None:
+                    try:
+                        pending.acquire_nowait()
+                    except trio.WouldBlock:
+                        await pending.acquire()
                 try:
                     connection, _ = listener.accept()
                 except BlockingIOError:
+                    if pending is not None:
+                        pending.release()
                     break
                 except OSError as exc:
+                    if pending is not None:
+                        pending.release()
                     if exc.errno in _TRANSIENT_ERRNOS:
                         continue
                     if exc.errno in _CAPACITY_ERRNOS:

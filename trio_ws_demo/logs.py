@@ -13,7 +13,9 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["FIELDS", "JsonFormatter", "configure"]
+from .handshake import escape
+
+__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "configure"]
 
 #: Structured fields a log record may carry, in the order they are written.
 FIELDS = (
@@ -51,13 +53,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """One readable line per record: control characters and Unicode line
+    separators in the message are escaped, so nothing a peer sends can start
+    a line of its own (a traceback, added after, keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record))
+
+
 def configure(level: str, fmt: str) -> None:
     """Send log records to stderr, as text or JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

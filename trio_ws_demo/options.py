@@ -28,6 +28,9 @@ class ServerOptions:
     """WebSocket clients at once; one more is refused with HTTP 503."""
     max_request_head: int = DEFAULT_MAX_REQUEST_HEAD
     """Largest HTTP request head, in bytes; a larger one gets 431."""
+    max_pending: int = 1024
+    """Connections whose TLS handshake and request head are still arriving; past
+    this, new connections wait in the kernel's listen backlog until one is done."""
     handshake_timeout: float = 10.0
     """Seconds a new connection has to complete TLS and its opening handshake."""
     close_timeout: float = 5.0
@@ -66,6 +69,8 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if self.ping_interval == 0:  # 0 means off, as on the command line
             object.__setattr__(self, "ping_interval", None)
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be positive")
         if self.max_message_size < 1 or self.max_clients < 1 or self.max_request_head < 256:
             raise ValueError("size limits must be positive (request head: at least 256 bytes)")
         if self.max_rooms < 1 or self.max_room_name < 1 or self.history < 0:

@@ -106,6 +106,8 @@ class BroadcastServer:
             else None
         )
         self._connections: set[Connection] = set()
+        self._pending_heads = trio.Semaphore(options.max_pending)
+        """One slot per accepted connection until its request head is read."""
         self._pool_scope: trio.CancelScope | None = None
         self._stopping = trio.Event()
         self._serving = False
@@ -215,7 +217,9 @@ class BroadcastServer:
                     if self.keepalive is not None:
                         services.start_soon(self.keepalive.run)
                     for listener in listeners:
-                        services.start_soon(accept_loop, listener, pool, self.handle_stream)
+                        services.start_soon(
+                            accept_loop, listener, pool, self._handle_accepted, self._pending_heads
+                        )
                     self._serving = True
                     task_status.started(listeners[0].getsockname()[1])
             finally:
@@ -254,20 +258,33 @@ class BroadcastServer:
         for connection in list(self._connections):
             connection.request_shutdown()
 
+    async def _handle_accepted(self, stream: trio.SocketStream, raw_socket: socket.socket) -> None:
+        """A connection the accept loop took a pending-head slot for."""
+        await self.handle_stream(stream, raw_socket, pending=self._pending_heads)
+
     async def handle_stream(
-        self, stream: trio.abc.Stream, raw_socket: socket.socket | None = None
+        self,
+        stream: trio.abc.Stream,
+        raw_socket: socket.socket | None = None,
+        *,
+        pending: trio.Semaphore | None = None,
     ) -> None:
         """Serve one connection on any byte stream (tests use memory streams).
 
         *raw_socket*, the stdlib socket under a plain TCP *stream*, enables
         the synchronous write fast path. Keepalive runs only under :meth:`run`.
         Raises nothing but ``Cancelled``: whatever one peer sends or does ends
-        at most its own connection.
+        at most its own connection. *pending* is the slot this connection
+        holds until its head is read (see :func:`~trio_ws_demo.listen.accept_loop`).
         """
         peer = Peer(stream)
         connection = None
         try:
-            admitted = await self.front_door.admit(stream, peer)
+            try:
+                admitted = await self.front_door.admit(stream, peer)
+            finally:
+                if pending is not None:
+                    pending.release()
             if admitted is None:
                 return
             stream, head = admitted.stream, admitted.head

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from ..backplane import redact_url
-from ..handshake import AccessPolicy
+from ..handshake import AccessPolicy, origin_of
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from ..listen import format_host
 from ..logs import configure as configure_logging
@@ -126,6 +126,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="largest HTTP request head; a larger one gets HTTP 431",
     )
     serve.add_argument(
+        "--max-pending",
+        type=positive_int,
+        default=ServerOptions.max_pending,
+        metavar="N",
+        help="connections still sending their TLS handshake or request head; "
+        "more wait in the kernel's listen backlog",
+    )
+    serve.add_argument(
         "--handshake-timeout",
         type=positive_float,
         default=ServerOptions.handshake_timeout,
@@ -167,6 +175,15 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="allow WebSocket handshakes only from this exact Origin (repeatable); "
         "default: any origin",
+    )
+    serve.add_argument(
+        "--public-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="where users open the chat page, e.g. https://chat.example.com/ (repeatable): "
+        "its origin is always allowed under --allow-origin. Without it, only a page "
+        "reached by IP address or localhost counts as the server's own",
     )
     serve.add_argument(
         "--token",
@@ -235,6 +252,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    try:
+        public_origins = frozenset(origin_of(url) for url in args.public_url)
+    except ValueError as exc:
+        print(f"error: --public-url: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     ssl_context = None
     if args.certfile:
         try:
@@ -261,12 +283,17 @@ def run(args: argparse.Namespace) -> int:
         history=args.history,
         history_bytes=args.history_bytes,
         max_request_head=args.max_header_size,
+        max_pending=args.max_pending,
         handshake_timeout=args.handshake_timeout,
         close_timeout=args.close_timeout,
         ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout,
         shutdown_timeout=args.shutdown_timeout,
-        access=AccessPolicy(allow_origins=frozenset(args.allow_origin), token=read_token(args)),
+        access=AccessPolicy(
+            allow_origins=frozenset(args.allow_origin),
+            token=read_token(args),
+            public_origins=public_origins,
+        ),
         ssl_context=ssl_context,
         redis=redis,
         redis_optional=args.redis_optional,
