@@ -42,6 +42,9 @@ __all__ = ["Connection", "ConnectionSettings"]
 #: Bytes asked of the transport per read.
 READ_SIZE = 64 * 1024
 
+#: At most this much is read and dropped after a failed connection's close frame.
+_LINGER_BYTES = 4 * 1024 * 1024
+
 #: What a peer that vanishes looks like to us: nothing to answer, nothing to log loudly.
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -309,7 +312,21 @@ class Connection:
         # Flush only if the peer's close is why we end (a slow client's queue is gone).
         flush = CLOSE_TABLE[self.end].flush and CLOSE_TABLE[event.end].flush
         timeout = self._settings.close_timeout
-        await self.outbox.send_close(event.frame, flush=flush, timeout=timeout)
+        sent = await self.outbox.send_close(event.frame, flush=flush, timeout=timeout)
+        if sent and event.end is End.BAD_INPUT:
+            await self._linger(timeout)
+
+    async def _linger(self, timeout: float) -> None:
+        """After failing the connection: half-close and read what the peer still
+        sends (bounded), so that closing with unread bytes does not turn into a
+        reset that destroys our close frame before the peer reads it."""
+        assert self.outbox is not None
+        await self.outbox.send_eof()
+        transport = self._tls or self._stream
+        drained = 0
+        with trio.move_on_after(timeout), contextlib.suppress(*_GONE):
+            while drained < _LINGER_BYTES and (data := await transport.receive_some(READ_SIZE)):
+                drained += len(data)
 
     async def _finish(self) -> None:
         """Close the transport; after an unexpected error, say 1011 first if we can.

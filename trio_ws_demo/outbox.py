@@ -327,6 +327,14 @@ class Outbox:
         self.discard_queued()
         return False
 
+    async def send_eof(self) -> None:
+        """After the close frame, on plain TCP: tell the peer we send no more
+        (best effort; under TLS the close_notify at :meth:`aclose` says it)."""
+        stream = self._stream
+        if self._tls is None and isinstance(stream, trio.abc.HalfCloseableStream):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_eof()
+
     async def aclose(self) -> None:
         """Close the transport now (idempotent)."""
         tls, sock = self._tls, self._socket
