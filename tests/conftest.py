@@ -1,7 +1,15 @@
-"""Shared fixtures: real servers on 127.0.0.1, port 0, owned by the test's nursery."""
+"""Shared fixtures: real servers on 127.0.0.1, port 0, owned by the test's nursery.
+
+Also the one skip policy: a test may skip where what it needs is missing
+(Chromium, tmux, Node, redis-server, openssl, an IPv6 loopback), saying how
+to get it; under CI (``$CI`` set: ``.ci/run`` exports it, after installing all
+of those) every skip is a failure with that reason, so nothing passes there
+untested.
+"""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -13,6 +21,28 @@ import trustme
 from trio_ws_demo import BroadcastServer, ServerOptions
 
 StartServer = Callable[..., Awaitable[BroadcastServer]]
+
+UNDER_CI = bool(os.environ.get("CI"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if UNDER_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where everything must run: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if UNDER_CI and report.skipped:  # a module-level skip
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where everything must run: {reason}"
 
 
 @pytest.fixture
