@@ -1,7 +1,7 @@
 """``wss://`` through the idle fast path: records sealed by the outbox are wire-exact.
 
-After the TLS handshake a :class:`~trio_ws_demo.tls.TlsChannel` takes over the
-connection's TLS state and the outbox writes records itself (synchronously for
+A :class:`~trio_ws_demo.tls.TlsChannel` runs the
+connection's TLS from the handshake on and the outbox writes records itself (synchronously for
 an idle client, by its writer for a backlog). These tests hold it to the plain
 path's rules with independent clients: ``websockets`` over TLS, a raw wsproto
 client over trio's SSLStream, and ``openssl s_client`` for a TLS 1.3 key update.
@@ -43,16 +43,14 @@ TIMEOUT = 30
 async def taken_over(
     ca: trustme.CA, nursery: trio.Nursery, *, send_buffer: int | None = None
 ) -> AsyncIterator[tuple[TlsChannel, Outbox, trio.SSLStream[trio.SocketStream]]]:
-    """A handshaken TLS pair over a socketpair; the server side taken over by a
-    TlsChannel and written by an open Outbox. Yields (channel, outbox, client)."""
+    """A handshaken TLS pair over a socketpair: the server side a TlsChannel
+    written by an open Outbox. Yields (channel, outbox, client)."""
     ours, theirs = socket.socketpair()
     if send_buffer is not None:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     ours.setblocking(False)
-    server = trio.SSLStream(
-        trio.SocketStream(trio.socket.from_stdlib_socket(ours)),
-        server_context(ca),
-        server_side=True,
+    channel = TlsChannel(
+        trio.SocketStream(trio.socket.from_stdlib_socket(ours)), server_context(ca)
     )
     client = trio.SSLStream(
         trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
@@ -61,10 +59,9 @@ async def taken_over(
     )
     try:
         async with trio.open_nursery() as handshakes:
-            handshakes.start_soon(server.do_handshake)
+            handshakes.start_soon(channel.do_handshake)
             handshakes.start_soon(client.do_handshake)
-        channel = TlsChannel(server)
-        outbox = Outbox(server, nursery, InboxBudget(), Traffic(), ours, tls=channel)
+        outbox = Outbox(channel, nursery, InboxBudget(), Traffic(), ours, tls=channel)
         outbox.opened()
         yield channel, outbox, client
         await outbox.aclose()

@@ -39,6 +39,7 @@ from .http import HttpRefusal, RequestHead, read_request_head, send_response
 from .listen import format_host
 from .options import ServerOptions
 from .rooms import SUBPROTOCOL, Rooms, room_from_path
+from .tls import TlsChannel
 from .web import WebRoutes
 
 __all__ = ["Admission", "FrontDoor", "Peer"]
@@ -114,7 +115,9 @@ class FrontDoor:
     async def _start_tls(self, stream: trio.abc.Stream) -> trio.abc.Stream:
         if self._options.ssl_context is None:
             return stream
-        tls = trio.SSLStream(stream, self._options.ssl_context, server_side=True)
+        if not isinstance(stream, trio.SocketStream):
+            raise TypeError("wss:// needs a socket stream")
+        tls = TlsChannel(stream, self._options.ssl_context)
         await tls.do_handshake()
         return tls
 
@@ -237,9 +240,7 @@ class Peer:
 
 
 def _peer_address(stream: trio.abc.Stream) -> object:
-    transport = stream
-    while isinstance(transport, trio.SSLStream):
-        transport = transport.transport_stream
+    transport = stream.transport if isinstance(stream, TlsChannel) else stream
     if not isinstance(transport, trio.SocketStream):
         return type(transport).__name__
     try:

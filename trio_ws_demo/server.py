@@ -294,7 +294,7 @@ class BroadcastServer:
                 except BaseException:
                     self.rooms.prune(admitted.room)
                     raise
-            tls = TlsChannel(stream) if TlsChannel.can_take_over(stream) else None  # type: ignore[arg-type]
+            tls = stream if isinstance(stream, TlsChannel) else None
             connection = Connection(
                 stream,
                 accept_response(head, SUBPROTOCOL if admitted.v1 else None),
