@@ -198,12 +198,12 @@ async def test_a_tls13_key_update_keeps_the_connection(
             await trio.testing.wait_all_tasks_blocked()
             server.broadcast("after the key update")
             await until(b"after the key update")
+            assert server.statistics().clients == 1  # before we kill the client, not after
     finally:
         process.kill()
         await process.wait()
         await process.stdin.aclose()
         await process.stdout.aclose()
-    assert server.statistics().clients == 1
 
 
 async def test_records_made_outside_a_write_wait_for_the_records_before_them(

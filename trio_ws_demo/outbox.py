@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import socket
 from collections import deque
 from typing import Protocol
@@ -51,7 +52,11 @@ __all__ = ["CHUNK_BYTES", "Outbox"]
 #: for many small frames, and a bounded copy.
 CHUNK_BYTES = 64 * 1024
 
-_Frame = bytes | memoryview
+_Frame = bytes | bytearray | memoryview
+
+#: TLS records made while reading (alerts, key-update answers) that may wait
+#: behind a stuck write; a peer that makes more without reading is cut off.
+MAX_WIRE_BACKLOG = 256 * 1024
 
 
 class _State(enum.Enum):
@@ -78,6 +83,9 @@ class Outbox:
         "_budget",
         "_counters",
         "_frames",
+        "_history_bytes",
+        "_history_messages",
+        "_history_queued",
         "_idle",
         "_nursery",
         "_owner",
@@ -89,6 +97,7 @@ class Outbox:
         "_tls",
         "_transport",
         "_urgent",
+        "_wire_waiting",
         "_writing",
         "close_code_sent",
         "delivered",
@@ -126,12 +135,17 @@ class Outbox:
         are added here too."""
         self._partial_size = 0
         """The counted size of that frame's message (0 for a ping)."""
+        self._wire_waiting = 0
+        """Bytes of records made while reading that wait in _partial (bounded)."""
         self._owner = owner
         self._frames: deque[_Frame] | None = None  # created on first use: idle costs nothing
         self._urgent: list[tuple[bytes, trio.Event | None]] | None = None
         self._idle: trio.Event | None = None
         self.queued_messages = 0
         """Messages taken and not yet written (queued, in hand, or half-written)."""
+        self._history_messages = self._history_bytes = self._history_queued = 0
+        """Of those, the history preloaded for a joiner (first in the queue): its
+        own bound is --history; the live budget does not count it."""
         self.queued_bytes = 0
         self.delivered = 0
         """Messages written to this connection."""
@@ -184,7 +198,8 @@ class Outbox:
                 self.queued_bytes = size
                 self._start_writer()
                 return True
-        if not self._budget.admits(self.queued_messages, self.queued_bytes, size):
+        live_messages = self.queued_messages - self._history_messages
+        if not self._budget.admits(live_messages, self.queued_bytes - self._history_bytes, size):
             return False
         if self._frames is None:
             self._frames = deque()
@@ -205,8 +220,12 @@ class Outbox:
             if self._frames is None:
                 self._frames = deque()
             self._frames.extend(frames)
+            size = sum(len(f) for f in frames)
             self.queued_messages += len(frames)
-            self.queued_bytes += sum(len(f) for f in frames)
+            self.queued_bytes += size
+            self._history_messages += len(frames)
+            self._history_bytes += size
+            self._history_queued += len(frames)
 
     def opened(self) -> None:
         """The handshake response is out: data frames may follow.
@@ -253,10 +272,21 @@ class Outbox:
         if self._socket is not None and not self._writing and not self._pending:
             self._send_wire_now(wire)
             return
-        if self._partial is None:
-            self._partial, self._partial_size = memoryview(wire), 0
+        partial = self._partial
+        if partial is None:
+            self._partial, self._partial_size = bytearray(wire), 0
+        elif isinstance(partial, bytearray):
+            partial += wire  # amortised: no copy of what is already waiting
         else:
-            self._partial = memoryview(bytes(self._partial) + wire)
+            self._partial = bytearray(partial) + wire
+        self._wire_waiting += len(wire)
+        if self._wire_waiting > MAX_WIRE_BACKLOG:
+            # The peer makes us answer (alerts) and reads nothing: let it go.
+            self._state = _State.BROKEN
+            self._partial = None
+            if self._owner is not None:
+                self._owner.slow_consumer()
+            return
         if not self._writing:
             self._start_writer()
 
@@ -277,10 +307,15 @@ class Outbox:
     def discard_queued(self) -> None:
         """Drop queued data frames; a frame already started is still finished."""
         if self._frames:
+            if self._history_queued:
+                history = list(itertools.islice(self._frames, self._history_queued))
+                self._history_messages -= len(history)
+                self._history_bytes -= sum(len(f) for f in history)
             dropped = sum(len(f) for f in self._frames)
             self.queued_messages -= len(self._frames)
             self.queued_bytes -= dropped
             self._frames.clear()
+        self._history_queued = 0
 
     # -- writes that wait ------------------------------------------------------
 
@@ -305,15 +340,18 @@ class Outbox:
 
         With *flush*, what is queued goes first, for at most *timeout*
         seconds; after that (or without *flush*) the queue is dropped, but a
-        write under way is still finished within *timeout*. Returns False if
-        the close frame could not be sent without breaking a frame.
+        write under way is still finished, within *timeout* more, and the close
+        frame follows it. Returns False if the close frame could not be sent
+        without breaking a frame.
         """
         if self._state is _State.OPEN or self._state is _State.OPENING:
             self._state = _State.CLOSING
         if self._state is not _State.CLOSING:
             return False
-        if not flush:
-            self.discard_queued()
+        if flush:
+            with trio.move_on_after(timeout):
+                await self._wait_until_idle()
+        self.discard_queued()
         with trio.move_on_after(timeout):
             await self._wait_until_idle()
             self._writing = True
@@ -338,7 +376,8 @@ class Outbox:
     async def aclose(self) -> None:
         """Close the transport now (idempotent)."""
         tls, sock = self._tls, self._socket
-        idle = not (self._done or self._writing or self._pending)
+        # After a clean close too: close_notify follows our close frame (RFC 8446 §6.1).
+        idle = not (self._state is _State.BROKEN or self._writing or self._pending)
         if tls is not None and sock is not None and idle:  # best effort, never waits
             with contextlib.suppress(OSError):
                 sock.send(tls.close_notify())
@@ -363,7 +402,7 @@ class Outbox:
         """Write the backlog in chunks, then end: a task only while there is work."""
         try:
             while not self._done:
-                wire, chunk, messages, size, waiters = self._take_chunk()
+                wire, chunk, messages, size, waiters, history = self._take_chunk()
                 if not chunk and wire is None:
                     break
                 try:
@@ -376,12 +415,18 @@ class Outbox:
                 self._count_written(messages, size)
                 self.queued_messages -= messages
                 self.queued_bytes -= size
+                self._history_messages -= history[0]
+                self._history_bytes -= history[1]
         finally:
             self._write_done(start_writer=False)
 
-    def _take_chunk(self) -> tuple[_Frame | None, list[_Frame], int, int, list[trio.Event]]:
+    def _take_chunk(
+        self,
+    ) -> tuple[_Frame | None, list[_Frame], int, int, list[trio.Event], tuple[int, int]]:
         """The next write: the rest of a started frame (as it goes on the wire),
-        then control frames, then data (plaintext)."""
+        then control frames, then data (plaintext); last, how many of those
+        messages (and bytes) are preloaded history."""
+        history_messages = history_bytes = 0
         chunk: list[_Frame] = []
         waiters: list[trio.Event] = []
         messages = size = length = 0
@@ -391,6 +436,7 @@ class Outbox:
             if self._partial_size:  # a data frame, not a ping
                 messages, size = 1, self._partial_size
             self._partial, self._partial_size = None, 0
+            self._wire_waiting = 0
         for data, waiter in self._urgent or ():
             chunk.append(data)
             if waiter is not None:
@@ -400,10 +446,14 @@ class Outbox:
         while frames and (length < CHUNK_BYTES or not (chunk or wire)):
             frame = frames.popleft()
             chunk.append(frame)
+            if history_messages < self._history_queued:
+                history_messages += 1
+                history_bytes += len(frame)
             length += len(frame)
             messages += 1
             size += len(frame)
-        return wire, chunk, messages, size, waiters
+        self._history_queued -= history_messages
+        return wire, chunk, messages, size, waiters, (history_messages, history_bytes)
 
     def _to_wire(self, wire: _Frame | None, chunk: list[_Frame]) -> _Frame:
         """What to write: *wire* as it is, then *chunk* (sealed under TLS), in one
