@@ -67,7 +67,6 @@ class Connection:
     __slots__ = (
         "_nursery",
         "_opened",
-        "_reading",
         "_response",
         "_room",
         "_rooms",
@@ -129,7 +128,6 @@ class Connection:
         self.peer_close: tuple[int, str] | None = None
         """The code and reason of the peer's close frame, once it came."""
         self._nursery: trio.Nursery | None = None
-        self._reading: trio.CancelScope | None = None
         self._opened = False
         self.outbox: Outbox | None = None
         self._started = self.last_seen = trio.current_time()
@@ -210,12 +208,13 @@ class Connection:
             )
         except _GONE:
             sent = False
-        reading = self._reading
+        nursery = self._nursery
+        assert nursery is not None
         if not sent:  # the frame could not go out whole: nothing left to wait for
-            assert self._nursery is not None
-            self._nursery.cancel_scope.cancel()
-        elif reading is not None:  # the reader waits for the peer's answer, this long
-            reading.deadline = min(reading.deadline, trio.current_time() + timeout)
+            nursery.cancel_scope.cancel()
+        else:  # the reader waits for the peer's answer this long, then the socket closes
+            scope = nursery.cancel_scope
+            scope.deadline = min(scope.deadline, trio.current_time() + timeout)
 
     # -- the connection ---------------------------------------------------------
 
@@ -248,10 +247,8 @@ class Connection:
                 outbox.opened()
                 self._log_opened()
                 try:
-                    with trio.CancelScope() as self._reading:
-                        await self._read(room)
+                    await self._read(room)
                 finally:
-                    self._reading = None
                     self._leave_room()
         except* _GONE:
             self.note_end(End.PEER_VANISHED)  # a reset, a broken pipe: nobody to tell

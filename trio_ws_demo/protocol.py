@@ -6,9 +6,10 @@ here touches a socket or imports trio, so every rule below is tested by feeding
 bytes (``tests/test_protocol.py``). The front door has already read the request
 head and the connection writes the 101 itself, so the head is parsed once.
 
-wsproto's frame-level :class:`wsproto.connection.Connection` parses frames:
-masking, opcodes, control-frame rules and incremental UTF-8 (its errors
-carry 1002 or 1007). On top of it this module owns:
+wsproto's frame layer (:class:`wsproto.frame_protocol.FrameProtocol`, what its
+``Connection`` wraps, without that class's per-connection event queue) parses
+frames: masking, opcodes, control-frame rules, close codes and incremental
+UTF-8 (its errors carry 1002 or 1007). On top of it this module owns:
 
 * **message assembly, bounded by what a message really costs.** A message is
   joined in one ``bytearray`` as its fragments arrive, and every frame after
@@ -36,8 +37,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
 
 from .frames import OPCODE_BINARY, OPCODE_TEXT, encode_close, encode_payload
 
@@ -161,18 +161,18 @@ class ServerProtocol:
     def __init__(self, max_message_size: int, early: bytes = b"") -> None:
         self.max_message_size = max_message_size
         self.state = State.OPEN
-        self._parser = Connection(ConnectionType.SERVER)
+        self._parser = FrameProtocol(client=False, extensions=[])
         self._parts: bytearray | None = None
         """The message so far, once it spans more than one event."""
         self._cost = 0
         self._text = False
         if early:  # frames sent in the same packet as the request head
-            self._parser.receive_data(early)
+            self._parser.receive_bytes(early)
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the peer (never after CLOSED)."""
         if self.state is not State.CLOSED:
-            self._parser.receive_data(bytes(data))
+            self._parser.receive_bytes(bytes(data))
 
     def start_close(self, code: int, reason: str) -> bytes | None:
         """Our Close frame, moving OPEN → CLOSING; None if a close is already under way."""
@@ -185,47 +185,51 @@ class ServerProtocol:
 
     def events(self) -> Iterator[Event]:
         """What the bytes fed so far mean, in order; stops after :class:`Closed`."""
-        for event in self._parser.events():
-            if self.state is State.CLOSED:
-                return
-            if isinstance(event, TextMessage | BytesMessage):
-                message = self._assemble(event)
-                if message is not None:
-                    yield message
-                elif self._over_limit():
-                    yield Closed(End.BAD_INPUT, 1009, "message too big", self._fail(1009))
+        try:
+            for frame in self._parser.received_frames():
+                if self.state is State.CLOSED:
                     return
-            elif isinstance(event, Ping):
-                if self.state is State.OPEN:  # §5.5.2; nothing but the close once closing
-                    yield PingReceived(bytes((_PONG, len(event.payload))) + event.payload)
-            elif isinstance(event, CloseConnection):
-                yield self._closed(event)
-                return
-            # Pong: the read itself was the sign of life the keepalive wanted.
+                opcode = frame.opcode
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    message = self._assemble(frame)
+                    if message is not None:
+                        yield message
+                    elif self._over_limit():
+                        yield Closed(End.BAD_INPUT, 1009, "message too big", self._fail(1009))
+                        return
+                elif opcode is Opcode.PING:
+                    if self.state is State.OPEN:  # §5.5.2; nothing but the close once closing
+                        payload = bytes(frame.payload)  # type: ignore[arg-type]
+                        yield PingReceived(bytes((_PONG, len(payload))) + payload)
+                elif opcode is Opcode.CLOSE:
+                    close = frame.payload
+                    assert isinstance(close, tuple)
+                    yield self._closed(int(close[0]), close[1])
+                    return
+                # PONG: the read itself was the sign of life the keepalive wanted.
+        except ParseFailed as exc:  # the peer broke a rule: 1002, or 1007 for UTF-8
+            if self.state is not State.CLOSED:
+                yield Closed(End.BAD_INPUT, int(exc.code), str(exc), self._fail(int(exc.code)))
 
     def _over_limit(self) -> bool:
         return self._cost > self.max_message_size
 
-    def _closed(self, event: CloseConnection) -> Closed:
+    def _closed(self, code: int, reason: str) -> Closed:
         was = self.state
         self.state = State.CLOSED
         self._parts = None
-        if self._parser.state is ConnectionState.OPEN:
-            # wsproto could not parse a frame: its event carries our code (1002/1007).
-            return Closed(End.BAD_INPUT, event.code, event.reason or "", self._fail(event.code))
-        code = int(event.code)
         if was is State.CLOSING:
-            return Closed(End.PEER_CLOSED, code, event.reason or "", None)
+            return Closed(End.PEER_CLOSED, code, reason, None)
         # §5.5.1: echo the peer's code; a Close without one (1005) gets none back.
         answer = encode_close(None) if code == 1005 else encode_close(code, "")
-        return Closed(End.PEER_CLOSED, code, event.reason or "", answer)
+        return Closed(End.PEER_CLOSED, code, reason, answer)
 
     def _fail(self, code: int) -> bytes:
         self.state = State.CLOSED
         self._parts = None
         return encode_close(code, "")
 
-    def _assemble(self, event: TextMessage | BytesMessage) -> Message | None:
+    def _assemble(self, frame: Frame) -> Message | None:
         """Add one piece of a message; the whole message once it is finished.
 
         None while a message is incomplete, or dropped (we are closing), or
@@ -233,27 +237,28 @@ class ServerProtocol:
         """
         if self.state is not State.OPEN:
             return None
-        text = isinstance(event, TextMessage)
-        payload = event.data.encode() if isinstance(event, TextMessage) else bytes(event.data)
+        data = frame.payload
+        text = frame.opcode is Opcode.TEXT
+        payload = data.encode() if isinstance(data, str) else bytes(data)  # type: ignore[arg-type]
         parts = self._parts
-        if parts is None and event.message_finished:  # the common case: one event, no copy
+        if parts is None and frame.message_finished:  # the common case: one piece, no copy
             if len(payload) > self.max_message_size:
                 self._cost = len(payload)
                 return None
-            if isinstance(event, TextMessage):
-                return Message(event.data, encode_payload(OPCODE_TEXT, payload))
+            if isinstance(data, str):
+                return Message(data, encode_payload(OPCODE_TEXT, payload))
             return Message(payload, encode_payload(OPCODE_BINARY, payload))
         if parts is None:
             parts = self._parts = bytearray()
             self._cost = 0
             self._text = text
         self._cost += len(payload)
-        if event.frame_finished and not event.message_finished:
+        if frame.frame_finished and not frame.message_finished:
             self._cost += FRAME_COST  # the next frame is a continuation
         if self._cost > self.max_message_size:
             return None
         parts += payload
-        if not event.message_finished:
+        if not frame.message_finished:
             return None
         self._parts = None
         self._cost = 0
