@@ -21,6 +21,7 @@ from trio_ws_demo.frames import encode_close, encode_frame
 from trio_ws_demo.hub import InboxBudget
 from trio_ws_demo.outbox import MAX_WIRE_BACKLOG, Outbox
 from trio_ws_demo.stats import Traffic
+from trio_ws_demo.transport import Transport
 
 from .test_outbox import outbox_pair
 from .test_tls_fast_path import taken_over
@@ -70,7 +71,7 @@ async def test_b6_history_handed_to_a_joiner_is_not_counted_as_its_backlog(
     ours, peer = socket.socketpair()
     ours.setblocking(False)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    outbox = Outbox(stream, nursery, InboxBudget(max_messages=10), Traffic(), ours)
+    outbox = Outbox(Transport(stream, ours), nursery, InboxBudget(max_messages=10), Traffic())
     history = [encode_frame(f"old {n}") for n in range(20)]
     outbox.preload(history)
     live = encode_frame("live")

@@ -11,6 +11,7 @@ from trio_ws_demo.frames import PING_FRAME, encode_close, encode_frame
 from trio_ws_demo.hub import InboxBudget
 from trio_ws_demo.outbox import Outbox
 from trio_ws_demo.stats import Traffic
+from trio_ws_demo.transport import Transport
 
 TIMEOUT = 10
 
@@ -22,7 +23,7 @@ def outbox_pair(
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     ours.setblocking(False)
     stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    outbox = Outbox(stream, nursery, budget or InboxBudget(), Traffic(), ours)
+    outbox = Outbox(Transport(stream, ours), nursery, budget or InboxBudget(), Traffic())
     outbox.opened()
     return outbox, peer
 
@@ -121,7 +122,7 @@ async def test_frames_queued_during_the_handshake_follow_the_response() -> None:
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-            outbox = Outbox(stream, nursery, InboxBudget(), Traffic(), ours)
+            outbox = Outbox(Transport(stream, ours), nursery, InboxBudget(), Traffic())
             assert outbox.offer(early, len(early))
             await trio.testing.wait_all_tasks_blocked()
             await outbox.send_control(response)

@@ -31,6 +31,7 @@ from trio_ws_demo.hub import InboxBudget
 from trio_ws_demo.outbox import Outbox
 from trio_ws_demo.stats import Traffic
 from trio_ws_demo.tls import TlsChannel
+from trio_ws_demo.transport import Transport
 
 from .conftest import StartServer, client_context, server_context
 from .test_fast_path import payloads
@@ -61,7 +62,7 @@ async def taken_over(
         async with trio.open_nursery() as handshakes:
             handshakes.start_soon(channel.do_handshake)
             handshakes.start_soon(client.do_handshake)
-        outbox = Outbox(channel, nursery, InboxBudget(), Traffic(), ours, tls=channel)
+        outbox = Outbox(Transport(channel, ours, channel), nursery, InboxBudget(), Traffic())
         outbox.opened()
         yield channel, outbox, client
         await outbox.aclose()

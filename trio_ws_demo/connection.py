@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 from dataclasses import dataclass
 
 import trio
@@ -35,12 +34,9 @@ from .outbox import Outbox
 from .protocol import CLOSE_TABLE, Closed, End, Message, PingReceived, ServerProtocol, State
 from .rooms import Room, Rooms
 from .stats import Traffic
-from .tls import TlsChannel
+from .transport import Transport
 
 __all__ = ["Connection", "ConnectionSettings"]
-
-#: Bytes asked of the transport per read.
-READ_SIZE = 64 * 1024
 
 #: At most this much is read and dropped after a failed connection's close frame.
 _LINGER_BYTES = 4 * 1024 * 1024
@@ -73,9 +69,7 @@ class Connection:
         "_settings",
         "_since",
         "_started",
-        "_stream",
         "_target",
-        "_tls",
         "end",
         "last_seen",
         "messages_in",
@@ -84,15 +78,15 @@ class Connection:
         "peer_close",
         "pinged_at",
         "protocol",
-        "raw_socket",
         "room",
         "traffic",
+        "transport",
         "v1",
     )
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        transport: Transport,
         response: bytes,
         *,
         rooms: Rooms,
@@ -104,12 +98,9 @@ class Connection:
         peer: Peer,
         target: str,
         early: bytes = b"",
-        raw_socket: socket.socket | None = None,
-        tls: TlsChannel | None = None,
     ) -> None:
-        self._stream = stream
-        self.raw_socket = raw_socket
-        self._tls = tls
+        self.transport = transport
+        """The connection's socket, plain or TLS: every byte in or out passes it."""
         self._rooms = rooms
         self.room = room
         """The room's name ("" for the default room, path /)."""
@@ -221,19 +212,13 @@ class Connection:
     async def run(self) -> None:
         """Write the 101 and serve the WebSocket until it ends; never raises but Cancelled."""
         if self.end is not None:  # shut down before it began
-            await trio.aclose_forcefully(self._stream)
+            await self.transport.aclose()
             return
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.outbox = outbox = Outbox(
-                    self._stream,
-                    nursery,
-                    self._settings.budget,
-                    self.traffic,
-                    self.raw_socket,
-                    owner=self,
-                    tls=self._tls,
+                    self.transport, nursery, self._settings.budget, self.traffic, owner=self
                 )
                 # Joined before the 101 goes out (what the room sends first
                 # waits behind it), so that a client that has seen the 101
@@ -243,6 +228,7 @@ class Connection:
                 response, self._response = self._response, None
                 assert response is not None
                 await outbox.send_control(response)
+                del response  # an open connection keeps as little as it can
                 self._opened = True
                 outbox.opened()
                 self._log_opened()
@@ -270,7 +256,7 @@ class Connection:
         outbox = self.outbox
         assert outbox is not None
         protocol = self.protocol
-        transport = self._tls or self._stream
+        transport = self.transport
         echo = self._settings.echo
         traffic = self.traffic
         while True:
@@ -290,7 +276,7 @@ class Connection:
                     assert type(event) is Closed
                     await self._closed_by_peer(event)
                     return
-            data = await transport.receive_some(READ_SIZE)
+            data = await transport.receive()
             if not data:
                 self.note_end(End.PEER_VANISHED)  # no close frame: 1006
                 return
@@ -319,10 +305,9 @@ class Connection:
         reset that destroys our close frame before the peer reads it."""
         assert self.outbox is not None
         await self.outbox.send_eof()
-        transport = self._tls or self._stream
         drained = 0
-        with trio.move_on_after(timeout), contextlib.suppress(*_GONE):
-            while drained < _LINGER_BYTES and (data := await transport.receive_some(READ_SIZE)):
+        with trio.move_on_after(timeout):
+            while drained < _LINGER_BYTES and (data := await self.transport.receive()):
                 drained += len(data)
 
     async def _finish(self) -> None:
@@ -330,7 +315,7 @@ class Connection:
         Never raises: the peer may be long gone."""
         outbox = self.outbox
         if outbox is None:
-            await trio.aclose_forcefully(self._stream)
+            await self.transport.aclose()
         else:
             if self.end is End.SERVER_ERROR and self._opened and outbox.close_code_sent is None:
                 frame = self.protocol.start_close(1011, End.SERVER_ERROR.value)
@@ -342,7 +327,6 @@ class Connection:
         self._log_closed()
         # The keepalive may hold this object a little longer: keep it small.
         self._nursery = None
-        self._stream = None  # type: ignore[assignment]
 
     # -- logging -----------------------------------------------------------------
 

@@ -104,10 +104,11 @@ def _bind_all(
 async def accept_loop(
     listener: socket.socket,
     nursery: trio.Nursery,
-    handler: Callable[[trio.SocketStream, socket.socket], Awaitable[None]],
+    handler: Callable[..., Awaitable[None]],
     pending: trio.Semaphore | None = None,
 ) -> None:
-    """Accept connections forever, starting ``handler(stream, sock)`` in *nursery* for each.
+    """Accept connections forever, starting ``handler(stream, sock, pending)`` in
+    *nursery* for each.
 
     With *pending*, each connection takes one of its slots before it is
     accepted (the handler gives it back once the request head is read): while
@@ -141,4 +142,4 @@ async def accept_loop(
                     raise
                 connection.setblocking(False)
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(connection))
-                nursery.start_soon(handler, stream, connection)
+                nursery.start_soon(handler, stream, connection, pending)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
-import socket
 from collections import deque
 from typing import Protocol
 
@@ -44,7 +43,7 @@ import trio
 from .frames import close_frame_code
 from .hub import InboxBudget
 from .stats import Traffic
-from .tls import TlsChannel
+from .transport import Transport
 
 __all__ = ["CHUNK_BYTES", "Outbox"]
 
@@ -82,6 +81,7 @@ class Outbox:
     __slots__ = (
         "_budget",
         "_counters",
+        "_fast",
         "_frames",
         "_history_bytes",
         "_history_messages",
@@ -91,11 +91,8 @@ class Outbox:
         "_owner",
         "_partial",
         "_partial_size",
-        "_socket",
         "_state",
-        "_stream",
         "_tls",
-        "_transport",
         "_urgent",
         "_wire_waiting",
         "_writing",
@@ -103,29 +100,27 @@ class Outbox:
         "delivered",
         "queued_bytes",
         "queued_messages",
+        "transport",
     )
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        transport: Transport,
         nursery: trio.Nursery,
         budget: InboxBudget,
         counters: Traffic,
-        raw_socket: socket.socket | None = None,
         owner: SlowConsumerOwner | None = None,
-        tls: TlsChannel | None = None,
     ) -> None:
-        self._stream = stream
-        self._tls = tls
-        """With TLS: plaintext is sealed into records here, as late as possible,
-        and only records (bytes "on the wire") reach the transport."""
-        self._transport: trio.abc.SendStream = stream if tls is None else tls.transport
+        self.transport = transport
+        """Where the bytes go. With TLS, plaintext is sealed into records as late
+        as possible (:meth:`Transport.to_wire`), and only records reach the socket."""
+        self._tls = transport.tls is not None
         self._nursery = nursery
         """Where the writer task runs while there is a backlog."""
         self._budget = budget
         self._counters = counters
-        self._socket = raw_socket
-        """The socket under *stream*, for the fast path (under TLS, it gets records)."""
+        self._fast = transport.socket is not None
+        """A synchronous send is possible: the idle fast path."""
         self._state = _State.OPENING
         self._writing = False
         """A write is under way (the writer task, or a direct control write)."""
@@ -150,9 +145,9 @@ class Outbox:
         self.delivered = 0
         """Messages written to this connection."""
         self.close_code_sent: int | None = None
-        if tls is not None:
-            tls.on_wire = self.send_wire_nowait
-            early = tls.leftover()
+        if transport.tls is not None:
+            transport.tls.on_wire = self.send_wire_nowait
+            early = transport.tls.leftover()
             if early:
                 self.send_wire_nowait(early)
 
@@ -165,34 +160,28 @@ class Outbox:
         """
         size = len(frame)
         state = self._state
-        sock = self._socket
+        fast = self._fast
         if state is _OPEN:
             if self._writing or self.queued_messages:
-                sock = None  # busy: queue behind what is under way
+                fast = False  # busy: queue behind what is under way
         elif state is _State.OPENING:
-            sock = None
+            fast = False
         else:
             return True  # closing: not slow, just too late
-        if sock is not None:
+        if fast:
             tls = self._tls
-            if tls is None:
-                wire = frame
-            else:
-                try:
-                    wire = self._seal(frame)
-                except trio.BrokenResourceError:
-                    return True  # broken now: the reader sees it too and ends the connection
             try:
-                sent = sock.send(wire)
-            except OSError:  # full (BlockingIOError) or failing: the writer will see it
-                sent = 0
+                wire = self._seal(frame) if tls else frame
+            except trio.BrokenResourceError:
+                return True  # broken now: the reader sees it too and ends the connection
+            sent = self.transport.send_nowait(wire)
             if sent == len(wire):
                 self.delivered += 1
                 counters = self._counters
                 counters.delivered += 1
                 counters.delivered_bytes += size
                 return True
-            if sent or tls is not None:  # sealed records cannot be sealed again
+            if sent or tls:  # sealed records cannot be sealed again
                 self._partial, self._partial_size = memoryview(wire)[sent:], size
                 self.queued_messages = 1
                 self.queued_bytes = size
@@ -249,8 +238,8 @@ class Outbox:
         """Send a control frame (a keepalive ping) at the next frame boundary."""
         if self._state is not _State.OPEN and self._state is not _State.CLOSING:
             return
-        if self._socket is not None and not self._writing and not self._pending:
-            if self._tls is not None:  # sealed: it must go out as it is, now or first
+        if self._fast and not self._writing and not self._pending:
+            if self._tls:  # sealed: it must go out as it is, now or first
                 with contextlib.suppress(trio.BrokenResourceError):  # broken: nothing to do
                     self._send_wire_now(self._seal(frame))
                 return
@@ -269,7 +258,7 @@ class Outbox:
         """Write TLS records made while reading, after every record made before them."""
         if self._done or not wire:
             return
-        if self._socket is not None and not self._writing and not self._pending:
+        if self._fast and not self._writing and not self._pending:
             self._send_wire_now(wire)
             return
         partial = self._partial
@@ -290,19 +279,15 @@ class Outbox:
         if not self._writing:
             self._start_writer()
 
-    def _send_wire_now(self, wire: bytes) -> None:
+    def _send_wire_now(self, wire: _Frame) -> None:
         """Records, while nothing else is under way: to the kernel, the rest first next."""
         sent = self._send_now(wire)
         if sent < len(wire):
             self._partial, self._partial_size = memoryview(wire)[sent:], 0
             self._start_writer()
 
-    def _send_now(self, data: bytes) -> int:
-        assert self._socket is not None
-        try:
-            return self._socket.send(data)
-        except OSError:  # full, or failing: the writer will see it
-            return 0
+    def _send_now(self, data: _Frame) -> int:
+        return self.transport.send_nowait(data)
 
     def discard_queued(self) -> None:
         """Drop queued data frames; a frame already started is still finished."""
@@ -368,24 +353,18 @@ class Outbox:
     async def send_eof(self) -> None:
         """After the close frame, on plain TCP: tell the peer we send no more
         (best effort; under TLS the close_notify at :meth:`aclose` says it)."""
-        stream = self._stream
-        if self._tls is None and isinstance(stream, trio.abc.HalfCloseableStream):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_eof()
+        await self.transport.send_eof()
 
     async def aclose(self) -> None:
         """Close the transport now (idempotent)."""
-        tls, sock = self._tls, self._socket
         # After a clean close too: close_notify follows our close frame (RFC 8446 §6.1).
-        idle = not (self._state is _State.BROKEN or self._writing or self._pending)
-        if tls is not None and sock is not None and idle:  # best effort, never waits
-            with contextlib.suppress(OSError):
-                sock.send(tls.close_notify())
+        if not (self._state is _State.BROKEN or self._writing or self._pending):
+            self.transport.close_notify()
         if self._state is not _State.BROKEN:
             self._state = _State.CLOSED
         self.discard_queued()
         self._wake_idle()
-        await trio.aclose_forcefully(self._stream)
+        await self.transport.aclose()
 
     @property
     def writable(self) -> bool:
@@ -458,7 +437,7 @@ class Outbox:
     def _to_wire(self, wire: _Frame | None, chunk: list[_Frame]) -> _Frame:
         """What to write: *wire* as it is, then *chunk* (sealed under TLS), in one
         copy at most, as before TLS: a plain backlog is joined once."""
-        if self._tls is not None and chunk:
+        if self._tls and chunk:
             chunk = [self._seal(chunk[0] if len(chunk) == 1 else b"".join(chunk))]
         if wire is not None:
             chunk = [wire, *chunk]
@@ -466,19 +445,18 @@ class Outbox:
 
     async def _write(self, data: _Frame) -> None:
         """Write *data* (plaintext: a control frame, the 101, the close frame)."""
-        await self._write_wire(data if self._tls is None else self._seal(data))
+        await self._write_wire(self._seal(data) if self._tls else data)
 
-    def _seal(self, data: _Frame) -> bytes:
-        assert self._tls is not None
+    def _seal(self, data: _Frame) -> _Frame:
         try:
-            return self._tls.seal(data)
+            return self.transport.to_wire(data)
         except trio.BrokenResourceError:
             self._state = _State.BROKEN
             raise
 
     async def _write_wire(self, data: _Frame) -> None:
         try:
-            await self._transport.send_all(data)
+            await self.transport.send_all(data)
         except BaseException:
             # Cancelled or failed part-way: the peer may hold half a frame.
             self._state = _State.BROKEN

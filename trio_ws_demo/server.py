@@ -44,6 +44,7 @@ from .protocol import End
 from .rooms import SUBPROTOCOL, Rooms
 from .stats import ServerStatistics, Traffic
 from .tls import TlsChannel, refuse_renegotiation
+from .transport import Transport
 from .web import WebRoutes
 
 __all__ = [
@@ -218,7 +219,7 @@ class BroadcastServer:
                         services.start_soon(self.keepalive.run)
                     for listener in listeners:
                         services.start_soon(
-                            accept_loop, listener, pool, self._handle_accepted, self._pending_heads
+                            accept_loop, listener, pool, self.handle_stream, self._pending_heads
                         )
                     self._serving = True
                     task_status.started(listeners[0].getsockname()[1])
@@ -258,15 +259,10 @@ class BroadcastServer:
         for connection in list(self._connections):
             connection.request_shutdown()
 
-    async def _handle_accepted(self, stream: trio.SocketStream, raw_socket: socket.socket) -> None:
-        """A connection the accept loop took a pending-head slot for."""
-        await self.handle_stream(stream, raw_socket, pending=self._pending_heads)
-
     async def handle_stream(
         self,
         stream: trio.abc.Stream,
         raw_socket: socket.socket | None = None,
-        *,
         pending: trio.Semaphore | None = None,
     ) -> None:
         """Serve one connection on any byte stream (tests use memory streams).
@@ -295,8 +291,13 @@ class BroadcastServer:
                     self.rooms.prune(admitted.room)
                     raise
             tls = stream if isinstance(stream, TlsChannel) else None
-            connection = Connection(
+            transport = Transport(
                 stream,
+                raw_socket if tls or self.options.ssl_context is None else None,
+                tls,
+            )
+            connection = Connection(
+                transport,
                 accept_response(head, SUBPROTOCOL if admitted.v1 else None),
                 rooms=self.rooms,
                 room=admitted.room,
@@ -307,8 +308,6 @@ class BroadcastServer:
                 peer=peer,
                 target=head.target,
                 early=head.extra,
-                raw_socket=raw_socket if tls or self.options.ssl_context is None else None,
-                tls=tls,
             )
         except BaseException as exc:
             if isinstance(exc, Exception):
