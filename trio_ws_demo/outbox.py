@@ -1,41 +1,44 @@
-"""One connection's outgoing bytes: every byte the server writes to a client goes out here.
+"""One connection's outgoing bytes: what is written to a client, when, and in what order.
 
-An :class:`Outbox` is the hub's subscriber for one connection and the only
-writer of its socket. It owns:
+An :class:`Outbox` is the hub's subscriber for one connection; it decides what
+goes out, and its :class:`~trio_ws_demo.transport.Transport` (the one module
+that touches the socket) moves the bytes. It owns:
 
-* **the queue and its budget.** :meth:`Outbox.offer` (a plain ``def``, called
-  from :meth:`~trio_ws_demo.hub.Hub.publish`) queues a pre-encoded frame if it
-  fits the :class:`~trio_ws_demo.hub.InboxBudget`, counting everything not yet
-  written: queued, in the write under way, and the rest of a started frame.
-  Writes take at most :data:`CHUNK_BYTES` of joined frames at a time, so the
-  copy made for one system call never doubles the memory a client may hold.
+* **the backlog and its budget.** :meth:`Outbox.offer` (a plain ``def``, called
+  from :meth:`~trio_ws_demo.hub.Hub.publish`) writes a pre-encoded frame at
+  once if the client is idle, or puts it in the client's :class:`Backlog`, a
+  bounded trio memory channel, if it fits the
+  :class:`~trio_ws_demo.hub.InboxBudget`, counting everything not yet written:
+  queued, in the write under way, and the rest of a started frame. History
+  handed to a joiner is queued first and counted apart: it has its own bound.
+* **the sender task,** started in the connection's nursery when a backlog
+  forms and gone again when it is written: it reads the channel and writes at
+  most :data:`CHUNK_BYTES` of joined frames at a time, so the copy made for one
+  system call never doubles the memory a client may hold. An idle client has
+  no channel and no task.
+* **the idle fast path.** When nothing is queued and no write is under way, a
+  frame goes straight to the kernel with a non-blocking ``send()`` from inside
+  ``offer()``, the way Node does, with no task switch; what the kernel did not
+  take is finished first by the sender task.
 * **the rule that a frame, once started, is finished before any other frame,
   ping, pong or close.** A write that is cancelled or fails part-way leaves the
   outbox *broken*: nothing more is written, since the peer could not parse it.
-* **the idle fast path.** When nothing is queued and no write is under way, a
-  frame goes straight to the kernel with a non-blocking ``socket.send()`` from
-  inside ``offer()``, the way Node does, with no task switch; what the kernel
-  did not take is finished first by the writer.
-* **the writer task,** started in the connection's nursery only when there is
-  a backlog and gone again when it is written, so an idle client costs no task.
 * **control frames:** pings, pongs and the handshake response go at the next
   frame boundary, ahead of queued data (RFC 6455 §5.4 allows control frames
   between the frames of a message; we never split messages at all).
-* **TLS records,** for ``wss://``: frames are sealed by the connection's
-  :class:`~trio_ws_demo.tls.TlsChannel` at the moment they are written (so the
-  fast path works under TLS too), and records TLS makes while reading are
-  written after every record sealed before them.
-* **the close frame,** which goes last: after the queue, or after the queue
-  is dropped, as the connection's close table says (see
-  :mod:`trio_ws_demo.connection`), and nothing after it.
+* **TLS records,** for ``wss://``: frames are sealed at the moment they are
+  written (so the fast path works under TLS too), and records TLS makes while
+  reading are written after every record sealed before them, at most
+  :data:`MAX_WIRE_BACKLOG` bytes of them while a write is stuck.
+* **the close frame,** which goes last: after the backlog, or after the
+  backlog is dropped, as the close table says
+  (:data:`~trio_ws_demo.protocol.CLOSE_TABLE`), and nothing after it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import itertools
-from collections import deque
 from typing import Protocol
 
 import trio
@@ -69,6 +72,40 @@ class _State(enum.Enum):
 _OPEN = _State.OPEN  # the hot path's one comparison
 
 
+class Backlog:
+    """One client's backlog: a bounded trio memory channel, filled by ``publish()``
+    (``send_nowait``, never waiting) and read by the client's sender task
+    (``receive_nowait``, in chunks). Made when a backlog first forms, so an idle
+    client that never fell behind has neither channel nor task."""
+
+    __slots__ = ("_receive", "_send", "count")
+
+    def __init__(self, capacity: int) -> None:
+        self._send, self._receive = trio.open_memory_channel[_Frame](capacity)
+        self.count = 0
+        """Frames in the channel (kept here: the hot path reads it)."""
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def put(self, frame: _Frame) -> None:
+        self._send.send_nowait(frame)  # the budget was checked: it fits
+        self.count += 1
+
+    def take(self) -> _Frame:
+        self.count -= 1
+        return self._receive.receive_nowait()
+
+    def take_all(self) -> list[_Frame]:
+        frames = [self._receive.receive_nowait() for _ in range(self.count)]
+        self.count = 0
+        return frames
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+
 class SlowConsumerOwner(Protocol):
     """Who is told when the hub gives up on this outbox's client."""
 
@@ -79,10 +116,10 @@ class Outbox:
     """Every byte written to one connection, in order, within a budget."""
 
     __slots__ = (
+        "_backlog",
         "_budget",
         "_counters",
         "_fast",
-        "_frames",
         "_history_bytes",
         "_history_messages",
         "_history_queued",
@@ -133,7 +170,7 @@ class Outbox:
         self._wire_waiting = 0
         """Bytes of records made while reading that wait in _partial (bounded)."""
         self._owner = owner
-        self._frames: deque[_Frame] | None = None  # created on first use: idle costs nothing
+        self._backlog: Backlog | None = None  # made when a backlog forms: idle costs nothing
         self._urgent: list[tuple[bytes, trio.Event | None]] | None = None
         self._idle: trio.Event | None = None
         self.queued_messages = 0
@@ -190,9 +227,10 @@ class Outbox:
         live_messages = self.queued_messages - self._history_messages
         if not self._budget.admits(live_messages, self.queued_bytes - self._history_bytes, size):
             return False
-        if self._frames is None:
-            self._frames = deque()
-        self._frames.append(frame)
+        backlog = self._backlog
+        if backlog is None:
+            backlog = self._backlog = Backlog(self._budget.max_messages)
+        backlog.put(frame)
         self.queued_messages += 1
         self.queued_bytes += size
         if not self._writing and self._state is _State.OPEN:
@@ -206,9 +244,10 @@ class Outbox:
         own bound. Call before :meth:`opened`.
         """
         if frames:
-            if self._frames is None:
-                self._frames = deque()
-            self._frames.extend(frames)
+            assert self._backlog is None, "preload before anything else is queued"
+            backlog = self._backlog = Backlog(self._budget.max_messages + len(frames))
+            for frame in frames:
+                backlog.put(frame)
             size = sum(len(f) for f in frames)
             self.queued_messages += len(frames)
             self.queued_bytes += size
@@ -225,7 +264,7 @@ class Outbox:
         """
         if self._state is _State.OPENING:
             self._state = _State.OPEN
-            if self._frames and not self._writing:
+            if self._backlog and not self._writing:
                 self._start_writer()
 
     def closed_as_slow(self) -> None:
@@ -291,15 +330,13 @@ class Outbox:
 
     def discard_queued(self) -> None:
         """Drop queued data frames; a frame already started is still finished."""
-        if self._frames:
-            if self._history_queued:
-                history = list(itertools.islice(self._frames, self._history_queued))
-                self._history_messages -= len(history)
-                self._history_bytes -= sum(len(f) for f in history)
-            dropped = sum(len(f) for f in self._frames)
-            self.queued_messages -= len(self._frames)
-            self.queued_bytes -= dropped
-            self._frames.clear()
+        if self._backlog:
+            frames = self._backlog.take_all()
+            history = frames[: self._history_queued]
+            self._history_messages -= len(history)
+            self._history_bytes -= sum(len(f) for f in history)
+            self.queued_messages -= len(frames)
+            self.queued_bytes -= sum(len(f) for f in frames)
         self._history_queued = 0
 
     # -- writes that wait ------------------------------------------------------
@@ -363,6 +400,8 @@ class Outbox:
         if self._state is not _State.BROKEN:
             self._state = _State.CLOSED
         self.discard_queued()
+        if self._backlog is not None:
+            self._backlog.close()
         self._wake_idle()
         await self.transport.aclose()
 
@@ -421,9 +460,9 @@ class Outbox:
             if waiter is not None:
                 waiters.append(waiter)
         self._urgent = None
-        frames = self._frames if self._state is not _State.OPENING else None
-        while frames and (length < CHUNK_BYTES or not (chunk or wire)):
-            frame = frames.popleft()
+        backlog = self._backlog if self._state is not _State.OPENING else None
+        while backlog and (length < CHUNK_BYTES or not (chunk or wire)):
+            frame = backlog.take()
             chunk.append(frame)
             if history_messages < self._history_queued:
                 history_messages += 1
@@ -486,7 +525,7 @@ class Outbox:
 
     @property
     def _pending(self) -> bool:
-        return self._partial is not None or bool(self._urgent) or bool(self._frames)
+        return self._partial is not None or bool(self._urgent) or bool(self._backlog)
 
     async def _wait_until_idle(self) -> None:
         while self._writing or self._pending:
