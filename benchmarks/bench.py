@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import OUR_SERVER, sample, start_server
+from stuck import run_stuck
 
 HERE = Path(__file__).parent
 SERVER_CORE, LOADGEN_CORE = 0, 1
@@ -136,6 +137,13 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
         argv = [*argv, "--redis", redis_url]
     process, url = start_server(argv, pinned(SERVER_CORE))
     result = Result(server, scenario.name)
+    if scenario.mode == "stuck":
+        try:
+            result.numbers = run_stuck(url, process.pid, scenario.clients, STUCK_SECONDS)
+        finally:
+            process.kill()
+            process.wait()
+        return result
     config = {
         "url": url,
         "mode": scenario.mode,
@@ -253,6 +261,21 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
     for scenario in scenarios:
         servers = [s for s in everyone if scenario.servers is None or s in scenario.servers]
         lines.append(f"\n### {scenario.name}\n")
+        if scenario.mode == "stuck":
+            lines += [
+                f"{scenario.clients} clients never read (4 KiB receive buffers) while one "
+                f"publisher floods 64 KiB messages for {STUCK_SECONDS:g} s\n",
+                "| server | peak RSS MiB | messages published/s | stuck clients closed |",
+                "|---|---|---|---|",
+            ]
+            for server in servers:
+                n = by.get((server, scenario.name), {})
+                lines.append(
+                    f"| {server} | {fmt(n.get('peak_rss_mib'), 1)} | {fmt(n.get('sent_per_s'))}"
+                    f" | {fmt(n.get('stuck_closed'))} of {fmt(n.get('stuck'))} |"
+                )
+            lines += ratio_rows(by, scenario, servers, ["peak_rss_mib", "sent_per_s"])
+            continue
         if scenario.mode == "fanout":
             header = (
                 "| server | deliveries/s | deliveries/server CPU-s | p50 ms | p99 ms | peak RSS MiB"
@@ -352,6 +375,18 @@ def redis_scenarios() -> list[Scenario]:
     ]
 
 
+#: How long the publisher floods the stuck clients.
+STUCK_SECONDS = 8.0
+
+
+def stuck_scenarios() -> list[Scenario]:
+    """`--stuck`: clients that never read while one publisher floods 64 KiB messages."""
+    return [
+        Scenario("stuck clients: 50 never read, 64 KiB flood", "stuck", 50),
+        Scenario("stuck clients: 200 never read, 64 KiB flood", "stuck", 200),
+    ]
+
+
 def scenarios_for(quick: bool) -> list[Scenario]:
     if quick:
         return [
@@ -400,6 +435,11 @@ def main() -> int:
         help="the wss:// rows instead: ours and websockets over TLS (a certificate per run)",
     )
     parser.add_argument(
+        "--stuck",
+        action="store_true",
+        help="the stuck-clients rows instead: peak RSS while clients never read",
+    )
+    parser.add_argument(
         "--redis",
         action="store_true",
         help="the Redis rows instead: ours with and without --redis (needs redis-server)",
@@ -418,6 +458,9 @@ def main() -> int:
         TLS_FILES = make_certificate(Path(tempfile.mkdtemp(prefix="bench-tls-")))
         servers = ["ours", "websockets"]
         scenarios = [s for s in tls_scenarios() if args.only in s.name]
+    if args.stuck:
+        servers = [s for s in servers if s in ("ours", "websockets", "node")]
+        scenarios = [s for s in stuck_scenarios() if args.only in s.name]
     if args.redis:
         if not shutil.which("redis-server"):
             print("--redis needs redis-server (apt-get install redis-server)", file=sys.stderr)

@@ -461,7 +461,9 @@ class Outbox:
                 waiters.append(waiter)
         self._urgent = None
         backlog = self._backlog if self._state is not _State.OPENING else None
-        while backlog and (length < CHUNK_BYTES or not (chunk or wire)):
+        if wire is not None:
+            backlog = None  # the rest of a started frame goes alone: never a copy of it
+        while backlog and (length < CHUNK_BYTES or not chunk):
             frame = backlog.take()
             chunk.append(frame)
             if history_messages < self._history_queued:
