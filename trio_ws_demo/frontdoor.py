@@ -72,7 +72,8 @@ class FrontDoor:
         self._rooms = rooms
         self.rejections: collections.Counter[str] = collections.Counter()
         """Refused handshakes, by reason."""
-        self._in_progress: set[trio.CancelScope] = set()
+        self._in_progress: dict[trio.CancelScope, float] = {}
+        """Handshakes in progress and when each began, oldest first."""
         self._closed = False
 
     def close(self) -> None:
@@ -80,6 +81,16 @@ class FrontDoor:
         self._closed = True
         for scope in self._in_progress:
             scope.cancel()
+
+    def drop_oldest(self, older_than: float) -> bool:
+        """Drop the oldest handshake in progress if it began *older_than* seconds
+        ago or more (a head that slow is a slowloris, not a storm); True if one was."""
+        for scope, began in self._in_progress.items():
+            if trio.current_time() - began < older_than or scope.cancel_called:
+                continue
+            scope.cancel()
+            return True
+        return False
 
     async def admit(self, stream: trio.abc.Stream, peer: Peer) -> Admission | None:
         """The (possibly TLS) stream and the request of an admitted upgrade, or None.
@@ -89,7 +100,7 @@ class FrontDoor:
         its next checkpoint, so that ``max_clients`` holds.
         """
         with trio.move_on_after(self._options.handshake_timeout) as handshake:
-            self._in_progress.add(handshake)
+            self._in_progress[handshake] = trio.current_time()
             try:
                 if self._closed:
                     handshake.cancel()
@@ -105,10 +116,14 @@ class FrontDoor:
                 # The peer went away (or failed TLS): nothing to answer.
                 logger.debug("%s: connection lost: %s", peer, exc.__cause__ or exc)
             finally:
-                self._in_progress.discard(handshake)
+                self._in_progress.pop(handshake, None)
         if handshake.cancelled_caught and not self._closed:
-            self.rejections["handshake timeout"] += 1
-            logger.debug("%s: handshake timed out", peer)
+            if trio.current_time() >= handshake.deadline:
+                self.rejections["handshake timeout"] += 1
+                logger.debug("%s: handshake timed out", peer)
+            else:
+                self.rejections["too many pending heads"] += 1
+                logger.info("%s: dropped: too many pending heads, and this one the oldest", peer)
         await trio.aclose_forcefully(stream)
         return None
 

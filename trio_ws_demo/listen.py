@@ -101,11 +101,31 @@ def _bind_all(
     return sockets
 
 
+#: Seconds a new connection waits for a pending-head slot before the oldest
+#: head in progress (if it is that old) is dropped to make room.
+PENDING_GRACE = 1.0
+
+
+async def _take_slot(pending: trio.Semaphore, drop_oldest: Callable[[float], bool] | None) -> None:
+    try:
+        pending.acquire_nowait()
+        return
+    except trio.WouldBlock:
+        pass
+    while True:
+        with trio.move_on_after(PENDING_GRACE):
+            await pending.acquire()
+            return
+        if drop_oldest is not None:
+            drop_oldest(PENDING_GRACE)
+
+
 async def accept_loop(
     listener: socket.socket,
     nursery: trio.Nursery,
     handler: Callable[..., Awaitable[None]],
     pending: trio.Semaphore | None = None,
+    drop_oldest: Callable[[float], bool] | None = None,
 ) -> None:
     """Accept connections forever, starting ``handler(stream, sock, pending)`` in
     *nursery* for each.
@@ -113,17 +133,17 @@ async def accept_loop(
     With *pending*, each connection takes one of its slots before it is
     accepted (the handler gives it back once the request head is read): while
     none is free, new connections wait in the kernel's listen backlog, so
-    half-sent heads cannot pile up in memory. Closes *listener* when cancelled.
+    half-sent heads cannot pile up in memory. So that slow heads cannot hold
+    every slot (slowloris), a connection that has waited :data:`PENDING_GRACE`
+    seconds for one has ``drop_oldest(PENDING_GRACE)`` free the slot of a head
+    in progress at least that long. Closes *listener* when cancelled.
     """
     with listener:
         while True:
             await trio.lowlevel.wait_readable(listener)
             while True:  # take every connection that is waiting, then wait again
                 if pending is not None:
-                    try:
-                        pending.acquire_nowait()
-                    except trio.WouldBlock:
-                        await pending.acquire()
+                    await _take_slot(pending, drop_oldest)
                 try:
                     connection, _ = listener.accept()
                 except BlockingIOError:

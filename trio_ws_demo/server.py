@@ -219,7 +219,12 @@ class BroadcastServer:
                         services.start_soon(self.keepalive.run)
                     for listener in listeners:
                         services.start_soon(
-                            accept_loop, listener, pool, self.handle_stream, self._pending_heads
+                            accept_loop,
+                            listener,
+                            pool,
+                            self.handle_stream,
+                            self._pending_heads,
+                            self.front_door.drop_oldest,
                         )
                     self._serving = True
                     task_status.started(listeners[0].getsockname()[1])
