@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import importlib
 import json
 import socket
 import ssl
@@ -18,17 +19,33 @@ import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    wrap_client_stream,
-)
 
 from .listen import format_host
+
+
+class _LazyModule:
+    """A module imported on first use: ``serve`` never needs trio-websocket (the
+    client's engine), so a server process does not load it."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attribute)
+
+
+if TYPE_CHECKING:
+    import trio_websocket as tw
+    from trio_websocket import WebSocketConnection
+else:
+    tw = _LazyModule("trio_websocket")
 
 __all__ = [
     "DEFAULT_MESSAGE",
@@ -441,7 +458,7 @@ async def _print_incoming(
             message = await ws.get_message()
             result.received.append(message)
             report(Received(message))
-    except ConnectionClosed as exc:
+    except tw.ConnectionClosed as exc:
         result.closed_by_server = True
         result.close_code = exc.reason.code if exc.reason else None
         result.close_reason = exc.reason.reason if exc.reason else None
@@ -490,7 +507,7 @@ async def _send_lines(
                 continue
         try:
             await ws.send_message(message)
-        except ConnectionClosed:
+        except tw.ConnectionClosed:
             break  # the reader reports how the server closed
         result.sent.append(message)
         report(Sent(message))
@@ -547,7 +564,7 @@ async def _handshake(
         if stop is not None:
             nursery.start_soon(_cancel_when_set, stop, handshake)
         # (Cancelling the scope after the handshake does nothing: it has exited.)
-        ws = await wrap_client_stream(
+        ws = await tw.wrap_client_stream(
             nursery,
             _HangupWatch(stream, handshake.cancel),  # type: ignore[arg-type]  # any Stream works
             target.host_header,
@@ -595,18 +612,18 @@ def _client_error(group: BaseExceptionGroup, target: Target, timeout: float) -> 
     ours = group.subgroup(ClientError)
     if ours is not None:
         return _leaves(ours)[0]
-    rejected = group.subgroup(ConnectionRejected)
+    rejected = group.subgroup(tw.ConnectionRejected)
     if rejected is not None:
         return ClientError(_describe_refusal(_leaves(rejected)[0], target))  # type: ignore[arg-type]
     if group.subgroup(trio.TooSlowError) is not None:
         return ClientError(f"timed out after {timeout:g} s opening {target.url}")
-    failures = group.subgroup((OSError, trio.BrokenResourceError, HandshakeError))
+    failures = group.subgroup((OSError, trio.BrokenResourceError, tw.HandshakeError))
     if failures is not None:
         return ClientError(_describe_connect_failure(_leaves(failures)[0], target))
     return group
 
 
-def _describe_refusal(rejection: ConnectionRejected, target: Target) -> str:
+def _describe_refusal(rejection: tw.ConnectionRejected, target: Target) -> str:
     """The HTTP status and, if the server said why, the first line of its answer."""
     status = rejection.status_code
     if 200 <= status < 300:
@@ -638,7 +655,7 @@ async def _converse(
 ) -> None:
     try:
         await _send_and_listen(ws, messages, result, report, timeout, interval, listen, position)
-    except ConnectionClosed as exc:
+    except tw.ConnectionClosed as exc:
         reason = exc.reason
         result.closed_by_server = True
         result.close_code = reason.code if reason else None
