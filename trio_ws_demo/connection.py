@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 
 import trio
@@ -133,9 +134,12 @@ class Connection:
         if self.end is None:
             self.end = reason
 
-    def request_shutdown(self) -> None:
-        """Close with 1001 after flushing what is queued."""
+    def request_shutdown(self, deadline: float = math.inf) -> None:
+        """Close with 1001 after flushing what is queued; drop it at *deadline*."""
         self._close_soon(End.SHUTDOWN)
+        if self._nursery is not None:
+            scope = self._nursery.cancel_scope
+            scope.deadline = min(scope.deadline, deadline)
 
     def abort(self, reason: End) -> None:
         """Drop the connection now, with no close handshake."""
@@ -179,10 +183,15 @@ class Connection:
         self._leave_room()
         if self._nursery is None:
             return  # run() has not begun, and will not
-        if not self._opened:
-            self._nursery.cancel_scope.cancel()  # before the 101: no close frame, no goodbye
+        if not self._opened and self._response is not None:
+            # The 101 has not begun: no close frame may go before it, no goodbye.
+            self._nursery.cancel_scope.cancel()
             return
-        self._nursery.start_soon(self._close, reason)
+        # (A 101 under way goes first: the outbox writes the close frame after it.)
+        try:
+            self._nursery.start_soon(self._close, reason)
+        except RuntimeError:  # the nursery is closing: this connection is ending anyway
+            self._nursery.cancel_scope.cancel()
 
     async def _close(self, reason: End) -> None:
         """Our close: the frame after the queue (or instead of it), then the peer's

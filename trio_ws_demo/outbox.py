@@ -413,8 +413,12 @@ class Outbox:
     # -- the writer --------------------------------------------------------------
 
     def _start_writer(self) -> None:
+        try:
+            self._nursery.start_soon(self._drain)
+        except RuntimeError:  # the connection's nursery is closing: nothing more goes out
+            self._state = _State.BROKEN
+            return
         self._writing = True
-        self._nursery.start_soon(self._drain)
 
     async def _drain(self) -> None:
         """Write the backlog in chunks, then end: a task only while there is work."""

@@ -259,10 +259,12 @@ class BroadcastServer:
             extra={"event": "shutdown", "clients": self.clients},
         )
         self.front_door.close()
+        deadline = trio.current_time() + self.options.shutdown_timeout
         if self._pool_scope is not None:
-            self._pool_scope.deadline = trio.current_time() + self.options.shutdown_timeout
+            self._pool_scope.deadline = deadline
         for connection in list(self._connections):
-            connection.request_shutdown()
+            # Also for connections handed to handle_stream() outside the pool.
+            connection.request_shutdown(deadline)
 
     async def handle_stream(
         self,
