@@ -116,7 +116,7 @@ class TlsChannel(trio.abc.Stream):
             try:
                 data = self._ssl.read(size)
             except ssl.SSLWantReadError:
-                self._pass_on_records()
+                await self._pass_on_records()
                 try:
                     received = await self.transport.receive_some(_READ_SIZE)
                 except trio.BrokenResourceError:
@@ -127,17 +127,24 @@ class TlsChannel(trio.abc.Stream):
                     self._bio_in.write_eof()
                 continue
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                self._pass_on_records()
+                await self._pass_on_records()
                 return b""
             except ssl.SSLError as exc:
-                self._pass_on_records()
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._pass_on_records()  # the alert that says why
                 raise trio.BrokenResourceError(f"TLS error: {exc}") from exc
-            self._pass_on_records()
+            await self._pass_on_records()
             return data
 
-    def _pass_on_records(self) -> None:
-        if self._bio_out.pending and self.on_wire is not None:
+    async def _pass_on_records(self) -> None:
+        """Records reading made (an alert, a key-update answer): to the outbox once
+        it owns the writes, else (the front door reading the head) out now."""
+        if not self._bio_out.pending:
+            return
+        if self.on_wire is not None:
             self.on_wire(self._bio_out.read())
+        else:
+            await self.transport.send_all(self._bio_out.read())
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Seal and write *data*: for the front door's answers, before a connection

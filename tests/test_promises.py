@@ -1,0 +1,183 @@
+"""README promises that no other test held: each checked from outside, as a user would see it.
+
+From the test audit of 2026-12-01 (§5): echo's exit status when no echo comes,
+the second Ctrl-C, what is hidden where, the HTTP headers the README shows,
+TLS renegotiation refused and the handshake timeout on a ``wss://`` port, and
+that an installed (not editable) package ships the chat page.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+
+from trio_ws_demo import BroadcastServer, ServerOptions
+from trio_ws_demo.handshake import AccessPolicy
+
+from .conftest import StartServer, server_context, url_of
+from .processes import run_cli
+from .wsraw import http_exchange
+
+TIMEOUT = 15
+ROOT = Path(__file__).parent.parent
+
+
+async def test_echo_exits_1_when_no_echo_comes_in_time(nursery: trio.Nursery) -> None:
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    async def never_echo(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()
+        await trio.sleep_forever()
+
+    server = await nursery.start(serve_websocket, never_echo, "127.0.0.1", 0, None)
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "echo", f"ws://127.0.0.1:{server.port}", "anyone?", "--timeout", "0.5"
+        ) as cli:
+            assert await cli.process.wait() == 1
+            err = await cli.stderr()
+    assert "No echo for anyone? within 0.5 s\n" in err
+
+
+async def test_a_second_ctrl_c_in_listen_mode_exits_130(server: BroadcastServer) -> None:
+    """The first Ctrl-C closes politely; a second one, while that close is
+    under way, exits at once with 130."""
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "--listen", url_of(server)) as cli:
+            await cli.log.wait_for("Connection opened")
+            cli.interrupt()
+            cli.interrupt()
+            assert await cli.process.wait() == 130
+
+
+async def test_the_token_never_shows_in_healthz_metrics_rooms_or_the_log(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from websockets.trio.client import connect
+
+    caplog.set_level("DEBUG", logger="trio_ws_demo")
+    token = "S3CRET-t0ken-xyz"
+    server = await start_server(ServerOptions(access=AccessPolicy(token=token), history=1))
+    auth = f"Authorization: Bearer {token}\r\n"
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, f"/room?token={token}"), proxy=None) as ws:
+            await ws.send("hello")
+            await ws.recv()
+            # A client that presents a wrong token (and a right one in the wrong place).
+            for wrong in ("wrong-token", f"{token}x"):
+                await http_exchange(
+                    server.port, f"GET /?token={wrong} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                )
+            answers = [
+                await http_exchange(
+                    server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+                )
+                for path in ("/healthz", "/metrics", "/rooms")
+            ]
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert token.encode() not in answer
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "room" in logged and token not in logged and "wrong-token" not in logged
+
+
+async def test_the_headers_the_readme_shows(server: BroadcastServer) -> None:
+    with trio.fail_after(TIMEOUT):
+        for path, content_type in [
+            ("/healthz", b"application/json"),
+            ("/metrics", b"text/plain; version=0.0.4"),
+            ("/", b"text/html; charset=utf-8"),
+        ]:
+            answer = await http_exchange(
+                server.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            )
+            head = answer.split(b"\r\n\r\n")[0]
+            assert b"\r\nCache-Control: no-store" in head, path
+            assert b"\r\nX-Content-Type-Options: nosniff" in head, path
+            assert b"\r\nContent-Type: " + content_type in head, path
+            assert b"\r\nConnection: close" in head, path
+            # HEAD: the same head, no body.
+            only = await http_exchange(
+                server.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            )
+            assert only == head + b"\r\n\r\n"
+
+
+async def test_a_silent_client_on_a_wss_port_is_dropped_at_the_handshake_timeout(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(
+        ServerOptions(ssl_context=server_context(ca), handshake_timeout=0.5)
+    )
+    with trio.fail_after(3):  # the default timeout (10 s) would fail here
+        silent = await trio.open_tcp_stream("127.0.0.1", server.port)  # no ClientHello
+        assert await silent.receive_some() == b""
+        await silent.aclose()
+    assert server.statistics().rejections["handshake timeout"] == 1
+
+
+async def test_tls12_renegotiation_is_refused_and_the_server_goes_on(
+    start_server: StartServer, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """openssl s_client's 'R' asks to renegotiate: the server answers with a
+    no_renegotiation alert (OP_NO_RENEGOTIATION; s_client gives up on it), logs no
+    error, and serves the next client over TLS as before."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs openssl (apt-get install openssl; CI installs it)")
+    server = await start_server(ServerOptions(ssl_context=server_context(ca)))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    process = await trio.lowlevel.open_process(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_2", "-crlf",
+         "-no_ign_eof", "-CAfile", str(ca_file), "-servername", "127.0.0.1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    seen = b""
+    try:
+        with trio.fail_after(TIMEOUT):
+            while b"Verify return code: 0 (ok)" not in seen:
+                seen += await process.stdout.receive_some()
+            await process.stdin.send_all(b"R\n")  # renegotiate
+            while chunk := await process.stdout.receive_some():
+                seen += chunk
+            await process.wait()
+    finally:
+        process.kill()
+        await process.wait()
+        await process.stdin.aclose()
+        await process.stdout.aclose()
+    assert b"RENEGOTIATING" in seen
+    assert b"no renegotiation" in seen  # the server's alert, not a dropped connection
+    assert server.connection_errors == 0
+    with trio.fail_after(TIMEOUT):
+        from .conftest import client_context
+        from .wsraw import RawClient
+
+        client = await RawClient.connect(server.port, tls=client_context(ca))
+        await client.send("still serving")
+        assert await client.next_message() == "still serving"
+        await client.stream.aclose()
+
+
+def test_a_built_wheel_ships_the_chat_page(tmp_path: Path) -> None:
+    """What `pip install .` (not editable) installs: the chat page is package data."""
+    # The build backend itself (setuptools, a test dependency), as pip or uv would call it.
+    subprocess.run(
+        [sys.executable, "-c",
+         "import sys, setuptools.build_meta as b; b.build_wheel(sys.argv[1])", str(tmp_path)],
+        check=True, timeout=120, cwd=ROOT, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("trio_ws_demo-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "trio_ws_demo/static/chat.html" in names
+    assert "trio_ws_demo/py.typed" in names
