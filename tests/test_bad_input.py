@@ -7,7 +7,7 @@ import logging
 import pytest
 import trio
 import trio.testing
-from wsproto.events import CloseConnection
+from wsproto.events import CloseConnection, TextMessage
 
 from trio_ws_demo import BroadcastServer, ServerOptions, run_client
 
@@ -230,7 +230,13 @@ async def test_close_frames_are_read_even_while_messages_flood_in(server: Broadc
         await client.stream.send_all(client.close_frame())
         rest = await client.events_until_close()
         await client.stream.aclose()
-    assert isinstance(rest[-1], CloseConnection)
+    assert isinstance(rest[-1], CloseConnection) and rest[-1].code == 1000
+    pieces = "".join(
+        e.data + ("\n" if e.message_finished else "")
+        for e in [*events, *rest]
+        if isinstance(e, TextMessage)  # next_event() may give a message in pieces
+    )
+    assert pieces.split() == [f"m{n}" for n in range(2000)]  # all, in order, before the close
 
 
 @pytest.mark.usefixtures("no_errors_logged")

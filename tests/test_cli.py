@@ -28,7 +28,10 @@ async def listening_port(serve: Process) -> int:
 def test_help_lists_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "serve" in out and "echo" in out
+    assert out.startswith("usage: trio-ws-demo ")
+    commands = [line.split(None, 1) for line in out.splitlines() if line.startswith("    ")]
+    assert [name for name, _ in commands] == ["serve", "echo"]
+    assert all(help_text.strip() for _, help_text in commands)  # each says what it does
 
 
 @pytest.mark.parametrize(
@@ -52,7 +55,10 @@ def test_usage_errors_exit_2_with_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert "error" in err
+    lines = err.splitlines()
+    # argparse's usage may come first; then exactly one line says what is wrong.
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
 
 
 def test_serve_on_a_taken_port_says_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:

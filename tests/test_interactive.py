@@ -7,6 +7,7 @@ tmux (``.ci/run``); elsewhere a missing tmux skips these tests.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from websockets.trio.client import connect
 
 from trio_ws_demo import BroadcastServer
@@ -90,8 +92,11 @@ async def terminal_factory(tmp_path: Path) -> AsyncIterator[Callable[[str], Term
 
 
 async def test_messages_arrive_while_the_user_types_nothing(
-    server: BroadcastServer, terminal_factory: Callable[[str], Terminal]
+    server: BroadcastServer,
+    terminal_factory: Callable[[str], Terminal],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="trio_ws_demo")
     terminal = terminal_factory(url_of(server))
     with trio.fail_after(TIMEOUT):
         await terminal.shows("Connection opened")
@@ -108,7 +113,10 @@ async def test_messages_arrive_while_the_user_types_nothing(
             assert await other.recv() == b"\x00\xff"
             terminal.type("/close 4000 bye now")
             screen = await terminal.matches(r"EXIT=\d")  # not the typed "EXIT=$?"
+            await trio.testing.wait_all_tasks_blocked()
     assert "Connection closed" in screen and "EXIT=0" in screen
+    # The code and the reason reached the server.
+    assert any("code 4000 'bye now'" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_server_close_is_noticed_at_once(

@@ -163,6 +163,11 @@ async def test_drop_policy_keeps_a_stuck_client_connected_within_budget(
         assert stats.slow_closed == 0
         assert stats.dropped > 0
         assert stats.queued_bytes <= budget.max_bytes
+        assert server.clients == 1  # the others have left; the stuck client is still here
+        # ... and once it reads, what was kept and then new messages reach it.
+        server.broadcast("after the flood")
+        while (message := await stuck.next_message()) != "after the flood":
+            assert len(message) == 16 * 1024
         await stuck.vanish()
 
 
@@ -170,15 +175,19 @@ async def test_a_client_that_vanishes_mid_broadcast_disturbs_no_one(
     server: BroadcastServer,
 ) -> None:
     with trio.fail_after(30):
-        vanishing = [await RawClient.connect(server.port) for _ in range(5)]
-
-        async def vanish_soon() -> None:
-            for client in vanishing:
-                await client.vanish()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream_to_healthy_clients, server, 500, 1024)
-            nursery.start_soon(vanish_soon)
+        vanishing = [await RawClient.connect(server.port, receive_buffer=4096) for _ in range(5)]
+        async with ws_connect(server) as publisher, ws_connect(server) as healthy:
+            for n in range(500):
+                await publisher.send(f"{n:08d}".encode() + b"x" * 1016)
+                if n == 100:  # mid-broadcast: their sockets hold unread frames
+                    for client in vanishing:
+                        await client.vanish()
+            for ws in (healthy, publisher):  # everyone else gets the whole stream, in order
+                for n in range(500):
+                    assert (await ws.recv())[:8] == f"{n:08d}".encode()
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.clients == 2  # the server noticed: the vanished ones are gone
+        assert server.connection_errors == 0
 
 
 @pytest.mark.parametrize("first_size", [10, 600_000], ids=["small", "large-first"])
