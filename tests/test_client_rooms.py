@@ -57,6 +57,8 @@ class Cable:
     def __init__(self, port: int) -> None:
         self.port = port
         self.cut_scope = trio.CancelScope()
+        self._up = trio.Event()
+        self._up.set()
 
     async def serve(self, task_status: trio.TaskStatus[int]) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -64,10 +66,16 @@ class Cable:
         await trio.serve_listeners(self._relay, listeners)
 
     def cut(self) -> None:
+        """Drop every relayed connection; new ones are held until :meth:`restore`."""
         self.cut_scope.cancel()
         self.cut_scope = trio.CancelScope()
+        self._up = trio.Event()
+
+    def restore(self) -> None:
+        self._up.set()
 
     async def _relay(self, client: trio.SocketStream) -> None:
+        await self._up.wait()  # while the cable is cut, a reconnecting client just waits
         async with client, await trio.open_tcp_stream("127.0.0.1", self.port) as server:
             with self.cut_scope:
                 async with trio.open_nursery() as nursery:
@@ -133,10 +141,19 @@ async def test_resume_gets_what_was_missed_while_the_connection_was_down(
             cable.cut()
             await events.until(lambda seen: any(isinstance(e, Reconnecting) for e in seen))
             async with connect(url_of(server, "/chat"), proxy=None) as other:
+                assert await other.recv() == "first"  # the room's history
                 for word in ("while", "you", "were", "away"):
                     await other.send(word)
+                    assert await other.recv() == word  # published while our client is away
+                assert server.clients == 1  # ... and it is held off by the cut cable
+                cable.restore()
                 await events.until(lambda seen: any(isinstance(e, Resumed) for e in seen))
                 await events.until(lambda seen: len(texts(seen)) >= 5)
+                # Published before it was back: these came in the resume replay.
+                after_resume = events.seen[
+                    next(i for i, e in enumerate(events.seen) if isinstance(e, Resumed)) :
+                ]
+                assert texts(after_resume) == ["while", "you", "were", "away"]
                 await other.send("and now")
                 await events.until(lambda seen: texts(seen)[-1:] == ["and now"])
             stop.set()
