@@ -144,7 +144,7 @@ def test_a_page_reconnects_after_the_server_restarts(browser_pages: tuple[Page, 
 
 @contextmanager
 def relay_process(target: int) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """tests/relay.py: a TCP relay that SIGUSR1 cuts, like a dropped Wi-Fi."""
+    """tests/relay.py: a TCP relay that SIGUSR1 cuts (and holds) and SIGUSR2 restores."""
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).parent / "relay.py"), str(target)],
         stdout=subprocess.PIPE,
@@ -218,6 +218,9 @@ def test_a_page_offline_for_a_while_gets_what_it_missed(browser_pages: tuple[Pag
             timeout=20,
         )
         assert other.returncode == 0, other.stderr
+        # Published while the page is held off: it can get them only from the replay.
+        expect(page.locator("#messages li")).to_have_text(["before the drop"])
+        relay.send_signal(signal.SIGUSR2)  # the cable is back
         expect(page.locator("#messages li")).to_have_text(
             [
                 "before the drop",
