@@ -244,6 +244,32 @@ async def test_a_frozen_redis_never_blocks_the_server(
             assert up["up"] is True
 
 
+async def test_the_redis_queue_flag_bounds_what_waits_for_a_frozen_redis(
+    redis: RedisServer,
+) -> None:
+    """--redis-queue reaches the server: with Redis frozen, about that many wait
+    and the rest are dropped and counted (the default, 10,000, would drop none)."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serve(redis.url, "--redis-queue", "50", "--log-level", "warning") as (_, base),
+            connect(f"{base}/f", subprotocols=V1, proxy=None) as ws,  # type: ignore[list-item]
+        ):
+            port = int(base.rsplit(":", 1)[1])
+            await until_frame(ws, "joined")
+            redis.freeze()
+            for i in range(200):
+                await ws.send(f"m{i}")
+            await until_frame(ws, "backplane")  # down
+            dropped = next(
+                line
+                for line in (await metrics(port)).splitlines()
+                if line.startswith("trio_ws_demo_backplane_dropped_total")
+            )
+            assert 100 <= float(dropped.split()[1]) < 200
+            redis.thaw()
+            assert (await until_frame(ws, "backplane"))["up"] is True
+
+
 # -- start-up, secrets, ports ------------------------------------------------------
 
 

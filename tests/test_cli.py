@@ -210,3 +210,25 @@ async def test_sigterm_stops_the_server_cleanly() -> None:
             serve.process.send_signal(signal.SIGTERM)
             assert await serve.process.wait() == 0
             assert "Traceback" not in await serve.stderr()
+
+
+async def test_echo_headers_reach_the_server(nursery: trio.Nursery) -> None:
+    """-H NAME:VALUE goes in the handshake request, as given (repeatable)."""
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def record(request: WebSocketRequest) -> None:
+        seen.append(list(request.headers))
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+
+    server = await nursery.start(serve_websocket, record, "127.0.0.1", 0, None)
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "echo", f"ws://127.0.0.1:{server.port}", "hi", "-H", "X-Test: 1", "-H", "X-Other:two"
+        ) as echo:
+            assert await echo.process.wait() == 0
+    (headers,) = seen
+    assert (b"x-test", b"1") in [(k.lower(), v) for k, v in headers]
+    assert (b"x-other", b"two") in [(k.lower(), v) for k, v in headers]

@@ -181,3 +181,40 @@ def test_a_built_wheel_ships_the_chat_page(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "trio_ws_demo/static/chat.html" in names
     assert "trio_ws_demo/py.typed" in names
+
+
+async def test_allow_insecure_token_lifts_the_plain_ws_refusal() -> None:
+    args = ["echo", "ws://chat.example.invalid/", "hi", "--token", "s3cret"]
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(*args, "--allow-insecure-token") as cli:
+            code = await cli.process.wait()
+            err = await cli.stderr()
+    assert code == 1  # it tried: the name does not resolve (it was 2, a refusal, without the flag)
+    assert "not sending the token" not in err and "s3cret" not in err
+    assert err.startswith("Connection error: ")
+
+
+async def test_resume_says_what_happened_with_backoff_0_5_then_doubling() -> None:
+    """echo --listen --resume while the server goes away and comes back (a restart,
+    so its history is gone): the lines the README shows, in order."""
+    from .conftest import free_port
+
+    port = str(free_port())
+    with trio.fail_after(30):
+        async with run_cli("serve", "--port", port, "--history", "10") as server:
+            await server.readline()
+            async with run_cli("echo", "--listen", "--resume", f"ws://127.0.0.1:{port}/") as echo:
+                await echo.log.wait_for("Connection opened")
+                server.process.kill()
+                await server.process.wait()
+                lost = [await echo.log.wait_for("reconnecting in") for _ in range(3)]
+                async with run_cli("serve", "--port", port, "--history", "10") as again:
+                    await again.readline()
+                    back = await echo.log.wait_for("Reconnected")
+                    echo.interrupt()
+                    assert await echo.process.wait() in (0, 130)
+                    again.interrupt()
+    delays = [line.rsplit("reconnecting in ", 1)[1] for line in lost]
+    assert delays == ["0.5 s", "1 s", "2 s"]
+    assert all(line.startswith("Connection lost (") for line in lost)
+    assert back == "Reconnected, the server's history was lost: messages may be missing"
