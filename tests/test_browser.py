@@ -238,13 +238,34 @@ def test_a_page_without_the_token_says_so_and_stops_retrying(
     page, _ = browser_pages
     port = free_port()
     with serve_process(port, "--token", "s3cret"):
+        page.clock.install()  # the page's timers run on a clock the test moves
         page.goto(f"http://127.0.0.1:{port}/ops")
         expect(page.locator("#status")).to_have_attribute("data-state", "unauthorized")
         expect(page.locator("#status")).to_have_text(
             "not authorized: add ?token=… to the page's address"
         )
+        page.clock.run_for(60_000)  # a minute of the page's time: any retry would be due
+        expect(page.locator("#status")).to_have_attribute("data-state", "unauthorized")
+        assert refusals(port) == 1  # one handshake, never retried
         page.goto(f"http://127.0.0.1:{port}/ops?token=s3cret")
         expect(page.locator("#status")).to_have_text("connected")
+
+
+def refusals(port: int) -> float:
+    """Handshakes the server refused for a missing or wrong token (from /metrics)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer s3cret"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        if line.startswith(
+            'trio_ws_demo_handshake_rejections_total{reason="missing or wrong token"}'
+        ):
+            return float(line.split()[-1])
+    return 0.0
 
 
 @contextmanager
