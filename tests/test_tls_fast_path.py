@@ -156,9 +156,13 @@ async def test_a_tls_close_handshake_completes_after_partial_writes(
 async def test_a_tls13_key_update_keeps_the_connection(
     start_server: StartServer, ca: trustme.CA, tmp_path: Path
 ) -> None:
-    """openssl s_client sends a KeyUpdate asking for ours (its 'K' command): our
-    answer is made while reading and must reach the wire before any record sealed
-    with the new key, or the client could not decrypt what follows."""
+    """openssl s_client sends a KeyUpdate asking for ours (its 'K' command). Once
+    the server has read it (a ping behind it has its pong), every record after
+    it, the pong and a broadcast from ``publish()``, is sealed under the new keys
+    with our own KeyUpdate ahead of them (OpenSSL puts it in front of the next
+    record it seals), and the client reads them. (Records made while reading,
+    the other order to keep, are held to it by
+    ``test_records_made_outside_a_write_wait_for_the_records_before_them``.)"""
     openssl = shutil.which("openssl")
     if openssl is None:
         if os.environ.get("CI"):
@@ -196,7 +200,12 @@ async def test_a_tls13_key_update_keeps_the_connection(
             await until(b"before the key update")
             await process.stdin.send_all(b"K\n")  # KeyUpdate, update_requested
             await until(b"KEYUPDATE")
-            await trio.testing.wait_all_tasks_blocked()
+            # s_client says KEYUPDATE before it sends it; a ping sent after it makes
+            # sure the server has read the KeyUpdate (and made its answer) before we
+            # broadcast. The line's end is the ping's payload: -crlf turns "\n" into
+            # "\r\n", the two masked payload bytes of a client ping of length 2.
+            await process.stdin.send_all(bytes([0x89, 0x82, 1, 2, 3, 4]) + b"\n")
+            await until(b"\x8a\x02" + bytes([0x0D ^ 1, 0x0A ^ 2]))  # its pong, unmasked
             server.broadcast("after the key update")
             await until(b"after the key update")
             assert server.statistics().clients == 1  # before we kill the client, not after
