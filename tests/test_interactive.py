@@ -111,10 +111,13 @@ async def test_messages_arrive_while_the_user_types_nothing(
             await terminal.shows("Pong after ")
             terminal.type("/binary 00ff")
             assert await other.recv() == b"\x00\xff"
+            for bad in ("/close 999", "/close 1005", "/close 5000 x"):
+                terminal.type(bad)  # not sendable: said here, nothing goes on the wire
+                await terminal.shows(f"not a close code to send: '{bad.split()[1]}'")
             terminal.type("/close 4000 bye now")
             screen = await terminal.matches(r"EXIT=\d")  # not the typed "EXIT=$?"
             await trio.testing.wait_all_tasks_blocked()
-    assert "Connection closed" in screen and "EXIT=0" in screen
+    assert 'Disconnected (code: 4000, reason: "bye now")' in screen and "EXIT=0" in screen
     # The code and the reason reached the server.
     assert any("code 4000 'bye now'" in r.getMessage() for r in caplog.records)
 
@@ -136,5 +139,5 @@ async def test_a_server_close_is_noticed_at_once(
             await terminal.shows("Connection opened")
             scope.cancel()  # the server shuts down: 1001 to everyone
             screen = await terminal.matches(r"EXIT=\d")  # not the typed "EXIT=$?"
-    assert "Connection closed (1001 server shutting down)" in screen
+    assert 'Disconnected (code: 1001, reason: "server shutting down")' in screen
     assert "EXIT=1" in screen  # a close other than 1000 is an error for scripts

@@ -257,6 +257,13 @@ def parse_url(url: str) -> Target:
     resource = parts.path or "/"
     if parts.query:
         resource += "?" + parts.query
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in resource):
+        raise ValueError(
+            f"invalid URL {url!r}: a space or control character in the path; write it as %20"
+        )
+    # Non-ASCII (café) goes on the wire percent-encoded as UTF-8, as a browser does;
+    # what is already ASCII, %-escapes included, is left as it is.
+    resource = urllib.parse.quote(resource, safe="".join(map(chr, range(0x21, 0x7F))))
     return Target(
         url=url,
         host=parts.hostname,
@@ -493,7 +500,17 @@ async def _send_lines(
                 try:
                     code = int(code_text) if code_text else 1000
                 except ValueError:
-                    report(Notice(f"not a close code: {code_text!r}"))
+                    code = -1
+                if not _sendable_close_code(code):
+                    report(
+                        Notice(
+                            f"not a close code to send: {code_text!r} (use 1000, 1001, "
+                            "1002, 1003, 1007 to 1014, or 3000 to 4999)"
+                        )
+                    )
+                    continue
+                if len(reason.encode()) > 123:
+                    report(Notice("a close reason has at most 123 bytes (UTF-8)"))
                     continue
                 return code, reason or None
             if command == "/binary":
@@ -512,6 +529,12 @@ async def _send_lines(
         result.sent.append(message)
         report(Sent(message))
     return 1000, None
+
+
+def _sendable_close_code(code: int) -> bool:
+    """RFC 6455 §7.4: what an endpoint may put in its own Close frame (1005,
+    1006 and 1015 are for reporting only; 0-999 and 1016-2999 are not codes)."""
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class _HangupWatch(trio.abc.Stream):

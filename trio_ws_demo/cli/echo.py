@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import signal
 import ssl
 import sys
@@ -146,10 +147,20 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return echo
 
 
+#: host:port[/path]: what a URL without its scheme looks like.
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}(?:/\S*)?")
+
+
 def run(args: argparse.Namespace) -> int:
-    first = args.url.split("/")[0]
-    if "://" not in args.url and "." not in first and ":" not in first:
-        # `echo hello` means the message "hello" to the default URL, not a host "hello".
+    if "://" not in args.url:
+        # One rule: a URL has a scheme. `echo hello.` or `echo "note: disk full"` are
+        # messages to the default URL; only host:port looks enough like a URL to ask.
+        if _HOST_PORT.fullmatch(args.url):
+            print(
+                f"error: {args.url!r} has no scheme: did you mean ws://{args.url} ?",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         args.messages = [args.url, *getattr(args, "messages", [])]
         args.url = DEFAULT_URL
     try:

@@ -115,9 +115,10 @@ class Printer:
             return "Connection opened", False
         if isinstance(event, Closed):
             line = "Connection closed"
-            if self._interactive and event.by_server:
-                why = f" {escape(event.reason)}" if event.reason else ""
-                line += f" ({event.code}{why})"
+            if self._interactive and event.code not in (None, 1000):
+                # What the user or the server said: as wscat writes it.
+                why = f', reason: "{escape(event.reason)}"' if event.reason else ""
+                line = f"Disconnected (code: {event.code}{why})"
             return line, False
         if isinstance(event, Ponged):
             return f"Pong after {event.seconds * 1000:.1f} ms", False

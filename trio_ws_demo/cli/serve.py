@@ -264,6 +264,12 @@ def run(args: argparse.Namespace) -> int:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(args.certfile, args.keyfile)
         except (OSError, ssl.SSLError) as exc:
+            if args.keyfile is None and not _has_private_key(args.certfile):
+                print(
+                    f"error: no private key in {args.certfile}: add --keyfile KEY.pem",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILURE
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             print(
                 f"error: cannot load --certfile {args.certfile}"
@@ -362,6 +368,15 @@ GC_THRESHOLD = (20_000, 20, 100)
 
 def _tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLD)
+
+
+def _has_private_key(path: str) -> bool:
+    """True unless *path* is a readable PEM file with no private key in it."""
+    try:
+        with open(path, "rb") as pem:
+            return b"PRIVATE KEY-----" in pem.read(1 << 20)
+    except OSError:
+        return True  # unreadable: the caller's error says so
 
 
 def _raise_open_file_limit() -> None:

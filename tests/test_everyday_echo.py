@@ -1,0 +1,91 @@
+"""`echo` and `serve` for everyday use: what a new user tried, and what they expected.
+
+One test per row of issue 20's table that is settled here; each runs the real
+command line against a real server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+
+from .processes import run_cli
+
+TIMEOUT = 15
+
+
+async def url_recorder(nursery: trio.Nursery) -> tuple[int, list[str]]:
+    """A WebSocket echo server that records each request target."""
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    targets: list[str] = []
+
+    async def record(request: WebSocketRequest) -> None:
+        targets.append(request.path)
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+
+    server = await nursery.start(serve_websocket, record, "127.0.0.1", 0, None)
+    return server.port, targets
+
+
+async def test_row1_a_non_ascii_path_is_percent_encoded(nursery: trio.Nursery) -> None:
+    port, targets = await url_recorder(nursery)
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", f"ws://127.0.0.1:{port}/café?q=é", "hi") as cli:
+            assert await cli.process.wait() == 0
+    assert targets == ["/caf%C3%A9?q=%C3%A9"]
+
+
+async def test_row1_a_space_in_the_url_is_a_usage_error() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "ws://127.0.0.1:9/has space", "hi") as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert err == (
+        "error: invalid URL 'ws://127.0.0.1:9/has space': a space or control character "
+        "in the path; write it as %20\n"
+    )
+
+
+@pytest.mark.parametrize("message", ["hello.", "note: disk full", "3.14"])
+async def test_row11_without_a_scheme_the_first_argument_is_a_message(
+    nursery: trio.Nursery, message: str
+) -> None:
+    """It goes to the default URL, where a server of ours echoes it."""
+    from trio_ws_demo import BroadcastServer, ServerOptions, ServerStartupError
+
+    try:
+        await nursery.start(BroadcastServer(ServerOptions(echo=True)).run, "127.0.0.1", 8080)
+    except ServerStartupError:
+        pytest.skip("127.0.0.1:8080, echo's default URL, is in use on this machine")
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", message) as cli:
+            lines = await cli.rest()
+            assert await cli.process.wait() == 0
+    assert lines == [f"Client sends: {message}", f"Server sent:  {message}"]
+
+
+@pytest.mark.parametrize("address", ["localhost:8080", "127.0.0.1:9/room", "[::1]:8080"])
+async def test_row11_host_port_without_a_scheme_asks_what_was_meant(address: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", address, "hi") as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert err == f"error: {address!r} has no scheme: did you mean ws://{address} ?\n"
+
+
+async def test_row16_a_certificate_without_its_key_says_to_add_keyfile(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    cert = ca.issue_cert("127.0.0.1")
+    path = tmp_path / "cert.pem"
+    path.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))  # no key
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("serve", "--port", "0", "--certfile", str(path)) as serve:
+            assert await serve.process.wait() == 1
+            err = await serve.stderr()
+    assert err == f"error: no private key in {path}: add --keyfile KEY.pem\n"
