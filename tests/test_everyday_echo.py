@@ -12,6 +12,7 @@ import pytest
 import trio
 import trustme
 
+from .conftest import StartServer, url_of
 from .processes import run_cli
 
 TIMEOUT = 15
@@ -89,3 +90,43 @@ async def test_row16_a_certificate_without_its_key_says_to_add_keyfile(
             assert await serve.process.wait() == 1
             err = await serve.stderr()
     assert err == f"error: no private key in {path}: add --keyfile KEY.pem\n"
+
+
+async def test_row14_raw_output_is_only_what_the_server_sent(start_server: StartServer) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "echo", "--binary", "--binary-output", "raw", url_of(server), "AB"
+        ) as cli:
+            out = b""
+            assert cli.process.stdout is not None
+            while chunk := await cli.process.stdout.receive_some():
+                out += chunk
+            assert await cli.process.wait() == 0
+            err = await cli.stderr()
+    assert out == b"AB"  # the echo, byte for byte, nothing added
+    assert "Client sends: b'AB'" in err  # what was sent is a status line here
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        (
+            ["serve", "--histroy", "10"],
+            "trio-ws-demo serve: error: unrecognized arguments: --histroy 10 (did you mean --history?)",
+        ),
+        (
+            ["echo", "--lisen"],
+            "trio-ws-demo echo: error: unrecognized arguments: --lisen (did you mean --listen?)",
+        ),
+    ],
+)
+async def test_row15_a_typo_gets_the_commands_usage_and_a_suggestion(
+    argv: list[str], wanted: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(*argv) as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert err.startswith(f"usage: trio-ws-demo {argv[0]} ")
+    assert err.splitlines()[-1] == wanted

@@ -5,6 +5,7 @@ the token, which is read from the environment only when a command runs (so that
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from collections.abc import Callable, Sequence
 
@@ -100,9 +101,22 @@ class CommandParser(argparse.ArgumentParser):
             return super().parse_known_args(args, namespace)
         self._intermixing = True
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            parsed, extras = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._intermixing = False
+        if extras:  # said here, with this command's usage, not the top level's
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._did_you_mean(extras)}")
+        return parsed, extras
+
+    def _did_you_mean(self, extras: list[str]) -> str:
+        """ "(did you mean --history?)" for a mistyped option, if one is close."""
+        options = [o for o in self._option_string_actions if o.startswith("--")]
+        for extra in extras:
+            if extra.startswith("--"):
+                close = difflib.get_close_matches(extra.split("=", 1)[0], options, n=1)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -105,7 +105,10 @@ class Printer:
     def _as_text(self, event: Event) -> tuple[str, bool] | None:
         """The line for *event*, and whether it is conversation (stdout) or status."""
         if isinstance(event, Sent):
-            return f"Client sends: {escape(event.message, self._binary)}", True
+            # In raw mode stdout is the messages' bytes and nothing else: what we
+            # sent is a status line then.
+            shown = f"Client sends: {escape(event.message, self._binary)}"
+            return shown, self._binary != "raw"
         if isinstance(event, Received):
             message = _envelope_message(event.message) if self._envelopes else event.message
             if message is None:
