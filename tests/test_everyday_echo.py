@@ -130,3 +130,48 @@ async def test_row15_a_typo_gets_the_commands_usage_and_a_suggestion(
             err = await cli.stderr()
     assert err.startswith(f"usage: trio-ws-demo {argv[0]} ")
     assert err.splitlines()[-1] == wanted
+
+
+async def test_row9_a_dropped_connection_is_one_line(nursery: trio.Nursery) -> None:
+    """The server's TCP connection ends without a close frame: one line says so."""
+    opened = trio.Event()
+    drop = trio.Event()
+
+    async def drops(stream: trio.SocketStream) -> None:
+        from trio_websocket import wrap_server_stream
+
+        async with trio.open_nursery() as inner:
+            request = await wrap_server_stream(inner, stream)
+            await request.accept()
+            opened.set()
+            await drop.wait()
+            await trio.aclose_forcefully(stream)  # no close frame
+            inner.cancel_scope.cancel()
+
+    listeners = await nursery.start(trio.serve_tcp, drops, 0)
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "--listen", f"ws://127.0.0.1:{port}/") as cli:
+            await opened.wait()
+            await cli.log.wait_for("Connection opened")
+            drop.set()
+            assert await cli.process.wait() == 1
+            err = await cli.stderr()
+    assert err == "Connection lost (no close frame)\n"
+
+
+async def test_row10_a_limit_the_server_enforces_is_the_one_reason_given(
+    start_server: StartServer,
+) -> None:
+    from trio_ws_demo import ServerOptions
+
+    server = await start_server(ServerOptions(max_message_size=10))
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", url_of(server), "this is too long") as cli:
+            assert await cli.process.wait() == 1
+            err = await cli.stderr()
+    assert err.splitlines() == [
+        "Connection opened",
+        "Connection closed",
+        "Connection error: the server closed the connection with code 1009 (message too big)",
+    ]  # no "No echo ... within 5 s": it did not time out, the server said why

@@ -73,7 +73,9 @@ def test_the_limit_counts_bytes_not_characters() -> None:
     protocol = ServerProtocol(8)
     assert feed(protocol, client_frame(TEXT, b"ab")) != []
     (closed,) = feed(protocol, client_frame(TEXT, "😀😀😀".encode()))  # 3 characters, 12 bytes
-    assert closed == Closed(End.BAD_INPUT, 1009, "message too big", encode_close(1009))
+    assert closed == Closed(
+        End.BAD_INPUT, 1009, "message too big", encode_close(1009, "message too big")
+    )
     assert protocol.state is State.CLOSED
 
 
@@ -115,7 +117,12 @@ def test_bad_input_fails_the_connection_with_the_rule_it_broke(data: bytes, code
     protocol = ServerProtocol(1000)
     (closed,) = feed(protocol, data)
     assert isinstance(closed, Closed)
-    assert (closed.end, closed.code, closed.frame) == (End.BAD_INPUT, code, encode_close(code))
+    reason = {1002: "protocol error", 1007: "invalid UTF-8"}[code]
+    assert (closed.end, closed.code, closed.frame) == (
+        End.BAD_INPUT,
+        code,
+        encode_close(code, reason),
+    )
     assert protocol.state is State.CLOSED
     assert not CLOSE_TABLE[End.BAD_INPUT].flush
 

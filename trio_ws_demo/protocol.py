@@ -152,6 +152,9 @@ Event = Message | PingReceived | Closed
 
 _PONG = 0x8A
 
+#: The reason in our close frame when the peer broke a rule (short: it is sent).
+_FAILURE_REASONS = {1002: "protocol error", 1007: "invalid UTF-8", 1009: "message too big"}
+
 
 class ServerProtocol:
     """One connection's WebSocket protocol after the handshake (server side)."""
@@ -209,7 +212,8 @@ class ServerProtocol:
                 # PONG: the read itself was the sign of life the keepalive wanted.
         except ParseFailed as exc:  # the peer broke a rule: 1002, or 1007 for UTF-8
             if self.state is not State.CLOSED:
-                yield Closed(End.BAD_INPUT, int(exc.code), str(exc), self._fail(int(exc.code)))
+                code = int(exc.code)
+                yield Closed(End.BAD_INPUT, code, str(exc), self._fail(code))
 
     def _over_limit(self) -> bool:
         return self._cost > self.max_message_size
@@ -227,7 +231,7 @@ class ServerProtocol:
     def _fail(self, code: int) -> bytes:
         self.state = State.CLOSED
         self._parts = None
-        return encode_close(code, "")
+        return encode_close(code, _FAILURE_REASONS.get(code, ""))
 
     def _assemble(self, frame: Frame) -> Message | None:
         """Add one piece of a message; the whole message once it is finished.

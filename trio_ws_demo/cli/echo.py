@@ -253,17 +253,19 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(result, ClientError):
         print(f"Connection error: {result}", file=sys.stderr)
         return EXIT_FAILURE
+    if result.closed_by_server and result.close_code != 1000:
+        # One reason for one event: the close says why echoes are missing.
+        if result.close_code != 1006:  # no close frame: "Connection lost" said it
+            reason = f" ({escape(result.close_reason)})" if result.close_reason else ""
+            print(
+                f"Connection error: the server closed the connection with code "
+                f"{result.close_code}{reason}",
+                file=sys.stderr,
+            )
+        return EXIT_FAILURE
     status = EXIT_OK
     for message in result.missing:
         print(f"No echo for {escape(message)} within {args.timeout:g} s", file=sys.stderr)
-        status = EXIT_FAILURE
-    if result.closed_by_server and result.close_code != 1000:
-        reason = f" ({escape(result.close_reason)})" if result.close_reason else ""
-        print(
-            f"Connection error: the server closed the connection with code "
-            f"{result.close_code}{reason}",
-            file=sys.stderr,
-        )
         status = EXIT_FAILURE
     return status
 

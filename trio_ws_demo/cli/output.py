@@ -117,6 +117,8 @@ class Printer:
         if isinstance(event, Opened):
             return "Connection opened", False
         if isinstance(event, Closed):
+            if event.by_server and event.code == 1006:
+                return "Connection lost (no close frame)", False
             line = "Connection closed"
             if self._interactive and event.code not in (None, 1000):
                 # What the user or the server said: as wscat writes it.
