@@ -175,3 +175,33 @@ async def test_row10_a_limit_the_server_enforces_is_the_one_reason_given(
         "Connection closed",
         "Connection error: the server closed the connection with code 1009 (message too big)",
     ]  # no "No echo ... within 5 s": it did not time out, the server said why
+
+
+async def test_row17_without_history_the_resume_says_so_not_that_it_was_lost() -> None:
+    """A dropped connection to a server without --history: the resume line names
+    the reason (no history kept), not a lost history the server never had."""
+    from .conftest import free_port
+    from .test_client_rooms import Cable
+
+    port = free_port()
+    with trio.fail_after(30):
+        async with run_cli("serve", "--port", str(port)) as serve, trio.open_nursery() as nursery:
+            await serve.readline()
+            cable = Cable(port)
+            relay_port = await nursery.start(cable.serve)
+            async with run_cli(
+                "echo", "--listen", "--resume", f"ws://127.0.0.1:{relay_port}/r"
+            ) as echo:
+                await echo.log.wait_for("Connection opened")
+                cable.cut()
+                await echo.log.wait_for("reconnecting in")
+                cable.restore()
+                line = await echo.log.wait_for("Reconnected")
+                echo.interrupt()
+                await echo.process.wait()
+            serve.interrupt()
+            nursery.cancel_scope.cancel()
+    assert line == (
+        "Reconnected; the server keeps no history (--history 0): "
+        "messages sent while you were away are missing"
+    )

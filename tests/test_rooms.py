@@ -141,6 +141,7 @@ def test_resume_is_complete_only_with_the_same_epoch_and_nothing_evicted() -> No
         "recovered": False,
         "offset": 5,
         "epoch": room.epoch,
+        "keeps": 3,
     }
 
 
@@ -353,6 +354,7 @@ async def test_resume_after_a_reconnect(start_server: StartServer) -> None:
                     "recovered": True,
                     "offset": 3,
                     "epoch": epoch,
+                    "keeps": 5,
                 }
                 assert [(await recv_json(back))["text"] for _ in range(2)] == ["two", "three"]
                 await other.send("four")

@@ -110,6 +110,8 @@ class Resumed:
     recovered: bool
     missing: int | None
     """How many messages may be missing, when the offsets tell."""
+    keeps_history: bool = True
+    """False when the server keeps no history at all (``serve --history 0``)."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,8 @@ class _Position:
             missing = None
             if not recovered and same_epoch and self.offset is not None:
                 missing = max(0, int(data.get("offset", 0)) - self.offset)
-            report(Resumed(recovered, missing))
+            keeps = data.get("keeps", 1) != 0  # servers before this field kept some
+            report(Resumed(recovered, missing, keeps_history=keeps))
             if not same_epoch:  # a new history: its messages follow from its start
                 self.epoch = str(data.get("epoch"))
                 self.offset = 0

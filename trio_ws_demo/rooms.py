@@ -210,6 +210,7 @@ class Room:
                 "recovered": recovered,
                 "offset": self.last_offset,
                 "epoch": self.epoch,
+                "keeps": self._max_history,
             }
         else:
             first = {

@@ -133,6 +133,11 @@ class Printer:
             return f"Connection lost ({event.why}); reconnecting in {event.delay:g} s", False
         if event.recovered:
             return "Reconnected, nothing missed", False
+        if not event.keeps_history:
+            return (
+                "Reconnected; the server keeps no history (--history 0): "
+                "messages sent while you were away are missing"
+            ), False
         if event.missing is not None:
             return f"Reconnected, {event.missing} messages may be missing", False
         return "Reconnected, the server's history was lost: messages may be missing", False
