@@ -205,3 +205,16 @@ async def test_row17_without_history_the_resume_says_so_not_that_it_was_lost() -
         "Reconnected; the server keeps no history (--history 0): "
         "messages sent while you were away are missing"
     )
+
+
+async def test_row8_wss_to_a_plain_server_gets_a_fast_hint(start_server: StartServer) -> None:
+    server = await start_server()
+    with trio.fail_after(3):  # the server refuses a ClientHello at once (it waited 10 s)
+        async with run_cli("echo", "--insecure", f"wss://127.0.0.1:{server.port}/", "hi") as cli:
+            assert await cli.process.wait() == 1
+            err = await cli.stderr()
+    assert err == (
+        f"Connection error: TLS handshake with 127.0.0.1:{server.port} failed: the server did "
+        f"not answer in TLS; is it a plain ws:// server? try ws://127.0.0.1:{server.port}\n"
+    )
+    assert server.statistics().rejections["TLS on a plain ws:// port"] == 1

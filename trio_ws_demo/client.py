@@ -747,6 +747,13 @@ async def _await_echo(
     return False
 
 
+#: What OpenSSL says when the answer to our ClientHello was not TLS at all
+#: (an HTTP error page, say), or the peer hung up on it.
+_NOT_TLS_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "UNEXPECTED_EOF_WHILE_READING", "RECORD_LAYER_FAILURE"}
+)
+
+
 def _describe_connect_failure(exc: BaseException, target: Target) -> str:
     where = f"{format_host(target.host)}:{target.port}"
     cause: BaseException | None = exc
@@ -763,6 +770,11 @@ def _describe_connect_failure(exc: BaseException, target: Target) -> str:
                 "pass --cacert FILE or --insecure"
             )
         if isinstance(cause, ssl.SSLError):
+            if cause.reason in _NOT_TLS_REASONS:
+                return (
+                    f"TLS handshake with {where} failed: the server did not answer in TLS; "
+                    f"is it a plain ws:// server? try ws://{where}"
+                )
             return f"TLS handshake with {where} failed: {cause.reason or cause}"
         if isinstance(cause, OSError):
             if cause.errno == errno.ECONNREFUSED:

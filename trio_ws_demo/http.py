@@ -115,6 +115,8 @@ async def read_request_head(
     raw = bytearray()
     searched = 0
     while True:
+        if raw[:2] == b"\x16\x03":  # a TLS ClientHello: no head will ever come
+            return HttpRefusal(400, "TLS on a plain ws:// port")
         end = _HEAD_END.search(raw, max(0, searched - 3))
         if end is not None and end.start() <= max_size:
             return parse_request_head(bytes(raw[: end.start()]), bytes(raw[end.end() :]))
