@@ -218,3 +218,30 @@ async def test_row8_wss_to_a_plain_server_gets_a_fast_hint(start_server: StartSe
         f"not answer in TLS; is it a plain ws:// server? try ws://127.0.0.1:{server.port}\n"
     )
     assert server.statistics().rejections["TLS on a plain ws:// port"] == 1
+
+
+async def test_row12_interactive_sends_the_given_messages_first(start_server: StartServer) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "echo", "-i", "--count", "2", url_of(server), "arg message", "/not a command",
+            stdin=b"typed\n",
+        ) as cli:  # fmt: skip
+            lines = await cli.rest()
+            assert await cli.process.wait() == 0
+    sent = [line for line in lines if line.startswith("Client sends: ")]
+    assert sent == [
+        "Client sends: arg message",
+        "Client sends: /not a command",
+        "Client sends: arg message",
+        "Client sends: /not a command",
+        "Client sends: typed",
+    ]
+
+
+async def test_row12_interactive_count_without_messages_is_a_usage_error() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "-i", "--count", "3", "ws://127.0.0.1:9/") as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert err == "error: --count needs messages to send (with -i, before the prompt)\n"

@@ -215,6 +215,19 @@ def run(args: argparse.Namespace) -> int:
 
     headers = [*args.header, *_token_header(token)]
     interactive = args.interactive or (args.listen and texts == ["-"])
+    first: list[str] = []
+    if args.interactive:
+        given = getattr(args, "messages", None) or []
+        if "-" in given:
+            print("error: -i reads the terminal; '-' (stdin) does not apply", file=sys.stderr)
+            return EXIT_USAGE
+        if args.count != 1 and not given:
+            print("error: --count needs messages to send (with -i, before the prompt)",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        # Like wscat -x: the messages given go first (--count times), then the prompt.
+        # A leading "/" is doubled so they are always sent as typed, never run as commands.
+        first = ["/" + text if text.startswith("/") else text for text in given] * args.count
     if args.binary_output == "raw" and sys.stdout.isatty():
         print(
             "error: --binary-output raw would write binary messages to your terminal as they "
@@ -231,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         if interactive:
-            result = trio.run(_run_interactive, args, ssl_context, headers, printer)
+            result = trio.run(_run_interactive, args, ssl_context, headers, printer, first)
         else:
             result = trio.run(_run_echo, args, ssl_context, headers, texts, printer)
     except KeyboardInterrupt:
@@ -303,10 +316,13 @@ async def _run_interactive(
     ssl_context: ssl.SSLContext | None,
     headers: list[tuple[str, str]],
     printer: Printer,
+    first: list[str],
 ) -> EchoResult | ClientError | None:
-    """A wscat-like session on stdin."""
+    """A wscat-like session on stdin, after the *first* lines."""
 
     async def lines() -> AsyncIterator[str]:
+        for line in first:
+            yield line
         while True:
             # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
             line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
