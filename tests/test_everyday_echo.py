@@ -193,6 +193,9 @@ async def test_row17_without_history_the_resume_says_so_not_that_it_was_lost() -
                 "echo", "--listen", "--resume", f"ws://127.0.0.1:{relay_port}/r"
             ) as echo:
                 await echo.log.wait_for("Connection opened")
+                # Its own message back: by then it has the room's epoch, to resume with.
+                assert await echo.readline() == "Client sends: Hello, WebSocket!"
+                assert await echo.readline() == "Server sent:  Hello, WebSocket!"
                 cable.cut()
                 await echo.log.wait_for("reconnecting in")
                 cable.restore()

@@ -235,6 +235,9 @@ async def test_resume_says_what_happened_with_backoff_0_5_then_doubling() -> Non
             await server.readline()
             async with run_cli("echo", "--listen", "--resume", f"ws://127.0.0.1:{port}/") as echo:
                 await echo.log.wait_for("Connection opened")
+                # Its own message back: by then it has the room's epoch, to resume with.
+                assert await echo.readline() == "Client sends: Hello, WebSocket!"
+                assert await echo.readline() == "Server sent:  Hello, WebSocket!"
                 server.process.kill()
                 await server.process.wait()
                 lost = [await echo.log.wait_for("reconnecting in") for _ in range(3)]
