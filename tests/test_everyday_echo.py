@@ -6,6 +6,8 @@ command line against a real server.
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -248,3 +250,66 @@ async def test_row12_interactive_count_without_messages_is_a_usage_error() -> No
             assert await cli.process.wait() == 2
             err = await cli.stderr()
     assert err == "error: --count needs messages to send (with -i, before the prompt)\n"
+
+
+@pytest.fixture
+async def node_article_server() -> AsyncIterator[str]:
+    """The article's own Node `ws` server (it accepts the first subprotocol offered)."""
+    import shutil
+
+    node = shutil.which("node")
+    script = Path(__file__).parent.parent / "benchmarks" / "baselines" / "node_article_server.mjs"
+    if node is None or not (script.parent.parent / "node_modules" / "ws").is_dir():
+        pytest.skip("needs node and `npm ci --prefix benchmarks` (nox -s tests does it)")
+    process = await trio.lowlevel.open_process(
+        [node, str(script), "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(TIMEOUT):
+            while b"\n" not in line:
+                line += await process.stdout.receive_some()
+        yield line.decode().split()[2]
+    finally:
+        process.kill()
+        await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
+
+
+async def test_row2_json_against_a_server_that_only_pretends_to_speak_v1(
+    node_article_server: str,
+) -> None:
+    import json
+
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "--json", node_article_server, "to node json") as cli:
+            events = [json.loads(line) for line in await cli.rest()]
+            assert await cli.process.wait() == 0
+    assert events[0]["event"] == "opened" and events[0]["subprotocol"] == "trio-ws-demo.v1"
+    assert {"event": "message", "text": "to node json"} in events
+
+
+async def test_row2_a_message_that_looks_like_an_envelope_is_shown_as_it_is(
+    node_article_server: str,
+) -> None:
+    import json
+
+    text = '{"type": "message", "text": "hi"}'
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "--json", node_article_server, text) as cli:
+            events = [json.loads(line) for line in await cli.rest()]
+            assert await cli.process.wait() == 0
+    assert {"event": "message", "text": text} in events  # not unwrapped to "hi"
+
+
+async def test_row3_offering_v1_by_hand_to_our_server_recognises_the_echo(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "--subprotocol", "trio-ws-demo.v1", url_of(server), "hi") as cli:
+            lines = await cli.rest()
+            assert await cli.process.wait() == 0
+    assert lines == ["Client sends: hi", "Server sent:  hi"]

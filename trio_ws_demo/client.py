@@ -147,6 +147,10 @@ class _Position:
 
     offset: int | None = None
     epoch: str | None = None
+    speaks_v1: bool | None = None
+    """Whether this connection's server speaks trio-ws-demo.v1, from its first frame
+    (``joined`` or ``resume``): a server that merely accepts the first subprotocol
+    offered (Node ``ws`` does) sends plain messages. None until that frame."""
 
     def query(self) -> str:
         if self.offset is None or self.epoch is None:
@@ -154,16 +158,16 @@ class _Position:
         return urllib.parse.urlencode({"since": self.offset, "epoch": self.epoch})
 
     def read(self, frame: Message, report: Callable[[Event], None]) -> dict[str, object] | None:
-        """Note the offset or epoch a v1 frame carries; return the frame decoded."""
-        if not isinstance(frame, str):
+        """Note the offset or epoch a v1 frame carries; return the frame decoded
+        (None for a frame that is not an envelope, or a server that sends none)."""
+        if self.speaks_v1 is False:
             return None
-        try:
-            data = json.loads(frame)
-        except ValueError:
+        data = _json_object(frame)
+        kind = data.get("type") if data is not None else None
+        if self.speaks_v1 is None:
+            self.speaks_v1 = kind in ("joined", "resume")
+        if data is None or not self.speaks_v1:
             return None
-        if not isinstance(data, dict):
-            return None
-        kind = data.get("type")
         if kind == "joined":
             # The history that follows ends at "offset".
             self.epoch = str(data.get("epoch"))
@@ -195,6 +199,16 @@ class _Position:
         elif kind == "message":
             self.offset = int(data.get("offset", 0))
         return data
+
+
+def _json_object(frame: Message) -> dict[str, Any] | None:
+    if not isinstance(frame, str):
+        return None
+    try:
+        data = json.loads(frame)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def envelope_carries(data: dict[str, object] | None, message: Message) -> bool:
@@ -385,6 +399,10 @@ async def _run_once(
                     conversation.start_soon(_cancel_when_set, stop, conversation.cancel_scope)
                 if ws.subprotocol != ENVELOPES:
                     position = None  # the server did not take it: frames are plain messages
+                elif position is None:
+                    position = _Position()  # offered with --subprotocol: read envelopes too
+                if position is not None:
+                    position.speaks_v1 = None  # this server's first frame will tell
                 await _converse(ws, messages, result, report, timeout, interval, listen, position)
                 conversation.cancel_scope.cancel()
             result.interrupted = stop is not None and stop.is_set()
@@ -739,10 +757,11 @@ async def _await_echo(
             received = await ws.get_message()
             result.received.append(received)
             report(Received(received))
-            if position is None:
+            data = position.read(received, report) if position is not None else None
+            if position is None or not position.speaks_v1:
                 if received == message:
                     return True
-            elif envelope_carries(position.read(received, report), message):
+            elif envelope_carries(data, message):
                 return True
     return False
 

@@ -74,15 +74,19 @@ class Printer:
         self._json = json_lines
         self._interactive = interactive
         self._binary = binary
-        self._envelopes = False
-        """The server speaks trio-ws-demo.v1: frames are JSON envelopes."""
+        self._envelopes: bool | None = False
+        """The server speaks trio-ws-demo.v1: frames are JSON envelopes (None: its
+        first frame, which says so, has not come yet)."""
         self.output_closed = False
         """Whoever read our stdout has gone (``| head``)."""
         self.on_output_closed: Callable[[], None] | None = None
 
     def report(self, event: Event) -> None:
         if isinstance(event, Opened):
-            self._envelopes = event.subprotocol == ENVELOPES
+            # v1 only if the server shows it: its first frame is joined or resume.
+            self._envelopes = None if event.subprotocol == ENVELOPES else False
+        elif isinstance(event, Received) and self._envelopes is None:
+            self._envelopes = _is_greeting(event.message)
         if self._json:
             fields = self._as_json(event)
             if fields is not None:
@@ -216,3 +220,14 @@ def _envelope_message(frame: Message) -> Message | None:
     if "text" in data:
         return str(data["text"])
     return base64.b64decode(str(data.get("base64", "")))
+
+
+def _is_greeting(message: str | bytes) -> bool:
+    """A v1 server's first frame: ``joined`` or ``resume``."""
+    if not isinstance(message, str):
+        return False
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("type") in ("joined", "resume")
