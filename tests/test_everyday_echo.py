@@ -313,3 +313,42 @@ async def test_row3_offering_v1_by_hand_to_our_server_recognises_the_echo(
             lines = await cli.rest()
             assert await cli.process.wait() == 0
     assert lines == ["Client sends: hi", "Server sent:  hi"]
+
+
+async def test_row4_binary_from_stdin_is_byte_exact(start_server: StartServer) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "echo", "--binary", "--binary-output", "hex", url_of(server), "-",
+            stdin=b"\xff\xfe\x00\r\nsecond\n",
+        ) as cli:  # fmt: skip
+            lines = await cli.rest()
+            assert await cli.process.wait() == 0
+    assert lines == [
+        "Client sends: fffe000d",  # the line's bytes, invalid UTF-8 and its \r included
+        "Server sent:  fffe000d",
+        "Client sends: 7365636f6e64",
+        "Server sent:  7365636f6e64",
+    ]
+
+
+async def test_row4_a_file_is_sent_as_one_message_byte_for_byte(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    server = await start_server()
+    blob = bytes(range(256)) * 40  # 10 KiB, every byte value, newlines included
+    path = tmp_path / "blob.bin"
+    path.write_bytes(blob)
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "echo", "--file", str(path), "--binary", "--binary-output", "raw", url_of(server)
+        ) as cli:
+            out = b""
+            assert cli.process.stdout is not None
+            while chunk := await cli.process.stdout.receive_some():
+                out += chunk
+            assert await cli.process.wait() == 0
+        assert out == blob
+        async with run_cli("echo", "--file", str(path), url_of(server)) as cli:
+            assert await cli.process.wait() == 2
+            assert await cli.stderr() == f"error: {path} is not UTF-8 text: add --binary\n"

@@ -123,6 +123,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     echo.add_argument("--binary", action="store_true", help="send binary frames instead of text")
     echo.add_argument(
+        "--file",
+        metavar="PATH",
+        help="send this file as one message, byte for byte (binary with --binary; "
+        "else text, which must be UTF-8)",
+    )
+    echo.add_argument(
         "-H",
         "--header",
         type=header,
@@ -185,6 +191,22 @@ def run(args: argparse.Namespace) -> int:
         print("error: --resume needs --listen", file=sys.stderr)
         return EXIT_USAGE
     texts: list[str] = getattr(args, "messages", None) or [DEFAULT_MESSAGE]
+    file_message: Message | None = None
+    if args.file is not None:
+        if getattr(args, "messages", None):
+            print("error: --file sends the file; give no other messages", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            with open(args.file, "rb") as data:
+                content = data.read()
+        except OSError as exc:
+            print(f"error: cannot read --file {args.file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            file_message = content if args.binary else content.decode("utf-8")
+        except UnicodeDecodeError:
+            print(f"error: {args.file} is not UTF-8 text: add --binary", file=sys.stderr)
+            return EXIT_USAGE
     for name, _ in args.header:
         if name.lower() in _HANDSHAKE_HEADERS:
             print(
@@ -246,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         if interactive:
             result = trio.run(_run_interactive, args, ssl_context, headers, printer, first)
         else:
-            result = trio.run(_run_echo, args, ssl_context, headers, texts, printer)
+            result = trio.run(_run_echo, args, ssl_context, headers, texts, printer, file_message)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if printer.output_closed:
@@ -289,9 +311,15 @@ async def _run_echo(
     headers: list[tuple[str, str]],
     texts: list[str],
     printer: Printer,
+    file_message: Message | None = None,
 ) -> EchoResult | ClientError | None:
-    """Send *texts* and wait for their echoes (or listen) until done or interrupted."""
-    messages = _messages(texts, args.count, args.binary)
+    """Send *texts* (or the file's one message) and wait for their echoes (or listen)
+    until done or interrupted."""
+    messages: AsyncIterator[Message] | list[Message] = (
+        [file_message] * args.count
+        if file_message is not None
+        else _messages(texts, args.count, args.binary)
+    )
     return await _until_interrupted(
         lambda stop: run_client(
             args.url,
@@ -378,16 +406,18 @@ async def _messages(texts: list[str], count: int, binary: bool) -> AsyncIterator
         return text.encode("utf-8") if binary else text
 
     if texts == ["-"]:
-        async for line in _stdin_lines():
-            yield encode(line)
+        async for raw in _stdin_lines():
+            # Binary: the line's bytes exactly (no decoding); text: UTF-8, as typed.
+            yield raw if binary else raw.rstrip(b"\r").decode("utf-8", "replace")
         return
     for _ in range(count):
         for text in texts:
             yield encode(text)
 
 
-async def _stdin_lines() -> AsyncIterator[str]:
-    """Read stdin line by line without a thread (trio's FdStream)."""
+async def _stdin_lines() -> AsyncIterator[bytes]:
+    """Read stdin line by line without a thread (trio's FdStream); each line's
+    bytes, without its line end."""
     stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     buffer = b""
     async with stream:
@@ -398,9 +428,9 @@ async def _stdin_lines() -> AsyncIterator[str]:
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
-                yield line.rstrip(b"\r").decode("utf-8", "replace")
+                yield line
     if buffer:
-        yield buffer.decode("utf-8", "replace")
+        yield buffer
 
 
 #: Headers the WebSocket handshake itself sets; -H may not override them.
