@@ -48,7 +48,7 @@ async def test_resume_without_listen_is_a_usage_error() -> None:
     with trio.fail_after(TIMEOUT):
         async with run_cli("echo", "--resume", "ws://127.0.0.1:9") as echo:
             assert await echo.process.wait() == 2
-            assert "--resume needs --listen" in await echo.stderr()
+            assert "--resume needs --listen or -i" in await echo.stderr()
 
 
 class Cable:

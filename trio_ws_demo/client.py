@@ -13,6 +13,7 @@ import base64
 import errno
 import importlib
 import json
+import math
 import socket
 import ssl
 import urllib.parse
@@ -430,6 +431,7 @@ async def run_interactive(
     subprotocols: Iterable[str] = (),
     on_event: Callable[[Event], None] | None = None,
     stop: trio.Event | None = None,
+    resume: bool = False,
 ) -> EchoResult:
     """A session like wscat's: every line of *lines* is sent, every message is reported
     the moment it arrives, and the server's pings are answered while *lines* is idle.
@@ -437,25 +439,86 @@ async def run_interactive(
     Lines starting with ``/`` are commands: ``/ping`` (reports the round trip),
     ``/close [code [reason]]``, ``/binary HEX``; ``//text`` sends ``/text``. The
     session ends when *lines* ends or *stop* is set (close 1000), on ``/close``,
-    or as soon as the server closes.
+    or as soon as the server closes; with *resume*, a server that goes away is
+    reconnected to with backoff (as :func:`run_client` does), asking for what was
+    missed, and lines typed meanwhile are sent once it is back.
     """
-    target = parse_url(url)
     report = on_event or (lambda event: None)
+    if not resume:
+        return await _interactive_once(
+            url, lines, timeout, ssl_context, headers, list(subprotocols), report, stop, None
+        )
+    position = _Position()
+    delay = _BACKOFF_FIRST
+    send, receive = trio.open_memory_channel[str](math.inf)
+
+    async def pump() -> None:  # one reader of *lines* for every session: none is lost
+        async with send:
+            async for line in lines:
+                send.send_nowait(line)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump)
+        while True:
+            separator = "&" if urllib.parse.urlsplit(url).query else "?"
+            query = position.query()
+            try:
+                result = await _interactive_once(
+                    f"{url}{separator}{query}" if query else url,
+                    receive, timeout, ssl_context, headers,
+                    [*subprotocols, ENVELOPES], report, stop, position,
+                )  # fmt: skip
+            except ClientError as exc:
+                if position.epoch is None:
+                    raise  # never connected: nothing to resume
+                why = str(exc)
+            else:
+                if (stop is not None and stop.is_set()) or not result.closed_by_server:
+                    nursery.cancel_scope.cancel()
+                    return result
+                delay = _BACKOFF_FIRST
+                why = f"the server closed the connection with code {result.close_code}"
+            report(Reconnecting(delay, why))
+            with trio.move_on_after(delay):
+                if stop is not None:
+                    await stop.wait()
+                else:
+                    await trio.sleep_forever()
+            if stop is not None and stop.is_set():
+                nursery.cancel_scope.cancel()
+                return EchoResult(close_code=1000)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+
+async def _interactive_once(
+    url: str,
+    lines: AsyncIterable[str],
+    timeout: float,
+    ssl_context: ssl.SSLContext | None,
+    headers: Iterable[tuple[str, str]],
+    subprotocols: list[str],
+    report: Callable[[Event], None],
+    stop: trio.Event | None,
+    position: _Position | None,
+) -> EchoResult:
+    target = parse_url(url)
     result = EchoResult()
     stream = await _open_stream(target, ssl_context, timeout)
     try:
         async with trio.open_nursery() as nursery:
-            ws = await _handshake(
-                nursery, stream, target, list(subprotocols), headers, timeout, stop
-            )
+            ws = await _handshake(nursery, stream, target, subprotocols, headers, timeout, stop)
             if ws is None:
                 result.interrupted = True
                 nursery.cancel_scope.cancel()
                 return result
             report(Opened(url, ws.subprotocol))
+            if position is not None:
+                position.speaks_v1 = None if ws.subprotocol == ENVELOPES else False
             close: tuple[int, str | None] = (1000, None)
             async with trio.open_nursery() as session:
-                session.start_soon(_print_incoming, ws, result, report, session.cancel_scope)
+                session.start_soon(
+                    _print_incoming, ws, result, report, session.cancel_scope, position
+                )
                 if stop is not None:
                     session.start_soon(_cancel_when_set, stop, session.cancel_scope)
                 close = await _send_lines(ws, lines, result, report, timeout)
@@ -479,6 +542,7 @@ async def _print_incoming(
     result: EchoResult,
     report: Callable[[Event], None],
     session: trio.CancelScope,
+    position: _Position | None = None,
 ) -> None:
     """Report messages as they arrive; end the session when the server closes."""
     try:
@@ -486,6 +550,8 @@ async def _print_incoming(
             message = await ws.get_message()
             result.received.append(message)
             report(Received(message))
+            if position is not None:
+                position.read(message, report)
     except tw.ConnectionClosed as exc:
         result.closed_by_server = True
         result.close_code = exc.reason.code if exc.reason else None

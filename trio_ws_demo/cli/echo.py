@@ -104,7 +104,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     echo.add_argument(
         "--resume",
         action="store_true",
-        help="with --listen: when the server goes away, reconnect with backoff and get what "
+        help="with --listen or -i: when the server goes away, reconnect with backoff and get what "
         "was missed (trio-ws-demo.v1 offsets); says so when something may be missing",
     )
     echo.add_argument(
@@ -187,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ssl.SSLError) as exc:
             print(f"error: cannot load --cacert {args.cacert}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    if args.resume and not args.listen:
-        print("error: --resume needs --listen", file=sys.stderr)
+    if args.resume and not (args.listen or args.interactive):
+        print("error: --resume needs --listen or -i", file=sys.stderr)
         return EXIT_USAGE
     texts: list[str] = getattr(args, "messages", None) or [DEFAULT_MESSAGE]
     file_message: Message | None = None
@@ -368,6 +368,7 @@ async def _run_interactive(
             subprotocols=args.subprotocol,
             on_event=printer.report,
             stop=stop,
+            resume=args.resume,
         ),
         printer,
     )
