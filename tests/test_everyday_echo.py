@@ -400,3 +400,30 @@ async def test_row5_an_interactive_session_survives_a_server_restart() -> None:
                 for stream in (process.stdout, process.stderr):
                     if stream is not None:
                         await stream.aclose()
+
+
+async def test_row7_send_and_check_prints_its_echo_not_the_rooms_history(
+    start_server: StartServer,
+) -> None:
+    """Without --listen echo shows what it sent and the echo; a room's history (and
+    other clients' messages) show with --listen."""
+    from trio_ws_demo import ServerOptions
+
+    server = await start_server(ServerOptions(history=100))
+    for n in range(5):
+        server.broadcast(f"old {n}")
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", url_of(server), "mine") as cli:
+            lines = await cli.rest()
+            assert await cli.process.wait() == 0
+        assert lines == ["Client sends: mine", "Server sent:  mine"]
+        async with run_cli("echo", "--listen", url_of(server), "mine again") as cli:
+            seen = [await cli.readline() for _ in range(8)]
+            cli.interrupt()
+            await cli.process.wait()
+    assert seen == [
+        "Client sends: mine again",
+        *(f"Server sent:  old {n}" for n in range(5)),
+        "Server sent:  mine",
+        "Server sent:  mine again",
+    ]

@@ -263,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         json_lines=args.json,
         interactive=interactive,
         binary=args.binary_output,
+        only_echoes=not (interactive or args.listen or args.json),
     )
     try:
         if interactive:

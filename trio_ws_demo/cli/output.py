@@ -68,8 +68,13 @@ class Printer:
         json_lines: bool = False,
         interactive: bool = False,
         binary: str = "repr",
+        only_echoes: bool = False,
     ) -> None:
         self._out = out
+        self._only_echoes = only_echoes
+        """Send-and-check (no --listen): show what was sent and its echoes; other
+        traffic, a room's history or other clients' messages, is for --listen."""
+        self._unechoed: list[str | bytes] = []
         self._err = err
         self._json = json_lines
         self._interactive = interactive
@@ -96,6 +101,10 @@ class Printer:
             and isinstance(event.message, bytes)
             and self._binary == "raw"
         ):
+            if self._only_echoes:
+                if event.message not in self._unechoed:
+                    return  # not an echo of ours
+                self._unechoed.remove(event.message)
             self._write(event.message)
         else:
             shown = self._as_text(event)
@@ -112,11 +121,17 @@ class Printer:
             # In raw mode stdout is the messages' bytes and nothing else: what we
             # sent is a status line then.
             shown = f"Client sends: {escape(event.message, self._binary)}"
+            if self._only_echoes:
+                self._unechoed.append(event.message)
             return shown, self._binary != "raw"
         if isinstance(event, Received):
             message = _envelope_message(event.message) if self._envelopes else event.message
             if message is None:
                 return None  # a joined or resume frame: said by other lines
+            if self._only_echoes:
+                if message not in self._unechoed:
+                    return None  # not an echo of ours: history or another client
+                self._unechoed.remove(message)
             return f"Server sent:  {escape(message, self._binary)}", True
         if isinstance(event, Opened):
             return "Connection opened", False
