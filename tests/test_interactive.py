@@ -58,8 +58,16 @@ class Terminal:
         return done.stdout
 
     def type(self, text: str) -> None:
+        self.type_only(text)
+        self.keys("Enter")
+
+    def type_only(self, text: str) -> None:
+        """Type *text*, without Enter."""
         subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "Enter"], check=True)
+
+    def keys(self, *names: str) -> None:
+        """Press keys by tmux's names: Up, Enter, C-r, ..."""
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *names], check=True)
 
     async def shows(self, text: str) -> str:
         """Wait until the program has written *text*; return the screen then."""
@@ -76,12 +84,17 @@ class Terminal:
 
 
 @pytest.fixture
-async def terminal_factory(tmp_path: Path) -> AsyncIterator[Callable[[str], Terminal]]:
+async def terminal_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Terminal]]:
     opened: list[Terminal] = []
 
-    def start(url: str) -> Terminal:
+    def start(url: str, state: Path | None = None) -> Terminal:
         # The shell goes on after the client exits, so its last lines stay readable.
-        command = f"{sys.executable} -m trio_ws_demo echo --interactive {url}; echo EXIT=$?"
+        # The line history goes to *state* (a fresh directory per test by default).
+        state = state or tmp_path / f"state{len(opened)}"
+        command = (
+            f"XDG_STATE_HOME={state} {sys.executable} -m trio_ws_demo echo --interactive "
+            f"{url}; echo EXIT=$?"
+        )
         terminal = Terminal(command, tmp_path / f"pane{len(opened)}")
         opened.append(terminal)
         return terminal
@@ -141,3 +154,52 @@ async def test_a_server_close_is_noticed_at_once(
             screen = await terminal.matches(r"EXIT=\d")  # not the typed "EXIT=$?"
     assert 'Disconnected (code: 1001, reason: "server shutting down")' in screen
     assert "EXIT=1" in screen  # a close other than 1000 is an error for scripts
+
+
+async def test_a_message_arriving_mid_typing_keeps_the_typed_line(
+    server: BroadcastServer, terminal_factory: Callable[..., Terminal]
+) -> None:
+    terminal = terminal_factory(url_of(server))
+    with trio.fail_after(TIMEOUT):
+        await terminal.shows("Connection opened")
+        async with connect(url_of(server), proxy=None) as other:
+            terminal.type_only("half typed")
+            await terminal.shows("half typed")
+            await other.send("arrives mid-typing")
+            await terminal.shows("Server sent:  arrives mid-typing")
+            screen = await terminal.shows("> half typed")  # the prompt and the line, again
+            lines = screen.splitlines()
+            assert "Server sent:  arrives mid-typing" in lines  # a line of its own
+            assert lines.index("Server sent:  arrives mid-typing") < max(
+                n for n, line in enumerate(lines) if line.startswith("> half typed")
+            )
+            terminal.type(" and done")  # the line goes on where it was
+            assert await other.recv() == "arrives mid-typing"
+            assert await other.recv() == "half typed and done"
+
+
+async def test_up_ctrl_r_and_a_history_kept_between_runs(
+    server: BroadcastServer, terminal_factory: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    state = tmp_path / "kept"
+    first = terminal_factory(url_of(server), state)
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server), proxy=None) as other:
+            await first.shows("Connection opened")
+            for line in ("alpha", "beta"):
+                first.type(line)
+                assert await other.recv() == line
+            first.keys("Up", "Enter")  # the last line again (not "\x1b[A")
+            assert await other.recv() == "beta"
+            first.keys("C-r")
+            first.type_only("alp")
+            first.keys("Enter")  # reverse search: the line that had "alp"
+            assert await other.recv() == "alpha"
+            first.keys("C-d")  # end of input: close 1000
+            await first.matches(r"EXIT=0")
+            second = terminal_factory(url_of(server), state)  # a new run, same history
+            await second.shows("Connection opened")
+            second.keys("Up", "Enter")
+            assert await other.recv() == "alpha"
+    kept = (state / "trio-ws-demo" / "history").read_text().split()
+    assert {"alpha", "beta"} <= set(kept) and kept[-1] == "alpha"

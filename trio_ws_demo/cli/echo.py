@@ -26,6 +26,7 @@ from ..client import (
     run_client,
     run_interactive,
 )
+from .editor import LineEditor
 from .flags import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -347,13 +348,23 @@ async def _run_interactive(
     printer: Printer,
     first: list[str],
 ) -> EchoResult | ClientError | None:
-    """A wscat-like session on stdin, after the *first* lines."""
+    """A wscat-like session on stdin, after the *first* lines. On a terminal, lines
+    are read with the standard library's readline: editing, Up/Down through the
+    history (kept between runs), Ctrl-R to search it."""
+    editor = LineEditor.for_terminal() if sys.stdin.isatty() else None
+    printer.editor = editor
 
     async def lines() -> AsyncIterator[str]:
         for line in first:
             yield line
         while True:
             # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
+            if editor is not None:
+                typed = await trio.to_thread.run_sync(editor.read, abandon_on_cancel=True)
+                if typed is None:
+                    return
+                yield typed
+                continue
             line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
             if not line:
                 return

@@ -25,6 +25,7 @@ from ..client import (
     Reconnecting,
     Sent,
 )
+from .editor import LineEditor
 
 __all__ = ["Printer", "escape"]
 
@@ -75,6 +76,8 @@ class Printer:
         """Send-and-check (no --listen): show what was sent and its echoes; other
         traffic, a room's history or other clients' messages, is for --listen."""
         self._unechoed: list[str | bytes] = []
+        self.editor: LineEditor | None = None
+        """On a terminal in -i mode: lines are printed above the one being typed."""
         self._err = err
         self._json = json_lines
         self._interactive = interactive
@@ -110,7 +113,11 @@ class Printer:
             shown = self._as_text(event)
             if shown is not None:
                 line, to_stdout = shown
-                if to_stdout:
+                editor = self.editor
+                if editor is not None:  # above the prompt, the line being typed kept
+                    with contextlib.suppress(OSError):
+                        editor.print_above(line, self._out if to_stdout else self._err)
+                elif to_stdout:
                     self._write(line + "\n")
                 else:
                     self._status(line)
