@@ -427,3 +427,42 @@ async def test_row7_send_and_check_prints_its_echo_not_the_rooms_history(
         "Server sent:  mine",
         "Server sent:  mine again",
     ]
+
+
+async def test_show_ping_prints_the_servers_pings() -> None:
+    from .conftest import free_port
+
+    port = str(free_port())
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "serve", "--port", port, "--ping-interval", "0.2", "--ping-timeout", "5"
+        ) as serve:
+            await serve.readline()
+            async with run_cli(
+                "echo", "--listen", "--show-ping", f"ws://127.0.0.1:{port}/"
+            ) as echo:
+                await echo.log.wait_for("Connection opened")
+                assert await echo.log.wait_for("Ping") == "Ping from the server"
+                assert await echo.log.wait_for("Ping") == "Ping from the server"  # and again
+                echo.interrupt()
+                assert await echo.process.wait() == 0
+            serve.interrupt()
+
+
+def test_control_frames_are_found_however_the_bytes_are_cut() -> None:
+    from trio_ws_demo.client import ControlFrame, _ControlFrames
+    from trio_ws_demo.frames import encode_frame
+
+    wire = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+        + encode_frame("x" * 300)  # a data frame with a 2-byte extended length
+        + b"\x89\x02hi"  # ping "hi"
+        + encode_frame(b"\x89\x00" * 33_000)  # ping-like bytes inside a 64-bit-length frame
+        + b"\x8a\x00"  # pong
+    )
+    for cut in (1, 3, 4096):
+        seen: list[object] = []
+        frames = _ControlFrames(seen.append)
+        for at in range(0, len(wire), cut):
+            frames.feed(wire[at : at + cut])
+        assert seen == [ControlFrame("ping", b"hi"), ControlFrame("pong", b"")], cut

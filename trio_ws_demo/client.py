@@ -54,6 +54,7 @@ __all__ = [
     "ENVELOPES",
     "ClientError",
     "Closed",
+    "ControlFrame",
     "EchoResult",
     "Event",
     "Message",
@@ -135,7 +136,16 @@ class Reconnecting:
     why: str
 
 
-Event = Opened | Sent | Received | Closed | Resumed | Reconnecting | Ponged | Notice
+@dataclass(frozen=True)
+class ControlFrame:
+    """A ping or pong from the server (reported for ``--show-ping``; trio-websocket
+    answers pings itself)."""
+
+    kind: str
+    payload: bytes
+
+
+Event = Opened | Sent | Received | Closed | Resumed | Reconnecting | Ponged | Notice | ControlFrame
 
 #: The server's subprotocol for JSON envelopes with offsets (see the README).
 ENVELOPES = "trio-ws-demo.v1"
@@ -389,7 +399,9 @@ async def _run_once(
     stream = await _open_stream(target, ssl_context, timeout)
     try:
         async with trio.open_nursery() as nursery:
-            ws = await _handshake(nursery, stream, target, subprotocols, headers, timeout, stop)
+            ws = await _handshake(
+                nursery, stream, target, subprotocols, headers, timeout, stop, report
+            )
             if ws is None:
                 result.interrupted = True
                 nursery.cancel_scope.cancel()
@@ -506,7 +518,9 @@ async def _interactive_once(
     stream = await _open_stream(target, ssl_context, timeout)
     try:
         async with trio.open_nursery() as nursery:
-            ws = await _handshake(nursery, stream, target, subprotocols, headers, timeout, stop)
+            ws = await _handshake(
+                nursery, stream, target, subprotocols, headers, timeout, stop, report
+            )
             if ws is None:
                 result.interrupted = True
                 nursery.cancel_scope.cancel()
@@ -624,6 +638,52 @@ def _sendable_close_code(code: int) -> bool:
     return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
+class _ControlFrames:
+    """Spots the server's pings and pongs in what it sends (frames from a server are
+    never masked, so their headers can be read in passing): after the HTTP answer,
+    each frame header is read and its payload skipped."""
+
+    def __init__(self, report: Callable[[Event], None]) -> None:
+        self._report = report
+        self._buffer = bytearray()
+        self._in_head = True
+        self._skip = 0
+
+    def feed(self, data: bytes | bytearray) -> None:
+        buffer = self._buffer
+        buffer += data
+        if self._in_head:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            del buffer[: end + 4]
+            self._in_head = False
+        while True:
+            if self._skip:
+                skipped = min(self._skip, len(buffer))
+                del buffer[:skipped]
+                self._skip -= skipped
+                if self._skip:
+                    return
+            if len(buffer) < 2:
+                return
+            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
+            header = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+            if len(buffer) < header:
+                return
+            if length >= 126:
+                length = int.from_bytes(buffer[2:header], "big")
+            if opcode in (0x9, 0xA):  # control frames: at most 125 bytes, never split
+                if len(buffer) < header + length:
+                    return
+                payload = bytes(buffer[header : header + length])
+                self._report(ControlFrame("ping" if opcode == 0x9 else "pong", payload))
+                del buffer[: header + length]
+                continue
+            del buffer[:header]
+            self._skip = length
+
+
 class _HangupWatch(trio.abc.Stream):
     """The client's stream as trio-websocket sees it, watching for the server hanging up.
 
@@ -633,9 +693,15 @@ class _HangupWatch(trio.abc.Stream):
     ``wrap_client_stream`` could fail when its reader ends first.)
     """
 
-    def __init__(self, stream: trio.abc.Stream, on_hangup: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        on_hangup: Callable[[], None],
+        on_control: Callable[[Event], None] | None = None,
+    ) -> None:
         self.stream = stream
         self._on_hangup = on_hangup
+        self._frames = _ControlFrames(on_control) if on_control is not None else None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
@@ -645,6 +711,8 @@ class _HangupWatch(trio.abc.Stream):
             raise
         if not data:
             self._on_hangup()
+        elif self._frames is not None:
+            self._frames.feed(data)
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -665,6 +733,7 @@ async def _handshake(
     headers: Iterable[tuple[str, str]],
     timeout: float,
     stop: trio.Event | None = None,
+    on_control: Callable[[Event], None] | None = None,
 ) -> WebSocketConnection | None:
     """The opening handshake, within *timeout*; a hang-up before the answer fails at once.
 
@@ -676,7 +745,7 @@ async def _handshake(
         # (Cancelling the scope after the handshake does nothing: it has exited.)
         ws = await tw.wrap_client_stream(
             nursery,
-            _HangupWatch(stream, handshake.cancel),  # type: ignore[arg-type]  # any Stream works
+            _HangupWatch(stream, handshake.cancel, on_control),  # type: ignore[arg-type]
             target.host_header,
             target.resource,
             subprotocols=subprotocols,

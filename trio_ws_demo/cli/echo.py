@@ -124,6 +124,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     echo.add_argument("--binary", action="store_true", help="send binary frames instead of text")
     echo.add_argument(
+        "--show-ping",
+        action="store_true",
+        help="print the server's pings and pongs as they arrive (they are answered anyway)",
+    )
+    echo.add_argument(
         "--file",
         metavar="PATH",
         help="send this file as one message, byte for byte (binary with --binary; "
@@ -265,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
         interactive=interactive,
         binary=args.binary_output,
         only_echoes=not (interactive or args.listen or args.json),
+        show_ping=args.show_ping,
     )
     try:
         if interactive:

@@ -16,6 +16,7 @@ from typing import TextIO, TypeGuard
 from ..client import (
     ENVELOPES,
     Closed,
+    ControlFrame,
     Event,
     Message,
     Notice,
@@ -70,8 +71,10 @@ class Printer:
         interactive: bool = False,
         binary: str = "repr",
         only_echoes: bool = False,
+        show_ping: bool = False,
     ) -> None:
         self._out = out
+        self._show_ping = show_ping
         self._only_echoes = only_echoes
         """Send-and-check (no --listen): show what was sent and its echoes; other
         traffic, a room's history or other clients' messages, is for --listen."""
@@ -157,6 +160,12 @@ class Printer:
             return f"! {event.text}", False
         if isinstance(event, Reconnecting):
             return f"Connection lost ({event.why}); reconnecting in {event.delay:g} s", False
+        if isinstance(event, ControlFrame):
+            if not self._show_ping:
+                return None
+            what = "Ping from the server" if event.kind == "ping" else "Pong from the server"
+            payload = f" ({escape(event.payload, 'hex')})" if event.payload else ""
+            return what + payload, False
         if event.recovered:
             return "Reconnected, nothing missed", False
         if not event.keeps_history:
@@ -169,6 +178,10 @@ class Printer:
         return "Reconnected, the server's history was lost: messages may be missing", False
 
     def _as_json(self, event: Event) -> dict[str, object] | None:
+        if isinstance(event, ControlFrame):
+            if not self._show_ping:
+                return None
+            return {"event": event.kind, "hex": event.payload.hex()}
         if isinstance(event, Opened):
             return {"event": "opened", "url": event.url, "subprotocol": event.subprotocol}
         if isinstance(event, Sent):
