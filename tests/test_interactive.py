@@ -87,13 +87,13 @@ class Terminal:
 async def terminal_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Terminal]]:
     opened: list[Terminal] = []
 
-    def start(url: str, state: Path | None = None) -> Terminal:
+    def start(url: str, state: Path | None = None, *flags: str) -> Terminal:
         # The shell goes on after the client exits, so its last lines stay readable.
         # The line history goes to *state* (a fresh directory per test by default).
         state = state or tmp_path / f"state{len(opened)}"
         command = (
             f"XDG_STATE_HOME={state} {sys.executable} -m trio_ws_demo echo --interactive "
-            f"{url}; echo EXIT=$?"
+            f"{' '.join(flags)} {url}; echo EXIT=$?"
         )
         terminal = Terminal(command, tmp_path / f"pane{len(opened)}")
         opened.append(terminal)
@@ -203,3 +203,36 @@ async def test_up_ctrl_r_and_a_history_kept_between_runs(
             assert await other.recv() == "alpha"
     kept = (state / "trio-ws-demo" / "history").read_text().split()
     assert {"alpha", "beta"} <= set(kept) and kept[-1] == "alpha"
+
+
+async def test_an_interactive_session_survives_a_server_restart_while_the_user_types(
+    terminal_factory: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    """echo -i --resume in a terminal: the server restarts in the middle of a line
+    being typed; the line is finished and sent once it is back, nothing lost."""
+    from .conftest import free_port
+    from .processes import run_cli
+
+    port = str(free_port())
+    url = f"ws://127.0.0.1:{port}/r"
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("serve", "--port", port, "--history", "10") as first:
+            await first.readline()
+            terminal = terminal_factory(url, None, "--resume")
+            await terminal.shows("Connection opened")
+            terminal.type("before")
+            await terminal.shows("Server sent:  before")  # it knows the room's epoch now
+            terminal.type_only("typed across")
+            first.process.kill()
+            await first.process.wait()
+        await terminal.shows("reconnecting in")
+        async with (
+            run_cli("serve", "--port", port, "--history", "10") as second,
+        ):
+            await second.readline()
+            await terminal.shows("Reconnected")
+            async with connect(url, proxy=None) as other:
+                terminal.type(" the restart")
+                assert await other.recv() == "typed across the restart"
+                await terminal.shows("Server sent:  typed across the restart")
+            second.interrupt()
