@@ -199,7 +199,9 @@ async def test_row17_without_history_the_resume_says_so_not_that_it_was_lost() -
                 assert await echo.readline() == "Client sends: Hello, WebSocket!"
                 assert await echo.readline() == "Server sent:  Hello, WebSocket!"
                 cable.cut()
-                await echo.log.wait_for("reconnecting in")
+                # One line for one event: the reconnect line says the connection was lost.
+                lost = await echo.log.readline()
+                assert lost.startswith("Connection lost (") and "reconnecting in" in lost
                 cable.restore()
                 line = await echo.log.wait_for("Reconnected")
                 echo.interrupt()

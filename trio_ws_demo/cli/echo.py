@@ -279,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
             result = trio.run(_run_echo, args, ssl_context, headers, texts, printer, file_message)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    printer.flush()
     if printer.output_closed:
         return EXIT_OK  # `echo ... | head`: the reader has what it wanted
     if (

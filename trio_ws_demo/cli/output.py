@@ -75,6 +75,9 @@ class Printer:
     ) -> None:
         self._out = out
         self._show_ping = show_ping
+        self._lost: Closed | None = None
+        """A connection lost without a close frame, held until the next event: one
+        line for one event ("reconnecting" says it, when a reconnect follows)."""
         self._only_echoes = only_echoes
         """Send-and-check (no --listen): show what was sent and its echoes; other
         traffic, a room's history or other clients' messages, is for --listen."""
@@ -93,6 +96,21 @@ class Printer:
         self.on_output_closed: Callable[[], None] | None = None
 
     def report(self, event: Event) -> None:
+        lost, self._lost = self._lost, None
+        if not self._json and isinstance(event, Closed) and event.by_server and event.code == 1006:
+            self._lost = event  # said by the reconnect line, if one follows (see flush)
+            return
+        if lost is not None and not isinstance(event, Reconnecting):
+            self._report(lost)
+        self._report(event)
+
+    def flush(self) -> None:
+        """Say what is still held back (a lost connection no reconnect followed)."""
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            self._report(lost)
+
+    def _report(self, event: Event) -> None:
         if isinstance(event, Opened):
             # v1 only if the server shows it: its first frame is joined or resume.
             self._envelopes = None if event.subprotocol == ENVELOPES else False
