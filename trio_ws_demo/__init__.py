@@ -16,11 +16,21 @@ The public API is re-exported here; the modules behind it are:
 * :mod:`~trio_ws_demo.protocol`: the server's WebSocket protocol after the 101,
   sans-I/O on wsproto's frame parser, with the one close table;
 * :mod:`~trio_ws_demo.connection`: one WebSocket connection and its catch-all,
-  with :mod:`~trio_ws_demo.outbox` (every byte a client is sent) and
-  :mod:`~trio_ws_demo.tls` (TLS records for the outbox);
-* :mod:`~trio_ws_demo.client`: the echo client as a library function;
+  with :mod:`~trio_ws_demo.outbox` (what a client is sent, when: the backlog
+  and its budget), :mod:`~trio_ws_demo.transport` (the one module that reads
+  and writes a connection's socket) and :mod:`~trio_ws_demo.tls` (TLS through
+  an SSLObject, from the handshake on);
+* :mod:`~trio_ws_demo.backplane`: rooms shared through Redis;
+* :mod:`~trio_ws_demo.client`: the echo client as a library function (on
+  trio-websocket, loaded only by the client);
 * :mod:`~trio_ws_demo.cli` and :mod:`~trio_ws_demo.logs`: the command line, a
-  thin shell over the above.
+  thin shell over the above (:mod:`~trio_ws_demo.cli.editor`: line editing
+  for ``echo -i``).
+
+The layers: sans-I/O (frames, http, handshake, protocol, hub, rooms: no socket,
+tested by feeding them), the server's I/O around them (frontdoor, connection,
+outbox, transport, tls, keepalive, listen, server, web, backplane), and the
+client (client, cli).
 """
 
 __version__ = "0.1.0"

@@ -9,8 +9,10 @@ layer. The head is then routed:
 what the client sent                                        answer
 ==========================================================  ======
 a plain HTTP request (not an upgrade)                       web.py
-not HTTP, or a malformed head                               400
+not HTTP, or a malformed head, or a non-ASCII ``Host``      400
+a TLS ClientHello on a plain ``ws://`` port                 400 (at once)
 a head larger than the limit                                431
+an upgrade over HTTP/1.0, or with a body                    400
 an upgrade with a wrong ``Sec-WebSocket-Version``            426
 an upgrade without a valid ``Sec-WebSocket-Key``             400
 an ``Origin`` not on the allow-list (when one is set)        403
@@ -21,7 +23,10 @@ a valid upgrade                                             admitted
 
 Every refusal is a complete HTTP response with ``Connection: close``. An
 admitted upgrade goes on to :class:`~trio_ws_demo.connection.Connection`,
-which hands the head's bytes to trio-websocket to accept.
+which writes the 101 (:func:`~trio_ws_demo.handshake.accept_response`): no
+other code parses the head, and nothing but an HTTP answer is ever written
+before it. At most ``max_pending`` heads are read at once (see
+:func:`~trio_ws_demo.listen.accept_loop`).
 """
 
 from __future__ import annotations

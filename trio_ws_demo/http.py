@@ -1,8 +1,8 @@
 """HTTP/1.1 as the front door needs it: read one request head, bounded; write one response.
 
-Every connection starts with an HTTP request head, read here before
-trio-websocket sees a byte, bounded in size (431 past the limit) and,
-by the caller, in time. Every response we write ourselves (refusals, the chat
+Every connection starts with an HTTP request head, read here before anything
+else sees a byte, bounded in size (431 past the limit) and, by the caller, in
+time; it is parsed once, here, in linear time (no backtracking pattern). Every response we write ourselves (refusals, the chat
 page, ``/healthz``, ``/metrics``) is complete and carries ``Connection: close``.
 """
 
@@ -107,10 +107,10 @@ async def read_request_head(
     Returns the head, an :class:`HttpRefusal` for a malformed or oversized
     head, or None if the peer closed first. The caller bounds the time.
 
-    Why not h11: every WebSocket handshake is parsed by wsproto (with h11)
-    anyway, and a second h11 parse was the largest cost we added per
-    connection. This reader accepts a strict subset of HTTP/1.x heads, enough
-    to route and check the request; wsproto then parses what we admit.
+    Why not h11: one request per connection needs no connection state, and a
+    handshake is the cost that matters most per connection. This reader
+    accepts a strict subset of HTTP/1.x heads, enough to route and check the
+    request, and nothing else parses it again: the connection writes the 101.
     """
     raw = bytearray()
     searched = 0
