@@ -2,8 +2,9 @@
 
 Every connection starts with an HTTP request head, read here before anything
 else sees a byte, bounded in size (431 past the limit) and, by the caller, in
-time; it is parsed once, here, in linear time (no backtracking pattern). Every response we write ourselves (refusals, the chat
-page, ``/healthz``, ``/metrics``) is complete and carries ``Connection: close``.
+time; it is parsed once, here, in linear time (no backtracking pattern). Every
+response we write ourselves (refusals, the chat page, ``/healthz``,
+``/metrics``) is complete and carries ``Connection: close``.
 """
 
 from __future__ import annotations
