@@ -119,6 +119,10 @@ async def test_metrics_come_from_prometheus_client(start_server: StartServer) ->
     assert m[("trio_ws_demo_handshake_rejections_total", (("reason", "origin not allowed"),))] == 1
     assert m[("trio_ws_demo_inbox_messages", ())] == 0
     assert ("trio_ws_demo_inbox_max_messages", ()) in m
+    # The process collector: this process's own figures.
+    assert m[("process_resident_memory_bytes", ())] > 1_000_000
+    assert m[("process_open_fds", ())] > 3
+    assert ("process_cpu_seconds_total", ()) in m
 
 
 async def test_json_logs_one_line_per_lifecycle_event_and_never_the_token() -> None:

@@ -35,7 +35,7 @@ from functools import cache
 from importlib import resources
 
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -126,6 +126,9 @@ class WebRoutes:
         self._options = options
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_ServerCollector(statistics))
+        # The process's own RSS, open fds and CPU (process_resident_memory_bytes, ...),
+        # as every Prometheus client exports them: for operators of several processes.
+        ProcessCollector(registry=self._registry)
 
     def metrics_text(self) -> bytes:
         return generate_latest(self._registry)
