@@ -442,3 +442,88 @@ def test_a_room_made_ready_for_a_client_that_never_joined_is_pruned() -> None:
     registry.prune("busy")
     assert registry.get("busy") is joined
     registry.prune("never-made")  # nothing to do
+
+
+def test_rooms_without_clients_expire_after_their_ttl() -> None:
+    now = [0.0]
+    rooms = Rooms(
+        budget=InboxBudget(), policy=SlowClientPolicy.CLOSE, history=10, room_ttl=60,
+        clock=lambda: now[0],
+    )  # fmt: skip
+    kept = rooms.room("kept")
+    kept.publish("history")
+    inbox = Inbox()
+    busy = rooms.room("busy")
+    busy.join(inbox, v1=False)
+    busy.publish("history")
+    now[0] = 59
+    assert rooms.expire() == 0
+    now[0] = 60
+    assert rooms.expire() == 1  # "kept": idle for 60 s; "busy" has a client
+    assert rooms.get("kept") is None and rooms.get("busy") is busy
+    rooms.leave(busy, inbox)  # idle from now on, its history kept a while more
+    now[0] = 119
+    assert rooms.expire() == 0 and rooms.get("busy") is busy
+    now[0] = 120
+    assert rooms.expire() == 1 and len(rooms) == 0
+
+
+def test_at_max_rooms_the_least_recently_used_empty_room_gives_way() -> None:
+    now = [0.0]
+    rooms = Rooms(
+        budget=InboxBudget(), policy=SlowClientPolicy.CLOSE, max_rooms=3, history=10,
+        room_ttl=None, clock=lambda: now[0],
+    )  # fmt: skip
+    inbox = Inbox()
+    for n, name in enumerate(["old", "newer", "occupied"]):
+        now[0] = n
+        rooms.room(name).publish("kept")
+    rooms.room("occupied").join(inbox, v1=False)
+    assert rooms.has_room_for("fresh")  # "old" gives way
+    assert [room.name for room in rooms.rooms()] == ["newer", "occupied"]
+    rooms.room("fresh").join(Inbox(), v1=False)
+    assert rooms.has_room_for("another")  # "newer" now
+    rooms.room("another").join(Inbox(), v1=False)
+    assert not rooms.has_room_for("one too many")  # all three have clients: 503
+
+
+async def test_the_server_frees_an_idle_room_after_room_ttl(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = BroadcastServer(ServerOptions(history=5, room_ttl=100))
+    with trio.fail_after(10_000):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run, "127.0.0.1", 0)
+            server.broadcast("kept a while", room="quiet")
+            assert server.rooms.get("quiet") is not None
+            await trio.sleep(99)  # virtual time
+            assert server.rooms.get("quiet") is not None
+            await trio.sleep(26)  # 100 s, and a sweep (every 25 s) since
+            assert server.rooms.get("quiet") is None
+            assert server.statistics().history_messages == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_s7_room_slots_never_fill_up_for_good() -> None:
+    """The probe's S7: one client fills --max-rooms with one message per room and
+    leaves; a new room then gets 101 (the least recently used empty room gives way),
+    not 503 until a restart."""
+    from websockets.trio.client import connect
+
+    from .processes import run_cli
+
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "serve", "--port", "0", "--history", "1", "--max-rooms", "3", "--log-level", "warning"
+        ) as serve:
+            base = (await serve.readline()).split()[2]
+            for name in ("a", "b", "c"):
+                async with connect(f"{base}/{name}", proxy=None) as ws:
+                    await ws.send(f"in {name}")
+                    await ws.recv()
+            async with connect(f"{base}/d", proxy=None) as ws:  # was: 503 for good
+                await ws.send("in d")
+                assert await ws.recv() == "in d"
+            async with connect(f"{base}/b", subprotocols=[SUBPROTOCOL], proxy=None) as ws:  # type: ignore[list-item]
+                joined = json.loads(await ws.recv())
+                assert joined["history"] == 1  # "a", the oldest, gave way; "b" kept its own

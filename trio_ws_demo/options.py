@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .handshake import AccessPolicy
 from .http import DEFAULT_MAX_REQUEST_HEAD
 from .hub import InboxBudget, SlowClientPolicy
-from .rooms import DEFAULT_HISTORY_BYTES, DEFAULT_MAX_ROOM_NAME, DEFAULT_MAX_ROOMS
+from .rooms import DEFAULT_HISTORY_BYTES, DEFAULT_MAX_ROOM_NAME, DEFAULT_MAX_ROOMS, DEFAULT_ROOM_TTL
 
 __all__ = ["ServerOptions"]
 
@@ -50,6 +50,9 @@ class ServerOptions:
     """Messages each room keeps for clients that join later (0: none)."""
     history_bytes: int = DEFAULT_HISTORY_BYTES
     """Bytes each room's history may hold; the oldest messages go first."""
+    room_ttl: float | None = DEFAULT_ROOM_TTL
+    """Seconds a room without clients keeps its history before it is freed (None or
+    0: for ever). At ``max_rooms`` the least recently used such room gives way first."""
     access: AccessPolicy = field(default_factory=AccessPolicy)
     """Allowed origins and the shared token, if any."""
     ssl_context: ssl.SSLContext | None = None
@@ -69,6 +72,10 @@ class ServerOptions:
     def __post_init__(self) -> None:
         if self.ping_interval == 0:  # 0 means off, as on the command line
             object.__setattr__(self, "ping_interval", None)
+        if self.room_ttl == 0:
+            object.__setattr__(self, "room_ttl", None)
+        if self.room_ttl is not None and self.room_ttl < 0:
+            raise ValueError("room_ttl must not be negative")
         if self.max_pending < 1:
             raise ValueError("max_pending must be positive")
         if self.max_message_size < 1 or self.max_clients < 1 or self.max_request_head < 256:

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_HISTORY_BYTES",
     "DEFAULT_MAX_ROOMS",
     "DEFAULT_MAX_ROOM_NAME",
+    "DEFAULT_ROOM_TTL",
     "ENTRY_OVERHEAD",
     "RESERVED_PATHS",
     "SUBPROTOCOL",
@@ -51,6 +52,8 @@ SUBPROTOCOL = "trio-ws-demo.v1"
 DEFAULT_MAX_ROOMS = 10_000
 DEFAULT_MAX_ROOM_NAME = 128
 DEFAULT_HISTORY_BYTES = 1024 * 1024
+#: Seconds a room without clients keeps its history before it is freed.
+DEFAULT_ROOM_TTL = 3600.0
 #: Paths the server answers itself; they cannot be rooms.
 RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/rooms"})
 
@@ -134,6 +137,9 @@ class Room:
         self.history_bytes = 0
         self.relay: Relay | None = None
         """Set by a backplane: where :meth:`send` passes messages first."""
+        self.idle_since: float | None = None
+        """When its last client left (or it was made without one); None while it has
+        clients. Set by :class:`Rooms`, which expires idle rooms."""
 
     @property
     def clients(self) -> int:
@@ -192,6 +198,7 @@ class Room:
         since: tuple[int, str] | None = None,
     ) -> Joined:
         """Subscribe, and return what to send first (history, or what a resume missed)."""
+        self.idle_since = None
         if not v1:
             frames = [entry.plain_frame for entry in self._history]
             self.plain.subscribe(subscriber)
@@ -307,8 +314,13 @@ class Rooms:
         max_rooms: int = DEFAULT_MAX_ROOMS,
         history: int = 0,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
+        room_ttl: float | None = DEFAULT_ROOM_TTL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._budget = budget
+        self.room_ttl = room_ttl
+        """Seconds a room with no clients keeps its history; None: for ever."""
+        self._clock = clock
         self._policy = policy
         self.max_rooms = max_rooms
         self._history = history
@@ -327,8 +339,30 @@ class Rooms:
         return self._rooms.get(name)
 
     def has_room_for(self, name: str) -> bool:
-        """False if *name* would be a new room past ``max_rooms``."""
-        return name in self._rooms or len(self._rooms) < self.max_rooms
+        """False if *name* would be a new room past ``max_rooms``, when not even the
+        least recently used room without clients can give way."""
+        if name in self._rooms or len(self._rooms) < self.max_rooms:
+            return True
+        idle = [room for room in self._rooms.values() if room.idle_since is not None]
+        if not idle:
+            return False
+        self._free(min(idle, key=lambda room: room.idle_since or 0.0))
+        return True
+
+    def expire(self) -> int:
+        """Free every room that has had no client for ``room_ttl`` seconds, with its
+        history; return how many. (The server calls this now and then.)"""
+        if self.room_ttl is None:
+            return 0
+        deadline = self._clock() - self.room_ttl
+        expired = [
+            room
+            for room in self._rooms.values()
+            if room.idle_since is not None and room.idle_since <= deadline
+        ]
+        for room in expired:
+            self._free(room)
+        return len(expired)
 
     def room(self, name: str) -> Room:
         """The room *name*, created if need be (check :meth:`has_room_for` first)."""
@@ -338,11 +372,14 @@ class Rooms:
                 name, self._budget, self._policy, self._history, self._history_bytes
             )
             room.relay = self.relay
+            room.idle_since = self._clock()  # until a client joins
         return room
 
     def leave(self, room: Room, subscriber: Subscriber[bytes]) -> None:
         """Remove *subscriber*; free the room once it has no clients and no history."""
         room.leave(subscriber)
+        if not room.clients and room.idle_since is None:
+            room.idle_since = self._clock()
         self._free_if_unused(room)
 
     def prune(self, name: str) -> None:
@@ -353,7 +390,11 @@ class Rooms:
             self._free_if_unused(room)
 
     def _free_if_unused(self, room: Room) -> None:
-        if not room.alive and self._rooms.get(room.name) is room:
+        if not room.alive:
+            self._free(room)
+
+    def _free(self, room: Room) -> None:
+        if self._rooms.get(room.name) is room:
             del self._rooms[room.name]
             if self.on_freed is not None:
                 self.on_freed(room)

@@ -82,6 +82,8 @@ class BroadcastServer:
             max_rooms=options.max_rooms,
             history=options.history,
             history_bytes=options.history_bytes,
+            room_ttl=options.room_ttl,
+            clock=trio.current_time,
         )
         self.port: int | None = None
         self.traffic = Traffic()
@@ -217,6 +219,8 @@ class BroadcastServer:
                             raise ServerStartupError(str(exc)) from None
                     if self.keepalive is not None:
                         services.start_soon(self.keepalive.run)
+                    if self.options.room_ttl is not None:
+                        services.start_soon(self._expire_rooms, self.options.room_ttl)
                     for listener in listeners:
                         services.start_soon(
                             accept_loop,
@@ -230,6 +234,14 @@ class BroadcastServer:
                     task_status.started(listeners[0].getsockname()[1])
             finally:
                 self._begin_shutdown()
+
+    async def _expire_rooms(self, ttl: float) -> None:
+        """Free rooms idle for *ttl*, checking a few times per *ttl* (at most once a minute)."""
+        while True:
+            await trio.sleep(min(ttl / 4, 60.0))
+            expired = self.rooms.expire()
+            if expired:
+                logger.debug("%d idle rooms expired", expired)
 
     async def _connection_pool(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         # One shield for every connection: cancelling run() must not drop a

@@ -120,6 +120,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="bytes each room's history may hold; the oldest messages go first",
     )
     serve.add_argument(
+        "--room-ttl",
+        type=non_negative_float,
+        default=ServerOptions.room_ttl,
+        metavar="SECONDS",
+        help="a room without clients keeps its history this long, then is freed (0: for "
+        "ever); at --max-rooms the least recently used such room gives way first",
+    )
+    serve.add_argument(
         "--max-header-size",
         type=head_size,
         default=ServerOptions.max_request_head,
@@ -289,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
         max_room_name=args.max_room_name,
         history=args.history,
         history_bytes=args.history_bytes,
+        room_ttl=args.room_ttl or None,
         max_request_head=args.max_header_size,
         max_pending=args.max_pending,
         handshake_timeout=args.handshake_timeout,
