@@ -390,3 +390,29 @@ async def test_clients_joining_a_new_room_at_once_all_hear_the_other_process(
             assert (joined["type"], joined["history"]) == ("joined", 1)
             (kept,) = await frames(late, 1)
             assert kept["text"] == "to all twenty"
+
+
+async def test_a_malformed_stream_entry_is_skipped_never_fatal(
+    redis: RedisServer, start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-made entry with a bad time field, while the room is read and when it
+    is loaded again by a new process: skipped and counted, the server serves on."""
+    a = await start_server(ServerOptions(redis=redis.url, history=10))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(a, "/p"), subprotocols=V1, proxy=None) as ws:  # type: ignore[list-item]
+            await until_frame(ws, "joined")
+            await ws.send("before")
+            assert (await frames(ws, 1))[0]["text"] == "before"
+            poison = ["redis-cli", "-p", str(redis.port), "XADD", "trio-ws-demo:room:p",
+                      "0-1000", "t", "not-a-time", "m", "poison"]  # fmt: skip
+            await trio.run_process(poison, capture_stdout=True)
+            await ws.send("after")
+            (after,) = await frames(ws, 1)  # the poison never arrives; the server lives
+            assert after["text"] == "after"
+        assert a.statistics().backplane is not None
+        assert a.statistics().backplane.skipped == 1  # type: ignore[union-attr]
+        b = await start_server(ServerOptions(redis=redis.url, history=10))  # loads it anew
+        async with connect(url_of(b, "/p"), subprotocols=V1, proxy=None) as late:  # type: ignore[list-item]
+            joined = json.loads(await late.recv())
+            assert joined["history"] == 2  # "before" and "after", not the poison
+    assert any("malformed entry" in r.getMessage() for r in caplog.records)

@@ -105,6 +105,8 @@ class BackplaneStatistics:
     dropped: int
     """Messages that did not fit the outbound queue while Redis was slow."""
     queued: int
+    skipped: int = 0
+    """Malformed stream entries skipped (never delivered, never fatal)."""
 
 
 def _stream_key(room: str) -> str:
@@ -127,6 +129,17 @@ def _entry_message(fields: Any) -> tuple[str | bytes, float]:
     if fields.get(b"b") == b"1":
         return message, at
     return message.decode("utf-8", "replace"), at
+
+
+def _parse_entry(entry: Any) -> tuple[int, float, str | bytes] | None:
+    """An entry's offset, time and message; None for one that is not ours (a bad
+    ``t`` field, an ID not ``0-N``, fields of the wrong type): a poison entry is
+    skipped, never fatal, or every process would crash on it for good."""
+    try:
+        message, at = _entry_message(entry.field_values)
+        return _offset(entry.identifier), at, message
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 class RedisBackplane:
@@ -171,6 +184,7 @@ class RedisBackplane:
         self.sent = 0
         self.received = 0
         self.dropped = 0
+        self.skipped = 0
         rooms.relay = self.relay
         rooms.on_freed = self._unfollow
 
@@ -232,6 +246,7 @@ class RedisBackplane:
             received=self.received,
             dropped=self.dropped,
             queued=len(self._outbound),
+            skipped=self.skipped,
         )
 
     # -- the link ---------------------------------------------------------------
@@ -310,11 +325,14 @@ class RedisBackplane:
         newest = await newest_request
         entries = []
         for entry in reversed(newest):
-            message, at = _entry_message(entry.field_values)
-            entries.append((_offset(entry.identifier), at, message))
+            parsed = _parse_entry(entry)
+            if parsed is None:
+                self.skipped += 1
+                continue
+            entries.append(parsed)
         last = entries[-1][0] if entries else 0
         room.adopt(
-            (epoch or b"").decode(),
+            (epoch or b"").decode("utf-8", "replace"),
             last,
             entries[-self._history :] if self._history else [],
         )
@@ -427,8 +445,13 @@ class RedisBackplane:
             last = entry.identifier
             if room is None:
                 continue
-            message, at = _entry_message(entry.field_values)
-            room.publish(message, offset=_offset(entry.identifier), at=at)
+            parsed = _parse_entry(entry)
+            if parsed is None:
+                self.skipped += 1
+                logger.warning("backplane: skipped a malformed entry in room %r", name)
+                continue
+            offset, at, message = parsed
+            room.publish(message, offset=offset, at=at)
             self.received += 1
         if last is not None and name in self._followed:
             self._followed[name] = last

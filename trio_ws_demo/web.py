@@ -113,6 +113,7 @@ class _ServerCollector(Collector):
                 "backplane_dropped", "Messages that did not fit the queue to Redis.", b.dropped
             )
             yield gauge("backplane_queued", "Messages waiting to be written to Redis.", b.queued)
+            yield counter("backplane_skipped", "Malformed Redis stream entries skipped.", b.skipped)
 
 
 class WebRoutes:
