@@ -51,12 +51,13 @@ async def test_the_chat_page_is_served_at_the_root(server: BroadcastServer) -> N
 async def test_healthz_counts_connected_clients(server: BroadcastServer) -> None:
     with trio.fail_after(TIMEOUT):
         _, _, body = await get(server, "/healthz")
-        assert json.loads(body) == {"status": "ok", "clients": 0}
+        instance = f"127.0.0.1:{server.port}"  # which process answered: its address
+        assert json.loads(body) == {"status": "ok", "clients": 0, "instance": instance}
         async with connect(url_of(server), proxy=None), connect(url_of(server), proxy=None):
             status, headers, body = await get(server, "/healthz")
             assert status == "HTTP/1.1 200 OK"
             assert headers["content-type"] == "application/json"
-            assert json.loads(body) == {"status": "ok", "clients": 2}
+            assert json.loads(body) == {"status": "ok", "clients": 2, "instance": instance}
             head_status, _, head_body = await get(server, "/healthz", "HEAD")
             assert head_status == "HTTP/1.1 200 OK" and head_body == b""
 
@@ -148,3 +149,29 @@ async def test_json_logs_one_line_per_lifecycle_event_and_never_the_token() -> N
     assert closed["messages_in"] == 30 and closed["messages_out"] == 30
     assert closed["slow"] is False and closed["duration_s"] >= 0
     assert all(r["level"] == "info" for r in records)
+
+
+async def test_every_log_line_and_healthz_name_the_instance() -> None:
+    from .processes import run_cli
+    from .wsraw import http_exchange
+
+    with trio.fail_after(TIMEOUT):
+        async with run_cli(
+            "serve", "--port", "0", "--instance", "eu-1", "--log-level", "debug"
+        ) as serve:
+            port = int((await serve.readline()).split()[2].rsplit(":", 1)[1])
+            answer = await http_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["instance"] == "eu-1"
+            await http_exchange(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")  # one log line
+            serve.interrupt()
+            assert await serve.process.wait() == 0
+            log = await serve.stderr()
+        async with run_cli("serve", "--port", "0", "--log-format", "json") as unnamed:
+            port = int((await unnamed.readline()).split()[2].rsplit(":", 1)[1])
+            await http_exchange(port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+            unnamed.interrupt()
+            await unnamed.process.wait()
+            records = [json.loads(line) for line in (await unnamed.stderr()).splitlines()]
+    lines = log.splitlines()
+    assert lines and all(" [eu-1] " in line for line in lines)
+    assert records and all(r["instance"] == f"127.0.0.1:{port}" for r in records[1:])

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from .handshake import escape
 
-__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "configure"]
+__all__ = ["FIELDS", "InstanceFilter", "JsonFormatter", "TextFormatter", "configure"]
 
 #: Structured fields a log record may carry, in the order they are written.
 FIELDS = (
@@ -37,6 +37,19 @@ FIELDS = (
 )
 
 
+class InstanceFilter(logging.Filter):
+    """Names the server process on every record (``instance``): with several
+    processes behind one Redis, an operator must know which one said what."""
+
+    def __init__(self, instance: str = "") -> None:
+        super().__init__()
+        self.instance = instance
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.instance = self.instance
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, object] = {
@@ -45,6 +58,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        instance = getattr(record, "instance", "")
+        if instance:
+            data["instance"] = instance
         for name in FIELDS:
             if hasattr(record, name):
                 data[name] = getattr(record, name)
@@ -62,13 +78,16 @@ class TextFormatter(logging.Formatter):
         return escape(super().formatMessage(record))
 
 
-def configure(level: str, fmt: str) -> None:
-    """Send log records to stderr, as text or JSON lines."""
+def configure(level: str, fmt: str, instance: InstanceFilter | None = None) -> None:
+    """Send log records to stderr, as text or JSON lines, each naming *instance*."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(instance or InstanceFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            TextFormatter("%(asctime)s %(levelname)s [%(instance)s] %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

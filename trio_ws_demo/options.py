@@ -66,6 +66,8 @@ class ServerOptions:
     and counted."""
     redis_optional: bool = False
     """Start even if Redis is unreachable (local until it is back)."""
+    instance: str | None = None
+    """This process's name in /healthz (default: the address it listens on)."""
     reuse_port: bool = False
     """SO_REUSEPORT: several processes listen on one port; the kernel spreads clients."""
 

@@ -86,11 +86,13 @@ class BroadcastServer:
             clock=trio.current_time,
         )
         self.port: int | None = None
+        self.instance = options.instance or ""
+        """This process's name (``--instance``, else HOST:PORT once listening)."""
         self.traffic = Traffic()
         self.connections_total = 0
         """WebSocket connections admitted so far."""
         self.connection_errors = 0
-        self.web = WebRoutes(self.statistics, self.rooms, options)
+        self.web = WebRoutes(self.statistics, self.rooms, options, lambda: self.instance)
         self.front_door = FrontDoor(options, self.web, lambda: self.clients, self.rooms)
         self.keepalive = (
             Keepalive(options.ping_interval, options.ping_timeout)
@@ -184,6 +186,8 @@ class BroadcastServer:
         """
         listeners = await open_listeners(host, port, reuse_port=self.options.reuse_port)
         self.port = listeners[0].getsockname()[1]
+        if not self.instance:
+            self.instance = f"{format_host(host or '0.0.0.0')}:{self.port}"
         url = f"{self.options.scheme}://{format_host(host or '0.0.0.0')}:{self.port}"
         logger.debug(  # the command line prints it; a library user has the port
             "listening on %s (%s)",

@@ -120,9 +120,14 @@ class WebRoutes:
     """Answers non-upgrade requests."""
 
     def __init__(
-        self, statistics: Callable[[], ServerStatistics], rooms: Rooms, options: ServerOptions
+        self,
+        statistics: Callable[[], ServerStatistics],
+        rooms: Rooms,
+        options: ServerOptions,
+        instance: Callable[[], str] = lambda: "",
     ) -> None:
         self._statistics = statistics
+        self._instance = instance
         self._rooms = rooms
         self._options = options
         self._registry = CollectorRegistry(auto_describe=False)
@@ -145,6 +150,8 @@ class WebRoutes:
         if path == "/healthz":
             stats = self._statistics()
             health: dict[str, object] = {"status": "ok", "clients": stats.clients}
+            if self._instance():
+                health["instance"] = self._instance()
             if stats.backplane is not None:
                 health["backplane"] = "up" if stats.backplane.up else "down"
                 if not stats.backplane.up:

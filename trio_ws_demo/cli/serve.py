@@ -18,6 +18,7 @@ from ..backplane import redact_url
 from ..handshake import AccessPolicy, origin_of
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from ..listen import format_host
+from ..logs import InstanceFilter
 from ..logs import configure as configure_logging
 from ..server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
 from .flags import (
@@ -235,6 +236,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "the kernel spreads clients over them",
     )
     serve.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="this process's name in every log line and in /healthz (default: HOST:PORT)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -250,7 +256,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level, args.log_format)
+    instance = InstanceFilter(args.instance or f"{format_host(args.host or '0.0.0.0')}:{args.port}")
+    configure_logging(args.log_level, args.log_format, instance)
     if args.keyfile and not args.certfile:
         print("error: --keyfile needs --certfile", file=sys.stderr)
         return EXIT_USAGE
@@ -315,11 +322,12 @@ def run(args: argparse.Namespace) -> int:
         redis_optional=args.redis_optional,
         redis_queue=args.redis_queue,
         reuse_port=args.reuse_port,
+        instance=args.instance,
     )
     _raise_open_file_limit()
     _tune_garbage_collection()
     try:
-        error = trio.run(_run_server, options, args.host, args.port)
+        error = trio.run(_run_server, options, args.host, args.port, instance)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if error is not None:
@@ -328,7 +336,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _run_server(options: ServerOptions, host: str, port: int) -> ServerStartupError | None:
+async def _run_server(
+    options: ServerOptions, host: str, port: int, instance: InstanceFilter | None = None
+) -> ServerStartupError | None:
     """Serve until SIGINT or SIGTERM (a second one: stop at once); return a startup error."""
     server = BroadcastServer(options)
     error: ServerStartupError | None = None
@@ -355,6 +365,9 @@ async def _run_server(options: ServerOptions, host: str, port: int) -> ServerSta
                         error = exc
                     else:
                         gc.freeze()  # what start-up made lives for good: never scan it again
+                        if instance is not None and not options.instance:
+                            instance.instance = f"{format_host(host or '0.0.0.0')}:{bound}"
+                            server.instance = instance.instance
                         print(listening_line(options, host, bound), flush=True)
             outer.cancel_scope.cancel()
     return error
