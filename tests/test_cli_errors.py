@@ -412,7 +412,10 @@ def _have_ipv6_loopback() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _have_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+@pytest.mark.skipif(
+    not _have_ipv6_loopback(),
+    reason="this machine cannot: bind ::1 (no IPv6 loopback; .ci/run tries to enable it)",
+)
 async def test_ipv6_hosts_print_in_brackets() -> None:
     with trio.fail_after(TIMEOUT):
         async with run_cli("serve", "--host", "::1", "--port", "0") as serve:
