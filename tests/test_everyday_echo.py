@@ -468,3 +468,11 @@ def test_control_frames_are_found_however_the_bytes_are_cut() -> None:
         for at in range(0, len(wire), cut):
             frames.feed(wire[at : at + cut])
         assert seen == [ControlFrame("ping", b"hi"), ControlFrame("pong", b"")], cut
+
+
+async def test_row5_interactive_resume_with_nothing_there_is_one_line() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "-i", "--resume", "ws://127.0.0.1:9/", stdin=b"") as cli:
+            assert await cli.process.wait() == 1
+            err = await cli.stderr()
+    assert err == "Connection error: connection refused (127.0.0.1:9)\n"

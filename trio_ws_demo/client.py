@@ -17,7 +17,7 @@ import math
 import socket
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -349,17 +349,33 @@ async def run_client(
             [*subprotocols, *([ENVELOPES] if envelopes else [])], report, stop,
             _Position() if envelopes else None,
         )  # fmt: skip
+    first = [messages]
+
+    def session(at: str, position: _Position) -> Awaitable[EchoResult]:
+        sending, first[:] = first[0], [()]  # sent once; a reconnect only listens
+        return _run_once(
+            at, sending, timeout, interval, True, ssl_context, headers,
+            [*subprotocols, ENVELOPES], report, stop, position,
+        )  # fmt: skip
+
+    return await _resuming(url, session, report, stop)
+
+
+async def _resuming(
+    url: str,
+    session: Callable[[str, _Position], Awaitable[EchoResult]],
+    report: Callable[[Event], None],
+    stop: trio.Event | None,
+) -> EchoResult:
+    """Run *session* again whenever the server goes away, with backoff (0.5 s doubling
+    to 10 s), at the URL that asks for what was missed (``?since=N&epoch=E``)."""
     position = _Position()
     delay = _BACKOFF_FIRST
     while True:
         separator = "&" if urllib.parse.urlsplit(url).query else "?"
         query = position.query()
         try:
-            result = await _run_once(
-                f"{url}{separator}{query}" if query else url,
-                messages, timeout, interval, True, ssl_context, headers,
-                [*subprotocols, ENVELOPES], report, stop, position,
-            )  # fmt: skip
+            result = await session(f"{url}{separator}{query}" if query else url, position)
         except ClientError as exc:
             if position.epoch is None:
                 raise  # never connected: nothing to resume
@@ -369,7 +385,6 @@ async def run_client(
                 return result
             delay = _BACKOFF_FIRST
             why = f"the server closed the connection with code {result.close_code}"
-        messages = ()  # sent once; a reconnect only listens
         report(Reconnecting(delay, why))
         with trio.move_on_after(delay):
             if stop is not None:
@@ -460,8 +475,6 @@ async def run_interactive(
         return await _interactive_once(
             url, lines, timeout, ssl_context, headers, list(subprotocols), report, stop, None
         )
-    position = _Position()
-    delay = _BACKOFF_FIRST
     send, receive = trio.open_memory_channel[str](math.inf)
 
     async def pump() -> None:  # one reader of *lines* for every session: none is lost
@@ -469,37 +482,23 @@ async def run_interactive(
             async for line in lines:
                 send.send_nowait(line)
 
+    def session(at: str, position: _Position) -> Awaitable[EchoResult]:
+        return _interactive_once(
+            at, receive, timeout, ssl_context, headers, [*subprotocols, ENVELOPES],
+            report, stop, position,
+        )  # fmt: skip
+
+    error: ClientError | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pump)
-        while True:
-            separator = "&" if urllib.parse.urlsplit(url).query else "?"
-            query = position.query()
-            try:
-                result = await _interactive_once(
-                    f"{url}{separator}{query}" if query else url,
-                    receive, timeout, ssl_context, headers,
-                    [*subprotocols, ENVELOPES], report, stop, position,
-                )  # fmt: skip
-            except ClientError as exc:
-                if position.epoch is None:
-                    raise  # never connected: nothing to resume
-                why = str(exc)
-            else:
-                if (stop is not None and stop.is_set()) or not result.closed_by_server:
-                    nursery.cancel_scope.cancel()
-                    return result
-                delay = _BACKOFF_FIRST
-                why = f"the server closed the connection with code {result.close_code}"
-            report(Reconnecting(delay, why))
-            with trio.move_on_after(delay):
-                if stop is not None:
-                    await stop.wait()
-                else:
-                    await trio.sleep_forever()
-            if stop is not None and stop.is_set():
-                nursery.cancel_scope.cancel()
-                return EchoResult(close_code=1000)
-            delay = min(delay * 2, _BACKOFF_MAX)
+        try:
+            result = await _resuming(url, session, report, stop)
+        except ClientError as exc:  # raised here, not as a group out of the nursery
+            error = exc
+        nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return result
 
 
 async def _interactive_once(
