@@ -409,6 +409,37 @@ async def _run_once(
     stop: trio.Event | None,
     position: _Position | None,
 ) -> EchoResult:
+    async def talk(
+        ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
+    ) -> tuple[int, str | None]:
+        reading = position
+        if ws.subprotocol != ENVELOPES:
+            reading = None  # the server did not take it: frames are plain messages
+        elif reading is None:
+            reading = _Position()  # offered with --subprotocol: read envelopes too
+        if reading is not None:
+            reading.speaks_v1 = None  # this server's first frame will tell
+        await _converse(ws, messages, result, report, timeout, interval, listen, reading)
+        return 1000, None
+
+    return await _session(url, timeout, ssl_context, headers, subprotocols, report, stop, talk)
+
+
+async def _session(
+    url: str,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None,
+    headers: Iterable[tuple[str, str]],
+    subprotocols: list[str],
+    report: Callable[[Event], None],
+    stop: trio.Event | None,
+    talk: Callable[
+        [WebSocketConnection, EchoResult, trio.Nursery], Awaitable[tuple[int, str | None]]
+    ],
+) -> EchoResult:
+    """One connection: open it, shake hands, *talk* (in a nursery that *stop* cancels),
+    then close with the code *talk* returned, unless the server closed first. Reports
+    Opened and Closed; any failure becomes one :class:`ClientError`."""
     target = parse_url(url)
     result = EchoResult()
     stream = await _open_stream(target, ssl_context, timeout)
@@ -422,22 +453,18 @@ async def _run_once(
                 nursery.cancel_scope.cancel()
                 return result
             report(Opened(url, ws.subprotocol))
+            close: tuple[int, str | None] = (1000, None)
             async with trio.open_nursery() as conversation:
                 if stop is not None:
                     conversation.start_soon(_cancel_when_set, stop, conversation.cancel_scope)
-                if ws.subprotocol != ENVELOPES:
-                    position = None  # the server did not take it: frames are plain messages
-                elif position is None:
-                    position = _Position()  # offered with --subprotocol: read envelopes too
-                if position is not None:
-                    position.speaks_v1 = None  # this server's first frame will tell
-                await _converse(ws, messages, result, report, timeout, interval, listen, position)
+                close = await talk(ws, result, conversation)
                 conversation.cancel_scope.cancel()
             result.interrupted = stop is not None and stop.is_set()
             if not result.closed_by_server:
+                code, reason = close
                 with trio.move_on_after(timeout):
-                    await ws.aclose(1000)
-                result.close_code = 1000
+                    await ws.aclose(code, reason)
+                result.close_code, result.close_reason = code, reason
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise _client_error(group, target, timeout) from None
@@ -512,42 +539,17 @@ async def _interactive_once(
     stop: trio.Event | None,
     position: _Position | None,
 ) -> EchoResult:
-    target = parse_url(url)
-    result = EchoResult()
-    stream = await _open_stream(target, ssl_context, timeout)
-    try:
-        async with trio.open_nursery() as nursery:
-            ws = await _handshake(
-                nursery, stream, target, subprotocols, headers, timeout, stop, report
-            )
-            if ws is None:
-                result.interrupted = True
-                nursery.cancel_scope.cancel()
-                return result
-            report(Opened(url, ws.subprotocol))
-            if position is not None:
-                position.speaks_v1 = None if ws.subprotocol == ENVELOPES else False
-            close: tuple[int, str | None] = (1000, None)
-            async with trio.open_nursery() as session:
-                session.start_soon(
-                    _print_incoming, ws, result, report, session.cancel_scope, position
-                )
-                if stop is not None:
-                    session.start_soon(_cancel_when_set, stop, session.cancel_scope)
-                close = await _send_lines(ws, lines, result, report, timeout)
-                session.cancel_scope.cancel()
-            if not result.closed_by_server:
-                code, reason = close
-                with trio.move_on_after(timeout):
-                    await ws.aclose(code, reason)
-                result.close_code, result.close_reason = code, reason
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise _client_error(group, target, timeout) from None
-    finally:
-        await trio.aclose_forcefully(stream)
-    report(Closed(result.close_code, result.close_reason, result.closed_by_server))
-    return result
+    async def talk(
+        ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
+    ) -> tuple[int, str | None]:
+        if position is not None:
+            position.speaks_v1 = None if ws.subprotocol == ENVELOPES else False
+        conversation.start_soon(
+            _print_incoming, ws, result, report, conversation.cancel_scope, position
+        )
+        return await _send_lines(ws, lines, result, report, timeout)
+
+    return await _session(url, timeout, ssl_context, headers, subprotocols, report, stop, talk)
 
 
 async def _print_incoming(
