@@ -71,6 +71,14 @@ class Process:
             lines.append(line)
         return lines
 
+    async def stdout_bytes(self) -> bytes:
+        """The rest of stdout, as bytes, to its end."""
+        assert self.process.stdout is not None
+        data = b""
+        while chunk := await self.process.stdout.receive_some():
+            data += chunk
+        return data
+
     async def stderr(self) -> str:
         """The rest of stderr (after any lines already read with ``log``)."""
         rest = []
@@ -88,12 +96,14 @@ async def run_cli(
     stdin: bytes | None = None,
     env: dict[str, str] | None = None,
     merged: bool = False,
+    typing: bool = False,
 ) -> AsyncIterator[Process]:
-    """Run the CLI; with *merged*, stderr goes into stdout in order, as a terminal shows it."""
+    """Run the CLI; with *merged*, stderr goes into stdout in order, as a terminal shows it.
+    With *typing*, stdin stays open for the test to write to (``process.process.stdin``)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trio_ws_demo", *args],
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin is not None or typing else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merged else subprocess.PIPE,
         env=env,
@@ -108,6 +118,6 @@ async def run_cli(
         if process.poll() is None:
             process.kill()
         await process.wait()
-        for stream in (process.stdout, process.stderr):
+        for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 await stream.aclose()

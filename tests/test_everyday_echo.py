@@ -100,10 +100,7 @@ async def test_row14_raw_output_is_only_what_the_server_sent(start_server: Start
         async with run_cli(
             "echo", "--binary", "--binary-output", "raw", url_of(server), "AB"
         ) as cli:
-            out = b""
-            assert cli.process.stdout is not None
-            while chunk := await cli.process.stdout.receive_some():
-                out += chunk
+            out = await cli.stdout_bytes()
             assert await cli.process.wait() == 0
             err = await cli.stderr()
     assert out == b"AB"  # the echo, byte for byte, nothing added
@@ -345,10 +342,7 @@ async def test_row4_a_file_is_sent_as_one_message_byte_for_byte(
         async with run_cli(
             "echo", "--file", str(path), "--binary", "--binary-output", "raw", url_of(server)
         ) as cli:
-            out = b""
-            assert cli.process.stdout is not None
-            while chunk := await cli.process.stdout.receive_some():
-                out += chunk
+            out = await cli.stdout_bytes()
             assert await cli.process.wait() == 0
         assert out == blob
         async with run_cli("echo", "--file", str(path), url_of(server)) as cli:
@@ -359,49 +353,36 @@ async def test_row4_a_file_is_sent_as_one_message_byte_for_byte(
 async def test_row5_an_interactive_session_survives_a_server_restart() -> None:
     """echo -i --resume (and --listen --resume -): the server restarts while the
     user types; what was typed meanwhile is sent once it is back."""
-    import sys
-
     from .conftest import free_port
-    from .processes import Process
 
     port = str(free_port())
     with trio.fail_after(30):
         async with run_cli("serve", "--port", port, "--history", "10") as server:
             await server.readline()
-            process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "trio_ws_demo", "echo", "-i", "--resume",
-                 f"ws://127.0.0.1:{port}/r"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )  # fmt: skip
-            echo = Process(process)
-            assert process.stdin is not None
-            try:
+            async with run_cli(
+                "echo", "-i", "--resume", f"ws://127.0.0.1:{port}/r", typing=True
+            ) as echo:
+                keyboard = echo.process.stdin
+                assert keyboard is not None
                 await echo.log.wait_for("Connection opened")
-                await process.stdin.send_all(b"before\n")
+                await keyboard.send_all(b"before\n")
                 assert await echo.readline() == "Client sends: before"
                 assert await echo.readline() == "Server sent:  before"
                 server.process.kill()
                 await server.process.wait()
                 await echo.log.wait_for("reconnecting in")
-                await process.stdin.send_all(b"while it was down\n")  # typed meanwhile
+                await keyboard.send_all(b"while it was down\n")  # typed meanwhile
                 async with run_cli("serve", "--port", port, "--history", "10") as again:
                     await again.readline()
                     await echo.log.wait_for("Reconnected")
                     assert await echo.readline() == "Client sends: while it was down"
                     assert await echo.readline() == "Server sent:  while it was down"
-                    await process.stdin.send_all(b"after\n")
+                    await keyboard.send_all(b"after\n")
                     assert await echo.readline() == "Client sends: after"
                     assert await echo.readline() == "Server sent:  after"
-                    await process.stdin.aclose()  # end of input: close 1000, exit 0
-                    assert await process.wait() == 0
+                    await keyboard.aclose()  # end of input: close 1000, exit 0
+                    assert await echo.process.wait() == 0
                     again.interrupt()
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                await process.wait()
-                for stream in (process.stdout, process.stderr):
-                    if stream is not None:
-                        await stream.aclose()
 
 
 async def test_row7_send_and_check_prints_its_echo_not_the_rooms_history(
