@@ -1,34 +1,50 @@
 """The Redis backplane: several server processes share rooms, history and offsets.
 
 Why Redis Streams, not pub/sub: one stream per room (``trio-ws-demo:room:NAME``)
-gives everything the rooms need from one command set. ``XADD key 0-* ...``
-makes Redis number a room's messages 1, 2, 3, … (entry IDs ``0-1``, ``0-2``, …),
-so an offset means the same message on every process; a stream has one order,
-which every process reads with ``XREAD``; and the stream *is* the history
-(``MAXLEN ~`` trims it), so a client that resumes on another process, after its
-own process died, is served from it. Pub/sub would need a second store for
-history and a way to agree on offsets.
+gives everything the rooms need from one command set. The stream has one
+order, which every process reads with ``XREAD``; its entry IDs are the room's
+``EPOCH-OFFSET`` (see :mod:`.feeds`), so an offset names the same message on
+every process; and the stream *is* the history (``MAXLEN ~`` trims it), so a
+client that resumes on another process, or from further back than memory
+reaches, is served from it. Pub/sub would need a second store for history and a
+way to agree on offsets.
+
+Each room is a :class:`~trio_ws_demo.feeds.RoomFeed`, an explicit state
+machine (LOCAL → LOADING → FOLLOWED → LOCAL): only a FOLLOWED room relays to
+Redis, and it gets the shared epoch in the same step that makes it FOLLOWED.
 
 How a message travels: a client's message goes into a bounded outbound queue
 (:meth:`RedisBackplane.relay` never awaits). One writer task sends what has
-queued up as one pipeline of ``XADD``; whatever arrives while a pipeline is in
-flight makes the next one. One reader task ``XREAD``s every room this process
-has clients in, many entries per call, and publishes each entry into the local
-:class:`~trio_ws_demo.rooms.Room` with Redis's offset, where it is encoded once
-per form for this process's clients. So a sender sees its own message when every
-other process does, in the room's one order.
+queued up as one pipeline of ``FCALL trio_ws_demo_publish`` (an ``XADD`` under
+the stream's current epoch, done in Redis so that it is atomic); each entry
+carries this process's writer id and a sequence number. One reader task
+``XREAD``s every followed room from the last entry it read, and publishes each
+entry into the local :class:`~trio_ws_demo.rooms.Room` with its offset, where it
+is encoded once per form for this process's clients. So a sender sees its own
+message when every other process does, in the room's one order.
 
-When the link is lost (an error, or no answer within ``stream_timeout``), the
-rooms go local: messages are delivered at once to this process's clients,
-including those still queued for Redis, and nothing is sent twice (after the
-link is back, reading resumes from the stream's end at that moment). v1 clients
-get a ``{"type": "backplane", "up": false, ...}`` frame with the local epoch
-(the chat page shows a notice), and ``up: true`` with the shared epoch and
-offset once the link is back. One WARNING when the link is lost, one INFO when
-it is back; reconnects back off from 0.5 s to 10 s.
+Faults, and what each does:
+
+- **The link is lost** (an error, or no answer to a PING within 1.5 s, checked
+  every 0.5 s: detection within 2 s): every room goes LOCAL with a local epoch;
+  v1 clients get ``{"type": "backplane", "up": false}``. What was still queued
+  for Redis is delivered here, once. When the link is back, each room is loaded
+  again and reading resumes **from the last entry it read**, so what other
+  processes committed meanwhile is delivered after ``up: true``. A queued
+  message that Redis had in fact committed is recognised by its writer id and
+  sequence: it is kept in history at its shared offset but not sent again.
+- **Redis refuses a message** (OOM, READONLY, NOPERM…): it is delivered
+  nowhere, counted (``backplane_refused_total``), logged at WARNING, and a v1
+  sender gets ``{"type": "error", ...}``; ``/healthz`` says degraded (503) for
+  10 s after a refusal. The link stays up: a command error is not a lost link.
+- **A room fails to load**: it stays LOCAL, the load is retried (0.5 s to 10 s
+  backoff), one WARNING; ``/healthz`` says degraded while any room is not followed.
+- **The stream is deleted** (or emptied): the next write starts a new epoch,
+  and readers switch to it at its marker entry (``up: true, recovered: false``).
+- **A malformed entry**: skipped and counted, never fatal.
 
 coredis runs natively under Trio (through anyio); its retry policy is off, so a
-timed-out ``XADD`` is never sent twice.
+timed-out write is never sent twice by coredis itself.
 
 Upstream notes (coredis 6.9): a blocking command's reply counts against
 ``stream_timeout`` too, so ``XREAD BLOCK`` here stays below it; coredis logs
@@ -52,12 +68,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed, StreamId, parse_id
+from .hub import Subscriber
 from .rooms import Room, Rooms
 
 if TYPE_CHECKING:
     import coredis
 
 __all__ = [
+    "BACKFILL_BYTES",
     "BackplaneStatistics",
     "BackplaneUnavailable",
     "RedisBackplane",
@@ -69,11 +88,56 @@ logger = logging.getLogger(__name__)
 PREFIX = "trio-ws-demo"
 DEFAULT_OUTBOUND_LIMIT = 10_000
 #: A stream keeps at least this many entries (more with --history), so that a
-#: process that falls behind for a moment can still read what it missed.
+#: process that falls behind for a moment, or a client resuming from further
+#: back than memory reaches, can still read what it missed.
 MIN_STREAM_LENGTH = 1_000
-_BATCH = 1_000  # XADDs per pipeline, entries per XREAD
-_BLOCK_MS = 1_000  # below stream_timeout, which also bounds a blocking read
+#: At most this many bytes of messages are read from Redis for one resuming
+#: client (beyond it the resume is ``recovered: false``).
+BACKFILL_BYTES = 16 * 1024 * 1024
+_BATCH = 1_000  # writes per pipeline, entries per XREAD
+_BLOCK_MS = 500  # below stream_timeout, which also bounds a blocking read
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 10.0
+_REFUSALS_SHOWN = 10.0  # seconds /healthz says degraded after Redis refused a message
+_SEEN_BOUND = 4  # times the outbound limit: own unconfirmed messages remembered
+
+#: The functions every process loads (``FUNCTION LOAD REPLACE``). A stream's
+#: epoch is the major part of its newest entry's ID; an empty or missing stream
+#: gets a new one (Redis's clock in ms, above any ID the stream ever had) and a
+#: marker entry ``EPOCH-0``, so messages are ``EPOCH-1``, ``EPOCH-2``, …
+_LIBRARY = """#!lua name=trio_ws_demo
+local function epoch_of(key)
+  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if newest[1] then
+    return string.match(newest[1][1], '^(%d+)%-')
+  end
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  if redis.call('EXISTS', key) == 1 then
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local top = tonumber(string.match(info[i + 1], '^(%d+)%-'))
+        if top >= ms then ms = top + 1 end
+      end
+    end
+  end
+  local epoch = string.format('%.0f', ms)
+  redis.call('XADD', key, epoch .. '-0', 'e', '1')
+  return epoch
+end
+redis.register_function{
+  function_name = 'trio_ws_demo_epoch',
+  callback = function(keys, args) return epoch_of(keys[1]) end,
+  flags = {'allow-oom'},
+}
+redis.register_function{
+  function_name = 'trio_ws_demo_publish',
+  callback = function(keys, args)
+    local epoch = epoch_of(keys[1])
+    return redis.call('XADD', keys[1], 'MAXLEN', '~', args[1], epoch .. '-*', unpack(args, 2))
+  end,
+}
+"""
 
 
 class BackplaneUnavailable(Exception):
@@ -107,39 +171,61 @@ class BackplaneStatistics:
     queued: int
     skipped: int = 0
     """Malformed stream entries skipped (never delivered, never fatal)."""
+    refused: int = 0
+    """Messages Redis refused (OOM, READONLY, ...): delivered nowhere."""
+    not_followed: int = 0
+    """Rooms here that do not follow their stream while the link is up."""
+    refusing: bool = False
+    """Redis refused a message in the last 10 s."""
+    own_recognised: int = 0
+    """Own messages read back after they were delivered here unconfirmed."""
+
+    @property
+    def health(self) -> str:
+        """``up``, ``down`` or ``degraded`` (up, but a room is not followed or
+        Redis refuses messages)."""
+        if not self.up:
+            return "down"
+        return "degraded" if self.not_followed or self.refusing else "up"
 
 
 def _stream_key(room: str) -> str:
     return f"{PREFIX}:room:{room}"
 
 
-def _epoch_key(room: str) -> str:
-    return f"{PREFIX}:epoch:{room}"
+def _id(identifier: StreamId) -> str:
+    return f"{identifier[0]}-{identifier[1]}"
 
 
-def _offset(identifier: bytes | str) -> int:
-    """The room offset in a ``0-N`` entry ID."""
-    text = identifier.decode() if isinstance(identifier, bytes) else identifier
-    return int(text.rpartition("-")[2])
+class _Outbound:
+    """A message waiting for Redis."""
+
+    __slots__ = ("at", "message", "room", "sender", "seq")
+
+    def __init__(
+        self, room: str, message: str | bytes, seq: int, sender: Subscriber[bytes] | None
+    ) -> None:
+        self.room = room
+        self.message = message
+        self.at = time.time()
+        self.seq = seq
+        self.sender = sender
 
 
-def _entry_message(fields: Any) -> tuple[str | bytes, float]:
-    message: bytes = fields.get(b"m", b"")
-    at = float(fields.get(b"t", b"0") or 0)
-    if fields.get(b"b") == b"1":
-        return message, at
-    return message.decode("utf-8", "replace"), at
-
-
-def _parse_entry(entry: Any) -> tuple[int, float, str | bytes] | None:
-    """An entry's offset, time and message; None for one that is not ours (a bad
-    ``t`` field, an ID not ``0-N``, fields of the wrong type): a poison entry is
-    skipped, never fatal, or every process would crash on it for good."""
-    try:
-        message, at = _entry_message(entry.field_values)
-        return _offset(entry.identifier), at, message
-    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+def _entry_message(fields: Any) -> tuple[str | bytes, float, bytes, int] | None:
+    """A message entry's message, time, writer and sequence; None for the marker.
+    Raises (ValueError, ...) for an entry that is not ours."""
+    message = fields.get(b"m")
+    if message is None and b"e" in fields:
         return None
+    if not isinstance(message, bytes):
+        raise ValueError("no message")
+    at = float(fields.get(b"t", b"0") or 0)
+    writer = fields.get(b"w", b"")
+    seq = int(fields.get(b"s", b"0") or 0)
+    if fields.get(b"b") == b"1":
+        return message, at, writer, seq
+    return message.decode("utf-8"), at, writer, seq
 
 
 class RedisBackplane:
@@ -167,78 +253,121 @@ class RedisBackplane:
         self._stream_length = max(history, MIN_STREAM_LENGTH)
         self._outbound_limit = outbound_limit
         self._timeout = timeout
-        self._outbound: deque[tuple[str, str | bytes, float]] = deque()
+        self._outbound: deque[_Outbound] = deque()
+        self._in_flight: list[_Outbound] = []
+        """The batch the writer is sending: not confirmed yet."""
         self._wake_writer = trio.Event()
         self._wake_reader: trio.Event | None = None
-        self._followed: dict[str, bytes] = {}
-        """Room name -> the last entry ID read (b"0-N")."""
+        self._wake_loader = trio.Event()
+        self._feeds: dict[str, RoomFeed] = {}
         self._loading: dict[str, trio.Event] = {}
-        """Rooms whose shared state follow() is loading now."""
+        """Rooms being loaded now, and the event set when that ends."""
         self._link: coredis.Redis[bytes] | None = None
+        self._generation = 0
+        """Counts links: a load that began on an earlier link is not applied."""
+        self.writer_id = secrets.token_hex(6).encode()
+        self._seq = 0
+        self._delivered_here: dict[int, None] = {}
+        """Sequence numbers of own messages delivered here unconfirmed (ordered, bounded)."""
         self.up = False
         self._warned_down = False
         self._started = False
         self._ever_up = False
         self._delay = _BACKOFF_FIRST
+        self._last_refusal: float | None = None
         self.reconnects = 0
         self.sent = 0
         self.received = 0
         self.dropped = 0
         self.skipped = 0
+        self.refused = 0
+        self.own_recognised = 0
         rooms.relay = self.relay
         rooms.on_freed = self._unfollow
 
     # -- what the rooms call (never awaits) -------------------------------------
 
-    def relay(self, room: Room, message: str | bytes) -> bool:
+    def relay(self, room: Room, message: str | bytes, sender: Subscriber[bytes] | None) -> bool:
         """Queue a client's message for Redis (a room's :attr:`~Room.relay`).
 
-        False while the link is down: the room then delivers it locally.
+        False unless the room is FOLLOWED: the room then delivers it here only.
         """
-        return self.relay_to(room.name, message)
+        feed = self._feeds.get(room.name)
+        if not self.up or feed is None or feed.state is not FOLLOWED or feed.room is not room:
+            return False
+        return self._queue(room.name, message, sender)
 
     def relay_to(self, room: str, message: str | bytes) -> bool:
-        """Queue *message* for room *room* on every process; False if the link is down."""
+        """Queue *message* for room *room*, which has no clients here; False if
+        the link is down."""
         if not self.up:
             return False
+        return self._queue(room, message, None)
+
+    def _queue(self, room: str, message: str | bytes, sender: Subscriber[bytes] | None) -> bool:
         if len(self._outbound) >= self._outbound_limit:
             self.dropped += 1
             return True  # taken, and lost: counted
-        self._outbound.append((room, message, time.time()))
+        self._seq += 1
+        self._outbound.append(_Outbound(room, message, self._seq, sender))
         self._wake_writer.set()
         return True
 
     def _unfollow(self, room: Room) -> None:
-        self._followed.pop(room.name, None)
+        feed = self._feeds.get(room.name)
+        if feed is not None and feed.room is room:
+            del self._feeds[room.name]
 
     # -- what the server awaits -------------------------------------------------
 
     async def follow(self, name: str) -> None:
-        """Before a client joins room *name*: make sure this process reads it, and
-        has its shared history, epoch and offset. Local if the link is down."""
-        if name in self._followed or not self.up or self._link is None:
+        """Before a client joins room *name*: make sure this process follows its
+        stream (shared history, epoch and offset). Raises nothing but Cancelled:
+        a room that cannot be loaded stays local, and is retried."""
+        if not self.up or self._link is None or not self._rooms.has_room_for(name):
+            return  # the server refuses a room past the limit itself
+        feed = self._feed(self._rooms.room(name))
+        if feed.state is FOLLOWED:
             return
         loading = self._loading.get(name)
         if loading is not None:  # another client of this room is loading it
-            await loading.wait()
+            with trio.move_on_after(self._timeout):
+                await loading.wait()
             return
-        self._loading[name] = loading = trio.Event()
-        room = self._rooms.room(name)
+        await self._load(feed)
+
+    async def backfill(
+        self, name: str, since: tuple[int, str]
+    ) -> list[tuple[int, float, str | bytes]] | None:
+        """For a client resuming from *since* further back than the room's history:
+        the messages in between, read from the stream (None if not needed or
+        not possible). Raises nothing but Cancelled."""
+        offset, epoch = since
+        feed, room, link = self._feeds.get(name), self._rooms.get(name), self._link
+        if feed is None or room is None or link is None or feed.state is not FOLLOWED:
+            return None
+        oldest = room.oldest_offset
+        if epoch != room.epoch or not 0 <= offset < oldest - 1:
+            return None
+        if oldest - 1 - offset > self._stream_length:
+            return None
+        shared = int(epoch)
         try:
             with trio.fail_after(self._timeout):
-                await self._adopt(self._link, room)
+                entries = await link.xrange(
+                    _stream_key(name),
+                    start=f"{shared}-{offset + 1}",
+                    end=f"{shared}-{oldest - 1}",
+                    count=oldest - 1 - offset,
+                )
         except Exception as exc:
-            if not _is_link_error(exc):
-                raise
-            logger.debug("backplane: could not load room %r: %s", name, exc)
-            return
-        finally:
-            del self._loading[name]
-            loading.set()
-        if self._wake_reader is not None:
-            self._wake_reader.set()
+            logger.debug("backplane: could not read the resume gap of %r: %s", name, exc)
+            return None
+        messages, size = self._messages(entries, shared)
+        return messages if size <= BACKFILL_BYTES else None
 
     def statistics(self) -> BackplaneStatistics:
+        now = trio.current_time()
         return BackplaneStatistics(
             up=self.up,
             reconnects=self.reconnects,
@@ -247,6 +376,18 @@ class RedisBackplane:
             dropped=self.dropped,
             queued=len(self._outbound),
             skipped=self.skipped,
+            refused=self.refused,
+            not_followed=self._not_followed() if self.up else 0,
+            refusing=self._last_refusal is not None and now - self._last_refusal < _REFUSALS_SHOWN,
+            own_recognised=self.own_recognised,
+        )
+
+    def _not_followed(self) -> int:
+        return sum(
+            1
+            for room in self._rooms.rooms()
+            if room.clients
+            and ((feed := self._feeds.get(room.name)) is None or feed.state is not FOLLOWED)
         )
 
     # -- the link ---------------------------------------------------------------
@@ -268,7 +409,8 @@ class RedisBackplane:
                 if not self._optional:
                     raise BackplaneUnavailable(
                         f"cannot use Redis at {self.shown_url}: {why}; start redis-server "
-                        "(or check --redis), or pass --redis-optional to start without it"
+                        "(7.0 or later; or check --redis), or pass --redis-optional to "
+                        "start without it"
                     )
                 self._started = True
                 task_status.started()
@@ -277,24 +419,23 @@ class RedisBackplane:
             self._delay = min(self._delay * 2, _BACKOFF_MAX)
 
     async def _serve_link(self, task_status: trio.TaskStatus[None]) -> None:
-        """Connect, load the rooms, then read and write until the link fails
+        """Connect, then watch, write, read and load rooms until the link fails
         (:class:`_LinkLost`)."""
         async with _lost_on_error(), self._connect() as link:
             with trio.fail_after(self._timeout):
                 await link.ping()
-            # Rooms made while this runs are adopted too (they could not follow()).
-            while pending := [r for r in self._rooms.rooms() if r.name not in self._followed]:
-                for room in pending:
-                    with trio.fail_after(self._timeout):
-                        await self._adopt(link, room)
+                await link.function_load(_LIBRARY, replace=True)
             self._link = link
+            self._generation += 1
             self._go_up()
             if not self._started:
                 self._started = True
                 task_status.started()
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._heartbeat, link)
                 nursery.start_soon(self._write, link)
                 nursery.start_soon(self._read, link)
+                nursery.start_soon(self._load_rooms)
 
     def _connect(self) -> coredis.Redis[bytes]:
         try:
@@ -314,29 +455,28 @@ class RedisBackplane:
         except ValueError as exc:
             raise BackplaneUnavailable(f"invalid --redis URL {self.shown_url}: {exc}") from None
 
-    async def _adopt(self, link: coredis.Redis[bytes], room: Room) -> None:
-        """Load *room*'s shared epoch, offset and history; read it from now on."""
-        key = _stream_key(room.name)
-        async with link.pipeline(transaction=False) as pipe:
-            pipe.set(_epoch_key(room.name), secrets.token_hex(4), condition=_tokens().NX)
-            epoch_request = pipe.get(_epoch_key(room.name))
-            newest_request = pipe.xrevrange(key, count=max(self._history, 1))
-        epoch = await epoch_request
-        newest = await newest_request
-        entries = []
-        for entry in reversed(newest):
-            parsed = _parse_entry(entry)
-            if parsed is None:
-                self.skipped += 1
-                continue
-            entries.append(parsed)
-        last = entries[-1][0] if entries else 0
-        room.adopt(
-            (epoch or b"").decode("utf-8", "replace"),
-            last,
-            entries[-self._history :] if self._history else [],
-        )
-        self._followed[room.name] = f"0-{last}".encode()
+    async def _heartbeat(self, link: coredis.Redis[bytes]) -> None:
+        """Judge the link lost when Redis has not answered a PING (sent every
+        ``timeout / 4``) for ``timeout * 3/4``: within 1.5 s of a freeze at the
+        default 2 s. A blocking XREAD cannot tell, it is blocked anyway.
+
+        The rooms go local at that moment, before the link's tasks are torn down
+        (coredis may take its own time to give up a connection attempt)."""
+        limit = self._timeout * 3 / 4
+        watch = trio.CancelScope(deadline=trio.current_time() + limit)
+
+        async def ping() -> None:
+            while True:
+                await link.ping()
+                watch.deadline = trio.current_time() + limit
+                await trio.sleep(self._timeout / 4)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ping)
+            with watch:
+                await trio.sleep_forever()
+            self._go_down("no answer to PING in time")
+            raise trio.TooSlowError
 
     def _go_up(self) -> None:
         first = not self._ever_up
@@ -348,18 +488,17 @@ class RedisBackplane:
         else:
             self.reconnects += 1
             logger.info("backplane: Redis at %s is back", self.shown_url)
-        for room in self._rooms.rooms():
-            room.notify_v1({"type": "backplane", "up": True})
+        for feed in self._feeds.values():
+            feed.retry_at = 0.0  # every room is loaded again at once
+        self._wake_loader.set()
 
     def _go_down(self, why: str) -> None:
         was_up, self.up = self.up, False
         self._wake_reader = None
-        self._followed.clear()
+        for feed in list(self._feeds.values()):
+            feed.link_lost()
         if was_up:
             logger.warning("backplane: lost Redis at %s (%s); serving locally", self.shown_url, why)
-            for room in self._rooms.rooms():
-                room.go_local()
-                room.notify_v1({"type": "backplane", "up": False})
         elif not self._warned_down:
             logger.warning(
                 "backplane: Redis at %s unreachable (%s); serving locally and retrying",
@@ -367,43 +506,192 @@ class RedisBackplane:
                 why,
             )
         self._warned_down = True
-        # What Redis never confirmed is delivered here, once (reading resumes
-        # from the stream's end when the link is back, so no duplicates).
-        unsent, self._outbound = self._outbound, deque()
-        for name, message, _ in unsent:
-            local = self._rooms.get(name)
+        # What Redis never confirmed is delivered here, once; if Redis did commit
+        # it, the reader recognises it by writer id and sequence, and does not
+        # send it again (see _deliver).
+        unsent = [*self._in_flight, *self._outbound]
+        self._in_flight, self._outbound = [], deque()
+        for item in unsent:
+            local = self._rooms.get(item.room)
             if local is not None:
-                local.publish(message)
+                local.publish(item.message)
+                self._delivered_here[item.seq] = None
+        while len(self._delivered_here) > _SEEN_BOUND * self._outbound_limit:
+            del self._delivered_here[next(iter(self._delivered_here))]
+
+    # -- rooms: LOCAL -> LOADING -> FOLLOWED -----------------------------------------
+
+    def _feed(self, room: Room) -> RoomFeed:
+        feed = self._feeds.get(room.name)
+        if feed is None or feed.room is not room:
+            feed = self._feeds[room.name] = RoomFeed(room)
+        return feed
+
+    async def _load_rooms(self) -> None:
+        """Load every room that is not followed: new ones, all of them after a
+        reconnect, and failed ones when their retry is due."""
+        while True:
+            self._wake_loader = wake = trio.Event()
+            now = trio.current_time()
+            next_due = now + 1.0  # rooms made without follow() are found within 1 s
+            for room in self._rooms.rooms():
+                feed = self._feed(room)
+                if feed.state is not LOCAL or room.name in self._loading:
+                    continue
+                if feed.retry_at > now:
+                    next_due = min(next_due, feed.retry_at)
+                    continue
+                await self._load(feed)
+            with trio.move_on_at(next_due):
+                await wake.wait()
+
+    async def _load(self, feed: RoomFeed) -> None:
+        """LOADING, then FOLLOWED, or LOCAL with a retry; raises nothing but Cancelled."""
+        link, generation, name = self._link, self._generation, feed.name
+        if link is None:
+            return
+        feed.begin_load()
+        self._loading[name] = done = trio.Event()
+        try:
+            with trio.fail_after(self._timeout):
+                state = await self._read_state(link, feed)
+        except Exception as exc:
+            if feed.state is LOADING:
+                delay = feed.failed(trio.current_time(), _BACKOFF_FIRST, _BACKOFF_MAX)
+                logger.warning(
+                    "backplane: could not load room %r (%s); serving it locally, retry in %.1f s",
+                    name,
+                    _describe(exc),
+                    delay,
+                    exc_info=not _is_redis_error(exc),
+                )
+                self._wake_loader.set()
+        else:
+            if (
+                feed.state is LOADING
+                and generation == self._generation
+                and self._feeds.get(name) is feed
+            ):
+                feed.loaded(*state)
+                if self._wake_reader is not None:
+                    self._wake_reader.set()
+        finally:
+            if feed.state is LOADING:  # cancelled, or the link moved on
+                feed.link_lost()
+            del self._loading[name]
+            done.set()
+
+    async def _read_state(
+        self, link: coredis.Redis[bytes], feed: RoomFeed
+    ) -> tuple[int, StreamId, list[tuple[int, float, str | bytes]], bool]:
+        """The stream's epoch, where to read from, the history before it, and
+        whether that continues where this process left off."""
+        key = _stream_key(feed.name)
+        epoch = int(await link.fcall("trio_ws_demo_epoch", keys=[key]))
+        count = max(self._history, 1)
+        last = feed.last_id
+        if last is not None and last[0] == epoch:
+            upto = await link.xrevrange(key, end=_id(last), start="-", count=count)
+            if upto and parse_id(upto[0].identifier) == last:
+                return epoch, last, self._messages(reversed(upto), epoch)[0], True
+        newest = await link.xrevrange(key, count=count)
+        position = parse_id(newest[0].identifier) if newest else (epoch, 0)
+        epoch = position[0]
+        return epoch, position, self._messages(reversed(newest), epoch)[0], False
+
+    def _messages(
+        self, entries: Iterable[Any], epoch: int
+    ) -> tuple[list[tuple[int, float, str | bytes]], int]:
+        """The messages among *entries* in *epoch* (markers and malformed ones
+        left out), and their size in bytes."""
+        messages: list[tuple[int, float, str | bytes]] = []
+        size = 0
+        for entry in entries:
+            try:
+                identifier = parse_id(entry.identifier)
+                parsed = _entry_message(entry.field_values)
+            except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+                self.skipped += 1
+                continue
+            if parsed is None or identifier[0] != epoch:
+                continue
+            messages.append((identifier[1], parsed[1], parsed[0]))
+            size += len(parsed[0])
+        return messages, size
+
+    # -- writing and reading ------------------------------------------------------
 
     async def _write(self, link: coredis.Redis[bytes]) -> None:
-        tokens = _tokens()
+        from coredis.exceptions import ResponseError
+
         while True:
             await self._wake_writer.wait()
             self._wake_writer = trio.Event()
             while self._outbound:
-                batch = [self._outbound.popleft() for _ in range(min(_BATCH, len(self._outbound)))]
+                count = min(_BATCH, len(self._outbound))
+                self._in_flight = batch = [self._outbound.popleft() for _ in range(count)]
                 try:
                     # stream_timeout bounds the pipeline (a frozen Redis)
-                    async with link.pipeline(transaction=False) as pipe:
-                        for name, message, at in batch:
-                            binary = isinstance(message, bytes)
-                            pipe.xadd(
-                                _stream_key(name),
-                                {
-                                    "m": message,
-                                    "b": b"1" if binary else b"0",
-                                    "t": f"{at:.3f}",
-                                },
-                                identifier="0-*",
-                                trim_strategy=tokens.MAXLEN,
-                                trim_operator=tokens.APPROXIMATELY,
-                                threshold=self._stream_length,
+                    async with link.pipeline(transaction=False, raise_on_error=False) as pipe:
+                        requests = [
+                            pipe.fcall(
+                                "trio_ws_demo_publish",
+                                keys=[_stream_key(item.room)],
+                                args=self._entry_args(item),
                             )
+                            for item in batch
+                        ]
                 except BaseException:
-                    # Not confirmed: delivered locally when the link goes down.
-                    self._outbound.extendleft(reversed(batch))
+                    # Not confirmed: delivered locally when the link goes down
+                    # (unless the heartbeat already judged it lost and did so).
+                    if self._in_flight is batch:
+                        self._outbound.extendleft(reversed(batch))
+                    self._in_flight = []
                     raise
-                self.sent += len(batch)
+                self._in_flight = []
+                for index, (item, request) in enumerate(zip(batch, requests, strict=True)):
+                    try:
+                        await request
+                    except ResponseError as exc:
+                        if "function not found" in str(exc).lower():  # FUNCTION FLUSH
+                            self._outbound.extendleft(reversed(batch[index:]))
+                            raise
+                        self._refused(item, exc)
+                    else:
+                        self.sent += 1
+
+    def _entry_args(self, item: _Outbound) -> list[str | bytes | int]:
+        binary = isinstance(item.message, bytes)
+        return [
+            self._stream_length,
+            b"m",
+            item.message,
+            b"b",
+            b"1" if binary else b"0",
+            b"t",
+            f"{item.at:.3f}",
+            b"w",
+            self.writer_id,
+            b"s",
+            item.seq,
+        ]
+
+    def _refused(self, item: _Outbound, exc: Exception) -> None:
+        """Redis refused to take a message: it goes nowhere (never to some
+        processes and not others); the sender is told, if it can be."""
+        self.refused += 1
+        why = _describe(exc).removeprefix("command # 1 ").split(" of pipeline caused error: ")[-1]
+        now = trio.current_time()
+        if self._last_refusal is None or now - self._last_refusal >= _REFUSALS_SHOWN:
+            logger.warning(
+                "backplane: Redis refused a message for room %r (%s); not delivered",
+                item.room,
+                why,
+            )
+        self._last_refusal = now
+        room = self._rooms.get(item.room)
+        if room is not None and item.sender is not None:
+            room.tell(item.sender, {"type": "error", "reason": f"not delivered: Redis said {why}"})
 
     async def _read(self, link: coredis.Redis[bytes]) -> None:
         wake_key = f"{PREFIX}:wake:{secrets.token_hex(6)}"
@@ -412,9 +700,10 @@ class RedisBackplane:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._poke, link, wake_key)
                 while True:
-                    streams: dict[str | bytes, bytes] = {wake_key: last_wake}
-                    for name, last in self._followed.items():
-                        streams[_stream_key(name)] = last
+                    streams: dict[str | bytes, Any] = {wake_key: last_wake}
+                    for name, feed in self._feeds.items():
+                        if feed.state is FOLLOWED and feed.last_id is not None:
+                            streams[_stream_key(name)] = _id(feed.last_id)
                     result = await link.xread(streams, count=_BATCH, block=_BLOCK_MS)
                     for key, entries in (result or {}).items():
                         name = key.decode()
@@ -439,22 +728,35 @@ class RedisBackplane:
             await link.xadd(key, {"w": b"1"}, trim_strategy=_tokens().MAXLEN, threshold=1)
 
     def _deliver(self, name: str, entries: Iterable[Any]) -> None:
-        room = self._rooms.get(name)
-        last: Any = None
+        feed = self._feeds.get(name)
+        if feed is None:
+            return
+        room = feed.room
         for entry in entries:
-            last = entry.identifier
-            if room is None:
+            identifier = parse_id(entry.identifier)
+            if not feed.accepts(identifier):  # read before this room was (re)loaded
                 continue
-            parsed = _parse_entry(entry)
-            if parsed is None:
+            if feed.last_id is not None and identifier[0] != feed.last_id[0]:
+                feed.restarted(identifier[0])
+            feed.last_id = identifier
+            try:
+                parsed = _entry_message(entry.field_values)
+            except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
                 self.skipped += 1
                 logger.warning("backplane: skipped a malformed entry in room %r", name)
                 continue
-            offset, at, message = parsed
-            room.publish(message, offset=offset, at=at)
+            if parsed is None:
+                continue  # an epoch's marker
+            message, at, writer, seq = parsed
+            if writer == self.writer_id and seq in self._delivered_here:
+                # Delivered here while Redis had not confirmed it: keep it at its
+                # shared offset, but do not send it a second time.
+                del self._delivered_here[seq]
+                room.record(identifier[1], at, message)
+                self.own_recognised += 1
+                continue
+            room.publish(message, offset=identifier[1], at=at)
             self.received += 1
-        if last is not None and name in self._followed:
-            self._followed[name] = last
 
 
 class _LinkLost(Exception):
@@ -465,6 +767,12 @@ def _is_link_error(exc: BaseException) -> bool:
     from coredis.exceptions import RedisError
 
     return isinstance(exc, (RedisError, OSError, TimeoutError, trio.TooSlowError))
+
+
+def _is_redis_error(exc: BaseException) -> bool:
+    """What Redis or the network may raise (a command error too): no traceback
+    is logged for it, unlike for a bug."""
+    return _is_link_error(exc)
 
 
 @contextlib.asynccontextmanager

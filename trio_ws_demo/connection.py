@@ -62,6 +62,7 @@ class Connection:
     """Runs one WebSocket connection in its room."""
 
     __slots__ = (
+        "_backfill",
         "_nursery",
         "_opened",
         "_response",
@@ -94,6 +95,7 @@ class Connection:
         room: str,
         v1: bool = False,
         since: tuple[int, str] | None = None,
+        backfill: list[tuple[int, float, str | bytes]] | None = None,
         settings: ConnectionSettings,
         traffic: Traffic,
         peer: Peer,
@@ -108,6 +110,7 @@ class Connection:
         self._room: Room | None = None
         self.v1 = v1
         self._since = since
+        self._backfill = backfill
         self._settings = settings
         self.traffic = traffic
         self.peer = peer
@@ -233,7 +236,10 @@ class Connection:
                 # waits behind it), so that a client that has seen the 101
                 # misses nothing published after.
                 self._room = room = self._rooms.room(self.room)
-                outbox.preload(room.join(outbox, v1=self.v1, since=self._since).frames)
+                joined = room.join(outbox, v1=self.v1, since=self._since, backfill=self._backfill)
+                self._backfill = None
+                outbox.preload(joined.frames)
+                del joined
                 response, self._response = self._response, None
                 assert response is not None
                 await outbox.send_control(response)
@@ -278,7 +284,7 @@ class Connection:
                     if echo:
                         room.plain.offer(outbox, frame, len(frame))
                     else:
-                        room.send(event.message, frame)
+                        room.send(event.message, frame, outbox)
                 elif type(event) is PingReceived:
                     outbox.send_control_nowait(event.pong)
                 else:

@@ -132,6 +132,27 @@ class FrontDoor:
         await trio.aclose_forcefully(stream)
         return None
 
+    async def refuse_if_full(
+        self, stream: trio.abc.Stream, peer: Peer, head: RequestHead, room: str
+    ) -> bool:
+        """Check the limits again after an await (the backplane loading *room*):
+        other connections may have taken the last places meanwhile. True if it
+        refused (and closed) the connection; the caller registers it otherwise,
+        before its next checkpoint."""
+        refusal = self._limits_refusal(room)
+        if refusal is None:
+            return False
+        await self._refuse(stream, refusal, peer, head)
+        await trio.aclose_forcefully(stream)
+        return True
+
+    def _limits_refusal(self, room: str) -> HttpRefusal | None:
+        if self._clients() >= self._options.max_clients:
+            return HttpRefusal(503, "too many clients", [("Retry-After", "5")])
+        if not self._rooms.has_room_for(room):
+            return HttpRefusal(503, "too many rooms", [("Retry-After", "5")])
+        return None
+
     async def _start_tls(self, stream: trio.abc.Stream) -> trio.abc.Stream:
         if self._options.ssl_context is None:
             return stream
@@ -189,11 +210,7 @@ class FrontDoor:
                 since = (int(query["since"][0]), query["epoch"][0])
             except (KeyError, ValueError):
                 return HttpRefusal(400, "resume needs ?since=OFFSET&epoch=EPOCH")
-        if self._clients() >= self._options.max_clients:
-            return HttpRefusal(503, "too many clients", [("Retry-After", "5")])
-        if not self._rooms.has_room_for(room):
-            return HttpRefusal(503, "too many rooms", [("Retry-After", "5")])
-        return room, v1, since
+        return self._limits_refusal(room) or (room, v1, since)
 
     async def _refuse(
         self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: Peer, head: RequestHead | None

@@ -165,6 +165,9 @@ class Hub(Generic[T]):
     def __len__(self) -> int:
         return len(self._subscribers)
 
+    def __contains__(self, subscriber: object) -> bool:
+        return subscriber in self._subscribers
+
     def statistics(self) -> HubStatistics:
         depths = [(s.queued_messages, s.queued_bytes) for s in self._subscribers]
         return HubStatistics(

@@ -137,6 +137,9 @@ class Room:
         self.history_bytes = 0
         self.relay: Relay | None = None
         """Set by a backplane: where :meth:`send` passes messages first."""
+        self.stale = 0
+        """Entries dropped because their offset was not above :attr:`last_offset`
+        (an offset must never name two messages in one epoch)."""
         self.idle_since: float | None = None
         """When its last client left (or it was made without one); None while it has
         clients. Set by :class:`Rooms`, which expires idle rooms."""
@@ -150,17 +153,28 @@ class Room:
         return len(self._history)
 
     @property
+    def oldest_offset(self) -> int:
+        """The offset of the oldest message kept (last offset + 1 if none)."""
+        return self._history[0].offset if self._history else self.last_offset + 1
+
+    @property
     def alive(self) -> bool:
         return bool(self.clients or self._history)
 
-    def send(self, message: str | bytes, plain_frame: bytes | None = None) -> int:
-        """A message from a client or the application; never waits.
+    def send(
+        self,
+        message: str | bytes,
+        plain_frame: bytes | None = None,
+        sender: Subscriber[bytes] | None = None,
+    ) -> int:
+        """A message from a client (*sender*) or the application; never waits.
 
         With a backplane it goes there first and comes back to :meth:`publish`
         in the order every server process sees (so 0 clients took it yet);
-        without one, or while its link is down, it is published here at once.
+        without one, or while the room is not followed there, it is published
+        here at once.
         """
-        if self.relay is not None and self.relay(self, message):
+        if self.relay is not None and self.relay(self, message, sender):
             return 0
         return self.publish(message, plain_frame)
 
@@ -175,9 +189,15 @@ class Room:
         """Deliver *message* to everyone in the room and keep it; never waits.
 
         *plain_frame* is the message already encoded, if the caller has it. A
-        backplane gives the shared *offset* and sending time *at*.
+        backplane gives the shared *offset* and sending time *at*; an offset not
+        above the last one is dropped and counted in :attr:`stale`.
         """
-        self.last_offset = self.last_offset + 1 if offset is None else offset
+        if offset is None:
+            offset = self.last_offset + 1
+        elif offset <= self.last_offset:
+            self.stale += 1
+            return 0
+        self.last_offset = offset
         if plain_frame is None:
             plain_frame = encode_frame(message)
         taken = self.plain.publish(plain_frame, len(plain_frame))
@@ -196,8 +216,15 @@ class Room:
         *,
         v1: bool,
         since: tuple[int, str] | None = None,
+        backfill: list[tuple[int, float, str | bytes]] | None = None,
     ) -> Joined:
-        """Subscribe, and return what to send first (history, or what a resume missed)."""
+        """Subscribe, and return what to send first (history, or what a resume missed).
+
+        *backfill* is what a backplane read for a resume from further back than
+        the history reaches (``(offset, time, message)``, oldest first, in this
+        epoch): it fills the gap before the history, so ``recovered`` is true
+        when the two together reach back to the client's offset.
+        """
         self.idle_since = None
         if not v1:
             frames = [entry.plain_frame for entry in self._history]
@@ -208,6 +235,14 @@ class Room:
         if since is not None:
             offset, epoch = since
             oldest = entries[0].offset if entries else self.last_offset + 1
+            if backfill and epoch == self.epoch and offset < oldest - 1:
+                older = [
+                    _Entry(number, at, encode_frame(message))
+                    for number, at, message in backfill
+                    if offset < number < oldest
+                ]
+                if older and older[0].offset == offset + 1:
+                    oldest, entries = offset + 1, older + entries
             recovered = epoch == self.epoch and oldest - 1 <= offset <= self.last_offset
             if epoch == self.epoch:
                 entries = [entry for entry in entries if entry.offset > offset]
@@ -232,11 +267,12 @@ class Room:
         self.v1.subscribe(subscriber)
         return Joined(frames, recovered)
 
-    def adopt(
+    def follow(
         self, epoch: str, last_offset: int, entries: list[tuple[int, float, str | bytes]]
     ) -> None:
-        """Take the shared state a backplane holds: epoch, last offset and history
-        (``(offset, time, message)``, oldest first)."""
+        """Take the shared state a backplane holds, in one step: epoch, last offset
+        and history (``(offset, time, message)``, oldest first). Live clients
+        stay; v1 clients learn of it from the backplane's frame."""
         self.epoch = epoch
         self.last_offset = last_offset
         self._history.clear()
@@ -245,10 +281,27 @@ class Room:
             for offset, at, message in entries:
                 self._remember(_Entry(offset, at, encode_frame(message)))
 
+    def record(self, offset: int, at: float, message: str | bytes) -> None:
+        """Keep a message at its shared *offset* without sending it: this process
+        already delivered it while Redis did not confirm it (see the backplane)."""
+        if offset <= self.last_offset:
+            self.stale += 1
+            return
+        self.last_offset = offset
+        if self._max_history:
+            self._remember(_Entry(offset, at, encode_frame(message)))
+
     def go_local(self) -> None:
         """The backplane is gone: offsets from here on are this process's own, so
         they get an epoch of their own."""
         self.epoch = secrets.token_hex(4)
+
+    def tell(self, subscriber: Subscriber[bytes], fields: dict[str, object]) -> None:
+        """Send one v1 client a frame about its own doing (e.g. a refused message);
+        nothing for a plain client, which has no frame for it."""
+        if subscriber in self.v1:
+            frame = encode_frame(json.dumps({**fields, "room": self.name}))
+            self.v1.offer(subscriber, frame, len(frame))
 
     def notify_v1(self, fields: dict[str, object]) -> None:
         """Tell the v1 clients something about the room (not a message: no offset,
@@ -299,8 +352,9 @@ class Room:
         return ENTRY_OVERHEAD + len(entry.plain_frame) + (len(json_frame) if json_frame else 0)
 
 
-#: A backplane's intake: True if it took the message (it comes back to publish()).
-Relay = Callable[[Room, str | bytes], bool]
+#: A backplane's intake: True if it took the message (it comes back to publish());
+#: the third argument is the sender, told if Redis refuses it.
+Relay = Callable[[Room, str | bytes, Subscriber[bytes] | None], bool]
 
 
 class Rooms:

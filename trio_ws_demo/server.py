@@ -307,9 +307,16 @@ class BroadcastServer:
             if admitted is None:
                 return
             stream, head = admitted.stream, admitted.head
+            backfill = None
             if self.backplane is not None:
                 try:
                     await self.backplane.follow(admitted.room)  # shared history before joining
+                    if admitted.since is not None:
+                        backfill = await self.backplane.backfill(admitted.room, admitted.since)
+                    # Others may have taken the last places while this awaited.
+                    if await self.front_door.refuse_if_full(stream, peer, head, admitted.room):
+                        self.rooms.prune(admitted.room)
+                        return
                 except BaseException:
                     self.rooms.prune(admitted.room)
                     raise
@@ -326,6 +333,7 @@ class BroadcastServer:
                 room=admitted.room,
                 v1=admitted.v1,
                 since=admitted.since,
+                backfill=backfill,
                 settings=self._settings,
                 traffic=self.traffic,
                 peer=peer,

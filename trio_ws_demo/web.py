@@ -114,6 +114,20 @@ class _ServerCollector(Collector):
             )
             yield gauge("backplane_queued", "Messages waiting to be written to Redis.", b.queued)
             yield counter("backplane_skipped", "Malformed Redis stream entries skipped.", b.skipped)
+            yield counter(
+                "backplane_refused", "Messages Redis refused: delivered nowhere.", b.refused
+            )
+            yield gauge(
+                "backplane_rooms_not_followed",
+                "Rooms with clients here that do not follow their Redis stream.",
+                b.not_followed,
+            )
+            yield counter(
+                "backplane_own_recognised",
+                "Own messages read back from Redis after they were delivered here "
+                "unconfirmed (not sent again).",
+                b.own_recognised,
+            )
 
 
 class WebRoutes:
@@ -153,10 +167,15 @@ class WebRoutes:
             if self._instance():
                 health["instance"] = self._instance()
             if stats.backplane is not None:
-                health["backplane"] = "up" if stats.backplane.up else "down"
-                if not stats.backplane.up:
-                    # Up but cut off from the other processes: a load balancer
-                    # should send new clients elsewhere.
+                backplane = stats.backplane
+                health["backplane"] = backplane.health
+                if backplane.not_followed:
+                    health["rooms_not_followed"] = backplane.not_followed
+                if backplane.refusing:
+                    health["redis_refuses_messages"] = True
+                if backplane.health != "up":
+                    # Cut off from the other processes, or some rooms are: a
+                    # load balancer should send new clients elsewhere.
                     health["status"] = "degraded"
                     body = json.dumps(health).encode()
                     await send_response(
