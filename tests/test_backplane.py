@@ -64,13 +64,17 @@ async def until_frame(ws: ClientConnection, kind: str) -> dict[str, object]:
             return dict(frame)
 
 
-async def next_frame_but_no_message(ws: ClientConnection, kind: str) -> dict[str, object]:
-    """The next frame of *kind*; fails on a message frame before it."""
+async def next_frame_but_no_message(
+    ws: ClientConnection, kind: str, allow: set[str] | None = None
+) -> dict[str, object]:
+    """The next frame of *kind*; fails on a message frame before it (or, with
+    *allow*, on any frame not of a kind it names)."""
     while True:
         frame = json.loads(await ws.recv())
-        assert frame["type"] != "message", frame
         if frame["type"] == kind:
             return dict(frame)
+        assert frame["type"] != "message", frame
+        assert allow is None or frame["type"] in allow, frame
 
 
 async def healthz(port: int) -> tuple[int, dict[str, object]]:

@@ -680,7 +680,7 @@ class RedisBackplane:
         """Redis refused to take a message: it goes nowhere (never to some
         processes and not others); the sender is told, if it can be."""
         self.refused += 1
-        why = _describe(exc).removeprefix("command # 1 ").split(" of pipeline caused error: ")[-1]
+        why = str(exc).rpartition("pipeline caused error: ")[2] or type(exc).__name__
         now = trio.current_time()
         if self._last_refusal is None or now - self._last_refusal >= _REFUSALS_SHOWN:
             logger.warning(
@@ -722,10 +722,15 @@ class RedisBackplane:
     async def _poke(self, link: coredis.Redis[bytes], key: str) -> None:
         """When a room is followed while XREAD blocks, add to this process's wake
         stream, so that the read returns and the next one includes the room."""
+        from coredis.exceptions import ResponseError
+
         while True:
             self._wake_reader = wake = trio.Event()
             await wake.wait()
-            await link.xadd(key, {"w": b"1"}, trim_strategy=_tokens().MAXLEN, threshold=1)
+            try:
+                await link.xadd(key, {"w": b"1"}, trim_strategy=_tokens().MAXLEN, threshold=1)
+            except ResponseError as exc:  # OOM: the next read (within 0.5 s) has the room
+                logger.debug("backplane: could not wake the reader: %s", exc)
 
     def _deliver(self, name: str, entries: Iterable[Any]) -> None:
         feed = self._feeds.get(name)
@@ -782,7 +787,9 @@ async def _lost_on_error() -> AsyncIterator[None]:
     try:
         yield
     except BaseException as exc:
-        leaves = _leaves(exc)
+        # coredis's own tasks may end Cancelled beside the error that ended the
+        # link (trio's cancellation is level-triggered: a real one goes on).
+        leaves = [leaf for leaf in _leaves(exc) if not isinstance(leaf, trio.Cancelled)]
         if leaves and all(_is_link_error(leaf) for leaf in leaves):
             raise _LinkLost(_describe(leaves[0])) from exc
         raise

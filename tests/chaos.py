@@ -1,0 +1,525 @@
+"""Fault campaigns against scale-out: real servers, a real Redis, a checker client.
+
+The checker is written with ``websockets``, not with our client, so that it
+judges the server from outside. It records every frame each listener gets and
+computes, per run:
+
+- **lost**: messages Redis accepted that a listener never got, although it
+  stayed connected (or resumed) and was never told ``recovered: false``;
+- **duplicates**: messages such a listener got twice;
+- **conflicts**: ``(room, epoch, offset)`` keys that name two different messages,
+  across every listener;
+- **unannounced gaps**: offset jumps within one epoch, at such a listener, over
+  messages Redis accepted that it never got.
+
+What Redis accepted is read by a *tap*: an ``XREAD`` of every room's stream
+from the start, straight from Redis, reconnecting as needed.
+
+Servers reach Redis through a :class:`Cable` each (an in-process TCP proxy a
+test can cut, like a partition, or reset), so one process can lose Redis while
+the others keep it. The network-namespace tests (``test_partitions.py``) cut
+real links instead.
+
+``python -m tests.chaos --seconds 20`` (``nox -s chaos``) runs every scenario for
+longer and prints the figures table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.trio.client import connect
+
+from .processes import Process, run_cli
+from .redis_server import RedisServer
+
+V1 = ["trio-ws-demo.v1"]
+PREFIX = b"trio-ws-demo:room:"
+
+
+# -- a cable a test can cut ----------------------------------------------------------
+
+
+class Cable:
+    """A TCP proxy from a free loopback port to *target*.
+
+    :meth:`cut` stops forwarding in both directions and holds new connections,
+    like a partition (TCP connections stay open; what was sent meanwhile
+    arrives after :meth:`heal`, as TCP would retransmit it). :meth:`reset`
+    closes every relayed connection, like ``CLIENT KILL``.
+    """
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self._up = trio.Event()
+        self._up.set()
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            task_status.started(self.port)
+            await trio.serve_listeners(self._relay, listeners, handler_nursery=nursery)
+
+    def cut(self) -> None:
+        self._up = trio.Event()
+
+    def heal(self) -> None:
+        self._up.set()
+
+    def reset(self) -> None:
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        await self._up.wait()
+        try:
+            server = await trio.open_tcp_stream("127.0.0.1", self.target)
+        except OSError:
+            await client.aclose()
+            return
+        async with client, server, trio.open_nursery() as nursery:
+            self._scopes.add(nursery.cancel_scope)
+            nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
+            nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+        self._scopes.discard(nursery.cancel_scope)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
+    ) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                await self._up.wait()
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        both.cancel()
+
+
+# -- what Redis accepted ---------------------------------------------------------------
+
+
+class Tap:
+    """Reads every room stream from Redis directly: what Redis accepted."""
+
+    def __init__(self, port: int, rooms: list[str]) -> None:
+        self._port = port
+        self._positions: dict[bytes, str] = {PREFIX + room.encode(): "0-0" for room in rooms}
+        self.accepted: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
+        """room -> (epoch, offset) -> text"""
+
+    def texts(self, room: str) -> set[str]:
+        return set(self.accepted[room].values())
+
+    async def run(self) -> None:
+        import coredis
+
+        while True:
+            try:
+                client: Any = coredis.Redis(
+                    host="127.0.0.1", port=self._port, decode_responses=False, stream_timeout=5
+                )
+                async with client:
+                    while True:
+                        result = await client.xread(self._positions, count=1000, block=200)
+                        for key, entries in (result or {}).items():
+                            self._note(key, entries)
+            except Exception:  # Redis restarted or refuses: read on when it is back
+                await trio.sleep(0.2)
+
+    def _note(self, key: bytes, entries: Any) -> None:
+        room = key[len(PREFIX) :].decode()
+        for entry in entries:
+            identifier = entry.identifier.decode()
+            self._positions[key] = identifier
+            epoch, _, offset = identifier.partition("-")
+            text = entry.field_values.get(b"m")
+            if text is not None:
+                self.accepted[room][(epoch, int(offset))] = text.decode("utf-8", "replace")
+
+
+# -- clients -----------------------------------------------------------------------------
+
+
+@dataclass
+class Listener:
+    """A v1 client that records every frame; resumes (on any server) when cut off."""
+
+    name: str
+    room: str
+    bases: list[str]
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    announced: bool = False
+    """Told ``recovered: false`` (a resume or a backplane frame): its losses are announced."""
+    resumes: int = 0
+    epoch: str | None = None
+    offset: int | None = None
+    stop: trio.Event = field(default_factory=trio.Event)
+    drop_once: trio.Event | None = None
+    """When set, the listener drops its connection once and resumes."""
+
+    def texts(self) -> list[str]:
+        return [f["text"] for f in self.frames if f.get("type") == "message"]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        attempt = 0
+        started = False
+        while not self.stop.is_set():
+            base = self.bases[attempt % len(self.bases)]
+            attempt += 1
+            query = ""
+            if self.epoch is not None and self.offset is not None:
+                query = f"?since={self.offset}&epoch={self.epoch}"
+            try:
+                async with connect(
+                    f"{base}/{self.room}{query}",
+                    subprotocols=V1,  # type: ignore[list-item]
+                    proxy=None,
+                    max_size=None,
+                    max_queue=None,
+                    ping_interval=None,
+                ) as ws:
+                    first = self._note(json.loads(await ws.recv()))
+                    if first.get("type") == "resume":
+                        self.resumes += 1
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async with trio.open_nursery() as nursery:
+
+                        async def until_told(
+                            scope: trio.CancelScope = nursery.cancel_scope,
+                        ) -> None:
+                            await self.stop.wait()
+                            scope.cancel()
+
+                        async def drop(scope: trio.CancelScope = nursery.cancel_scope) -> None:
+                            assert self.drop_once is not None
+                            await self.drop_once.wait()
+                            self.drop_once = None
+                            scope.cancel()
+
+                        nursery.start_soon(until_told)
+                        if self.drop_once is not None:
+                            nursery.start_soon(drop)
+                        while True:
+                            self._note(json.loads(await ws.recv()))
+            except* (ConnectionClosed, InvalidHandshake, OSError):
+                pass
+            await trio.sleep(0.1)
+
+    def _note(self, frame: dict[str, Any]) -> dict[str, Any]:
+        self.frames.append(frame)
+        kind = frame.get("type")
+        if kind in ("joined", "resume", "backplane"):
+            if kind == "resume" and frame.get("epoch") != self.epoch:
+                self.announced = True  # a new history: it says so
+            if frame.get("recovered") is False:
+                self.announced = True
+            self.epoch = str(frame.get("epoch"))
+            self.offset = int(frame.get("offset", 0))
+            if kind == "joined":
+                self.offset -= int(frame.get("history", 0))
+        elif kind == "message":
+            self.offset = int(frame["offset"])
+        return frame
+
+
+@dataclass
+class Publisher:
+    name: str
+    room: str
+    base: str
+    rate: float
+    sent: list[str] = field(default_factory=list)
+    stop: trio.Event = field(default_factory=trio.Event)
+
+    async def run(self) -> None:
+        interval = 1 / self.rate
+        while not self.stop.is_set():
+            try:
+                async with connect(f"{self.base}/{self.room}", proxy=None) as ws:
+                    while not self.stop.is_set():
+                        text = f"{self.name}:{len(self.sent)}"
+                        await ws.send(text)
+                        self.sent.append(text)
+                        await trio.sleep(interval)
+            except (ConnectionClosed, InvalidHandshake, OSError):
+                await trio.sleep(0.1)
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    published: int = 0
+    accepted: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    gaps: int = 0
+    listeners: int = 0
+    announced: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.lost or self.duplicates or self.conflicts or self.gaps)
+
+
+def judge(listeners: list[Listener], publishers: list[Publisher], tap: Tap) -> Figures:
+    figures = Figures(
+        published=sum(len(p.sent) for p in publishers),
+        accepted=sum(len(tap.texts(room)) for room in {ls.room for ls in listeners}),
+        listeners=len(listeners),
+    )
+    names: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+    for listener in listeners:
+        for frame in listener.frames:
+            if frame.get("type") == "message":
+                names[(listener.room, str(frame["epoch"]), frame["offset"])].add(frame["text"])
+    figures.conflicts = sum(1 for texts in names.values() if len(texts) > 1)
+    for listener in listeners:
+        if listener.announced:
+            figures.announced += 1
+            continue
+        got = Counter(listener.texts())
+        figures.duplicates += sum(count - 1 for count in got.values() if count > 1)
+        accepted = tap.texts(listener.room)
+        figures.lost += len(accepted - got.keys())
+        by_key = tap.accepted[listener.room]
+        previous: tuple[str, int] | None = None
+        for frame in listener.frames:
+            if frame.get("type") != "message":
+                continue
+            key = (str(frame["epoch"]), int(frame["offset"]))
+            if previous is not None and previous[0] == key[0] and key[1] > previous[1] + 1:
+                skipped = (by_key.get((key[0], n)) for n in range(previous[1] + 1, key[1]))
+                if any(text is not None and text not in got for text in skipped):
+                    figures.gaps += 1
+            previous = key
+    return figures
+
+
+def with_epoch(listener: Listener) -> None:
+    """Give each message frame the epoch it was sent under (frames carry none)."""
+    epoch = None
+    for frame in listener.frames:
+        if frame.get("type") in ("joined", "resume", "backplane"):
+            epoch = str(frame.get("epoch"))
+        elif frame.get("type") == "message":
+            frame["epoch"] = epoch
+
+
+# -- a run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    cables: list[Cable]
+    servers: list[Process]
+    bases: list[str]
+    nursery: trio.Nursery
+
+
+@asynccontextmanager
+async def cluster(nursery: trio.Nursery, *flags: str, servers: int = 2) -> AsyncIterator[Cluster]:
+    """A redis-server and *servers* ``serve --redis`` processes, each through its cable."""
+    redis = RedisServer(nursery)
+    await redis.start()
+    cables = [Cable(redis.port) for _ in range(servers)]
+    for cable in cables:
+        await nursery.start(cable.run)
+    processes: list[Process] = []
+    bases: list[str] = []
+    try:
+        async with _servers(cables, flags, processes, bases):
+            yield Cluster(redis, cables, processes, bases, nursery)
+    finally:
+        redis.thaw()
+        await redis.kill()
+
+
+@asynccontextmanager
+async def _servers(
+    cables: list[Cable], flags: tuple[str, ...], processes: list[Process], bases: list[str]
+) -> AsyncIterator[None]:
+    if not cables:
+        yield
+        return
+    cable, *rest = cables
+    url = f"redis://127.0.0.1:{cable.port}/0"
+    async with run_cli("serve", "--port", "0", "--redis", url, "--log-level", "warning",
+                       *flags) as process:  # fmt: skip
+        line = await process.readline()
+        assert line.startswith("Listening on ws://127.0.0.1:"), line
+        processes.append(process)
+        bases.append(line.split()[2])
+        async with _servers(rest, flags, processes, bases):
+            yield
+
+
+Fault = Callable[[Cluster, list[Listener]], Awaitable[None]]
+
+
+async def campaign(
+    fault: Fault,
+    *,
+    seconds: float = 4.0,
+    rooms: int = 2,
+    rate: float = 50.0,
+    flags: tuple[str, ...] = ("--history", "20"),
+    resuming: bool = True,
+) -> Figures:
+    """Publish on every server into *rooms* rooms, apply *fault* in the middle,
+    then let everything settle and judge what every listener got."""
+    names = [f"room{i}" for i in range(rooms)]
+    listeners: list[Listener] = []
+    publishers: list[Publisher] = []
+    async with trio.open_nursery() as outer:
+        async with cluster(outer, *flags) as c, trio.open_nursery() as nursery:
+            # Clients stop before the servers, and the servers before the cables.
+            tap = Tap(c.redis.port, names)
+            nursery.start_soon(tap.run)
+            for room in names:
+                for index, base in enumerate(c.bases):
+                    listener = Listener(f"{room}@{index}", room, [base, *c.bases])
+                    listeners.append(listener)
+                    await nursery.start(listener.run)
+                    if resuming:  # one that drops and resumes during the fault
+                        again = Listener(f"{room}@{index}r", room, [base, *c.bases])
+                        again.drop_once = trio.Event()
+                        listeners.append(again)
+                        await nursery.start(again.run)
+            publishers += [
+                Publisher(f"{room}-p{index}", room, base, rate)
+                for room in names
+                for index, base in enumerate(c.bases)
+            ]
+            for publisher in publishers:
+                nursery.start_soon(publisher.run)
+            await trio.sleep(seconds / 2)
+            await fault(c, listeners)
+            for listener in listeners:
+                if listener.drop_once is not None:
+                    listener.drop_once.set()
+            await trio.sleep(seconds / 2)
+            for publisher in publishers:
+                publisher.stop.set()
+            await settle(listeners, tap)
+            for listener in listeners:
+                listener.stop.set()
+            nursery.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
+    for listener in listeners:
+        with_epoch(listener)
+    return judge(listeners, publishers, tap)
+
+
+async def settle(listeners: list[Listener], tap: Tap, limit: float = 8.0) -> None:
+    """Wait until every listener has what Redis accepted (or *limit* seconds)."""
+    with trio.move_on_after(limit):
+        while True:
+            await trio.sleep(0.2)
+            if all(tap.texts(ls.room) <= set(ls.texts()) for ls in listeners if not ls.announced):
+                await trio.sleep(0.3)  # and whatever is still on its way
+                return
+
+
+# -- the faults ----------------------------------------------------------------------------
+
+
+async def partition(c: Cluster, _: list[Listener], seconds: float = 3.0) -> None:
+    """Server 0 cannot reach Redis for a while; its clients stay."""
+    c.cables[0].cut()
+    await trio.sleep(seconds)
+    c.cables[0].heal()
+
+
+async def client_kill(c: Cluster, _: list[Listener]) -> None:
+    """Redis drops every client connection (``CLIENT KILL TYPE normal``)."""
+    await redis_cli(c.redis.port, "CLIENT", "KILL", "TYPE", "normal")
+
+
+async def freeze(c: Cluster, _: list[Listener], seconds: float = 3.0) -> None:
+    """Redis stops (SIGSTOP) for a while, with writes in flight."""
+    c.redis.freeze()
+    await trio.sleep(seconds)
+    c.redis.thaw()
+
+
+async def delete_streams(c: Cluster, listeners: list[Listener]) -> None:
+    """Someone deletes the rooms' streams, as an operator might."""
+    for room in {ls.room for ls in listeners}:
+        await redis_cli(c.redis.port, "DEL", f"trio-ws-demo:room:{room}")
+
+
+async def kill_server(c: Cluster, _: list[Listener]) -> None:
+    """Server 0 dies (SIGKILL); its clients resume on the other."""
+    c.servers[0].process.kill()
+
+
+async def redis_cli(port: int, *args: str) -> str:
+    result = await trio.run_process(
+        ["redis-cli", "-p", str(port), *args], capture_stdout=True, check=False
+    )
+    return str(result.stdout.decode().strip())
+
+
+SCENARIOS: dict[str, Fault] = {
+    "partition": partition,
+    "CLIENT KILL": client_kill,
+    "SIGSTOP": freeze,
+    "DEL stream": delete_streams,
+    "kill -9 server": kill_server,
+}
+
+
+def table(rows: list[tuple[str, Figures]]) -> str:
+    head = "| scenario | published | accepted | lost | duplicates | conflicts | gaps | announced |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, f in rows:
+        lines.append(
+            f"| {name} | {f.published} | {f.accepted} | {f.lost} | {f.duplicates} | "
+            f"{f.conflicts} | {f.gaps} | {f.announced}/{f.listeners} |"
+        )
+    return "\n".join(lines)
+
+
+async def _main(seconds: float, only: list[str]) -> int:
+    rows = []
+    for name, fault in SCENARIOS.items():
+        if only and name not in only:
+            continue
+        started = time.monotonic()
+        figures = await campaign(fault, seconds=seconds, rooms=3, rate=100)
+        rows.append((name, figures))
+        print(f"{name}: {'clean' if figures.clean else 'NOT CLEAN'} "
+              f"({time.monotonic() - started:.0f} s)", file=sys.stderr)  # fmt: skip
+    print(table(rows))
+    return 0 if all(f.clean for _, f in rows) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    parser.add_argument("--only", action="append", default=[], help="run this scenario only")
+    args = parser.parse_args()
+    return trio.run(_main, args.seconds, args.only)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
