@@ -13,13 +13,17 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
 import trustme
 
 from trio_ws_demo import BroadcastServer, ServerOptions
+
+if TYPE_CHECKING:
+    from .redis_server import RedisServer
 
 StartServer = Callable[..., Awaitable[BroadcastServer]]
 
@@ -96,3 +100,17 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
+
+
+@pytest.fixture
+async def redis(nursery: trio.Nursery) -> AsyncIterator[RedisServer]:
+    """A redis-server of the test's own (skips, or fails under CI, without one)."""
+    from .redis_server import RedisServer
+
+    server = RedisServer(nursery)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.thaw()
+        await server.kill()

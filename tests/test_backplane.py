@@ -27,17 +27,6 @@ TIMEOUT = 20
 V1 = ["trio-ws-demo.v1"]
 
 
-@pytest.fixture
-async def redis(nursery: trio.Nursery) -> AsyncIterator[RedisServer]:
-    server = RedisServer(nursery)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.thaw()
-        await server.kill()
-
-
 @asynccontextmanager
 async def serve(redis_url: str, *flags: str) -> AsyncIterator[tuple[Process, str]]:
     """A ``serve --redis`` process; yields it and its ws:// base URL."""

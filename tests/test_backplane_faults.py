@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 from websockets.exceptions import InvalidStatus
-from websockets.trio.client import connect
+from websockets.trio.client import ClientConnection, connect
 
-from trio_ws_demo import ServerOptions
+from trio_ws_demo import BroadcastServer, ServerOptions
 
 from . import chaos
 from .conftest import StartServer, url_of
@@ -78,18 +79,21 @@ async def test_a_killed_server_costs_resuming_clients_nothing() -> None:
     assert clean(figures) == (0, 0, 0, 0)
 
 
-# -- rows with a closer look: one server in this process, one Redis ---------------------
+# -- rows with a closer look: servers in this process, one Redis -------------------------
 
 
-@pytest.fixture
-async def redis(nursery: trio.Nursery) -> AsyncIterator[RedisServer]:
-    server = RedisServer(nursery)
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.thaw()
-        await server.kill()
+@asynccontextmanager
+async def joined_on_both(
+    a: BroadcastServer, b: BroadcastServer, room: str
+) -> AsyncIterator[tuple[ClientConnection, ClientConnection]]:
+    """A v1 client of *room* on each server, past its ``joined`` frame."""
+    async with (
+        connect(url_of(a, room), subprotocols=V1, proxy=None) as near,  # type: ignore[list-item]
+        connect(url_of(b, room), subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
+    ):
+        await until_frame(near, "joined")
+        await until_frame(far, "joined")
+        yield near, far
 
 
 async def test_row_2_a_room_that_fails_to_load_is_retried_and_healthz_says_so(
@@ -101,12 +105,7 @@ async def test_row_2_a_room_that_fails_to_load_is_retried_and_healthz_says_so(
     a = await start_server(ServerOptions(redis=redis.url))
     b = await start_server(ServerOptions(redis=redis.url))
     with trio.fail_after(TIMEOUT):
-        async with (
-            connect(url_of(a, "/w"), subprotocols=V1, proxy=None) as ws,  # type: ignore[list-item]
-            connect(url_of(b, "/w"), subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
-        ):
-            await until_frame(ws, "joined")
-            await until_frame(far, "joined")
+        async with joined_on_both(a, b, "/w") as (ws, far):
             status, health = await healthz(a.port)
             assert (status, health["backplane"], health["rooms_not_followed"]) == (
                 503, "degraded", 1,
@@ -132,12 +131,7 @@ async def test_row_6_a_message_redis_refuses_reaches_nobody_and_its_sender_is_to
     a = await start_server(ServerOptions(redis=redis.url))
     b = await start_server(ServerOptions(redis=redis.url))
     with trio.fail_after(TIMEOUT):
-        async with (
-            connect(url_of(a, "/o"), subprotocols=V1, proxy=None) as ws,  # type: ignore[list-item]
-            connect(url_of(b, "/o"), subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
-        ):
-            await until_frame(ws, "joined")
-            await until_frame(far, "joined")
+        async with joined_on_both(a, b, "/o") as (ws, far):
             await chaos.redis_cli(redis.port, "CONFIG", "SET", "maxmemory", "1")
             await ws.send("refused")
             error = await next_frame_but_no_message(ws, "error")
