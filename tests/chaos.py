@@ -119,9 +119,11 @@ class Tap:
         self._positions: dict[bytes, str] = {PREFIX + room.encode(): "0-0" for room in rooms}
         self.accepted: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
         """room -> (epoch, offset) -> text"""
+        self._texts: dict[str, set[str]] = defaultdict(set)
 
     def texts(self, room: str) -> set[str]:
-        return set(self.accepted[room].values())
+        """Every message Redis accepted in *room* (also one whose key was reused)."""
+        return self._texts[room]
 
     async def run(self) -> None:
         import coredis
@@ -136,8 +138,17 @@ class Tap:
                         result = await client.xread(self._positions, count=1000, block=200)
                         for key, entries in (result or {}).items():
                             self._note(key, entries)
+                        await self._restarted(client)
             except Exception:  # Redis restarted or refuses: read on when it is back
                 await trio.sleep(0.2)
+
+    async def _restarted(self, client: Any) -> None:
+        """A stream deleted and written again may restart below where the tap
+        is: read it from its start again (whatever the server does about it)."""
+        for key, position in self._positions.items():
+            newest = await client.xrevrange(key, count=1)
+            if newest and _id(newest[0].identifier.decode()) < _id(position):
+                self._positions[key] = "0-0"
 
     def _note(self, key: bytes, entries: Any) -> None:
         room = key[len(PREFIX) :].decode()
@@ -147,7 +158,15 @@ class Tap:
             epoch, _, offset = identifier.partition("-")
             text = entry.field_values.get(b"m")
             if text is not None:
-                self.accepted[room][(epoch, int(offset))] = text.decode("utf-8", "replace")
+                self.accepted[room][(epoch, int(offset))] = decoded = text.decode(
+                    "utf-8", "replace"
+                )
+                self._texts[room].add(decoded)
+
+
+def _id(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition("-")
+    return int(major), int(minor)
 
 
 # -- clients -----------------------------------------------------------------------------
