@@ -48,6 +48,15 @@ def soak(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """Every fault campaign of tests/chaos.py, longer (`-- --seconds N`), with the
+    figures table; as root also a partition on network namespaces."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.chaos", *session.posargs)
+    session.run("python", "-m", "tests.partition_run", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Fan-out benchmark against baselines (`-- --quick` for a smoke run)."""
     session.install("-e", ".", "websockets>=14")

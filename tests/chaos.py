@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -40,6 +42,7 @@ import trio
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.trio.client import connect
 
+from . import netns
 from .processes import Process, run_cli
 from .redis_server import RedisServer
 
@@ -114,7 +117,8 @@ class Cable:
 class Tap:
     """Reads every room stream from Redis directly: what Redis accepted."""
 
-    def __init__(self, port: int, rooms: list[str]) -> None:
+    def __init__(self, host: str, port: int, rooms: list[str]) -> None:
+        self._host = host
         self._port = port
         self._positions: dict[bytes, str] = {PREFIX + room.encode(): "0-0" for room in rooms}
         self.accepted: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
@@ -131,7 +135,7 @@ class Tap:
         while True:
             try:
                 client: Any = coredis.Redis(
-                    host="127.0.0.1", port=self._port, decode_responses=False, stream_timeout=5
+                    host=self._host, port=self._port, decode_responses=False, stream_timeout=5
                 )
                 async with client:
                     while True:
@@ -347,26 +351,46 @@ def with_epoch(listener: Listener) -> None:
 
 @dataclass
 class Cluster:
-    redis: RedisServer
-    cables: list[Cable]
+    """Redis and the servers, wherever they run; what a fault needs of them."""
+
+    redis: Any
+    """Has ``host``, ``port``, ``freeze()`` and ``thaw()``."""
     servers: list[Process]
     bases: list[str]
-    nursery: trio.Nursery
+    cut: Callable[[int], Awaitable[None]]
+    """Cut server *i* off from Redis (its clients keep it)."""
+    heal: Callable[[int], Awaitable[None]]
+
+    async def redis_cli(self, *args: str) -> str:
+        return await redis_cli(self.redis.port, *args, host=self.redis.host)
+
+
+ClusterFactory = Callable[[trio.Nursery, tuple[str, ...]], Any]
 
 
 @asynccontextmanager
-async def cluster(nursery: trio.Nursery, *flags: str, servers: int = 2) -> AsyncIterator[Cluster]:
-    """A redis-server and *servers* ``serve --redis`` processes, each through its cable."""
+async def cluster(nursery: trio.Nursery, flags: tuple[str, ...]) -> AsyncIterator[Cluster]:
+    """A redis-server and two ``serve --redis`` processes on loopback, each
+    reaching Redis through its own :class:`Cable`."""
     redis = RedisServer(nursery)
     await redis.start()
-    cables = [Cable(redis.port) for _ in range(servers)]
+    redis.host = "127.0.0.1"  # type: ignore[attr-defined]
+    cables = [Cable(redis.port) for _ in range(2)]
     for cable in cables:
         await nursery.start(cable.run)
     processes: list[Process] = []
     bases: list[str] = []
+
+    async def cut(index: int) -> None:
+        cables[index].cut()
+
+    async def heal(index: int) -> None:
+        cables[index].heal()
+
+    urls = [f"redis://127.0.0.1:{cable.port}/0" for cable in cables]
     try:
-        async with _servers(cables, flags, processes, bases):
-            yield Cluster(redis, cables, processes, bases, nursery)
+        async with _servers([((), url, "127.0.0.1") for url in urls], flags, processes, bases):
+            yield Cluster(redis, processes, bases, cut, heal)
     finally:
         redis.thaw()
         await redis.kill()
@@ -374,21 +398,100 @@ async def cluster(nursery: trio.Nursery, *flags: str, servers: int = 2) -> Async
 
 @asynccontextmanager
 async def _servers(
-    cables: list[Cable], flags: tuple[str, ...], processes: list[Process], bases: list[str]
+    places: list[tuple[tuple[str, ...], str, str]],
+    flags: tuple[str, ...],
+    processes: list[Process],
+    bases: list[str],
 ) -> AsyncIterator[None]:
-    if not cables:
+    """A server per (command prefix, Redis URL, host to reach it at)."""
+    if not places:
         yield
         return
-    cable, *rest = cables
-    url = f"redis://127.0.0.1:{cable.port}/0"
-    async with run_cli("serve", "--port", "0", "--redis", url, "--log-level", "warning",
-                       *flags) as process:  # fmt: skip
+    (prefix, url, host), *rest = places
+    bind = "0.0.0.0" if prefix else "127.0.0.1"
+    async with run_cli("serve", "--host", bind, "--port", "0" if not prefix else "8000",
+                       "--redis", url, "--log-level", "warning", *flags,
+                       prefix=prefix) as process:  # fmt: skip
         line = await process.readline()
-        assert line.startswith("Listening on ws://127.0.0.1:"), line
+        assert line.startswith("Listening on ws://"), line
         processes.append(process)
-        bases.append(line.split()[2])
+        bases.append(f"ws://{host}:{line.split()[2].rsplit(':', 1)[1]}")
         async with _servers(rest, flags, processes, bases):
             yield
+
+
+class _NamespaceRedis:
+    """redis-server in the hosts' Redis namespace."""
+
+    def __init__(self, hosts: netns.Hosts) -> None:
+        self.hosts = hosts
+        self.host, self.port = netns.REDIS_HOST, netns.REDIS_PORT
+        self.process: trio.Process | None = None
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self.process = process = await trio.lowlevel.open_process(
+            [*self.hosts.exec_in("r"), "redis-server", "--bind", self.host, "--port",
+             str(self.port), "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None
+        seen = b""
+        with trio.fail_after(10):
+            while b"Ready to accept connections" not in seen:
+                seen += await process.stdout.receive_some()
+        nursery.start_soon(_drain, process.stdout)
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    async def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def _drain(stream: trio.abc.ReceiveStream) -> None:
+    async with stream:
+        while await stream.receive_some():
+            pass
+
+
+def in_namespaces(hosts: netns.Hosts) -> ClusterFactory:
+    """Redis and two servers on the namespaced *hosts* (``netns.py``): a cut is
+    ``ip link set bp down`` on the server's host. Run from the clients' namespace."""
+
+    @asynccontextmanager
+    async def place(nursery: trio.Nursery, flags: tuple[str, ...]) -> AsyncIterator[Cluster]:
+        redis = _NamespaceRedis(hosts)
+        await redis.start(nursery)
+
+        async def cut(index: int) -> None:
+            await trio.run_process(
+                ["ip", "-n", hosts.ns(f"h{index + 1}"), "link", "set", "bp", "down"]
+            )
+
+        async def heal(index: int) -> None:
+            await trio.run_process(
+                ["ip", "-n", hosts.ns(f"h{index + 1}"), "link", "set", "bp", "up"]
+            )
+
+        url = f"redis://{redis.host}:{redis.port}/0"
+        places = [(hosts.exec_in(f"h{i + 1}"), url, hosts.server_host(i)) for i in range(2)]
+        processes: list[Process] = []
+        bases: list[str] = []
+        try:
+            async with _servers(places, flags, processes, bases):
+                yield Cluster(redis, processes, bases, cut, heal)
+        finally:
+            redis.thaw()
+            await redis.kill()
+
+    return place
 
 
 Fault = Callable[[Cluster, list[Listener]], Awaitable[None]]
@@ -402,6 +505,7 @@ async def campaign(
     rate: float = 50.0,
     flags: tuple[str, ...] = ("--history", "20"),
     resuming: bool = True,
+    place: ClusterFactory = cluster,
 ) -> Figures:
     """Publish on every server into *rooms* rooms, apply *fault* in the middle,
     then let everything settle and judge what every listener got."""
@@ -409,9 +513,9 @@ async def campaign(
     listeners: list[Listener] = []
     publishers: list[Publisher] = []
     async with trio.open_nursery() as outer:
-        async with cluster(outer, *flags) as c, trio.open_nursery() as nursery:
+        async with place(outer, flags) as c, trio.open_nursery() as nursery:
             # Clients stop before the servers, and the servers before the cables.
-            tap = Tap(c.redis.port, names)
+            tap = Tap(c.redis.host, c.redis.port, names)
             nursery.start_soon(tap.run)
             for room in names:
                 for index, base in enumerate(c.bases):
@@ -463,14 +567,14 @@ async def settle(listeners: list[Listener], tap: Tap, limit: float = 8.0) -> Non
 
 async def partition(c: Cluster, _: list[Listener], seconds: float = 3.0) -> None:
     """Server 0 cannot reach Redis for a while; its clients stay."""
-    c.cables[0].cut()
+    await c.cut(0)
     await trio.sleep(seconds)
-    c.cables[0].heal()
+    await c.heal(0)
 
 
 async def client_kill(c: Cluster, _: list[Listener]) -> None:
     """Redis drops every client connection (``CLIENT KILL TYPE normal``)."""
-    await redis_cli(c.redis.port, "CLIENT", "KILL", "TYPE", "normal")
+    await c.redis_cli("CLIENT", "KILL", "TYPE", "normal")
 
 
 async def freeze(c: Cluster, _: list[Listener], seconds: float = 3.0) -> None:
@@ -483,7 +587,7 @@ async def freeze(c: Cluster, _: list[Listener], seconds: float = 3.0) -> None:
 async def delete_streams(c: Cluster, listeners: list[Listener]) -> None:
     """Someone deletes the rooms' streams, as an operator might."""
     for room in {ls.room for ls in listeners}:
-        await redis_cli(c.redis.port, "DEL", f"trio-ws-demo:room:{room}")
+        await c.redis_cli("DEL", f"trio-ws-demo:room:{room}")
 
 
 async def kill_server(c: Cluster, _: list[Listener]) -> None:
@@ -491,9 +595,9 @@ async def kill_server(c: Cluster, _: list[Listener]) -> None:
     c.servers[0].process.kill()
 
 
-async def redis_cli(port: int, *args: str) -> str:
+async def redis_cli(port: int, *args: str, host: str = "127.0.0.1") -> str:
     result = await trio.run_process(
-        ["redis-cli", "-p", str(port), *args], capture_stdout=True, check=False
+        ["redis-cli", "-h", host, "-p", str(port), *args], capture_stdout=True, check=False
     )
     return str(result.stdout.decode().strip())
 
@@ -518,17 +622,22 @@ def table(rows: list[tuple[str, Figures]]) -> str:
     return "\n".join(lines)
 
 
-async def _main(seconds: float, only: list[str]) -> int:
+async def _main(seconds: float, only: list[str], namespaces: str | None, as_json: bool) -> int:
     rows = []
+    place = in_namespaces(netns.Hosts(namespaces)) if namespaces else cluster
+    where = "network namespaces" if namespaces else "loopback, through cables"
     for name, fault in SCENARIOS.items():
         if only and name not in only:
             continue
         started = time.monotonic()
-        figures = await campaign(fault, seconds=seconds, rooms=3, rate=100)
+        figures = await campaign(fault, seconds=seconds, rooms=3, rate=100, place=place)
         rows.append((name, figures))
-        print(f"{name}: {'clean' if figures.clean else 'NOT CLEAN'} "
+        print(f"{name} ({where}): {'clean' if figures.clean else 'NOT CLEAN'} "
               f"({time.monotonic() - started:.0f} s)", file=sys.stderr)  # fmt: skip
-    print(table(rows))
+    if as_json:
+        print(json.dumps({name: vars(f) for name, f in rows}))
+    else:
+        print(table(rows))
     return 0 if all(f.clean for _, f in rows) else 1
 
 
@@ -536,8 +645,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
     parser.add_argument("--only", action="append", default=[], help="run this scenario only")
+    parser.add_argument(
+        "--namespaces",
+        metavar="NAME",
+        help="servers and Redis on the hosts netns.hosts(NAME) built (run from NAME-c)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
-    return trio.run(_main, args.seconds, args.only)
+    return trio.run(_main, args.seconds, args.only, args.namespaces, args.json)
 
 
 if __name__ == "__main__":

@@ -97,12 +97,14 @@ async def run_cli(
     env: dict[str, str] | None = None,
     merged: bool = False,
     typing: bool = False,
+    prefix: tuple[str, ...] = (),
 ) -> AsyncIterator[Process]:
     """Run the CLI; with *merged*, stderr goes into stdout in order, as a terminal shows it.
-    With *typing*, stdin stays open for the test to write to (``process.process.stdin``)."""
+    With *typing*, stdin stays open for the test to write to (``process.process.stdin``).
+    *prefix* runs it through another command that execs it (``ip netns exec NS``)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trio_ws_demo", *args],
+        [*prefix, sys.executable, "-m", "trio_ws_demo", *args],
         stdin=subprocess.PIPE if stdin is not None or typing else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merged else subprocess.PIPE,

@@ -805,7 +805,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, trio.TooSlowError):
         return "no answer in time"
     text = str(exc) or type(exc).__name__
-    return text[0].lower() + text[1:] if text else text
+    if text[1:2].islower():  # "Connection refused", not "DENIED ..." or "OOM ..."
+        return text[0].lower() + text[1:]
+    return text
 
 
 def _tokens() -> Any:
