@@ -23,8 +23,17 @@ from trio_ws_demo import BroadcastServer, ServerOptions
 
 from . import chaos
 from .conftest import StartServer, url_of
+from .processes import run_cli
 from .redis_server import RedisServer, require_redis
-from .test_backplane import V1, frames, healthz, metrics, next_frame_but_no_message, until_frame
+from .test_backplane import (
+    V1,
+    frames,
+    healthz,
+    metrics,
+    next_frame_but_no_message,
+    serve,
+    until_frame,
+)
 
 TIMEOUT = 60
 
@@ -224,3 +233,47 @@ async def test_row_10_limits_hold_across_the_room_load(
             assert len(a.rooms) <= 3
             done.set()
     assert (opened, refused) == (3, 17)
+
+
+async def test_echo_says_when_redis_refused_its_message(redis: RedisServer) -> None:
+    """What a person sees: the refusal in one line, and exit 1 (the echo is missing)."""
+    with trio.fail_after(TIMEOUT):
+        async with serve(redis.url) as (_, base):
+            await chaos.redis_cli(redis.port, "CONFIG", "SET", "maxmemory", "1")
+            async with run_cli(
+                "echo",
+                "--subprotocol",
+                "trio-ws-demo.v1",
+                "--timeout",
+                "2",
+                f"{base}/full",
+                "hi",
+                merged=True,
+            ) as echo:
+                code = await echo.process.wait()
+                out = "\n".join(await echo.rest())
+    assert code == 1
+    assert "not delivered: Redis said OOM command not allowed" in out
+
+
+async def test_a_server_starts_while_redis_refuses_writes(redis: RedisServer) -> None:
+    """At maxmemory, a second server still starts: the functions are loaded already."""
+    with trio.fail_after(TIMEOUT):
+        async with serve(redis.url):
+            await chaos.redis_cli(redis.port, "CONFIG", "SET", "maxmemory", "1")
+            async with serve(redis.url) as (_, base), connect(f"{base}/x", proxy=None) as ws:
+                await ws.send("still refused, but the server is up")
+
+
+async def test_a_redis_restart_starts_new_epochs_and_says_so() -> None:
+    figures = await run(chaos.restart_redis)
+    assert clean(figures) == (0, 0, 0, 0)
+
+
+async def test_maxmemory_refuses_messages_without_splitting_them() -> None:
+    """Row 6 in a campaign: refused messages are in no one's stream and reach no
+    one; everything accepted reaches everyone."""
+    figures = await run(chaos.maxmemory)
+    assert clean(figures) == (0, 0, 0, 0)
+    assert figures.accepted < figures.published  # some were refused
+    assert figures.local == 0  # and no one got those

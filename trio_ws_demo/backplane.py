@@ -424,7 +424,7 @@ class RedisBackplane:
         async with _lost_on_error(), self._connect() as link:
             with trio.fail_after(self._timeout):
                 await link.ping()
-                await link.function_load(_LIBRARY, replace=True)
+                await self._load_library(link)
             self._link = link
             self._generation += 1
             self._go_up()
@@ -436,6 +436,17 @@ class RedisBackplane:
                 nursery.start_soon(self._write, link)
                 nursery.start_soon(self._read, link)
                 nursery.start_soon(self._load_rooms)
+
+    async def _load_library(self, link: coredis.Redis[bytes]) -> None:
+        """Load our Redis functions; one loaded earlier will do when Redis refuses
+        writes (at ``maxmemory``, OOM), so that a server can start then too."""
+        from coredis.exceptions import ResponseError
+
+        try:
+            await link.function_load(_LIBRARY, replace=True)
+        except ResponseError:
+            if not await link.function_list(libraryname="trio_ws_demo"):
+                raise
 
     def _connect(self) -> coredis.Redis[bytes]:
         try:

@@ -199,14 +199,22 @@ class _Position:
             # offsets are now in another epoch.
             self.epoch = str(data.get("epoch"))
             self.offset = int(data.get("offset", 0))
-            report(
-                Notice(
-                    "the server is connected to the other servers again"
-                    if data.get("up")
-                    else "the server lost its link to the other servers: messages from "
+            if not data.get("up"):
+                text = (
+                    "the server lost its link to the other servers: messages from "
                     "their clients may be missing"
                 )
-            )
+            elif data.get("recovered") is False:
+                text = (
+                    "the server is connected to the other servers again; "
+                    "messages sent meanwhile may be missing"
+                )
+            else:
+                text = "the server is connected to the other servers again"
+            report(Notice(text))
+        elif kind == "error":
+            # About something this client did, e.g. a message Redis refused.
+            report(Notice(str(data.get("reason", "the server reported an error"))))
         elif kind == "message":
             self.offset = int(data.get("offset", 0))
         return data
