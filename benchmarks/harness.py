@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: Our server, quiet, on a free port; callers append their own flags.
+#: Our server, quiet, on a free port, without --max-message-rate (the publishers
+#: here send as fast as they can, and no baseline limits them); callers append
+#: their own flags.
 OUR_SERVER = [
     sys.executable,
     "-m",
@@ -18,6 +20,8 @@ OUR_SERVER = [
     "0",
     "--log-level",
     "warning",
+    "--max-message-rate",
+    "0",
 ]
 
 

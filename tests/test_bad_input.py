@@ -216,8 +216,12 @@ async def test_handshake_timeout_is_exact_under_a_virtual_clock(
     assert server.statistics().rejections["handshake timeout"] == 1
 
 
-async def test_close_frames_are_read_even_while_messages_flood_in(server: BroadcastServer) -> None:
-    """The server keeps reading: a ping and a close behind a flood still get answered."""
+async def test_close_frames_are_read_even_while_messages_flood_in(
+    start_server: StartServer,
+) -> None:
+    """The server keeps reading: a ping and a close behind a flood still get answered
+    (no --max-message-rate here: the flood is the point)."""
+    server = await start_server(ServerOptions(max_message_rate=0))
     with trio.fail_after(TIMEOUT):
         client = await RawClient.connect(server.port)
         flood = b"".join(client.frame(f"m{n}") for n in range(2000))

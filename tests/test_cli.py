@@ -25,12 +25,12 @@ async def listening_port(serve: Process) -> int:
 # -- in-process: argument handling, no network needed --------------------------
 
 
-def test_help_lists_both_commands(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: trio-ws-demo ")
     commands = [line.split(None, 1) for line in out.splitlines() if line.startswith("    ")]
-    assert [name for name, _ in commands] == ["serve", "echo"]
+    assert [name for name, _ in commands] == ["serve", "echo", "token"]
     assert all(help_text.strip() for _, help_text in commands)  # each says what it does
 
 

@@ -230,9 +230,9 @@ async def max_pending(port: int) -> None:
 
 ROWS: list[tuple[list[str], Callable[[int], Awaitable[None]]]] = [
     (["--max-message-size", "100"], message_size),
-    (["--max-queue", "5"], queue_messages),
+    (["--max-queue", "5", "--max-message-rate", "0"], queue_messages),
     (["--max-queue-bytes", "10000"], queue_bytes),
-    (["--slow-client", "drop", "--max-queue", "5"], slow_client_drop),
+    (["--slow-client", "drop", "--max-queue", "5", "--max-message-rate", "0"], slow_client_drop),
     (["--max-clients", "1"], max_clients),
     (["--max-rooms", "2"], max_rooms),
     (["--max-room-name", "5"], max_room_name),

@@ -66,7 +66,7 @@ async def test_healthz_counts_connected_clients(server: BroadcastServer) -> None
     ("request_bytes", "status"),
     [
         (b"GET /not//a%20room HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found"),
-        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "405 Method Not Allowed"),
+        (b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "405 Method Not Allowed"),
         (
             b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
             "431 Request Header Fields Too Large",

@@ -79,6 +79,7 @@ __all__ = [
     "BACKFILL_BYTES",
     "BackplaneStatistics",
     "BackplaneUnavailable",
+    "Receipt",
     "RedisBackplane",
     "redact_url",
 ]
@@ -189,6 +190,10 @@ class BackplaneStatistics:
         return "degraded" if self.not_followed or self.refusing else "up"
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _stream_key(room: str) -> str:
     return f"{PREFIX}:room:{room}"
 
@@ -197,19 +202,45 @@ def _id(identifier: StreamId) -> str:
     return f"{identifier[0]}-{identifier[1]}"
 
 
+class Receipt:
+    """What Redis made of a batch of messages published over HTTP (which waits
+    for it): the last entry ID, or why not."""
+
+    def __init__(self, count: int) -> None:
+        self.pending = count
+        self.last_id: StreamId | None = None
+        self.error: str | None = None
+        self.done = trio.Event()
+
+    def settle(self, identifier: StreamId | None = None, error: str | None = None) -> None:
+        if identifier is not None and (self.last_id is None or identifier > self.last_id):
+            self.last_id = identifier
+        if error is not None and self.error is None:
+            self.error = error
+        self.pending -= 1
+        if self.pending <= 0:
+            self.done.set()
+
+
 class _Outbound:
     """A message waiting for Redis."""
 
-    __slots__ = ("at", "message", "room", "sender", "seq")
+    __slots__ = ("at", "message", "receipt", "room", "sender", "seq")
 
     def __init__(
-        self, room: str, message: str | bytes, seq: int, sender: Subscriber[bytes] | None
+        self,
+        room: str,
+        message: str | bytes,
+        seq: int,
+        sender: Subscriber[bytes] | None,
+        receipt: Receipt | None = None,
     ) -> None:
         self.room = room
         self.message = message
         self.at = time.time()
         self.seq = seq
         self.sender = sender
+        self.receipt = receipt
 
 
 def _entry_message(fields: Any) -> tuple[str | bytes, float, bytes, int] | None:
@@ -312,6 +343,27 @@ class RedisBackplane:
         self._outbound.append(_Outbound(room, message, self._seq, sender))
         self._wake_writer.set()
         return True
+
+    async def publish(self, room: str, messages: list[str | bytes]) -> tuple[str, int]:
+        """Publish *messages* into *room* through Redis and wait until Redis took
+        them: the epoch and offset of the last. Raises :class:`BackplaneUnavailable`
+        (with the reason) if the link is down, the queue is full, Redis refused
+        one, or no answer came in time; a message Redis did take is delivered
+        to every process regardless (so a retry after a timeout may deliver twice)."""
+        if not self.up:
+            raise BackplaneUnavailable("Redis is unavailable")
+        if len(self._outbound) + len(messages) > self._outbound_limit:
+            raise BackplaneUnavailable("too many messages are waiting for Redis")
+        receipt = Receipt(len(messages))
+        for message in messages:
+            self._seq += 1
+            self._outbound.append(_Outbound(room, message, self._seq, None, receipt))
+        self._wake_writer.set()
+        with trio.move_on_after(self._timeout * 2):
+            await receipt.done.wait()
+        if receipt.error is not None or receipt.last_id is None:
+            raise BackplaneUnavailable(receipt.error or "no answer from Redis in time")
+        return str(receipt.last_id[0]), receipt.last_id[1]
 
     def _unfollow(self, room: Room) -> None:
         feed = self._feeds.get(room.name)
@@ -523,6 +575,9 @@ class RedisBackplane:
         unsent = [*self._in_flight, *self._outbound]
         self._in_flight, self._outbound = [], deque()
         for item in unsent:
+            if item.receipt is not None:  # its publisher is told, and may retry
+                item.receipt.settle(error=f"lost Redis ({why})")
+                continue
             local = self._rooms.get(item.room)
             if local is not None:
                 local.publish(item.message)
@@ -662,7 +717,7 @@ class RedisBackplane:
                 self._in_flight = []
                 for index, (item, request) in enumerate(zip(batch, requests, strict=True)):
                     try:
-                        await request
+                        identifier = await request
                     except ResponseError as exc:
                         if "function not found" in str(exc).lower():  # FUNCTION FLUSH
                             self._outbound.extendleft(reversed(batch[index:]))
@@ -670,6 +725,8 @@ class RedisBackplane:
                         self._refused(item, exc)
                     else:
                         self.sent += 1
+                        if item.receipt is not None:
+                            item.receipt.settle(parse_id(_text(identifier)))
 
     def _entry_args(self, item: _Outbound) -> list[str | bytes | int]:
         binary = isinstance(item.message, bytes)
@@ -692,6 +749,8 @@ class RedisBackplane:
         processes and not others); the sender is told, if it can be."""
         self.refused += 1
         why = str(exc).rpartition("pipeline caused error: ")[2] or type(exc).__name__
+        if item.receipt is not None:
+            item.receipt.settle(error=f"Redis said {why}")
         now = trio.current_time()
         if self._last_refusal is None or now - self._last_refusal >= _REFUSALS_SHOWN:
             logger.warning(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import trio
@@ -35,6 +36,7 @@ from .outbox import Outbox
 from .protocol import CLOSE_TABLE, Closed, End, Message, PingReceived, ServerProtocol, State
 from .rooms import Room, Rooms
 from .stats import Traffic
+from .tokens import EVERY_RIGHT, Grant
 from .transport import Transport
 
 __all__ = ["Connection", "ConnectionSettings"]
@@ -56,13 +58,24 @@ class ConnectionSettings:
     budget: InboxBudget
     max_message_size: int
     close_timeout: float
+    max_message_rate: float = 0.0
+    """Messages per second a client may send on average (0: no limit)..."""
+    message_burst: int = 1
+    """... and at once."""
+
+
+#: Why a connection may end with its last messages not delivered.
+_REFUSALS = frozenset({End.NOT_ALLOWED, End.RATE_LIMIT, End.TOKEN_EXPIRED})
 
 
 class Connection:
     """Runs one WebSocket connection in its room."""
 
     __slots__ = (
+        "_allowance",
+        "_allowance_at",
         "_backfill",
+        "_grant",
         "_nursery",
         "_opened",
         "_response",
@@ -96,6 +109,7 @@ class Connection:
         v1: bool = False,
         since: tuple[int, str] | None = None,
         backfill: list[tuple[int, float, str | bytes]] | None = None,
+        grant: Grant = EVERY_RIGHT,
         settings: ConnectionSettings,
         traffic: Traffic,
         peer: Peer,
@@ -111,6 +125,10 @@ class Connection:
         self.v1 = v1
         self._since = since
         self._backfill = backfill
+        self._grant = grant
+        self._allowance = float(settings.message_burst)
+        """Messages this client may still send now (--max-message-rate, a token bucket)."""
+        self._allowance_at = trio.current_time()
         self._settings = settings
         self.traffic = traffic
         self.peer = peer
@@ -247,9 +265,13 @@ class Connection:
                 self._opened = True
                 outbox.opened()
                 self._log_opened()
+                expiry = trio.CancelScope()
+                if self._grant.expires is not None:
+                    nursery.start_soon(self._expire, self._grant.expires, expiry)
                 try:
                     await self._read(room)
                 finally:
+                    expiry.cancel()  # the connection ends first: nothing to expire
                     self._leave_room()
         except* _GONE:
             self.note_end(End.PEER_VANISHED)  # a reset, a broken pipe: nobody to tell
@@ -281,7 +303,10 @@ class Connection:
                     frame = event.frame
                     traffic.messages_in += 1
                     traffic.bytes_in += len(frame)
-                    if echo:
+                    refused = self._refuse(room)
+                    if refused is not None:
+                        self._close_soon(refused)  # the message is never delivered
+                    elif echo:
                         room.plain.offer(outbox, frame, len(frame))
                     else:
                         room.send(event.message, frame, outbox)
@@ -297,6 +322,31 @@ class Connection:
                 return
             self.last_seen = trio.current_time()
             protocol.receive_data(data)
+
+    def _refuse(self, room: Room) -> End | None:
+        """Why the message just read must not be delivered, if it must not."""
+        if self.end in _REFUSALS:
+            return self.end  # refused already: nothing more is delivered
+        grant = self._grant
+        if not grant.everything and not grant.can_write(room.name):
+            return End.NOT_ALLOWED
+        rate = self._settings.max_message_rate
+        if rate:
+            now = trio.current_time()
+            burst = self._settings.message_burst
+            allowance = self._allowance + (now - self._allowance_at) * rate
+            self._allowance_at = now
+            if allowance < 1:
+                self._allowance = allowance
+                return End.RATE_LIMIT
+            self._allowance = min(allowance, burst) - 1
+        return None
+
+    async def _expire(self, expires: float, scope: trio.CancelScope) -> None:
+        """Close with 1008 ``token expired`` at the token's exp (a wall-clock time)."""
+        with scope:
+            await trio.sleep(max(0.0, expires - time.time()))
+            self._close_soon(End.TOKEN_EXPIRED)
 
     async def _closed_by_peer(self, event: Closed) -> None:
         """The peer closed, or broke a rule: the last frame, as the close table says."""

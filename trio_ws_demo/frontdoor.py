@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,11 +44,12 @@ from .handshake import check_upgrade, redact
 from .http import HttpRefusal, RequestHead, read_request_head, send_response
 from .listen import format_host
 from .options import ServerOptions
-from .rooms import SUBPROTOCOL, Rooms, room_from_path
+from .rooms import RESERVED_PATHS, SUBPROTOCOL, Rooms, room_from_path
 from .tls import TlsChannel
+from .tokens import Grant
 from .web import WebRoutes
 
-__all__ = ["Admission", "FrontDoor", "Peer"]
+__all__ = ["Admission", "FrontDoor", "Peer", "PublishRequest"]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
@@ -63,6 +65,20 @@ class Admission:
     """The client speaks ``trio-ws-demo.v1`` (JSON envelopes, offsets, resume)."""
     since: tuple[int, str] | None
     """``?since=N&epoch=E``: resume after offset N of that epoch."""
+    grant: Grant
+    """What the client may do (from its credential)."""
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """A ``POST`` to a room: the HTTP publish API takes the connection from here."""
+
+    stream: trio.abc.Stream
+    head: RequestHead
+
+
+#: An admitted upgrade's room, v1, since and grant (the fields of Admission after head).
+_Upgrade = tuple[str, bool, tuple[int, str] | None, Grant]
 
 
 class FrontDoor:
@@ -97,8 +113,9 @@ class FrontDoor:
             return True
         return False
 
-    async def admit(self, stream: trio.abc.Stream, peer: Peer) -> Admission | None:
-        """The (possibly TLS) stream and the request of an admitted upgrade, or None.
+    async def admit(self, stream: trio.abc.Stream, peer: Peer) -> Admission | PublishRequest | None:
+        """The (possibly TLS) stream and the request of an admitted upgrade, a
+        publish request (served outside the handshake's time limit), or None.
 
         None means the connection was answered, refused, timed out or lost,
         and is closed. The caller must register an admitted connection before
@@ -111,12 +128,18 @@ class FrontDoor:
                     handshake.cancel()
                 stream = await self._start_tls(stream)
                 head = await read_request_head(stream, self._options.max_request_head)
+                if (
+                    isinstance(head, RequestHead)
+                    and head.method == "POST"
+                    and not head.is_websocket_upgrade
+                    and head.path not in RESERVED_PATHS
+                ):
+                    return PublishRequest(stream, head)
                 if head is not None:
                     upgrade = await self._route(stream, head, peer)
                     if upgrade is not None:
                         assert isinstance(head, RequestHead)
-                        room, v1, since = upgrade
-                        return Admission(stream, head, room, v1, since)
+                        return Admission(stream, head, *upgrade)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 # The peer went away (or failed TLS): nothing to answer.
                 logger.debug("%s: connection lost: %s", peer, exc.__cause__ or exc)
@@ -164,8 +187,9 @@ class FrontDoor:
 
     async def _route(
         self, stream: trio.abc.Stream, head: RequestHead | HttpRefusal, peer: Peer
-    ) -> tuple[str, bool, tuple[int, str] | None] | None:
-        """Answer or refuse *head*; for an upgrade we admit, its room, v1 and since."""
+    ) -> _Upgrade | None:
+        """Answer or refuse *head*; for an upgrade we admit, its room, v1, since
+        and grant."""
         if isinstance(head, HttpRefusal):
             await self._refuse(stream, head, peer, None)
             return None
@@ -190,9 +214,7 @@ class FrontDoor:
             return None
         return upgrade
 
-    def _check_upgrade(
-        self, head: RequestHead
-    ) -> HttpRefusal | tuple[str, bool, tuple[int, str] | None]:
+    def _check_upgrade(self, head: RequestHead) -> HttpRefusal | _Upgrade:
         refusal = check_upgrade(head) or self._options.access.check(head)
         if refusal is not None:
             return refusal
@@ -200,6 +222,11 @@ class FrontDoor:
             room = room_from_path(head.path, self._options.max_room_name)
         except ValueError as exc:
             return HttpRefusal(400, str(exc))
+        grant = self._options.access.grant(head, time.time())
+        if isinstance(grant, HttpRefusal):
+            return grant
+        if not grant.can_read(room):
+            return HttpRefusal(403, "not allowed to read this room")
         # Exactly as offered: a case variant is simply not selected (RFC 6455 §4.1).
         offered = head.header_tokens("sec-websocket-protocol", exact=True)
         v1 = not self._options.echo and SUBPROTOCOL in offered
@@ -210,7 +237,7 @@ class FrontDoor:
                 since = (int(query["since"][0]), query["epoch"][0])
             except (KeyError, ValueError):
                 return HttpRefusal(400, "resume needs ?since=OFFSET&epoch=EPOCH")
-        return self._limits_refusal(room) or (room, v1, since)
+        return self._limits_refusal(room) or (room, v1, since, grant)
 
     async def _refuse(
         self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: Peer, head: RequestHead | None

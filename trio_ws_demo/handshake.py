@@ -22,16 +22,26 @@ import hmac
 import ipaddress
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .http import HttpRefusal, RequestHead
+from .tokens import Grant, TokenError, TokenVerifier
 
-__all__ = ["AccessPolicy", "accept_response", "check_upgrade", "escape", "origin_of", "redact"]
+__all__ = [
+    "AccessPolicy",
+    "accept_response",
+    "check_upgrade",
+    "escape",
+    "origin_of",
+    "presented_credentials",
+    "redact",
+]
 
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    """Who may open a WebSocket: allowed origins and a shared token."""
+    """Who may open a WebSocket: allowed origins, and the credentials a client
+    must present (the shared token, signed tokens; see :mod:`.tokens`)."""
 
     allow_origins: frozenset[str] = frozenset()
     """Exact ``Origin`` values allowed; empty allows any (and none)."""
@@ -39,8 +49,17 @@ class AccessPolicy:
     """When set, clients must present it as ``Authorization: Bearer`` or ``?token=``."""
     public_origins: frozenset[str] = frozenset()
     """Origins of our own chat page as users reach it (``--public-url``): always allowed."""
+    jwt_secret: str | None = None
+    """``--jwt-key``: signed tokens (HS256) are accepted."""
+    jwt_public_key: bytes | None = field(default=None, repr=False)
+    """``--jwt-public-key``: signed tokens (RS256/ES256) are accepted."""
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return TokenVerifier(self.token, self.jwt_secret, self.jwt_public_key)
 
     def check(self, head: RequestHead) -> HttpRefusal | None:
+        """The origin rule (the credential is :meth:`grant`'s)."""
         origin = head.header("origin")
         if (
             self.allow_origins
@@ -49,22 +68,35 @@ class AccessPolicy:
             and not _own_page(head)
         ):
             return HttpRefusal(403, "origin not allowed")
-        if self.token is not None and not self.token_ok(head):
-            return HttpRefusal(401, "missing or wrong token", [("WWW-Authenticate", "Bearer")])
         return None
 
+    def grant(self, head: RequestHead, now: float) -> Grant | HttpRefusal:
+        """What the credential in *head* allows, or a 401 that says why. Without
+        credentials required, every right, under ``?name=`` if given."""
+        names = head.query.get("name", [])
+        name = names[0][:64] if names and names[0].strip() else None
+        try:
+            return self.verifier.grant(presented_credentials(head), now, name)
+        except TokenError as exc:
+            return HttpRefusal(401, str(exc), [("WWW-Authenticate", "Bearer")])
+
     def token_ok(self, head: RequestHead) -> bool:
-        """True if *head* presents the token (as a Bearer header or ``?token=``)."""
+        """True if *head* presents the shared token (as a Bearer header or ``?token=``)."""
         assert self.token is not None
         expected = self.token.encode()
-        presented: list[str] = []
-        authorization = head.header("authorization") or ""
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() == "bearer":
-            presented.append(credentials.strip())
-        presented.extend(head.query.get("token", []))
         # compare_digest on every candidate: time does not depend on the secret.
-        return any(hmac.compare_digest(p.encode(), expected) for p in presented)
+        return any(hmac.compare_digest(p.encode(), expected) for p in presented_credentials(head))
+
+
+def presented_credentials(head: RequestHead) -> list[str]:
+    """Every credential *head* presents: ``Authorization: Bearer``, then ``?token=``."""
+    presented: list[str] = []
+    authorization = head.header("authorization") or ""
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        presented.append(credentials.strip())
+    presented.extend(head.query.get("token", []))
+    return presented
 
 
 def _own_page(head: RequestHead) -> bool:

@@ -53,6 +53,12 @@ class ServerOptions:
     room_ttl: float | None = DEFAULT_ROOM_TTL
     """Seconds a room without clients keeps its history before it is freed (None or
     0: for ever). At ``max_rooms`` the least recently used such room gives way first."""
+    max_batch: int = 1000
+    """Lines one ``application/x-ndjson`` publish request may carry (413 past it)."""
+    max_message_rate: float = 1000.0
+    """Messages per second one client may send on average; past it (and past
+    ``message_burst`` at once) it is closed with 1008 ``rate limit``. 0: no limit."""
+    message_burst: int = 1000
     access: AccessPolicy = field(default_factory=AccessPolicy)
     """Allowed origins and the shared token, if any."""
     ssl_context: ssl.SSLContext | None = None

@@ -68,6 +68,9 @@ class End(enum.Enum):
     PING_TIMEOUT = "ping timeout"
     PEER_VANISHED = "connection lost"
     SERVER_ERROR = "internal error"
+    NOT_ALLOWED = "not allowed to publish"
+    TOKEN_EXPIRED = "token expired"
+    RATE_LIMIT = "rate limit"
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,13 @@ CLOSE_TABLE: dict[End, CloseRule] = {
     # §7.4.1 1011 "internal error": an unexpected exception in this
     # connection; the close goes out if the socket still works.
     End.SERVER_ERROR: CloseRule(flush=False, code=1011, sends=True),
+    # §7.4.1 1008 "policy violation": a message the token gives no right to
+    # send (it is never delivered), or more messages than --max-message-rate;
+    # what was queued for the client still goes out first.
+    End.NOT_ALLOWED: CloseRule(flush=True, code=1008, sends=True),
+    End.RATE_LIMIT: CloseRule(flush=True, code=1008, sends=True),
+    # 1008 too, at the token's exp: its rights end there.
+    End.TOKEN_EXPIRED: CloseRule(flush=False, code=1008, sends=True),
 }
 
 

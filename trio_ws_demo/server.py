@@ -35,12 +35,13 @@ import trio
 
 from .backplane import BackplaneUnavailable, RedisBackplane
 from .connection import Connection, ConnectionSettings
-from .frontdoor import FrontDoor, Peer
+from .frontdoor import FrontDoor, Peer, PublishRequest
 from .handshake import accept_response
 from .keepalive import Keepalive
 from .listen import ServerStartupError, accept_loop, format_host, open_listeners
 from .options import ServerOptions
 from .protocol import End
+from .publish import PublishApi, PublishSettings
 from .rooms import SUBPROTOCOL, Rooms
 from .stats import ServerStatistics, Traffic
 from .tls import TlsChannel, refuse_renegotiation
@@ -110,6 +111,19 @@ class BroadcastServer:
             if options.redis
             else None
         )
+        self.publisher = PublishApi(
+            PublishSettings(
+                access=options.access,
+                max_message_size=options.max_message_size,
+                max_batch=options.max_batch,
+                max_room_name=options.max_room_name,
+                timeout=options.handshake_timeout,
+                max_request_head=options.max_request_head,
+            ),
+            self.rooms,
+            lambda: self.backplane,
+        )
+        """``POST /<room>``: the HTTP publish API."""
         self._connections: set[Connection] = set()
         self._pending_heads = trio.Semaphore(options.max_pending)
         """One slot per accepted connection until its request head is read."""
@@ -121,6 +135,8 @@ class BroadcastServer:
             budget=options.budget,
             max_message_size=options.max_message_size,
             close_timeout=options.close_timeout,
+            max_message_rate=options.max_message_rate,
+            message_burst=options.message_burst,
         )
 
     def broadcast(self, message: str | bytes, room: str = "") -> int:
@@ -306,6 +322,10 @@ class BroadcastServer:
                     pending.release()
             if admitted is None:
                 return
+            if isinstance(admitted, PublishRequest):
+                async with admitted.stream:
+                    await self.publisher.serve(admitted.stream, admitted.head, peer)
+                return
             stream, head = admitted.stream, admitted.head
             backfill = None
             if self.backplane is not None:
@@ -334,6 +354,7 @@ class BroadcastServer:
                 v1=admitted.v1,
                 since=admitted.since,
                 backfill=backfill,
+                grant=admitted.grant,
                 settings=self._settings,
                 traffic=self.traffic,
                 peer=peer,

@@ -1,4 +1,4 @@
-"""Command line: ``trio-ws-demo serve`` and ``trio-ws-demo echo``.
+"""Command line: ``trio-ws-demo serve``, ``echo`` and ``token``.
 
 This package is the only code that prints, configures logging or calls
 :func:`trio.run`; everything it does is also available as a library call. Each
@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from . import echo, serve
+from . import echo, serve, token
 from .flags import EXIT_USAGE, CommandParser
 from .output import escape
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_parser(commands)
     echo.add_parser(commands)
+    token.add_parser(commands)
     return parser
 
 
@@ -43,4 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command == "serve":
         return serve.run(args)
+    if args.command == "token":
+        return token.run(args)
     return echo.run(args)

@@ -21,6 +21,7 @@ __all__ = [
     "head_size",
     "header",
     "non_negative_float",
+    "non_negative_float_rate",
     "non_negative_int",
     "port",
     "positive_float",
@@ -57,6 +58,10 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     return number(text, float, lambda v: v >= 0, "zero or more seconds")
+
+
+def non_negative_float_rate(text: str) -> float:
+    return number(text, float, lambda v: v >= 0, "zero or more per second")
 
 
 def positive_int(text: str) -> int:

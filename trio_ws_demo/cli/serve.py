@@ -30,12 +30,14 @@ from .flags import (
     HelpFormatter,
     head_size,
     non_negative_float,
+    non_negative_float_rate,
     non_negative_int,
     port,
     positive_float,
     positive_int,
     read_token,
 )
+from .jwtkeys import KeyError_, add_key_flags, jwt_public_key, jwt_secret, warn_if_short
 
 __all__ = ["REDIS_ENV", "add_parser", "listening_line", "run"]
 
@@ -202,6 +204,29 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help=f"require this token as 'Authorization: Bearer TOKEN' or '?token=TOKEN' "
         f"(default: from ${TOKEN_ENV}, else none)",
     )
+    add_key_flags(serve, private=False)
+    serve.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="lines one application/x-ndjson POST may publish (413 past it)",
+    )
+    serve.add_argument(
+        "--max-message-rate",
+        type=non_negative_float_rate,
+        default=1000.0,
+        metavar="N",
+        help="messages per second one client may send on average; past it the client "
+        "is closed with 1008 'rate limit' (0: no limit)",
+    )
+    serve.add_argument(
+        "--message-burst",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="messages one client may send at once, above --max-message-rate",
+    )
     serve.add_argument(
         "--certfile",
         metavar="FILE",
@@ -273,6 +298,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --public-url: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        jwt_key, public_key = jwt_secret(args), jwt_public_key(args)
+    except KeyError_ as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    warn_if_short(jwt_key)
     ssl_context = None
     if args.certfile:
         try:
@@ -316,7 +347,12 @@ def run(args: argparse.Namespace) -> int:
             allow_origins=frozenset(args.allow_origin),
             token=read_token(args),
             public_origins=public_origins,
+            jwt_secret=jwt_key,
+            jwt_public_key=public_key,
         ),
+        max_batch=args.max_batch,
+        max_message_rate=args.max_message_rate,
+        message_burst=args.message_burst,
         ssl_context=ssl_context,
         redis=redis,
         redis_optional=args.redis_optional,

@@ -1,0 +1,174 @@
+"""The HTTP publish API: real HTTP over a real socket, one keep-alive connection
+for many requests, the errors, and a publish that crosses Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import jwt
+import trio
+from websockets.trio.client import connect
+
+from trio_ws_demo import ServerOptions
+from trio_ws_demo.handshake import AccessPolicy
+
+from .conftest import StartServer, url_of
+from .redis_server import RedisServer
+
+TIMEOUT = 10
+V1 = ["trio-ws-demo.v1"]
+KEY = "k" * 32
+
+
+class Http:
+    """One keep-alive HTTP/1.1 connection: requests out, whole responses in."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, port: int) -> AsyncIterator[Http]:
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            yield cls(stream)
+
+    async def post(
+        self, path: str, body: bytes, content_type: str = "text/plain", **headers: str
+    ) -> tuple[int, dict[str, str], dict[str, object]]:
+        lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}",
+                 f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+        await self.stream.send_all(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        return await self.response()
+
+    async def response(self) -> tuple[int, dict[str, str], dict[str, object]]:
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = await self.stream.receive_some(65536)
+            assert chunk, "the server closed the connection"
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        status_line, *fields = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+        length = int(headers["content-length"])
+        while len(self.buffer) < length:
+            self.buffer += await self.stream.receive_some(65536)
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(status_line.split()[1]), headers, json.loads(body)
+
+    async def closed(self) -> bool:
+        return not self.buffer and await self.stream.receive_some(1) == b""
+
+
+async def test_a_post_reaches_the_room_as_a_websocket_message_would(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(history=10))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/orders"), subprotocols=V1, proxy=None) as v1:  # type: ignore[list-item]
+            joined = json.loads(await v1.recv())
+            async with Http.open(server.port) as http:
+                status, _, answer = await http.post("/orders", b"order 17 shipped")
+                envelope = json.loads(await v1.recv())
+                status2, _, answer2 = await http.post(
+                    "/orders", b"\x00\x01", "application/octet-stream"
+                )
+                binary = json.loads(await v1.recv())
+    assert status == 200 and answer == {"room": "orders", "epoch": joined["epoch"], "offset": 1}
+    assert (envelope["type"], envelope["offset"], envelope["text"]) == ("message", 1,
+                                                                         "order 17 shipped")  # fmt: skip
+    assert status2 == 200 and answer2["offset"] == 2 and binary["base64"] == "AAE="
+
+
+async def test_batches_over_one_keep_alive_connection_arrive_in_order(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/feed"), proxy=None) as ws:
+            answers = []
+            async with Http.open(server.port) as http:
+                for batch in range(3):
+                    lines = "".join(f"b{batch}-{i}\n" for i in range(100)).encode()
+                    answers.append(await http.post("/feed", lines, "application/x-ndjson"))
+            got = [await ws.recv() for _ in range(300)]
+    assert [(status, a["count"], a["offset"]) for status, _, a in answers] == [
+        (200, 100, 100), (200, 100, 200), (200, 100, 300),
+    ]  # fmt: skip
+    assert all("connection" not in headers for _, headers, _ in answers)  # kept alive
+    assert got == [f"b{b}-{i}" for b in range(3) for i in range(100)]
+
+
+async def test_bad_publishes_get_the_status_that_says_why(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(max_message_size=100, max_batch=3))
+    cases = [  # (path, body, type, status, closed: the body was not read whole)
+        ("/ok", b"\xff\xfe", "text/plain", 400, False),
+        ("/no..thing/../x", b"hi", "text/plain", 400, True),
+        ("/ok", b"x" * 101, "text/plain", 413, True),
+        ("/ok", b"a\nb\nc\nd\n", "application/x-ndjson", 413, False),
+        ("/ok", b"<p>", "text/html", 415, True),
+    ]
+    with trio.fail_after(TIMEOUT):
+        for path, body, kind, expected, closed in cases:
+            async with Http.open(server.port) as http:
+                status, headers, answer = await http.post(path, body, kind)
+            assert (status, headers.get("connection") == "close") == (expected, closed), answer
+            assert "error" in answer
+        async with Http.open(server.port) as http:
+            assert (await http.post("/ok", b"a\nb\nc\n", "application/x-ndjson"))[0] == 200
+
+
+async def test_publishing_needs_a_token_with_publish_and_the_write_right(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(access=AccessPolicy(jwt_secret=KEY)))
+
+    def bearer(**claims: object) -> dict[str, str]:
+        signed = jwt.encode({"exp": int(time.time()) + 60, **claims}, KEY, algorithm="HS256")
+        return {"Authorization": f"Bearer {signed}"}
+
+    cases = [
+        ({}, 401),
+        ({"Authorization": "Bearer nonsense"}, 401),
+        (bearer(rooms={"ops/*": "rw"}), 403),  # no publish claim
+        (bearer(rooms={"ops/*": "r"}, publish=True), 403),  # no write right
+        (bearer(rooms={"dev/*": "rw"}, publish=True), 403),  # another room
+        (bearer(rooms={"ops/*": "w"}, publish=True), 200),
+    ]
+    with trio.fail_after(TIMEOUT):
+        for headers, expected in cases:
+            async with Http.open(server.port) as http:
+                assert (await http.post("/ops/alerts", b"disk full", **headers))[0] == expected
+
+
+async def test_a_body_that_never_arrives_is_answered_within_the_handshake_timeout(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(handshake_timeout=1))
+    with trio.fail_after(3):
+        async with Http.open(server.port) as http:
+            await http.stream.send_all(
+                b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 100\r\n\r\nonly this much"
+            )
+            status, headers, _ = await http.response()
+            assert (status, headers["connection"]) == (408, "close")
+            assert await http.closed()
+
+
+async def test_a_post_on_one_process_reaches_clients_of_another_through_redis(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    a = await start_server(ServerOptions(redis=redis.url))
+    b = await start_server(ServerOptions(redis=redis.url))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(b, "/news"), subprotocols=V1, proxy=None) as far:  # type: ignore[list-item]
+            json.loads(await far.recv())
+            async with Http.open(a.port) as http:
+                status, _, answer = await http.post("/news", b"one\ntwo\n", "application/x-ndjson")
+            first, second = json.loads(await far.recv()), json.loads(await far.recv())
+    assert status == 200 and answer["count"] == 2
+    assert (first["text"], second["text"]) == ("one", "two")
+    assert answer["offset"] == second["offset"] == first["offset"] + 1

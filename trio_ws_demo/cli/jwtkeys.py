@@ -1,0 +1,90 @@
+"""The signing-key options ``serve`` and ``token`` share, read like the token:
+from the flag, else the environment, when the command runs (never in ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+__all__ = [
+    "JWT_KEY_ENV",
+    "JWT_PUBLIC_KEY_ENV",
+    "KeyError_",
+    "add_key_flags",
+    "jwt_public_key",
+    "jwt_secret",
+    "read_key_file",
+    "warn_if_short",
+]
+
+JWT_KEY_ENV = "TRIO_WS_DEMO_JWT_KEY"
+JWT_PUBLIC_KEY_ENV = "TRIO_WS_DEMO_JWT_PUBLIC_KEY"
+MIN_SECRET_BYTES = 32
+
+
+class KeyError_(Exception):
+    """A key option that cannot be used; ``str()`` is the one line to print."""
+
+
+def add_key_flags(parser: argparse.ArgumentParser, *, private: bool) -> None:
+    parser.add_argument(
+        "--jwt-key",
+        default=argparse.SUPPRESS,
+        metavar="SECRET",
+        help=f"the HS256 secret of signed tokens (default: from ${JWT_KEY_ENV})",
+    )
+    if private:
+        parser.add_argument(
+            "--jwt-private-key",
+            metavar="FILE",
+            help="sign with this RSA or EC private key (PEM): RS256 or ES256",
+        )
+    else:
+        parser.add_argument(
+            "--jwt-public-key",
+            default=argparse.SUPPRESS,
+            metavar="FILE",
+            help="accept tokens signed with the private half of this RSA or EC public key "
+            f"(PEM): RS256 or ES256 (default: the file named by ${JWT_PUBLIC_KEY_ENV})",
+        )
+
+
+def jwt_secret(args: Any) -> str | None:
+    return getattr(args, "jwt_key", None) or os.environ.get(JWT_KEY_ENV) or None
+
+
+def warn_if_short(secret: str | None) -> None:
+    """One line on stderr for an HS256 secret shorter than RFC 7518 §3.2 asks."""
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        print(
+            f"warning: --jwt-key has {len(secret.encode())} bytes; use at least "
+            f"{MIN_SECRET_BYTES} (e.g. openssl rand -hex 32)",
+            file=sys.stderr,
+        )
+
+
+def read_key_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise KeyError_(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN" not in data:
+        raise KeyError_(f"{what} {path} is not a PEM file")
+    return data
+
+
+def jwt_public_key(args: Any) -> bytes | None:
+    path = getattr(args, "jwt_public_key", None) or os.environ.get(JWT_PUBLIC_KEY_ENV)
+    if not path:
+        return None
+    data = read_key_file(path, "--jwt-public-key")
+    try:
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise KeyError_(f"--jwt-public-key {path} is not an RSA or EC public key ({exc})") from None
+    return data
