@@ -154,7 +154,9 @@ async def test_row_6_a_message_redis_refuses_reaches_nobody_and_its_sender_is_to
             await ws.send("after")
             # Neither side ever saw the refused message, nor a lost link.
             for client in (ws, far):
-                after = await next_frame_but_no_message(client, "message", allow={"error"})
+                after = await next_frame_but_no_message(
+                    client, "message", allow={"error", "presence"}
+                )
                 assert after["text"] == "after"
     stats = a.statistics().backplane
     assert stats is not None and stats.reconnects == 0 and stats.refused == 1

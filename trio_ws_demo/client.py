@@ -59,6 +59,7 @@ __all__ = [
     "Event",
     "Message",
     "Opened",
+    "Presence",
     "Received",
     "Reconnecting",
     "Resumed",
@@ -128,6 +129,11 @@ class Notice:
     """Something an interactive session tells its user (a bad command, say)."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class Presence(Notice):
+    """Who came or went (a ``presence`` frame): shown in an interactive session."""
 
 
 @dataclass(frozen=True)
@@ -212,12 +218,26 @@ class _Position:
             else:
                 text = "the server is connected to the other servers again"
             report(Notice(text))
+        elif kind == "presence":
+            report(Presence(_presence_text(data)))
         elif kind == "error":
             # About something this client did, e.g. a message Redis refused.
             report(Notice(str(data.get("reason", "the server reported an error"))))
         elif kind == "message":
             self.offset = int(data.get("offset", 0))
         return data
+
+
+def _presence_text(data: dict[str, Any]) -> str:
+    """ "alice joined (2 here)", "3 joined, 1 left (5 here)" for a presence frame."""
+    joined, left = list(data.get("joined") or []), list(data.get("left") or [])
+    here = f"({data.get('clients', '?')} here)"
+    if len(joined) + len(left) == 1:
+        return f"{(joined or left)[0]} {'joined' if joined else 'left'} {here}"
+    parts = [
+        f"{len(names)} {verb}" for names, verb in ((joined, "joined"), (left, "left")) if names
+    ]
+    return f"{', '.join(parts) or 'presence changed'} {here}"
 
 
 def _json_object(frame: Message) -> dict[str, Any] | None:

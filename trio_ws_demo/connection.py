@@ -254,7 +254,13 @@ class Connection:
                 # waits behind it), so that a client that has seen the 101
                 # misses nothing published after.
                 self._room = room = self._rooms.room(self.room)
-                joined = room.join(outbox, v1=self.v1, since=self._since, backfill=self._backfill)
+                joined = room.join(
+                    outbox,
+                    v1=self.v1,
+                    since=self._since,
+                    backfill=self._backfill,
+                    name=self._grant.name,
+                )
                 self._backfill = None
                 outbox.preload(joined.frames)
                 del joined

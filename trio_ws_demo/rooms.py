@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .frames import encode_frame, frame_message
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_ROOM_TTL",
     "ENTRY_OVERHEAD",
     "RESERVED_PATHS",
+    "RESERVED_PREFIX",
     "SUBPROTOCOL",
     "Joined",
     "Room",
@@ -52,10 +54,14 @@ SUBPROTOCOL = "trio-ws-demo.v1"
 DEFAULT_MAX_ROOMS = 10_000
 DEFAULT_MAX_ROOM_NAME = 128
 DEFAULT_HISTORY_BYTES = 1024 * 1024
+#: Names one presence frame lists each way (the count says how many changed).
+PRESENCE_NAMES = 100
 #: Seconds a room without clients keeps its history before it is freed.
 DEFAULT_ROOM_TTL = 3600.0
 #: Paths the server answers itself; they cannot be rooms.
-RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/rooms"})
+RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/rooms", "/favicon.ico"})
+#: Paths under this prefix are answered by the server (``GET /rooms/<room>``: who is there).
+RESERVED_PREFIX = "/rooms/"
 
 # A room name: "/"-separated segments of RFC 3986 unreserved characters
 # (letters, digits, - . _ ~), so it needs no escaping in a URL; "" is the
@@ -65,7 +71,7 @@ _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 
 def room_from_path(path: str, max_length: int = DEFAULT_MAX_ROOM_NAME) -> str:
     """The room named by a URL *path*; ValueError (with the reason) if it is not one."""
-    if path in RESERVED_PATHS:
+    if path in RESERVED_PATHS or path.startswith(RESERVED_PREFIX):
         raise ValueError(f"{path} is reserved, not a room")
     name = path[1:] if path.startswith("/") else path
     if name and any(
@@ -137,6 +143,16 @@ class Room:
         self.history_bytes = 0
         self.relay: Relay | None = None
         """Set by a backplane: where :meth:`send` passes messages first."""
+        self.members: dict[Subscriber[bytes], tuple[str, float]] = {}
+        """Who is here: each client's name and when it joined (UNIX time)."""
+        self.remote_members: dict[str, tuple[str, float]] = {}
+        """Who is in this room on other processes (set by a backplane)."""
+        self._joined: list[str] = []
+        self._left: list[str] = []
+        self.presence_sent = -math.inf
+        """When the last presence frame went out (trio time): at most one a second."""
+        self.on_presence: Callable[[Room], None] | None = None
+        """Told when presence changed (by :class:`Rooms`: the server sends it)."""
         self.stale = 0
         """Entries dropped because their offset was not above :attr:`last_offset`
         (an offset must never name two messages in one epoch)."""
@@ -217,6 +233,7 @@ class Room:
         v1: bool,
         since: tuple[int, str] | None = None,
         backfill: list[tuple[int, float, str | bytes]] | None = None,
+        name: str | None = None,
     ) -> Joined:
         """Subscribe, and return what to send first (history, or what a resume missed).
 
@@ -226,6 +243,9 @@ class Room:
         when the two together reach back to the client's offset.
         """
         self.idle_since = None
+        if name is not None:
+            self.members[subscriber] = (name, time.time())
+            self.presence_changed(joined=[name])
         if not v1:
             frames = [entry.plain_frame for entry in self._history]
             self.plain.subscribe(subscriber)
@@ -314,6 +334,50 @@ class Room:
     def leave(self, subscriber: Subscriber[bytes]) -> None:
         self.plain.unsubscribe(subscriber)
         self.v1.unsubscribe(subscriber)
+        member = self.members.pop(subscriber, None)
+        if member is not None:
+            self.presence_changed(left=[member[0]])
+
+    # -- presence -----------------------------------------------------------------
+
+    def presence_changed(self, joined: Iterable[str] = (), left: Iterable[str] = ()) -> None:
+        """Note who came and went; v1 clients hear of it in the next presence frame."""
+        self._joined.extend(joined)
+        self._left.extend(left)
+        if self.on_presence is not None and (self._joined or self._left):
+            self.on_presence(self)
+
+    @property
+    def presence_pending(self) -> bool:
+        return bool(self._joined or self._left)
+
+    def who(self) -> list[tuple[str, float]]:
+        """Everyone here and on other processes: (name, since), earliest first."""
+        return sorted([*self.members.values(), *self.remote_members.values()], key=lambda m: m[1])
+
+    def send_presence(self, now: float) -> None:
+        """One presence frame to the v1 clients with every change since the last
+        (coalesced: at most :data:`PRESENCE_NAMES` names each way, and the count)."""
+        joined, left = self._joined, self._left
+        self._joined, self._left = [], []
+        self.presence_sent = now
+        if not (joined or left) or not len(self.v1):
+            return
+        fields: dict[str, object] = {
+            "type": "presence",
+            "event": "join" if not left else "leave" if not joined else "changes",
+            "clients": len(self.members) + len(self.remote_members),
+            "joined": joined[:PRESENCE_NAMES],
+            "left": left[:PRESENCE_NAMES],
+        }
+        if len(joined) + len(left) == 1:
+            fields["name"] = (joined or left)[0]
+        if len(joined) > PRESENCE_NAMES or len(left) > PRESENCE_NAMES:
+            fields["more"] = max(0, len(joined) - PRESENCE_NAMES) + max(
+                0, len(left) - PRESENCE_NAMES
+            )
+        frame = encode_frame(json.dumps({**fields, "room": self.name}))
+        self.v1.publish(frame, len(frame))
 
     def _remember(self, entry: _Entry) -> None:
         self._history.append(entry)
@@ -383,6 +447,8 @@ class Rooms:
         self.relay: Relay | None = None
         """Given to every room (see :meth:`Room.send`)."""
         self.on_freed: Callable[[Room], None] | None = None
+        self.on_presence: Callable[[Room], None] | None = None
+        """Given to every room: presence changed there."""
         # Counters of rooms already freed, so that totals never go down.
         self._retired = (0, 0, 0)  # published, dropped, slow closed
 
@@ -426,6 +492,7 @@ class Rooms:
                 name, self._budget, self._policy, self._history, self._history_bytes
             )
             room.relay = self.relay
+            room.on_presence = self.on_presence
             room.idle_since = self._clock()  # until a client joins
         return room
 

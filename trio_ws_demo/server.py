@@ -40,6 +40,7 @@ from .handshake import accept_response
 from .keepalive import Keepalive
 from .listen import ServerStartupError, accept_loop, format_host, open_listeners
 from .options import ServerOptions
+from .presence import PresenceSender
 from .protocol import End
 from .publish import PublishApi, PublishSettings
 from .rooms import SUBPROTOCOL, Rooms
@@ -86,6 +87,8 @@ class BroadcastServer:
             room_ttl=options.room_ttl,
             clock=trio.current_time,
         )
+        self.presence = PresenceSender()
+        self.rooms.on_presence = self.presence.changed
         self.port: int | None = None
         self.instance = options.instance or ""
         """This process's name (``--instance``, else HOST:PORT once listening)."""
@@ -237,6 +240,7 @@ class BroadcastServer:
                             await services.start(self.backplane.run)
                         except BackplaneUnavailable as exc:
                             raise ServerStartupError(str(exc)) from None
+                    services.start_soon(self.presence.run)
                     if self.keepalive is not None:
                         services.start_soon(self.keepalive.run)
                     if self.options.room_ttl is not None:

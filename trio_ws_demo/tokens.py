@@ -75,6 +75,10 @@ class Grant:
     def can_write(self, room: str) -> bool:
         return self.everything or "w" in self._rights(room)
 
+    @property
+    def can_read_everything(self) -> bool:
+        return self.everything or any(p == "**" and "r" in r for p, r in self.rooms)
+
     def can_publish_http(self, room: str) -> bool:
         return self.everything or (self.publish and self.can_write(room))
 

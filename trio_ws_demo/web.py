@@ -14,11 +14,17 @@ path           answer                                           methods
                ``--redis`` also ``"backplane": "up"``, and 503
                with ``"backplane": "down"`` while Redis is away
 ``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
-               (behind ``--token`` when one is set)
+               (behind the shared ``--token``, or a signed
+               token that may read ``**``, when one is set)
 ``/rooms``     JSON: each room's clients and history size,      GET, HEAD
                by name, at most ``?limit=`` (default and
                most: 1000) after ``?after=NAME``; ``next`` names
-               where the next page starts (behind ``--token``)
+               where the next page starts (behind the token:
+               the rooms its credential may read)
+``/rooms/R``   JSON: who is in room R (``name``, ``since``),    GET, HEAD
+               on every process with ``--redis`` (behind the
+               token: R's read right)
+``POST /R``    the HTTP publish API (:mod:`.publish`)           POST
 anything else  404                                              (405 for
                                                                 other methods)
 =============  ===============================================  ==========
@@ -30,6 +36,7 @@ this side simple, and browsers open the WebSocket on a new connection anyway.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
@@ -39,10 +46,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .http import RequestHead, send_response
+from .http import HttpRefusal, RequestHead, send_response
 from .options import ServerOptions
-from .rooms import Rooms, room_from_path
+from .rooms import RESERVED_PREFIX, Rooms, room_from_path
 from .stats import ServerStatistics
+from .tokens import Grant
 
 __all__ = ["WebRoutes"]
 
@@ -184,21 +192,34 @@ class WebRoutes:
                     return 503
             body = json.dumps(health).encode()
             content_type = "application/json"
-        elif path in ("/metrics", "/rooms"):
-            if self._options.access.token is not None and not self._options.access.token_ok(head):
-                refusal = [("WWW-Authenticate", "Bearer")]
-                body = b"401 missing or wrong token\n"
-                await send_response(stream, 401, headers=refusal, body=body, head_only=head_only)
-                return 401
+        elif path in ("/metrics", "/rooms") or path.startswith(RESERVED_PREFIX):
+            grant = self._grant(head)
+            if isinstance(grant, HttpRefusal):
+                body = f"{grant.status} {grant.reason}\n".encode()
+                headers = grant.headers
+                await send_response(
+                    stream, grant.status, headers=headers, body=body, head_only=head_only
+                )
+                return grant.status
             if path == "/metrics":
                 body, content_type = self.metrics_text(), PROMETHEUS_TEXT
-            else:
-                page = self._rooms_page(head.query)
+            elif path == "/rooms":
+                page = self._rooms_page(head.query, grant)
                 if page is None:
                     body = b"400 ?limit= takes a number from 1 to 1000\n"
                     await send_response(stream, 400, body=body, head_only=head_only)
                     return 400
                 body, content_type = page, "application/json"
+            else:
+                name = path[len(RESERVED_PREFIX) :]
+                if not _is_room("/" + name, self._options.max_room_name):
+                    await send_response(stream, 404, body=b"404 not a room\n", head_only=head_only)
+                    return 404
+                if not grant.can_read(name):
+                    body = b"403 not allowed to read this room\n"
+                    await send_response(stream, 403, body=body, head_only=head_only)
+                    return 403
+                body, content_type = self._who(name), "application/json"
         elif _is_room(path, self._options.max_room_name):
             body, content_type = chat_page(), "text/html; charset=utf-8"
         else:
@@ -214,8 +235,31 @@ class WebRoutes:
         )
         return 200
 
-    def _rooms_page(self, query: dict[str, list[str]]) -> bytes | None:
-        """One page of rooms, by name; None for a bad ``?limit=``."""
+    def _grant(self, head: RequestHead) -> Grant | HttpRefusal:
+        """What the credential in *head* may see: /metrics needs every room's read
+        right (the shared token, or a signed token for ``**``); /rooms lists the
+        rooms it may read."""
+        access = self._options.access
+        grant = access.grant(head, time.time())
+        if isinstance(grant, HttpRefusal):
+            return grant
+        if head.path == "/metrics" and not grant.can_read_everything:
+            return HttpRefusal(403, "not allowed to read every room")
+        return grant
+
+    def _who(self, name: str) -> bytes:
+        room = self._rooms.get(name)
+        members = room.who() if room is not None else []
+        return json.dumps(
+            {
+                "room": name,
+                "clients": len(members),
+                "members": [{"name": who, "since": round(since, 3)} for who, since in members],
+            }
+        ).encode()
+
+    def _rooms_page(self, query: dict[str, list[str]], grant: Grant) -> bytes | None:
+        """One page of the rooms *grant* may read, by name; None for a bad ``?limit=``."""
         try:
             limit = int(query.get("limit", [str(ROOMS_PAGE)])[0])
         except ValueError:
@@ -224,7 +268,11 @@ class WebRoutes:
             return None
         after = query.get("after", [None])[0]
         rooms = sorted(
-            (room for room in self._rooms.rooms() if after is None or room.name > after),
+            (
+                room
+                for room in self._rooms.rooms()
+                if (after is None or room.name > after) and grant.can_read(room.name)
+            ),
             key=lambda room: room.name,
         )
         page = rooms[:limit]

@@ -22,6 +22,7 @@ from ..client import (
     Notice,
     Opened,
     Ponged,
+    Presence,
     Received,
     Reconnecting,
     Sent,
@@ -174,6 +175,8 @@ class Printer:
             return line, False
         if isinstance(event, Ponged):
             return f"Pong after {event.seconds * 1000:.1f} ms", False
+        if isinstance(event, Presence) and not self._interactive:
+            return None  # --listen shows messages; a session (-i) shows who comes and goes
         if isinstance(event, Notice):
             return f"! {event.text}", False
         if isinstance(event, Reconnecting):
@@ -215,6 +218,8 @@ class Printer:
             return {"event": "closed", "code": event.code, "reason": event.reason, "by": by}
         if isinstance(event, Ponged):
             return {"event": "pong", "ms": round(event.seconds * 1000, 3)}
+        if isinstance(event, Presence):
+            return None  # the presence frame itself is an event already
         if isinstance(event, Notice):
             return {"event": "notice", "text": event.text}
         if isinstance(event, Reconnecting):

@@ -1,0 +1,131 @@
+"""Presence: names, join/leave frames coalesced to one a second, the listing,
+and, with --redis, presence across processes (a SIGKILLed one's members leave)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import trio
+from websockets.trio.client import ClientConnection, connect
+
+from trio_ws_demo import ServerOptions
+from trio_ws_demo.handshake import AccessPolicy
+
+from .conftest import StartServer, url_of
+from .wsraw import http_exchange
+
+TIMEOUT = 10
+V1 = ["trio-ws-demo.v1"]
+KEY = "k" * 32
+
+
+async def until(ws: ClientConnection, kind: str) -> dict[str, object]:
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == kind:
+            return dict(frame)
+
+
+async def who(port: int, room: str, token: str | None = None) -> tuple[int, dict[str, object]]:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    answer = await http_exchange(
+        port, f"GET /rooms/{room} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    return status, json.loads(body) if status == 200 else {}
+
+
+async def test_names_come_from_the_query_and_presence_frames_follow_the_joined_frame(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(history=5))
+    with trio.fail_after(TIMEOUT):
+        async with connect(
+            url_of(server, "/lobby?name=alice"), subprotocols=V1, proxy=None
+        ) as alice:  # type: ignore[list-item]
+            first = json.loads(await alice.recv())
+            assert first["type"] == "joined"
+            mine = await until(alice, "presence")
+            assert (mine["event"], mine["name"], mine["clients"]) == ("join", "alice", 1)
+            async with connect(
+                url_of(server, "/lobby?name=bob"), subprotocols=V1, proxy=None
+            ) as bob:  # type: ignore[list-item]
+                assert json.loads(await bob.recv())["type"] == "joined"
+                seen = await until(alice, "presence")
+                assert (seen["event"], seen["joined"], seen["clients"]) == ("join", ["bob"], 2)
+                status, listing = await who(server.port, "lobby")
+                assert status == 200
+                assert [m["name"] for m in listing["members"]] == ["alice", "bob"]  # type: ignore[index]
+            gone = await until(alice, "presence")
+            assert (gone["event"], gone["name"], gone["clients"]) == ("leave", "bob", 1)
+            async with connect(url_of(server, "/lobby"), subprotocols=V1, proxy=None):  # type: ignore[list-item]
+                assert (await until(alice, "presence"))["name"] == "anonymous"
+
+
+async def test_a_crowd_joining_at_once_makes_one_frame_a_second(
+    start_server: StartServer,
+) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with connect(
+            url_of(server, "/big?name=watcher"), subprotocols=V1, proxy=None
+        ) as watcher:  # type: ignore[list-item]
+            await until(watcher, "presence")  # its own join
+            started = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                crowd_in = trio.Event()
+                joined = 0
+
+                async def member(i: int) -> None:
+                    nonlocal joined
+                    async with connect(url_of(server, f"/big?name=m{i}"), proxy=None):
+                        joined += 1
+                        if joined == 150:
+                            crowd_in.set()
+                        await trio.sleep_forever()
+
+                for i in range(150):
+                    nursery.start_soon(member, i)
+                await crowd_in.wait()
+                frames = []
+                names: list[str] = []
+                while len(names) < 150:
+                    frame = await until(watcher, "presence")
+                    frames.append((trio.current_time(), frame))
+                    names += frame["joined"]  # type: ignore[operator]
+                    names += ["?"] * int(frame.get("more", 0))  # type: ignore[call-overload]
+                nursery.cancel_scope.cancel()
+    # At most one frame per second, each capped at 100 names with the count.
+    elapsed = frames[-1][0] - started
+    assert len(frames) <= elapsed + 1
+    assert all(len(frame["joined"]) <= 100 for _, frame in frames)  # type: ignore[arg-type]
+    assert frames[-1][1]["clients"] == 151
+
+
+async def test_the_name_comes_from_the_token_and_the_listing_needs_the_read_right(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(access=AccessPolicy(jwt_secret=KEY)))
+
+    def signed(sub: str, rooms: dict[str, str]) -> str:
+        return jwt.encode({"exp": int(time.time()) + 60, "sub": sub, "rooms": rooms}, KEY)
+
+    alice = signed("alice", {"chat/*": "rw"})
+    with trio.fail_after(TIMEOUT):
+        url = url_of(server, f"/chat/lobby?token={alice}&name=mallory")  # the token wins
+        async with connect(url, subprotocols=V1, proxy=None) as ws:  # type: ignore[list-item]
+            assert (await until(ws, "presence"))["name"] == "alice"
+            assert (await who(server.port, "chat/lobby"))[0] == 401
+            assert (await who(server.port, "chat/lobby", signed("x", {"ops/*": "r"})))[0] == 403
+            status, listing = await who(server.port, "chat/lobby", alice)
+    assert status == 200 and [m["name"] for m in listing["members"]] == ["alice"]  # type: ignore[index]
+
+
+async def test_favicon_and_reserved_paths_are_not_rooms(start_server: StartServer) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        answer = await http_exchange(server.port, b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404")
