@@ -14,6 +14,8 @@ from trio_ws_demo import ServerOptions
 from trio_ws_demo.handshake import AccessPolicy
 
 from .conftest import StartServer, url_of
+from .processes import run_cli
+from .redis_server import RedisServer
 from .wsraw import http_exchange
 
 TIMEOUT = 10
@@ -129,3 +131,33 @@ async def test_favicon_and_reserved_paths_are_not_rooms(start_server: StartServe
     with trio.fail_after(TIMEOUT):
         answer = await http_exchange(server.port, b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 404")
+
+
+async def test_presence_covers_every_process_and_a_killed_one_leaves_in_time(
+    redis: RedisServer,
+) -> None:
+    """Two real `serve --redis` processes with --ping-interval 1: members on B show
+    on A's list and frames; B killed with SIGKILL, its members leave within 2 s."""
+    flags = ("--redis", redis.url, "--ping-interval", "1", "--log-level", "warning")
+    with trio.fail_after(30):
+        async with (
+            run_cli("serve", "--port", "0", *flags) as a,
+            run_cli("serve", "--port", "0", *flags) as b,
+        ):
+            base_a, base_b = (await a.readline()).split()[2], (await b.readline()).split()[2]
+            port_a = int(base_a.rsplit(":", 1)[1])
+            async with connect(f"{base_a}/r?name=alice", subprotocols=V1, proxy=None) as alice:  # type: ignore[list-item]
+                assert (await until(alice, "presence"))["name"] == "alice"
+                async with connect(f"{base_b}/r?name=bob", subprotocols=V1, proxy=None):  # type: ignore[list-item]
+                    seen = await until(alice, "presence")
+                    assert (seen["joined"], seen["clients"]) == (["bob"], 2)
+                    _, listing = await who(port_a, "r")
+                    assert sorted(m["name"] for m in listing["members"]) == ["alice", "bob"]  # type: ignore[attr-defined]
+                    b.process.kill()  # SIGKILL: no goodbye
+                    killed = trio.current_time()
+                    gone = await until(alice, "presence")
+                    left_after = trio.current_time() - killed
+                _, listing = await who(port_a, "r")
+            assert (gone["left"], gone["clients"]) == (["bob"], 1)
+    assert [m["name"] for m in listing["members"]] == ["alice"]  # type: ignore[index]
+    assert left_after <= 2 * 1 + 1.5  # 2 x --ping-interval, plus a read and a frame

@@ -71,6 +71,7 @@ import trio
 from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed, StreamId, parse_id
 from .hub import Subscriber
 from .rooms import Room, Rooms
+from .shared_presence import SharedPresence
 
 if TYPE_CHECKING:
     import coredis
@@ -275,6 +276,7 @@ class RedisBackplane:
         history: int = 0,
         outbound_limit: int = DEFAULT_OUTBOUND_LIMIT,
         timeout: float = 2.0,
+        presence_ttl: float = 39.0,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
@@ -297,6 +299,8 @@ class RedisBackplane:
         self._generation = 0
         """Counts links: a load that began on an earlier link is not applied."""
         self.writer_id = secrets.token_hex(6).encode()
+        self.presence = SharedPresence(rooms, self.writer_id.decode(), presence_ttl)
+        """Who is in each room on the other processes (see :mod:`.shared_presence`)."""
         self._seq = 0
         self._delivered_here: dict[int, None] = {}
         """Sequence numbers of own messages delivered here unconfirmed (ordered, bounded)."""
@@ -488,6 +492,7 @@ class RedisBackplane:
                 nursery.start_soon(self._write, link)
                 nursery.start_soon(self._read, link)
                 nursery.start_soon(self._load_rooms)
+                nursery.start_soon(self.presence.run, link)
 
     async def _load_library(self, link: coredis.Redis[bytes]) -> None:
         """Load our Redis functions; one loaded earlier will do when Redis refuses

@@ -110,6 +110,8 @@ class BroadcastServer:
                 optional=options.redis_optional,
                 history=options.history,
                 outbound_limit=options.redis_queue,
+                # A SIGKILLed process's members leave within 2 x --ping-interval.
+                presence_ttl=2 * (options.ping_interval or 20.0) - 1.0,
             )
             if options.redis
             else None

@@ -1,0 +1,148 @@
+"""Presence across processes, through the backplane's Redis.
+
+Each room has a hash ``trio-ws-demo:members:ROOM``: one field per client on
+any process (``PROCESS:CLIENT`` → ``[name, since]``). Each process says it is
+alive with a key ``trio-ws-demo:alive:PROCESS`` that expires ``ttl`` seconds
+after its last refresh. Once a second, every process
+
+1. refreshes its alive key, and writes its own members' changes (HSET/HDEL);
+2. reads the hashes of the rooms it has clients in, keeps the fields of
+   processes that are alive (and deletes those of dead ones), and tells each
+   room who came and went on the other processes
+   (:meth:`~trio_ws_demo.rooms.Room.presence_changed`).
+
+So the members of a process killed with SIGKILL leave everyone's list when its
+key expires: ``ttl`` is ``2 * --ping-interval`` minus the 1 s of reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .rooms import Rooms
+
+if TYPE_CHECKING:
+    import coredis
+
+__all__ = ["SharedPresence"]
+
+PREFIX = "trio-ws-demo"
+SYNC_INTERVAL = 1.0
+
+
+def _members_key(room: str) -> str:
+    return f"{PREFIX}:members:{room}"
+
+
+def _alive_key(process: str) -> str:
+    return f"{PREFIX}:alive:{process}"
+
+
+class SharedPresence:
+    """Keeps this process's members in Redis and reads the others' (see above)."""
+
+    def __init__(self, rooms: Rooms, process: str, ttl: float) -> None:
+        self._rooms = rooms
+        self._process = process
+        self.ttl = max(ttl, 2 * SYNC_INTERVAL)
+        self._written: dict[str, dict[str, str]] = {}
+        """What Redis holds of ours: room -> field -> value."""
+
+    async def run(self, link: coredis.Redis[bytes]) -> None:
+        """Sync once a second while the link is up (in the link's nursery)."""
+        self._written.clear()  # Redis may have restarted: write everything again
+        try:
+            while True:
+                await self._sync(link)
+                await trio.sleep(SYNC_INTERVAL)
+        finally:
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(1),
+                contextlib.suppress(Exception),
+            ):
+                await self._leave(link)
+
+    async def _sync(self, link: coredis.Redis[bytes]) -> None:
+        wanted = self._ours()
+        async with link.pipeline(transaction=False) as pipe:
+            pipe.set(_alive_key(self._process), b"1", px=int(self.ttl * 1000))
+            for room in set(wanted) | set(self._written):
+                now, before = wanted.get(room, {}), self._written.get(room, {})
+                added = {f: v for f, v in now.items() if before.get(f) != v}
+                gone = [f for f in before if f not in now]
+                if added:
+                    pipe.hset(_members_key(room), added)
+                if gone:
+                    pipe.hdel(_members_key(room), gone)
+        self._written = wanted
+        await self._read(link)
+
+    def _ours(self) -> dict[str, dict[str, str]]:
+        prefix = f"{self._process}:"
+        return {
+            room.name: {
+                f"{prefix}{id(client):x}": json.dumps([name, round(since, 3)])
+                for client, (name, since) in room.members.items()
+            }
+            for room in self._rooms.rooms()
+            if room.members
+        }
+
+    async def _read(self, link: coredis.Redis[bytes]) -> None:
+        rooms = [room for room in self._rooms.rooms() if room.clients]
+        if not rooms:
+            return
+        async with link.pipeline(transaction=False) as pipe:
+            requests = [pipe.hgetall(_members_key(room.name)) for room in rooms]
+        tables: list[dict[str, str]] = []
+        processes: set[str] = set()
+        for request in requests:
+            fields = {_text(f): _text(v) for f, v in (await request).items()}
+            tables.append(fields)
+            processes.update(f.partition(":")[0] for f in fields)
+        processes.discard(self._process)
+        ordered = sorted(processes)
+        alive: set[str] = set()
+        if ordered:
+            values = await link.mget([_alive_key(p) for p in ordered])
+            alive = {p for p, value in zip(ordered, values, strict=True) if value is not None}
+        dead: dict[str, list[str]] = {}
+        for room, fields in zip(rooms, tables, strict=True):
+            remote: dict[str, tuple[str, float]] = {}
+            for field, value in fields.items():
+                process = field.partition(":")[0]
+                if process == self._process:
+                    continue
+                if process not in alive:
+                    dead.setdefault(room.name, []).append(field)
+                    continue
+                with contextlib.suppress(ValueError, TypeError, IndexError):
+                    name, since = json.loads(value)
+                    remote[field] = (str(name), float(since))
+            before = room.remote_members
+            joined = [remote[f][0] for f in remote if f not in before]
+            left = [before[f][0] for f in before if f not in remote]
+            room.remote_members = remote
+            room.presence_changed(joined, left)
+        if dead:  # whoever sees a dead process's members first deletes them
+            async with link.pipeline(transaction=False) as pipe:
+                for room_name, dead_fields in dead.items():
+                    pipe.hdel(_members_key(room_name), dead_fields)
+
+    async def _leave(self, link: coredis.Redis[bytes]) -> None:
+        """A clean stop: our members leave everyone's list at once."""
+        async with link.pipeline(transaction=False) as pipe:
+            pipe.delete([_alive_key(self._process)])
+            for room, fields in self._written.items():
+                if fields:
+                    pipe.hdel(_members_key(room), list(fields))
+        self._written = {}
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
