@@ -9,13 +9,16 @@ missing browser is a failure, not a skip.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import jwt
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -317,3 +320,69 @@ def test_pages_on_two_processes_chat_through_redis_and_hear_of_an_outage(
             )
             send(on_b, "and back")
             expect(on_a.locator("#messages li").last).to_have_text("and back")
+
+
+# -- names, presence, rights (issue 19) ----------------------------------------------
+
+
+def test_two_named_pages_see_each_other_and_messages_carry_times(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    alice, bob = browser_pages
+    port = free_port()
+    with serve_process(port, "--history", "10"):
+        alice.goto(f"http://127.0.0.1:{port}/lobby?name=alice")
+        expect(alice.locator("#status")).to_have_text("connected")
+        bob.goto(f"http://127.0.0.1:{port}/lobby?name=bob")
+        expect(bob.locator("#status")).to_have_text("connected")
+        for page in (alice, bob):
+            expect(page.locator("#people li")).to_have_text(["alice", "bob"])
+            expect(page.locator("#count")).to_have_text("who is here (2)")
+        send(alice, "hi bob")
+        item = bob.locator("#messages li", has_text="hi bob")
+        expect(item).to_have_attribute("data-time", re.compile(r"\d{1,2}:\d{2}"))
+        expect(bob.locator("#rooms option")).to_have_text(["#lobby"])
+        bob.close()
+        expect(alice.locator("#people li")).to_have_text(["alice"])
+
+
+def test_a_read_only_token_greys_out_the_input_and_names_come_from_the_token(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    reader, writer = browser_pages
+    port = free_port()
+    key = "k" * 32
+
+    def signed(sub: str, rights: str) -> str:
+        claims = {"exp": int(time.time()) + 600, "sub": sub, "rooms": {"news": rights}}
+        return jwt.encode(claims, key, algorithm="HS256")
+
+    with serve_process(port, "--jwt-key", key):
+        reader.goto(f"http://127.0.0.1:{port}/news?token={signed('viewer', 'r')}")
+        writer.goto(f"http://127.0.0.1:{port}/news?token={signed('editor', 'rw')}")
+        for page in (reader, writer):
+            expect(page.locator("#status")).to_have_text("connected")
+        expect(reader.locator("#input")).to_be_disabled()
+        expect(reader.locator("#name")).to_have_value("viewer")
+        expect(writer.locator("#input")).to_be_enabled()
+        expect(writer.locator("#people li")).to_have_text(["viewer", "editor"])
+        send(writer, "extra! extra!")
+        expect(reader.locator("#messages li")).to_have_text(["extra! extra!"])
+
+
+def test_text_typed_while_disconnected_is_kept_marked_and_sent_when_back(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    page, _ = browser_pages
+    port = free_port()
+    with serve_process(port):
+        page.goto(f"http://127.0.0.1:{port}/")
+        expect(page.locator("#status")).to_have_text("connected")
+    expect(page.locator("#status")).to_contain_text("retrying in")
+    expect(page.locator("#status")).not_to_contain_text("(1006)")  # plain words
+    send(page, "typed while away")
+    expect(page.locator("#messages li.unsent")).to_have_text(["typed while away"])
+    with serve_process(port):
+        expect(page.locator("#status")).to_have_text("connected")
+        expect(page.locator("#messages li.unsent")).to_have_count(0)
+        expect(page.locator("#messages li.mine")).to_have_text(["typed while away"])
