@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import publish_http
 from harness import OUR_SERVER, sample, start_server
 from stuck import run_stuck
 
@@ -440,6 +441,11 @@ def main() -> int:
         help="the stuck-clients rows instead: peak RSS while clients never read",
     )
     parser.add_argument(
+        "--http",
+        action="store_true",
+        help="the HTTP publish rows instead: POST /ROOM over keep-alive, beside a WebSocket",
+    )
+    parser.add_argument(
         "--redis",
         action="store_true",
         help="the Redis rows instead: ours with and without --redis (needs redis-server)",
@@ -467,6 +473,16 @@ def main() -> int:
             return 2
         servers = ["ours", "ours-redis"]
         scenarios = [s for s in redis_scenarios() if args.only in s.name]
+    if args.http:
+        duration = args.duration or (1.0 if args.quick else 5.0)
+        pinned(LOADGEN_CORE)()  # this process publishes and listens; the server has core 0
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}; server pinned to core {SERVER_CORE}, publisher and "
+            f"listener to core {LOADGEN_CORE}; {duration:g} s measured per row; 64 B messages"
+        )
+        print(publish_http.table(publish_http.run_http_rows(duration, pinned(SERVER_CORE))))
+        return 0
     duration = args.duration or (1.0 if args.quick else 5.0)
     warmup = 0.5 if args.quick else 1.0
 

@@ -51,3 +51,25 @@ async def test_quick_fan_out_run_reports_a_clean_table() -> None:
         assert float(cells[1].replace(",", "")) > 0
         assert cells[6] == "0" and cells[7] == "0"
     assert "ours ÷ naive" in rows
+
+
+async def test_quick_http_publish_run_reports_every_row() -> None:
+    """`bench.py --http`: every row delivered what it published (the listener
+    counts them before a row ends), with a rate and a ratio."""
+    with trio.fail_after(120):
+        done = await trio.run_process(
+            [sys.executable, str(BENCH / "bench.py"), "--http", "--duration", "0.3"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    rows = [line for line in done.stdout.decode().splitlines() if line.startswith("| ")][1:]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert names == [
+        "WebSocket, 1 message per frame (baseline)",
+        "HTTP POST, 1 message per request",
+        "HTTP POST, ndjson, 100 per request",
+        "HTTP POST, ndjson, 1000 per request",
+    ]
+    assert all(float(row.split("|")[2].replace(",", "")) > 0 for row in rows)
