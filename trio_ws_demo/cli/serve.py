@@ -215,7 +215,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-message-rate",
         type=non_negative_float_rate,
-        default=1000.0,
+        default="1000",
         metavar="N",
         help="messages per second one client may send on average; past it the client "
         "is closed with 1008 'rate limit' (0: no limit)",

@@ -60,9 +60,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     token.add_argument(
         "--ttl",
         type=duration,
-        default=3600.0,
+        default="1h",
         metavar="DURATION",
-        help="valid for (90s, 15m, 1h, 2d)",
+        help="how long it is valid: 90s, 15m, 1h, 2d",
     )
     add_key_flags(token, private=True)
     return token
