@@ -11,6 +11,7 @@ after its last refresh. Once a second, every process
    room who came and went on the other processes
    (:meth:`~trio_ws_demo.rooms.Room.presence_changed`).
 
+While Redis refuses writes (``maxmemory``), syncing waits and the link stays up.
 So the members of a process killed with SIGKILL leave everyone's list when its
 key expires: ``ttl`` is ``2 * --ping-interval`` minus the 1 s of reading.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     import coredis
 
 __all__ = ["SharedPresence"]
+
+logger = logging.getLogger("trio_ws_demo.backplane")
 
 PREFIX = "trio-ws-demo"
 SYNC_INTERVAL = 1.0
@@ -55,9 +59,16 @@ class SharedPresence:
     async def run(self, link: coredis.Redis[bytes]) -> None:
         """Sync once a second while the link is up (in the link's nursery)."""
         self._written.clear()  # Redis may have restarted: write everything again
+        from coredis.exceptions import ResponseError
+
         try:
             while True:
-                await self._sync(link)
+                try:
+                    await self._sync(link)
+                except ResponseError as exc:
+                    # Redis refuses writes (maxmemory, READONLY): presence waits, the
+                    # link stays up (a command error is not a lost link).
+                    logger.debug("presence: Redis refused a write: %s", exc)
                 await trio.sleep(SYNC_INTERVAL)
         finally:
             with (
