@@ -180,3 +180,22 @@ async def test_a_post_on_one_process_reaches_clients_of_another_through_redis(
     assert status == 200 and answer["count"] == 2
     assert (first["text"], second["text"]) == ("one", "two")
     assert answer["offset"] == second["offset"] == first["offset"] + 1
+
+
+async def test_publishing_connections_count_against_max_clients_and_bad_http_is_400(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(ServerOptions(max_clients=1))
+    with trio.fail_after(TIMEOUT):
+        async with Http.open(server.port) as kept:
+            assert (await kept.post("/a", b"first"))[0] == 200  # kept alive: it holds a place
+            async with Http.open(server.port) as second:
+                status, headers, _ = await second.post("/a", b"second")
+            assert (status, headers["connection"], headers["retry-after"]) == (503, "close", "5")
+            await kept.stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
+            status, headers, _ = await kept.response()
+            assert (status, headers["connection"]) == (400, "close")
+            assert await kept.closed()
+        async with Http.open(server.port) as again:  # its place is free again
+            assert (await again.post("/a", b"third"))[0] == 200
+    assert server.connection_errors == 0

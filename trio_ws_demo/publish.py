@@ -25,6 +25,7 @@ owns the connection from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -58,6 +59,8 @@ class PublishSettings:
     max_room_name: int
     timeout: float
     max_request_head: int
+    max_connections: int = 10_000
+    """Publishing connections open at once (``--max-clients``): one more gets 503."""
 
 
 class _Answer(Exception):
@@ -93,15 +96,37 @@ class PublishApi:
         self.published = 0
         """Messages published over HTTP (all connections)."""
         self.requests = 0
+        self.connections = 0
+        """Publishing connections open now (kept alive between requests)."""
 
     async def serve(self, stream: trio.abc.Stream, head: RequestHead, peer: object) -> None:
         """Answer the request in *head* and what follows on the connection."""
         settings = self._settings
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_request_head)
         connection.receive_data(_head_bytes(head) + head.extra)
+        if self.connections >= settings.max_connections:
+            payload: dict[str, object] = {"error": "too many publishing connections"}
+            with contextlib.suppress(_Answer):  # (the head is in h11's buffer already)
+                if isinstance(await _next_event(connection, stream), h11.Request):
+                    await _respond(connection, stream, 503, payload, _RETRY, close=True)
+            return
+        self.connections += 1
+        try:
+            await self._serve(connection, stream, peer)
+        finally:
+            self.connections -= 1
+
+    async def _serve(
+        self, connection: h11.Connection, stream: trio.abc.Stream, peer: object
+    ) -> None:
+        settings = self._settings
         while True:
-            with trio.move_on_after(settings.timeout):
-                request = await _next_event(connection, stream)
+            try:
+                with trio.move_on_after(settings.timeout):
+                    request = await _next_event(connection, stream)
+            except _Answer as bad:  # not HTTP: say so, and close
+                await _respond(connection, stream, bad.status, {"error": bad.reason}, [], True)
+                return
             if not isinstance(request, h11.Request):
                 return  # closed, idle too long, or not HTTP: nothing to answer
             try:
@@ -256,7 +281,7 @@ async def _respond(
     if close:
         all_headers.append(("Connection", "close"))
     try:
-        if connection.our_state is not h11.SEND_RESPONSE:
+        if connection.our_state not in (h11.SEND_RESPONSE, h11.IDLE):  # IDLE: after bad input
             return False
         data = connection.send(h11.Response(status_code=status, headers=all_headers))
         data += connection.send(h11.Data(data=body)) or b""

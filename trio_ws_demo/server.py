@@ -124,6 +124,7 @@ class BroadcastServer:
                 max_room_name=options.max_room_name,
                 timeout=options.handshake_timeout,
                 max_request_head=options.max_request_head,
+                max_connections=options.max_clients,
             ),
             self.rooms,
             lambda: self.backplane,
