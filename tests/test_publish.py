@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 
 import jwt
 import trio
+import trustme
 from websockets.trio.client import ClientConnection, connect
 
 from trio_ws_demo import ServerOptions
 from trio_ws_demo.handshake import AccessPolicy
 
-from .conftest import StartServer, url_of
+from .conftest import StartServer, client_context, server_context, url_of
 from .redis_server import RedisServer
 
 TIMEOUT = 10
@@ -199,3 +200,15 @@ async def test_publishing_connections_count_against_max_clients_and_bad_http_is_
         async with Http.open(server.port) as again:  # its place is free again
             assert (await again.post("/a", b"third"))[0] == 200
     assert server.connection_errors == 0
+
+
+async def test_a_post_over_tls_is_kept_alive_too(start_server: StartServer, ca: trustme.CA) -> None:
+    server = await start_server(ServerOptions(ssl_context=server_context(ca)))
+    with trio.fail_after(TIMEOUT):
+        tcp = await trio.open_tcp_stream("127.0.0.1", server.port)
+        tls = trio.SSLStream(tcp, client_context(ca), server_hostname="127.0.0.1")
+        async with tls:
+            http = Http(tls)  # type: ignore[arg-type]
+            assert (await http.post("/secure", b"one"))[0] == 200
+            status, _, answer = await http.post("/secure", b"two\n", "application/x-ndjson")
+    assert status == 200 and answer["count"] == 1
