@@ -113,10 +113,25 @@ class Cable:
 # -- what Redis accepted ---------------------------------------------------------------
 
 
+class Progress:
+    """Set whenever the tap or a listener notes something: what :func:`settle` waits on."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def note(self) -> None:
+        self.event.set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+        self.event = trio.Event()
+
+
 class Tap:
     """Reads every room stream from Redis directly: what Redis accepted."""
 
-    def __init__(self, host: str, port: int, rooms: list[str]) -> None:
+    def __init__(self, host: str, port: int, rooms: list[str], progress: Progress) -> None:
+        self._progress = progress
         self._host = host
         self._port = port
         self._positions: dict[bytes, str] = {PREFIX + room.encode(): "0-0" for room in rooms}
@@ -154,6 +169,7 @@ class Tap:
                 self._positions[key] = "0-0"
 
     def _note(self, key: bytes, entries: Any) -> None:
+        self._progress.note()
         room = key[len(PREFIX) :].decode()
         for entry in entries:
             identifier = entry.identifier.decode()
@@ -191,6 +207,7 @@ class Listener:
     stop: trio.Event = field(default_factory=trio.Event)
     drop_once: trio.Event | None = None
     """When set, the listener drops its connection once and resumes."""
+    progress: Progress | None = None
 
     def texts(self) -> list[str]:
         return [f["text"] for f in self.frames if f.get("type") == "message"]
@@ -243,6 +260,8 @@ class Listener:
             await trio.sleep(0.1)
 
     def _note(self, frame: dict[str, Any]) -> dict[str, Any]:
+        if self.progress is not None:
+            self.progress.note()
         self.frames.append(frame)
         kind = frame.get("type")
         if kind in ("joined", "resume", "backplane"):
@@ -507,15 +526,20 @@ async def campaign(
     async with trio.open_nursery() as outer:
         async with place(outer, flags) as c, trio.open_nursery() as nursery:
             # Clients stop before the servers, and the servers before the cables.
-            tap = Tap(c.redis.host, c.redis.port, names)
+            progress = Progress()
+            tap = Tap(c.redis.host, c.redis.port, names, progress)
             nursery.start_soon(tap.run)
             for room in names:
                 for index, base in enumerate(c.bases):
-                    listener = Listener(f"{room}@{index}", room, [base, *c.bases])
+                    listener = Listener(
+                        f"{room}@{index}", room, [base, *c.bases], progress=progress
+                    )
                     listeners.append(listener)
                     await nursery.start(listener.run)
                     if resuming:  # one that drops and resumes during the fault
-                        again = Listener(f"{room}@{index}r", room, [base, *c.bases])
+                        again = Listener(
+                            f"{room}@{index}r", room, [base, *c.bases], progress=progress
+                        )
                         again.drop_once = trio.Event()
                         listeners.append(again)
                         await nursery.start(again.run)
@@ -534,7 +558,7 @@ async def campaign(
             await trio.sleep(seconds / 2)
             for publisher in publishers:
                 publisher.stop.set()
-            await settle(listeners, tap)
+            await settle(listeners, tap, progress)
             for listener in listeners:
                 listener.stop.set()
             nursery.cancel_scope.cancel()
@@ -544,14 +568,17 @@ async def campaign(
     return judge(listeners, publishers, tap)
 
 
-async def settle(listeners: list[Listener], tap: Tap, limit: float = 8.0) -> None:
-    """Wait until every listener has what Redis accepted (or *limit* seconds)."""
+async def settle(
+    listeners: list[Listener], tap: Tap, progress: Progress, limit: float = 8.0
+) -> None:
+    """Wait until every listener has what Redis accepted (or *limit* seconds), then
+    watch a further 0.3 s: a duplicate arriving late must be counted too."""
     with trio.move_on_after(limit):
-        while True:
-            await trio.sleep(0.2)
-            if all(tap.texts(ls.room) <= set(ls.texts()) for ls in listeners if not ls.announced):
-                await trio.sleep(0.3)  # and whatever is still on its way
-                return
+        while not all(
+            tap.texts(ls.room) <= set(ls.texts()) for ls in listeners if not ls.announced
+        ):
+            await progress.wait()
+    await trio.sleep(0.3)  # the observation window for late duplicates, not a wait
 
 
 # -- the faults ----------------------------------------------------------------------------
