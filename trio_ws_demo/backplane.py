@@ -634,7 +634,7 @@ class RedisBackplane:
                     name,
                     _describe(exc),
                     delay,
-                    exc_info=not _is_redis_error(exc),
+                    exc_info=not _is_link_error(exc),  # a traceback only for a bug
                 )
                 self._wake_loader.set()
         else:
@@ -847,12 +847,6 @@ def _is_link_error(exc: BaseException) -> bool:
     from coredis.exceptions import RedisError
 
     return isinstance(exc, (RedisError, OSError, TimeoutError, trio.TooSlowError))
-
-
-def _is_redis_error(exc: BaseException) -> bool:
-    """What Redis or the network may raise (a command error too): no traceback
-    is logged for it, unlike for a bug."""
-    return _is_link_error(exc)
 
 
 @contextlib.asynccontextmanager

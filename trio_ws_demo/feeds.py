@@ -15,7 +15,7 @@ has an offset that no other process can give to another message.
 The stream is the truth. Its entry IDs are ``EPOCH-OFFSET``: the epoch is the
 time (ms, on Redis's clock) the stream was started, written as a marker entry
 ``EPOCH-0``; messages are ``EPOCH-1``, ``EPOCH-2``, … (see ``backplane.py``'s
-scripts). A stream that is deleted and written again starts a later epoch, so
+Redis functions). A stream that is deleted and written again starts a later epoch, so
 offsets restart under a new name, never under the old one.
 """
 
