@@ -158,7 +158,7 @@ class Tap:
                             self._note(key, entries)
                         await self._restarted(client)
             except Exception:  # Redis restarted or refuses: read on when it is back
-                await trio.sleep(0.2)
+                await trio.sleep(0.2)  # a retry pause (nothing to wait on), as a client's backoff
 
     async def _restarted(self, client: Any) -> None:
         """A stream deleted and written again may restart below where the tap

@@ -126,9 +126,11 @@ class Connection:
         self._since = since
         self._backfill = backfill
         self._grant = grant
-        self._allowance = float(settings.message_burst)
-        """Messages this client may still send now (--max-message-rate, a token bucket)."""
-        self._allowance_at = trio.current_time()
+        self._allowance = 0.0
+        """Messages this client may still send now (--max-message-rate, a token bucket),
+        as of :attr:`_allowance_at`; before its first message (at 0.0) the bucket is
+        full. Shared constants until then: an idle connection holds no float of its own."""
+        self._allowance_at = 0.0
         self._settings = settings
         self.traffic = traffic
         self.peer = peer
@@ -340,7 +342,10 @@ class Connection:
         if rate:
             now = trio.current_time()
             burst = self._settings.message_burst
-            allowance = self._allowance + (now - self._allowance_at) * rate
+            if self._allowance_at:
+                allowance = self._allowance + (now - self._allowance_at) * rate
+            else:
+                allowance = burst  # the first message: the bucket is full
             self._allowance_at = now
             if allowance < 1:
                 self._allowance = allowance

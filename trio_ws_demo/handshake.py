@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -25,7 +26,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from .http import HttpRefusal, RequestHead
-from .tokens import Grant, TokenError, TokenVerifier
+from .tokens import EVERY_RIGHT, Grant, TokenError, TokenVerifier
 
 __all__ = [
     "AccessPolicy",
@@ -54,7 +55,7 @@ class AccessPolicy:
     jwt_public_key: bytes | None = field(default=None, repr=False)
     """``--jwt-public-key``: signed tokens (RS256/ES256) are accepted."""
 
-    @property
+    @functools.cached_property
     def verifier(self) -> TokenVerifier:
         return TokenVerifier(self.token, self.jwt_secret, self.jwt_public_key)
 
@@ -73,10 +74,15 @@ class AccessPolicy:
     def grant(self, head: RequestHead, now: float) -> Grant | HttpRefusal:
         """What the credential in *head* allows, or a 401 that says why. Without
         credentials required, every right, under ``?name=`` if given."""
-        names = head.query.get("name", [])
-        name = names[0][:64] if names and names[0].strip() else None
+        verifier = self.verifier
+        name = None
+        if "name=" in head.target:  # (most handshakes carry no query to parse)
+            names = head.query.get("name", [])
+            name = names[0][:64] if names and names[0].strip() else None
+        if not verifier.required:
+            return EVERY_RIGHT if name is None else Grant(name=name, everything=True)
         try:
-            return self.verifier.grant(presented_credentials(head), now, name)
+            return verifier.grant(presented_credentials(head), now, name)
         except TokenError as exc:
             return HttpRefusal(401, str(exc), [("WWW-Authenticate", "Bearer")])
 

@@ -38,6 +38,10 @@ PREFIX = "trio-ws-demo"
 SYNC_INTERVAL = 1.0
 
 
+#: A member of this process: (id of its client, when it joined).
+_Member = tuple[int, float]
+
+
 def _members_key(room: str) -> str:
     return f"{PREFIX}:members:{room}"
 
@@ -53,8 +57,8 @@ class SharedPresence:
         self._rooms = rooms
         self._process = process
         self.ttl = max(ttl, 2 * SYNC_INTERVAL)
-        self._written: dict[str, dict[str, str]] = {}
-        """What Redis holds of ours: room -> field -> value."""
+        self._written: dict[str, dict[_Member, str]] = {}
+        """What Redis holds of ours: room -> member -> its field."""
 
     async def run(self, link: coredis.Redis[bytes]) -> None:
         """Sync once a second while the link is up (in the link's nursery)."""
@@ -79,30 +83,38 @@ class SharedPresence:
                 await self._leave(link)
 
     async def _sync(self, link: coredis.Redis[bytes]) -> None:
-        wanted = self._ours()
+        wanted = {
+            room.name: {(id(client), since): name for client, (name, since) in room.members.items()}
+            for room in self._rooms.rooms()
+            if room.members
+        }
+        written: dict[str, dict[_Member, str]] = {}
         async with link.pipeline(transaction=False) as pipe:
             pipe.set(_alive_key(self._process), b"1", px=int(self.ttl * 1000))
             for room in set(wanted) | set(self._written):
                 now, before = wanted.get(room, {}), self._written.get(room, {})
-                added = {f: v for f, v in now.items() if before.get(f) != v}
-                gone = [f for f in before if f not in now]
+                # Only who came and went is encoded and written, not everyone each second.
+                added = {member: self._field(member) for member in now if member not in before}
+                gone = [field for member, field in before.items() if member not in now]
                 if added:
-                    pipe.hset(_members_key(room), added)
+                    pipe.hset(
+                        _members_key(room),
+                        {
+                            field: json.dumps([now[member], round(member[1], 3)])
+                            for member, field in added.items()
+                        },
+                    )
                 if gone:
                     pipe.hdel(_members_key(room), gone)
-        self._written = wanted
+                if now:
+                    written[room] = {member: before.get(member) or added[member] for member in now}
+        self._written = written
         await self._read(link)
 
-    def _ours(self) -> dict[str, dict[str, str]]:
-        prefix = f"{self._process}:"
-        return {
-            room.name: {
-                f"{prefix}{id(client):x}": json.dumps([name, round(since, 3)])
-                for client, (name, since) in room.members.items()
-            }
-            for room in self._rooms.rooms()
-            if room.members
-        }
+    def _field(self, member: _Member) -> str:
+        """A member's field: this process, the client, when it joined (ids are reused)."""
+        client, since = member
+        return f"{self._process}:{client:x}.{int(since * 1000)}"
 
     async def _read(self, link: coredis.Redis[bytes]) -> None:
         rooms = [room for room in self._rooms.rooms() if room.clients]
@@ -151,7 +163,7 @@ class SharedPresence:
             pipe.delete([_alive_key(self._process)])
             for room, fields in self._written.items():
                 if fields:
-                    pipe.hdel(_members_key(room), list(fields))
+                    pipe.hdel(_members_key(room), list(fields.values()))
         self._written = {}
 
 
