@@ -205,7 +205,9 @@ async def test_token_without_a_key_is_a_usage_error() -> None:
 async def test_a_rate_over_max_message_rate_closes_1008_and_is_not_delivered(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(ServerOptions(max_message_rate=1, message_burst=5))
+    server = await start_server(
+        ServerOptions(max_message_rate=1, message_burst=5, rate_limit_action="close")
+    )
     with trio.fail_after(TIMEOUT):
         async with (
             connect(url_of(server, "/r"), proxy=None) as listener,

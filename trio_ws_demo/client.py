@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .frames import FrameScanner
 from .listen import format_host
 
 
@@ -667,6 +668,9 @@ def _sendable_close_code(code: int) -> bool:
     return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
+_PING_PONG = frozenset({0x9, 0xA})
+
+
 class _ControlFrames:
     """Spots the server's pings and pongs in what it sends (frames from a server are
     never masked, so their headers can be read in passing): after the HTTP answer,
@@ -674,43 +678,24 @@ class _ControlFrames:
 
     def __init__(self, report: Callable[[Event], None]) -> None:
         self._report = report
-        self._buffer = bytearray()
-        self._in_head = True
-        self._skip = 0
+        self._head = bytearray()
+        self._frames: FrameScanner | None = None
 
     def feed(self, data: bytes | bytearray) -> None:
-        buffer = self._buffer
-        buffer += data
-        if self._in_head:
-            end = buffer.find(b"\r\n\r\n")
+        frames = self._frames
+        if frames is None:  # the HTTP answer first
+            head = self._head
+            head += data
+            end = head.find(b"\r\n\r\n")
             if end < 0:
                 return
-            del buffer[: end + 4]
-            self._in_head = False
-        while True:
-            if self._skip:
-                skipped = min(self._skip, len(buffer))
-                del buffer[:skipped]
-                self._skip -= skipped
-                if self._skip:
-                    return
-            if len(buffer) < 2:
-                return
-            opcode, length = buffer[0] & 0x0F, buffer[1] & 0x7F
-            header = 2 + (2 if length == 126 else 8 if length == 127 else 0)
-            if len(buffer) < header:
-                return
-            if length >= 126:
-                length = int.from_bytes(buffer[2:header], "big")
-            if opcode in (0x9, 0xA):  # control frames: at most 125 bytes, never split
-                if len(buffer) < header + length:
-                    return
-                payload = bytes(buffer[header : header + length])
-                self._report(ControlFrame("ping" if opcode == 0x9 else "pong", payload))
-                del buffer[: header + length]
-                continue
-            del buffer[:header]
-            self._skip = length
+            frames = self._frames = FrameScanner(_PING_PONG, head[end + 4 :])
+            self._head = bytearray()
+        else:
+            frames.feed(data)
+        while (frame := frames.next_frame()) is not None:
+            opcode, payload = frame
+            self._report(ControlFrame("ping" if opcode == 0x9 else "pong", payload))
 
 
 class _HangupWatch(trio.abc.Stream):

@@ -12,7 +12,18 @@ runs per connection: keepalive is one server-wide task
 
 How a connection ends is decided in one place: :meth:`Connection.note_end`
 records the first reason, and :data:`~trio_ws_demo.protocol.CLOSE_TABLE` says
-what that reason means for the last bytes. No close frame is ever written
+what that reason means for the last bytes. **Who ends it** is one rule too:
+once the reader stops, for whatever reason (the peer's Close, bad input, end
+of stream, the answer to our close), everything that follows is bounded by
+``close_timeout`` and then the connection's nursery is cancelled, a writer
+stuck on a full socket included (finding R2).
+
+**What a client may send** is bounded as it is read: every frame, pings and
+fragments included, is one unit of its message rate. Over the rate the
+reader *reads less* (it waits until the bucket refills, so TCP slows the
+sender and nothing is lost), or, with ``rate_limit_action="close"``, closes
+with 1008. A message the process's memory budget has no room for closes its
+sender with 1013. No close frame is ever written
 before the 101. A peer that vanishes (a reset, a broken pipe) is an ordinary
 end, logged at INFO; any other exception is caught here, logged once with its
 traceback, and closes only this connection (1011): :meth:`Connection.run`
@@ -29,11 +40,21 @@ from dataclasses import dataclass
 
 import trio
 
+from .budget import MemoryBudget, QueuedFrames
 from .frontdoor import Peer
 from .handshake import redact
 from .hub import InboxBudget
 from .outbox import Outbox
-from .protocol import CLOSE_TABLE, Closed, End, Message, PingReceived, ServerProtocol, State
+from .protocol import (
+    CLOSE_TABLE,
+    Closed,
+    End,
+    Message,
+    Overloaded,
+    PingReceived,
+    ServerProtocol,
+    State,
+)
 from .rooms import Room, Rooms
 from .stats import Traffic
 from .tokens import EVERY_RIGHT, Grant
@@ -59,13 +80,19 @@ class ConnectionSettings:
     max_message_size: int
     close_timeout: float
     max_message_rate: float = 0.0
-    """Messages per second a client may send on average (0: no limit)..."""
+    """Frames per second a client may send on average (0: no limit)..."""
     message_burst: int = 1
     """... and at once."""
+    close_over_rate: bool = False
+    """Over the rate: close with 1008, instead of reading less."""
+    memory: MemoryBudget | None = None
+    """The process's memory budget (partial messages, TLS records, refusals)."""
+    queued: QueuedFrames | None = None
+    """The budget's count of queued frames, each once."""
 
 
 #: Why a connection may end with its last messages not delivered.
-_REFUSALS = frozenset({End.NOT_ALLOWED, End.RATE_LIMIT, End.TOKEN_EXPIRED})
+_REFUSALS = frozenset({End.NOT_ALLOWED, End.RATE_LIMIT, End.TOKEN_EXPIRED, End.OVERLOADED})
 
 
 class Connection:
@@ -75,6 +102,8 @@ class Connection:
         "_allowance",
         "_allowance_at",
         "_backfill",
+        "_can_write",
+        "_charged",
         "_grant",
         "_nursery",
         "_opened",
@@ -126,6 +155,10 @@ class Connection:
         self._since = since
         self._backfill = backfill
         self._grant = grant
+        self._can_write = grant.everything or grant.can_write(room)
+        """The grant's rights for this room, matched once (finding T13)."""
+        self._charged = 0
+        """Frames read that the rate limit has counted."""
         self._allowance = 0.0
         """Messages this client may still send now (--max-message-rate, a token bucket),
         as of :attr:`_allowance_at`; before its first message (at 0.0) the bucket is
@@ -137,7 +170,7 @@ class Connection:
         self._target = target
         self._response: bytes | None = response
         """The 101, written first by :meth:`run`."""
-        self.protocol = ServerProtocol(settings.max_message_size, early)
+        self.protocol = ServerProtocol(settings.max_message_size, early, settings.memory)
         self.messages_in = 0
         self.end: End | None = None
         self.peer_close: tuple[int, str] | None = None
@@ -210,20 +243,24 @@ class Connection:
             # The 101 has not begun: no close frame may go before it, no goodbye.
             self._nursery.cancel_scope.cancel()
             return
-        # (A 101 under way goes first: the outbox writes the close frame after it.)
-        try:
-            self._nursery.start_soon(self._close, reason)
-        except RuntimeError:  # the nursery is closing: this connection is ending anyway
-            self._nursery.cancel_scope.cancel()
-
-    async def _close(self, reason: End) -> None:
-        """Our close: the frame after the queue (or instead of it), then the peer's
-        answer, each bounded by close_timeout."""
         code = CLOSE_TABLE[reason].code
-        assert code is not None and self.outbox is not None
+        assert code is not None
+        # CLOSING from this moment, not when the task below runs: what the
+        # reader reads next is only scanned for the peer's Close (no answer to
+        # bad input, no second close frame).
         frame = self.protocol.start_close(code, reason.value)
         if frame is None:
             return  # the peer's close or bad input came first: the reader answers that
+        # (A 101 under way goes first: the outbox writes the close frame after it.)
+        try:
+            self._nursery.start_soon(self._close, reason, frame)
+        except RuntimeError:  # the nursery is closing: this connection is ending anyway
+            self._nursery.cancel_scope.cancel()
+
+    async def _close(self, reason: End, frame: bytes) -> None:
+        """Our close: the frame after the queue (or instead of it), then the peer's
+        answer, each bounded by close_timeout."""
+        assert self.outbox is not None
         timeout = self._settings.close_timeout
         try:
             sent = await self.outbox.send_close(
@@ -249,8 +286,15 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                settings = self._settings
                 self.outbox = outbox = Outbox(
-                    self.transport, nursery, self._settings.budget, self.traffic, owner=self
+                    self.transport,
+                    nursery,
+                    settings.budget,
+                    self.traffic,
+                    owner=self,
+                    queued=settings.queued,
+                    wire_budget=settings.memory,
                 )
                 # Joined before the 101 goes out (what the room sends first
                 # waits behind it), so that a client that has seen the 101
@@ -277,10 +321,18 @@ class Connection:
                 if self._grant.expires is not None:
                     nursery.start_soon(self._expire, self._grant.expires, expiry)
                 try:
-                    await self._read(room)
+                    ended = await self._read(room)
                 finally:
                     expiry.cancel()  # the connection ends first: nothing to expire
                     self._leave_room()
+                # The one rule for a connection's end: the reader has stopped, so
+                # whatever is still under way (a flush, our close frame, a write
+                # stuck on a full socket, the linger) gets close_timeout, then
+                # the nursery is cancelled.
+                scope = nursery.cancel_scope
+                scope.deadline = min(scope.deadline, trio.current_time() + settings.close_timeout)
+                if ended is not None:
+                    await self._closed_by_peer(ended)
         except* _GONE:
             self.note_end(End.PEER_VANISHED)  # a reset, a broken pipe: nobody to tell
         except* Exception:
@@ -294,64 +346,95 @@ class Connection:
             self._rooms.leave(self._room, self.outbox)
             self._room = None
 
-    async def _read(self, room: Room) -> None:
-        """Bytes in, protocol events out, until the connection is CLOSED."""
+    async def _read(self, room: Room) -> Closed | None:
+        """Bytes in, protocol events out, until the connection is CLOSED: the
+        event that closed it, or None at the end of the stream."""
         # No bound methods cached in locals: an idle connection sits here,
         # and every object it keeps alive costs memory and GC time.
         outbox = self.outbox
         assert outbox is not None
         protocol = self.protocol
         transport = self.transport
-        echo = self._settings.echo
+        settings = self._settings
+        echo = settings.echo
         traffic = self.traffic
+        rate = settings.max_message_rate
+        slow_down = rate and not settings.close_over_rate
         while True:
             for event in protocol.events():
-                if type(event) is Message:
+                kind = type(event)
+                if kind is Message:
+                    assert isinstance(event, Message)
                     self.messages_in += 1
                     frame = event.frame
                     traffic.messages_in += 1
                     traffic.bytes_in += len(frame)
-                    refused = self._refuse(room)
+                    refused = self._refuse(len(frame))
                     if refused is not None:
                         self._close_soon(refused)  # the message is never delivered
                     elif echo:
                         room.plain.offer(outbox, frame, len(frame))
                     else:
                         room.send(event.message, frame, outbox)
-                elif type(event) is PingReceived:
-                    outbox.send_control_nowait(event.pong)
+                elif kind is PingReceived:
+                    assert isinstance(event, PingReceived)
+                    outbox.send_pong_nowait(event.pong)
+                elif kind is Overloaded:
+                    self._close_soon(End.OVERLOADED)  # the budget had no room for it
                 else:
-                    assert type(event) is Closed
-                    await self._closed_by_peer(event)
-                    return
+                    assert isinstance(event, Closed)
+                    return event
+            if rate and protocol.frames_in != self._charged and protocol.state is State.OPEN:
+                allowance = self._charge()
+                if allowance < 0:
+                    if slow_down:
+                        await self._slow_down(-allowance / rate)
+                    else:
+                        self._close_soon(End.RATE_LIMIT)
             data = await transport.receive()
             if not data:
                 self.note_end(End.PEER_VANISHED)  # no close frame: 1006
-                return
+                return None
             self.last_seen = trio.current_time()
             protocol.receive_data(data)
 
-    def _refuse(self, room: Room) -> End | None:
+    def _refuse(self, size: int) -> End | None:
         """Why the message just read must not be delivered, if it must not."""
         if self.end in _REFUSALS:
             return self.end  # refused already: nothing more is delivered
-        grant = self._grant
-        if not grant.everything and not grant.can_write(room.name):
+        if not self._can_write:
             return End.NOT_ALLOWED
-        rate = self._settings.max_message_rate
-        if rate:
-            now = trio.current_time()
-            burst = self._settings.message_burst
-            if self._allowance_at:
-                allowance = self._allowance + (now - self._allowance_at) * rate
-            else:
-                allowance = burst  # the first message: the bucket is full
-            self._allowance_at = now
-            if allowance < 1:
-                self._allowance = allowance
-                return End.RATE_LIMIT
-            self._allowance = min(allowance, burst) - 1
+        settings = self._settings
+        if settings.close_over_rate and settings.max_message_rate and self._charge() < 0:
+            return End.RATE_LIMIT
+        memory = settings.memory
+        if memory is not None and not memory.fits(size):
+            return End.OVERLOADED
         return None
+
+    def _charge(self) -> float:
+        """The client's allowance (a token bucket) after the frames read since the
+        last charge: negative when it sent more than --max-message-rate allows."""
+        settings = self._settings
+        frames = self.protocol.frames_in
+        spent = frames - self._charged
+        self._charged = frames
+        now = trio.current_time()
+        burst = settings.message_burst
+        if self._allowance_at:
+            refill = (now - self._allowance_at) * settings.max_message_rate
+            allowance = min(self._allowance + refill, burst)
+        else:
+            allowance = burst  # the first frames: the bucket is full
+        self._allowance_at = now
+        self._allowance = allowance - spent
+        return self._allowance
+
+    async def _slow_down(self, seconds: float) -> None:
+        """Read nothing for *seconds*: the bucket refills, and TCP holds the sender
+        back meanwhile. The peer counts as alive while we choose not to read."""
+        self.last_seen = trio.current_time() + seconds
+        await trio.sleep(seconds)
 
     async def _expire(self, expires: float, scope: trio.CancelScope) -> None:
         """Close with 1008 ``token expired`` at the token's exp (a wall-clock time)."""
@@ -389,6 +472,7 @@ class Connection:
     async def _finish(self) -> None:
         """Close the transport; after an unexpected error, say 1011 first if we can.
         Never raises: the peer may be long gone."""
+        self.protocol.discard()  # a message half-read holds part of the memory budget
         outbox = self.outbox
         if outbox is None:
             await self.transport.aclose()

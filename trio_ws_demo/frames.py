@@ -15,6 +15,7 @@ __all__ = [
     "OPCODE_CLOSE",
     "OPCODE_TEXT",
     "PING_FRAME",
+    "FrameScanner",
     "close_frame_code",
     "encode_close",
     "encode_frame",
@@ -105,3 +106,63 @@ def _trim_utf8(data: bytes, limit: int) -> bytes:
     if len(data) <= limit:
         return data
     return data[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
+class FrameScanner:
+    """Frames read by their headers alone: the payloads of frames nobody wants
+    are skipped unread (not unmasked, not decoded, not kept), and a wanted frame,
+    a control frame of at most 125 bytes, is returned whole, unmasked.
+
+    The client spots the server's pings and pongs with it; the server finds the
+    peer's Close with it once its own close is under way, so that a flood then
+    costs one header per frame. Nothing skipped is checked: it is not used.
+    """
+
+    __slots__ = ("_buffer", "_skip", "_wanted")
+
+    def __init__(self, wanted: frozenset[int], leftover: bytes | bytearray = b"", skip: int = 0):
+        self._wanted = wanted
+        self._buffer = bytearray(leftover)
+        self._skip = skip
+        """Bytes of the current frame's payload still to pass over."""
+
+    def feed(self, data: bytes | bytearray) -> None:
+        if self._skip >= len(data) and not self._buffer:
+            self._skip -= len(data)  # inside a skipped payload: nothing is kept
+            return
+        self._buffer += data
+
+    def next_frame(self) -> tuple[int, bytes] | None:
+        """The next wanted frame (opcode, payload) once all of it is here."""
+        buffer = self._buffer
+        while True:
+            if self._skip:
+                skipped = min(self._skip, len(buffer))
+                del buffer[:skipped]
+                self._skip -= skipped
+                if self._skip:
+                    return None
+            if len(buffer) < 2:
+                return None
+            opcode, short, masked = buffer[0] & 0x0F, buffer[1] & 0x7F, buffer[1] & 0x80
+            start = 2 + (2 if short == 126 else 8 if short == 127 else 0)
+            if len(buffer) < start:
+                return None
+            length = short if short < 126 else int.from_bytes(buffer[2:start], "big")
+            if masked:
+                start += 4
+            if opcode not in self._wanted:
+                if len(buffer) < start:
+                    return None
+                del buffer[:start]
+                self._skip = length
+                continue
+            if len(buffer) < start + length:
+                return None
+            payload = bytearray(buffer[start : start + length])
+            if masked:
+                mask = buffer[start - 4 : start]
+                for index in range(len(payload)):
+                    payload[index] ^= mask[index % 4]
+            del buffer[: start + length]
+            return opcode, bytes(payload)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import trio
 
+from .budget import MemoryBudget
 from .handshake import check_upgrade, redact
 from .http import HttpRefusal, RequestHead, read_request_head, send_response
 from .listen import format_host
@@ -85,9 +86,16 @@ class FrontDoor:
     """Reads, routes and refuses; admits valid WebSocket upgrades."""
 
     def __init__(
-        self, options: ServerOptions, web: WebRoutes, clients: Callable[[], int], rooms: Rooms
+        self,
+        options: ServerOptions,
+        web: WebRoutes,
+        clients: Callable[[], int],
+        rooms: Rooms,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self._options = options
+        self._memory = memory
+        """The process's memory budget: a join it has no room for gets 503."""
         self._web = web
         self._clients = clients
         self._rooms = rooms
@@ -156,22 +164,26 @@ class FrontDoor:
         return None
 
     async def refuse_if_full(
-        self, stream: trio.abc.Stream, peer: Peer, head: RequestHead, room: str
+        self, stream: trio.abc.Stream, peer: Peer, head: RequestHead, room: str, needed: int = 0
     ) -> bool:
         """Check the limits again after an await (the backplane loading *room*):
-        other connections may have taken the last places meanwhile. True if it
+        other connections may have taken the last places meanwhile, and the
+        joiner's backfill (*needed* bytes) must fit the memory budget. True if it
         refused (and closed) the connection; the caller registers it otherwise,
         before its next checkpoint."""
-        refusal = self._limits_refusal(room)
+        refusal = self._limits_refusal(room, needed)
         if refusal is None:
             return False
         await self._refuse(stream, refusal, peer, head)
         await trio.aclose_forcefully(stream)
         return True
 
-    def _limits_refusal(self, room: str) -> HttpRefusal | None:
+    def _limits_refusal(self, room: str, needed: int = 0) -> HttpRefusal | None:
         if self._clients() >= self._options.max_clients:
             return HttpRefusal(503, "too many clients", [("Retry-After", "5")])
+        memory = self._memory
+        if memory is not None and not memory.fits(max(needed, 1)):
+            return HttpRefusal(503, "server overloaded", [("Retry-After", "5")])
         if not self._rooms.has_room_for(room):
             return HttpRefusal(503, "too many rooms", [("Retry-After", "5")])
         return None

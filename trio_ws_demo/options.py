@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import ssl
 from dataclasses import dataclass, field
 
+from .budget import DEFAULT_MAX_MEMORY
 from .handshake import AccessPolicy
 from .http import DEFAULT_MAX_REQUEST_HEAD
 from .hub import InboxBudget, SlowClientPolicy
@@ -56,9 +58,17 @@ class ServerOptions:
     max_batch: int = 1000
     """Lines one ``application/x-ndjson`` publish request may carry (413 past it)."""
     max_message_rate: float = 1000.0
-    """Messages per second one client may send on average; past it (and past
-    ``message_burst`` at once) it is closed with 1008 ``rate limit``. 0: no limit."""
-    message_burst: int = 1000
+    """Frames per second one client may send on average (messages, fragments and
+    pings alike); past it (and past ``message_burst`` at once) the server reads
+    from it less, so TCP slows it and nothing is lost. 0: no limit."""
+    message_burst: int | None = None
+    """Frames one client may send at once; None: one second's worth of the rate."""
+    rate_limit_action: str = "slow"
+    """``"slow"``: over the rate, read less; ``"close"``: close with 1008 ``rate limit``."""
+    max_memory: int = DEFAULT_MAX_MEMORY
+    """Bytes every peer together may make the process hold (partial messages,
+    queues, TLS records, backfill, publish bodies); past it, a message closes its
+    sender with 1013 and a join or a POST gets 503."""
     access: AccessPolicy = field(default_factory=AccessPolicy)
     """Allowed origins and the shared token, if any."""
     ssl_context: ssl.SSLContext | None = None
@@ -90,6 +100,15 @@ class ServerOptions:
             raise ValueError("size limits must be positive (request head: at least 256 bytes)")
         if self.max_rooms < 1 or self.max_room_name < 1 or self.history < 0:
             raise ValueError("max_rooms and max_room_name must be positive, history not negative")
+        if self.message_burst is None:
+            burst = max(1, math.ceil(self.max_message_rate))
+            object.__setattr__(self, "message_burst", burst)
+        elif self.message_burst < 1:
+            raise ValueError("message_burst must be positive")
+        if self.rate_limit_action not in ("slow", "close"):
+            raise ValueError("rate_limit_action must be 'slow' or 'close'")
+        if self.max_memory < 1:
+            raise ValueError("max_memory must be positive")
         if self.history_bytes < 1:
             raise ValueError("history_bytes must be positive")
         timeouts = [self.handshake_timeout, self.close_timeout, self.ping_timeout]

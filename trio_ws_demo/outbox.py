@@ -25,14 +25,22 @@ that touches the socket) moves the bytes. It owns:
   outbox *broken*: nothing more is written, since the peer could not parse it.
 * **control frames:** pings, pongs and the handshake response go at the next
   frame boundary, ahead of queued data (RFC 6455 §5.4 allows control frames
-  between the frames of a message; we never split messages at all).
+  between the frames of a message; we never split messages at all). **At
+  most one pong waits**: a newer ping's pong replaces it (§5.5.3 allows
+  answering only the most recent ping), so a peer that pings and never reads
+  makes us hold 127 bytes, not a list (finding R1).
 * **TLS records,** for ``wss://``: frames are sealed at the moment they are
   written (so the fast path works under TLS too), and records TLS makes while
   reading are written after every record sealed before them, at most
   :data:`MAX_WIRE_BACKLOG` bytes of them while a write is stuck.
 * **the close frame,** which goes last: after the backlog, or after the
   backlog is dropped, as the close table says
-  (:data:`~trio_ws_demo.protocol.CLOSE_TABLE`), and nothing after it.
+  (:data:`~trio_ws_demo.protocol.CLOSE_TABLE`), and nothing after it. The
+  close is **one-shot**: a second :meth:`Outbox.send_close` waits for the
+  first and returns its result; it never writes a second close frame (R3).
+* **its part of the memory budget** (:mod:`trio_ws_demo.budget`): queued
+  frames, each counted once however many queues hold it, and TLS records
+  waiting behind a stuck write.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from typing import Protocol
 
 import trio
 
+from .budget import MemoryBudget, QueuedFrames
 from .frames import close_frame_code
 from .hub import InboxBudget
 from .stats import Traffic
@@ -118,6 +127,8 @@ class Outbox:
     __slots__ = (
         "_backlog",
         "_budget",
+        "_close_done",
+        "_close_sent",
         "_counters",
         "_fast",
         "_history_bytes",
@@ -128,9 +139,12 @@ class Outbox:
         "_owner",
         "_partial",
         "_partial_size",
+        "_pong",
+        "_queued",
         "_state",
         "_tls",
         "_urgent",
+        "_wire_budget",
         "_wire_waiting",
         "_writing",
         "close_code_sent",
@@ -147,6 +161,8 @@ class Outbox:
         budget: InboxBudget,
         counters: Traffic,
         owner: SlowConsumerOwner | None = None,
+        queued: QueuedFrames | None = None,
+        wire_budget: MemoryBudget | None = None,
     ) -> None:
         self.transport = transport
         """Where the bytes go. With TLS, plaintext is sealed into records as late
@@ -172,7 +188,16 @@ class Outbox:
         self._owner = owner
         self._backlog: Backlog | None = None  # made when a backlog forms: idle costs nothing
         self._urgent: list[tuple[bytes, trio.Event | None]] | None = None
+        self._pong: bytes | None = None
+        """The one pong waiting to go out (the answer to the newest ping)."""
+        self._queued = queued
+        """The process's count of queued frames (the memory budget), if any."""
+        self._wire_budget = wire_budget
         self._idle: trio.Event | None = None
+        """Set when the outbox goes idle; one event shared by every waiter."""
+        self._close_done: trio.Event | None = None
+        """Made by the first send_close, set when it returns: the close is one-shot."""
+        self._close_sent = False
         self.queued_messages = 0
         """Messages taken and not yet written (queued, in hand, or half-written)."""
         self._history_messages = self._history_bytes = self._history_queued = 0
@@ -231,6 +256,8 @@ class Outbox:
         if backlog is None:
             backlog = self._backlog = Backlog(self._budget.max_messages)
         backlog.put(frame)
+        if self._queued is not None:
+            self._queued.hold(frame)
         self.queued_messages += 1
         self.queued_bytes += size
         if not self._writing and self._state is _State.OPEN:
@@ -246,8 +273,11 @@ class Outbox:
         if frames:
             assert self._backlog is None, "preload before anything else is queued"
             backlog = self._backlog = Backlog(self._budget.max_messages + len(frames))
+            queued = self._queued
             for frame in frames:
                 backlog.put(frame)
+                if queued is not None:
+                    queued.hold(frame)
             size = sum(len(f) for f in frames)
             self.queued_messages += len(frames)
             self.queued_bytes += size
@@ -293,6 +323,17 @@ class Outbox:
         if not self._writing:
             self._start_writer()
 
+    def send_pong_nowait(self, frame: bytes) -> None:
+        """Answer a ping at the next frame boundary; an older pong still waiting
+        is replaced (RFC 6455 §5.5.3): at most one is ever held."""
+        if self._pong is not None or self._writing or self._pending or not self._fast:
+            if self._state is _State.OPEN or self._state is _State.CLOSING:
+                self._pong = frame
+                if not self._writing:
+                    self._start_writer()
+            return
+        self.send_control_nowait(frame)
+
     def send_wire_nowait(self, wire: bytes) -> None:
         """Write TLS records made while reading, after every record made before them."""
         if self._done or not wire:
@@ -308,10 +349,13 @@ class Outbox:
         else:
             self._partial = bytearray(partial) + wire
         self._wire_waiting += len(wire)
+        if self._wire_budget is not None:
+            self._wire_budget.force(len(wire))
         if self._wire_waiting > MAX_WIRE_BACKLOG:
             # The peer makes us answer (alerts) and reads nothing: let it go.
             self._state = _State.BROKEN
             self._partial = None
+            self._release_wire()
             if self._owner is not None:
                 self._owner.slow_consumer()
             return
@@ -328,10 +372,18 @@ class Outbox:
     def _send_now(self, data: _Frame) -> int:
         return self.transport.send_nowait(data)
 
+    def _release_wire(self) -> None:
+        if self._wire_budget is not None and self._wire_waiting:
+            self._wire_budget.release(self._wire_waiting)
+        self._wire_waiting = 0
+
     def discard_queued(self) -> None:
         """Drop queued data frames; a frame already started is still finished."""
         if self._backlog:
             frames = self._backlog.take_all()
+            if self._queued is not None:
+                for frame in frames:
+                    self._queued.drop(frame)
             history = frames[: self._history_queued]
             self._history_messages -= len(history)
             self._history_bytes -= sum(len(f) for f in history)
@@ -365,7 +417,21 @@ class Outbox:
         write under way is still finished, within *timeout* more, and the close
         frame follows it. Returns False if the close frame could not be sent
         without breaking a frame.
+
+        One-shot: a second call (whatever its frame) waits for the first to
+        finish and returns its result.
         """
+        if self._close_done is not None:
+            await self._close_done.wait()
+            return self._close_sent
+        self._close_done = done = trio.Event()
+        try:
+            self._close_sent = await self._send_close(frame, flush, timeout)
+        finally:
+            done.set()
+        return self._close_sent
+
+    async def _send_close(self, frame: bytes, flush: bool, timeout: float) -> bool:
         if self._state is _State.OPEN or self._state is _State.OPENING:
             self._state = _State.CLOSING
         if self._state is not _State.CLOSING:
@@ -376,6 +442,8 @@ class Outbox:
         self.discard_queued()
         with trio.move_on_after(timeout):
             await self._wait_until_idle()
+            if self._done:  # broke while we waited: the peer could not parse a close
+                return False
             self._writing = True
             try:
                 await self._write(frame)
@@ -400,6 +468,7 @@ class Outbox:
         if self._state is not _State.BROKEN:
             self._state = _State.CLOSED
         self.discard_queued()
+        self._release_wire()
         if self._backlog is not None:
             self._backlog.close()
         self._wake_idle()
@@ -458,17 +527,23 @@ class Outbox:
             if self._partial_size:  # a data frame, not a ping
                 messages, size = 1, self._partial_size
             self._partial, self._partial_size = None, 0
-            self._wire_waiting = 0
+            self._release_wire()
         for data, waiter in self._urgent or ():
             chunk.append(data)
             if waiter is not None:
                 waiters.append(waiter)
         self._urgent = None
+        if self._pong is not None:
+            chunk.append(self._pong)
+            self._pong = None
         backlog = self._backlog if self._state is not _State.OPENING else None
         if wire is not None:
             backlog = None  # the rest of a started frame goes alone: never a copy of it
+        queued = self._queued
         while backlog and (length < CHUNK_BYTES or not chunk):
             frame = backlog.take()
+            if queued is not None:  # in this write now: its bytes go out with the chunk
+                queued.drop(frame)
             chunk.append(frame)
             if history_messages < self._history_queued:
                 history_messages += 1
@@ -514,6 +589,7 @@ class Outbox:
                 if waiter is not None:
                     waiter.set()
             self._urgent = None
+            self._pong = None
         elif start_writer and self._pending:
             self._start_writer()
             return
@@ -531,13 +607,19 @@ class Outbox:
 
     @property
     def _pending(self) -> bool:
-        return self._partial is not None or bool(self._urgent) or bool(self._backlog)
+        return (
+            self._partial is not None
+            or bool(self._urgent)
+            or self._pong is not None
+            or bool(self._backlog)
+        )
 
     async def _wait_until_idle(self) -> None:
         while self._writing or self._pending:
             if self._done:
                 raise trio.BrokenResourceError("the connection broke before its close frame")
-            self._idle = trio.Event()
+            if self._idle is None:  # shared: a second waiter must not orphan the first
+                self._idle = trio.Event()
             await self._idle.wait()
 
     def _wake_idle(self) -> None:

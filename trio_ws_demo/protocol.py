@@ -19,8 +19,23 @@ UTF-8 (its errors carry 1002 or 1007). On top of it this module owns:
   message has at most 16,384 fragments. Past the limit: 1009.
 * **pongs, only while open** (RFC 6455 §5.5.2; once a close is under way we
   answer nothing but the close, which is what crashed trio-websocket: B4).
+* **nothing parsed once our close is under way.** In CLOSING the peer's frames
+  are skipped by their headers (:class:`~trio_ws_demo.frames.FrameScanner`): no unmasking, no UTF-8,
+  no assembly; only its Close is read. A flood after a rate-limit close costs a
+  header per frame, and bad input then makes no second close frame: ours is
+  already on its way (finding R3).
+* **frames counted** (:attr:`ServerProtocol.frames_in`): every complete frame the
+  peer sends, data, continuation or control, is one unit of its message rate,
+  so pings and fragments are not free (finding T8).
 * **the close state**, in one table, :data:`CLOSE_TABLE` (why a connection
   ends → what its last bytes are) and the :class:`State` rows below.
+
+**Who ends a connection.** The connection (:mod:`trio_ws_demo.connection`) has
+one rule, next to this table: once its reader stops, for whatever reason (the
+peer's Close, bad input, end of stream, our close answered), everything that
+follows, the flush, our close frame, the linger, is bounded by
+``close_timeout``, and then the connection's nursery is cancelled. The
+outbox's close is one-shot: a second caller waits for the first.
 
 State transitions (the RFC rule on each row)::
 
@@ -28,6 +43,7 @@ State transitions (the RFC rule on each row)::
     OPEN ── frame we cannot accept ───→ CLOSED   Close 1002/1007/1009, then TCP (§7.1.7)
     OPEN ── we close (start_close) ───→ CLOSING  our Close; data from the peer is dropped
     CLOSING ── peer's Close ──────────→ CLOSED   the handshake is complete (§7.1.2)
+    CLOSING ── bad input ─────────────→ CLOSED   no second Close: ours is under way
     any ── end of stream ─────────────→ CLOSED   no close frame: 1006 (§7.1.5)
 """
 
@@ -39,7 +55,8 @@ from dataclasses import dataclass
 
 from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
 
-from .frames import OPCODE_BINARY, OPCODE_TEXT, encode_close, encode_payload
+from .budget import MemoryBudget
+from .frames import OPCODE_BINARY, OPCODE_TEXT, FrameScanner, encode_close, encode_payload
 
 __all__ = [
     "CLOSE_TABLE",
@@ -48,6 +65,7 @@ __all__ = [
     "Closed",
     "End",
     "Message",
+    "Overloaded",
     "PingReceived",
     "ServerProtocol",
     "State",
@@ -71,6 +89,7 @@ class End(enum.Enum):
     NOT_ALLOWED = "not allowed to publish"
     TOKEN_EXPIRED = "token expired"
     RATE_LIMIT = "rate limit"
+    OVERLOADED = "server overloaded"
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,10 @@ CLOSE_TABLE: dict[End, CloseRule] = {
     End.RATE_LIMIT: CloseRule(flush=True, code=1008, sends=True),
     # 1008 too, at the token's exp: its rights end there.
     End.TOKEN_EXPIRED: CloseRule(flush=False, code=1008, sends=True),
+    # §7.4.1 1013 "try again later" (IANA registry): the process's memory
+    # budget (--max-memory) has no room for the message this client sends; it
+    # is not delivered, and what was queued for the client still goes out.
+    End.OVERLOADED: CloseRule(flush=True, code=1013, sends=True),
 }
 
 
@@ -158,9 +181,18 @@ class Closed:
     frame: bytes | None
 
 
-Event = Message | PingReceived | Closed
+@dataclass(frozen=True, slots=True)
+class Overloaded:
+    """The process's memory budget has no room for the message the peer is
+    sending: it is dropped, and the connection should close (1013)."""
+
+
+Event = Message | PingReceived | Closed | Overloaded
+
+_OVERLOADED = Overloaded()
 
 _PONG = 0x8A
+_CLOSE_ONLY = frozenset({0x8})
 
 #: The reason in our close frame when the peer broke a rule (short: it is sent).
 _FAILURE_REASONS = {1002: "protocol error", 1007: "invalid UTF-8", 1009: "message too big"}
@@ -169,9 +201,23 @@ _FAILURE_REASONS = {1002: "protocol error", 1007: "invalid UTF-8", 1009: "messag
 class ServerProtocol:
     """One connection's WebSocket protocol after the handshake (server side)."""
 
-    __slots__ = ("_cost", "_parser", "_parts", "_text", "max_message_size", "state")
+    __slots__ = (
+        "_budget",
+        "_cost",
+        "_dropping",
+        "_held",
+        "_parser",
+        "_parts",
+        "_scanner",
+        "_text",
+        "frames_in",
+        "max_message_size",
+        "state",
+    )
 
-    def __init__(self, max_message_size: int, early: bytes = b"") -> None:
+    def __init__(
+        self, max_message_size: int, early: bytes = b"", budget: MemoryBudget | None = None
+    ) -> None:
         self.max_message_size = max_message_size
         self.state = State.OPEN
         self._parser = FrameProtocol(client=False, extensions=[])
@@ -179,37 +225,91 @@ class ServerProtocol:
         """The message so far, once it spans more than one event."""
         self._cost = 0
         self._text = False
+        self._budget = budget
+        """The process's memory budget: a message being assembled holds its part of it."""
+        self._held = 0
+        """Bytes of the budget the message being assembled holds."""
+        self._dropping = False
+        """The budget had no room for the message under way: drop its remaining frames."""
+        self._scanner: FrameScanner | None = None
+        """Once closing: the peer's frames read by their headers, for its Close."""
+        self.frames_in = 0
+        """Complete frames read from the peer, of any kind: what its rate limit counts."""
         if early:  # frames sent in the same packet as the request head
             self._parser.receive_bytes(early)
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the peer (never after CLOSED)."""
-        if self.state is not State.CLOSED:
-            self._parser.receive_bytes(bytes(data))
+        if self.state is State.CLOSED:
+            return
+        if self._scanner is not None:
+            self._scanner.feed(data)
+            return
+        self._parser.receive_bytes(bytes(data))
+        if self.state is State.CLOSING:
+            self._start_scanning()
 
     def start_close(self, code: int, reason: str) -> bytes | None:
         """Our Close frame, moving OPEN → CLOSING; None if a close is already under way."""
         if self.state is not State.OPEN:
             return None
         self.state = State.CLOSING
-        self._parts = None
-        self._cost = 0
+        self._drop_message()
+        self._start_scanning()
         return encode_close(code, reason)
+
+    def _start_scanning(self) -> None:
+        """Hand the rest of the stream to the header scanner, at the next point where
+        it can take over: anywhere but inside a control frame (at most 125 bytes)."""
+        # wsproto's FrameDecoder keeps what it has not parsed in .buffer and the
+        # frame under way in .header / .payload_consumed (wsproto 1.2 and 1.3).
+        decoder = self._parser._frame_decoder
+        header = decoder.header
+        if header is not None and header.opcode.iscontrol():
+            return  # whole when its payload is here: wsproto finishes it first
+        skip = header.payload_len - decoder.payload_consumed if header is not None else 0
+        buffer = decoder.buffer
+        self._scanner = FrameScanner(_CLOSE_ONLY, buffer.buffer[buffer.bytes_used :], skip)
+        buffer.buffer = bytearray()
+        buffer.bytes_used = 0
 
     def events(self) -> Iterator[Event]:
         """What the bytes fed so far mean, in order; stops after :class:`Closed`."""
+        if self._scanner is None:
+            yield from self._parsed_events()
+            if self.state is not State.CLOSING:
+                return
+            self._start_scanning()
+        scanner = self._scanner
+        if scanner is not None and self.state is State.CLOSING:
+            close = scanner.next_frame()
+            if close is not None:
+                self._scanner = None
+                payload = close[1]
+                if len(payload) < 2:
+                    yield self._closed(1005, "")
+                else:
+                    reason = payload[2:].decode("utf-8", "replace")
+                    yield self._closed(int.from_bytes(payload[:2], "big"), reason)
+
+    def _parsed_events(self) -> Iterator[Event]:
         try:
             for frame in self._parser.received_frames():
-                if self.state is State.CLOSED:
+                if self.state is State.CLOSED or self._scanner is not None:
                     return
+                if frame.frame_finished:
+                    self.frames_in += 1
                 opcode = frame.opcode
                 if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                     message = self._assemble(frame)
-                    if message is not None:
+                    if message is None:
+                        if self._over_limit():
+                            yield Closed(End.BAD_INPUT, 1009, "message too big", self._fail(1009))
+                            return
+                    elif message is _OVERLOADED:
                         yield message
-                    elif self._over_limit():
-                        yield Closed(End.BAD_INPUT, 1009, "message too big", self._fail(1009))
-                        return
+                    else:
+                        yield message
                 elif opcode is Opcode.PING:
                     if self.state is State.OPEN:  # §5.5.2; nothing but the close once closing
                         payload = bytes(frame.payload)  # type: ignore[arg-type]
@@ -221,7 +321,11 @@ class ServerProtocol:
                     return
                 # PONG: the read itself was the sign of life the keepalive wanted.
         except ParseFailed as exc:  # the peer broke a rule: 1002, or 1007 for UTF-8
-            if self.state is not State.CLOSED:
+            if self.state is State.CLOSING:  # our close is under way: no second one
+                self.state = State.CLOSED
+                self._drop_message()
+                yield Closed(End.BAD_INPUT, int(exc.code), str(exc), None)
+            elif self.state is not State.CLOSED:
                 code = int(exc.code)
                 yield Closed(End.BAD_INPUT, code, str(exc), self._fail(code))
 
@@ -231,7 +335,7 @@ class ServerProtocol:
     def _closed(self, code: int, reason: str) -> Closed:
         was = self.state
         self.state = State.CLOSED
-        self._parts = None
+        self._drop_message()
         if was is State.CLOSING:
             return Closed(End.PEER_CLOSED, code, reason, None)
         # §5.5.1: echo the peer's code; a Close without one (1005) gets none back.
@@ -240,16 +344,34 @@ class ServerProtocol:
 
     def _fail(self, code: int) -> bytes:
         self.state = State.CLOSED
-        self._parts = None
+        self._drop_message()
         return encode_close(code, _FAILURE_REASONS.get(code, ""))
 
-    def _assemble(self, frame: Frame) -> Message | None:
+    def discard(self) -> None:
+        """The connection is gone: forget the message under way and give its
+        bytes back to the memory budget (an end of stream yields no event)."""
+        self._drop_message()
+
+    def _drop_message(self) -> None:
+        """Forget the message under way, and give back the budget it held."""
+        self._parts = None
+        self._cost = 0
+        if self._held:
+            assert self._budget is not None
+            self._budget.release(self._held)
+            self._held = 0
+
+    def _assemble(self, frame: Frame) -> Message | Overloaded | None:
         """Add one piece of a message; the whole message once it is finished.
 
-        None while a message is incomplete, or dropped (we are closing), or
-        over the limit (then :meth:`_over_limit` is true).
+        None while a message is incomplete, or dropped (we are closing, or the
+        budget had no room for it), or over the limit (then :meth:`_over_limit`
+        is true); :data:`_OVERLOADED` the moment the budget refuses it.
         """
         if self.state is not State.OPEN:
+            return None
+        if self._dropping:
+            self._dropping = not frame.message_finished
             return None
         data = frame.payload
         text = frame.opcode is Opcode.TEXT
@@ -271,12 +393,23 @@ class ServerProtocol:
             self._cost += FRAME_COST  # the next frame is a continuation
         if self._cost > self.max_message_size:
             return None
+        budget = self._budget
+        if budget is not None:
+            if not budget.take(len(payload)):
+                self._drop_message()
+                self._dropping = not frame.message_finished
+                return _OVERLOADED
+            self._held += len(payload)
         parts += payload
         if not frame.message_finished:
             return None
         self._parts = None
         self._cost = 0
         body = bytes(parts)
+        if self._held:
+            assert budget is not None
+            budget.release(self._held)
+            self._held = 0
         if self._text:
             return Message(body.decode(), encode_payload(OPCODE_TEXT, body))
         return Message(body, encode_payload(OPCODE_BINARY, body))

@@ -34,6 +34,7 @@ import socket
 import trio
 
 from .backplane import BackplaneUnavailable, RedisBackplane
+from .budget import MemoryBudget, QueuedFrames
 from .connection import Connection, ConnectionSettings
 from .frontdoor import FrontDoor, Peer, PublishRequest
 from .handshake import accept_response
@@ -93,11 +94,16 @@ class BroadcastServer:
         self.instance = options.instance or ""
         """This process's name (``--instance``, else HOST:PORT once listening)."""
         self.traffic = Traffic()
+        self.memory = MemoryBudget(options.max_memory)
+        """Every byte peers make this process hold, against --max-memory."""
+        self.queued_frames = QueuedFrames(self.memory)
         self.connections_total = 0
         """WebSocket connections admitted so far."""
         self.connection_errors = 0
         self.web = WebRoutes(self.statistics, self.rooms, options, lambda: self.instance)
-        self.front_door = FrontDoor(options, self.web, lambda: self.clients, self.rooms)
+        self.front_door = FrontDoor(
+            options, self.web, lambda: self.clients, self.rooms, self.memory
+        )
         self.keepalive = (
             Keepalive(options.ping_interval, options.ping_timeout)
             if options.ping_interval
@@ -142,7 +148,10 @@ class BroadcastServer:
             max_message_size=options.max_message_size,
             close_timeout=options.close_timeout,
             max_message_rate=options.max_message_rate,
-            message_burst=options.message_burst,
+            message_burst=options.message_burst or 1,
+            close_over_rate=options.rate_limit_action == "close",
+            memory=self.memory,
+            queued=self.queued_frames,
         )
 
     def broadcast(self, message: str | bytes, room: str = "") -> int:
@@ -191,6 +200,9 @@ class BroadcastServer:
             history_bytes=rooms.history_bytes,
             rejections=dict(self.front_door.rejections),
             connection_errors=self.connection_errors,
+            memory_used=self.memory.used,
+            memory_limit=self.memory.limit,
+            memory_refused=self.memory.refused,
             backplane=self.backplane.statistics() if self.backplane is not None else None,
         )
 
@@ -341,7 +353,10 @@ class BroadcastServer:
                     if admitted.since is not None:
                         backfill = await self.backplane.backfill(admitted.room, admitted.since)
                     # Others may have taken the last places while this awaited.
-                    if await self.front_door.refuse_if_full(stream, peer, head, admitted.room):
+                    needed = sum(len(payload) for _, _, payload in backfill or ())
+                    if await self.front_door.refuse_if_full(
+                        stream, peer, head, admitted.room, needed
+                    ):
                         self.rooms.prune(admitted.room)
                         return
                 except BaseException:

@@ -52,6 +52,11 @@ class ServerStatistics:
     rejections: dict[str, int] = field(default_factory=dict)
     """Refused handshakes, by reason."""
     connection_errors: int = 0
+    memory_used: int = 0
+    """Bytes of the memory budget (--max-memory) held now."""
+    memory_limit: int = 0
+    memory_refused: int = 0
+    """Requests for room the memory budget refused."""
     backplane: BackplaneStatistics | None = None
     """None without ``--redis``."""
     """Connections ended by an unexpected error in the server (logged, closed 1011)."""

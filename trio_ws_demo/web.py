@@ -109,6 +109,17 @@ class _ServerCollector(Collector):
         yield gauge("inbox_messages", "Messages queued for all clients.", s.queued_messages)
         yield gauge("inbox_bytes", "Bytes queued for all clients.", s.queued_bytes)
         yield gauge(
+            "memory_budget_used_bytes",
+            "Bytes of --max-memory held for peers now (each queued frame once).",
+            s.memory_used,
+        )
+        yield gauge("memory_budget_bytes", "The memory budget, --max-memory.", s.memory_limit)
+        yield counter(
+            "memory_budget_refusals",
+            "Messages, joins and POSTs refused because --max-memory was full.",
+            s.memory_refused,
+        )
+        yield gauge(
             "inbox_max_messages", "Messages queued for the most backed-up client.", s.max_inbox
         )
         if s.backplane is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from ..backplane import redact_url
+from ..budget import DEFAULT_MAX_MEMORY
 from ..handshake import AccessPolicy, origin_of
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from ..listen import format_host
@@ -217,15 +218,33 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         type=non_negative_float_rate,
         default="1000",
         metavar="N",
-        help="messages per second one client may send on average; past it the client "
-        "is closed with 1008 'rate limit' (0: no limit)",
+        help="frames per second one client may send on average (messages, fragments and "
+        "pings alike); past it the server reads from the client less, so TCP slows it "
+        "and nothing is lost (0: no limit)",
     )
     serve.add_argument(
         "--message-burst",
         type=positive_int,
-        default=1000,
+        default=None,
         metavar="N",
-        help="messages one client may send at once, above --max-message-rate",
+        help="frames one client may send at once, above --max-message-rate "
+        "(default: one second's worth of the rate)",
+    )
+    serve.add_argument(
+        "--rate-limit-action",
+        choices=("slow", "close"),
+        default="slow",
+        help="over the rate: 'slow' reads less from the client, 'close' closes it "
+        "with 1008 'rate limit'",
+    )
+    serve.add_argument(
+        "--max-memory",
+        type=positive_int,
+        default=DEFAULT_MAX_MEMORY,
+        metavar="BYTES",
+        help="bytes all peers together may make the server hold (partial messages, "
+        "queues, TLS records, backfill, POST bodies); past it a message closes its "
+        "sender with 1013 and a join or POST gets 503",
     )
     serve.add_argument(
         "--certfile",
@@ -353,6 +372,8 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_message_rate=args.max_message_rate,
         message_burst=args.message_burst,
+        rate_limit_action=args.rate_limit_action,
+        max_memory=args.max_memory,
         ssl_context=ssl_context,
         redis=redis,
         redis_optional=args.redis_optional,
