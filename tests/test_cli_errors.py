@@ -124,8 +124,9 @@ async def test_startup_is_one_line_and_routine_requests_are_not_logged() -> None
             line = await server.readline()
             url = line.split()[2]
             port = int(url.rsplit(":", 1)[1])
-            assert (
-                line == f"Listening on ws://127.0.0.1:{port} (chat page: http://127.0.0.1:{port}/)"
+            assert line == (
+                f"Listening on ws://127.0.0.1:{port} (chat page: http://127.0.0.1:{port}/)"
+                ", auth: open"
             )
             for path in ("/healthz", "/", "/a//b"):
                 await http_exchange(port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -394,10 +395,10 @@ def test_the_startup_line_names_a_host_for_every_interface_and_brackets_ipv6() -
     from trio_ws_demo.cli.serve import listening_line
 
     assert listening_line(ServerOptions(), "", 8080) == (
-        "Listening on ws://0.0.0.0:8080 (chat page: http://0.0.0.0:8080/)"
+        "Listening on ws://0.0.0.0:8080 (chat page: http://0.0.0.0:8080/), auth: open"
     )
     assert listening_line(ServerOptions(), "::", 80) == (
-        "Listening on ws://[::]:80 (chat page: http://[::]:80/)"
+        "Listening on ws://[::]:80 (chat page: http://[::]:80/), auth: open"
     )
 
 

@@ -26,7 +26,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from .http import HttpRefusal, RequestHead
-from .tokens import EVERY_RIGHT, Grant, TokenError, TokenVerifier
+from .tokens import EVERY_RIGHT, Grant, TokenError, TokenVerifier, check_secrets
 
 __all__ = [
     "AccessPolicy",
@@ -53,7 +53,17 @@ class AccessPolicy:
     jwt_secret: str | None = None
     """``--jwt-key``: signed tokens (HS256) are accepted."""
     jwt_public_key: bytes | None = field(default=None, repr=False)
-    """``--jwt-public-key``: signed tokens (RS256/ES256) are accepted."""
+    """``--jwt-public-key``: signed tokens (RS256/ES256) are accepted. With
+    ``jwt_secret`` too, each is verified with its own key."""
+
+    def __post_init__(self) -> None:
+        check_secrets(self.token, self.jwt_secret, self.jwt_public_key)  # ValueError
+
+    @property
+    def mode(self) -> str:
+        """``open``, ``shared token`` or ``signed tokens (ALGORITHMS)``: what the
+        startup line says (see :attr:`.tokens.TokenVerifier.mode`)."""
+        return self.verifier.mode
 
     @functools.cached_property
     def verifier(self) -> TokenVerifier:

@@ -25,8 +25,22 @@ logger = logging.getLogger("trio_ws_demo.server")
 
 # Errors that mean "the machine is out of something, try again soon" (as in trio).
 _CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-# Errors about one connection that died before we accepted it.
-_TRANSIENT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+# Errors about one connection that died before we accepted it. Linux also passes
+# a new connection's pending network error up from accept() and says to retry
+# it like EAGAIN (accept(2), "Error handling"): those are the second line.
+_TRANSIENT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM} | {
+    getattr(errno, name)
+    for name in (
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",  # Linux only
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+}
 
 
 class ServerStartupError(Exception):

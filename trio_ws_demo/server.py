@@ -91,6 +91,8 @@ class BroadcastServer:
         self.presence = PresenceSender()
         self.rooms.on_presence = self.presence.changed
         self.port: int | None = None
+        self.addresses: list[str] = []
+        """The IP addresses it listens on, once listening (e.g. ``["0.0.0.0"]``)."""
         self.instance = options.instance or ""
         """This process's name (``--instance``, else HOST:PORT once listening)."""
         self.traffic = Traffic()
@@ -220,6 +222,7 @@ class BroadcastServer:
         """
         listeners = await open_listeners(host, port, reuse_port=self.options.reuse_port)
         self.port = listeners[0].getsockname()[1]
+        self.addresses = [listener.getsockname()[0] for listener in listeners]
         if not self.instance:
             self.instance = f"{format_host(host or '0.0.0.0')}:{self.port}"
         url = f"{self.options.scheme}://{format_host(host or '0.0.0.0')}:{self.port}"

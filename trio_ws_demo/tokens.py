@@ -4,8 +4,12 @@ A :class:`Grant` is what a client may do, decided once at the handshake (or per
 HTTP request) from the credential it presents, ``Authorization: Bearer`` or
 ``?token=``. Pure: no I/O, the clock is passed in.
 
-Signed tokens go through PyJWT: HS256 with ``--jwt-key``, or RS256/ES256 with
-``--jwt-public-key`` (a PEM file). The claims:
+Signed tokens go through PyJWT: HS256 with ``--jwt-key``, RS256/ES256 with
+``--jwt-public-key`` (a PEM file), or both: each family is then verified with
+its own key (an HS256 token with the secret, an RS256 or ES256 one with the
+public key), so a public key can never serve as an HMAC secret. An empty secret
+is refused (:func:`check_secrets`): it would otherwise mean "no credential
+required". The claims:
 
 - ``exp`` (required): the connection is closed with 1008 ``token expired`` at it;
 - ``sub``: the client's name, shown in presence;
@@ -28,9 +32,39 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EVERY_RIGHT", "Grant", "TokenError", "TokenVerifier", "matches", "mint"]
+__all__ = [
+    "EVERY_RIGHT",
+    "Grant",
+    "TokenError",
+    "TokenVerifier",
+    "check_secrets",
+    "matches",
+    "mint",
+]
 
 RIGHTS = frozenset({"r", "w", "rw", "wr"})
+SECRET_ALGORITHMS = ["HS256"]
+"""Verified with ``--jwt-key``."""
+PUBLIC_KEY_ALGORITHMS = ["RS256", "ES256"]
+"""Verified with ``--jwt-public-key``."""
+
+
+def check_secrets(token: str | None, jwt_secret: str | None, jwt_public_key: bytes | None) -> None:
+    """Raise ValueError for a credential that is set but empty (or only blanks).
+
+    ``None`` means "not configured"; an empty string is a mistake (an unset
+    variable in a unit file gives one) that would otherwise open the server.
+    """
+    for name, value in (("token", token), ("jwt_secret", jwt_secret)):
+        if value is not None and not value.strip():
+            raise ValueError(
+                f"{name} is empty: an empty secret would let anyone in; "
+                "pass a non-empty one, or None for no authentication"
+            )
+    if jwt_public_key is not None and not jwt_public_key.strip():
+        raise ValueError(
+            "jwt_public_key is empty: pass a PEM public key, or None for no signed tokens"
+        )
 
 
 class TokenError(Exception):
@@ -98,15 +132,30 @@ class TokenVerifier:
     public_key: bytes | None = field(default=None, repr=False)
     """``--jwt-public-key``: RS256 or ES256 (PEM)."""
 
+    def __post_init__(self) -> None:
+        check_secrets(self.shared, self.secret, self.public_key)
+
     @property
     def required(self) -> bool:
         return self.shared is not None or self.secret is not None or self.public_key is not None
 
     @property
     def algorithms(self) -> list[str]:
-        if self.public_key is not None:
-            return ["RS256", "ES256"]
-        return ["HS256"] if self.secret is not None else []
+        """Every algorithm a signed token may use here (each with its own key)."""
+        return (SECRET_ALGORITHMS if self.secret is not None else []) + (
+            PUBLIC_KEY_ALGORITHMS if self.public_key is not None else []
+        )
+
+    @property
+    def mode(self) -> str:
+        """The authentication mode in words, for the startup line: ``open``,
+        ``shared token``, ``signed tokens (HS256)``, or both kinds joined by ``+``."""
+        modes = []
+        if self.shared is not None:
+            modes.append("shared token")
+        if self.algorithms:
+            modes.append(f"signed tokens ({', '.join(self.algorithms)})")
+        return " + ".join(modes) or "open"
 
     def grant(self, presented: list[str], now: float, name: str | None = None) -> Grant:
         """The grant for the first acceptable credential in *presented*; without
@@ -133,14 +182,14 @@ class TokenVerifier:
     def _decode(self, token: str, now: float) -> Grant:
         import jwt
 
-        key: Any = self.secret if self.public_key is None else self.public_key
+        key, algorithms = self._key_for(token)
         try:
             with warnings.catch_warnings():  # a short key is said once, at start
                 warnings.filterwarnings("ignore", message="The HMAC key is")
                 claims = jwt.decode(
                     token,
                     key,
-                    algorithms=self.algorithms,
+                    algorithms=algorithms,
                     options={"require": ["exp"], "verify_exp": False},
                 )
         except jwt.MissingRequiredClaimError:
@@ -168,6 +217,25 @@ class TokenVerifier:
             publish=claims.get("publish") is True,
             expires=float(expires),
         )
+
+    def _key_for(self, token: str) -> tuple[Any, list[str]]:
+        """The key that verifies *token*, and the algorithms it may be used with:
+        the secret for HS256 only, the public key for RS256 and ES256 only. With
+        both configured, the token's (unverified) ``alg`` picks the family; PyJWT
+        then checks that ``alg`` is one the chosen key may verify."""
+        if self.secret is None:
+            return self.public_key, PUBLIC_KEY_ALGORITHMS
+        if self.public_key is None:
+            return self.secret, SECRET_ALGORITHMS
+        import jwt
+
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            alg = None  # jwt.decode says what is wrong with it
+        if isinstance(alg, str) and alg.upper().startswith("HS"):
+            return self.secret, SECRET_ALGORITHMS
+        return self.public_key, PUBLIC_KEY_ALGORITHMS
 
 
 def mint(

@@ -17,6 +17,7 @@ __all__ = [
     "TOKEN_ENV",
     "TOKEN_HOSTS_ENV",
     "CommandParser",
+    "EmptySecret",
     "HelpFormatter",
     "head_size",
     "header",
@@ -26,6 +27,8 @@ __all__ = [
     "port",
     "positive_float",
     "positive_int",
+    "read_secret",
+    "read_server_token",
     "read_token",
 ]
 
@@ -136,3 +139,38 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def read_token(args: argparse.Namespace) -> str | None:
     """--token, else $TRIO_WS_DEMO_TOKEN (read here, so that --help never shows it)."""
     return getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+
+
+class EmptySecret(Exception):
+    """A secret flag or variable that is set but empty; ``str()`` is the one line
+    to print (exit 2). Empty would otherwise mean "no authentication"."""
+
+
+def read_secret(args: argparse.Namespace, attr: str, flag: str, env: str, what: str) -> str | None:
+    """*flag*, else ``$env``; None when neither is set. A value that is set but
+    empty (or only blanks: ``--jwt-key "$UNSET"`` gives one) raises EmptySecret,
+    which says to pass *what* or leave it out."""
+    value = getattr(args, attr, None)
+    if value is not None:
+        if not value.strip():
+            raise EmptySecret(
+                f"{flag} is empty, which would let anyone in; pass {what}, or leave it out"
+            )
+        return str(value)
+    value = os.environ.get(env)
+    if value is not None and not value.strip():
+        raise EmptySecret(
+            f"${env} is set but empty, which would let anyone in; set it to {what}, or unset it"
+        )
+    return value
+
+
+def read_server_token(args: argparse.Namespace) -> str | None:
+    """``serve``'s --token, else $TRIO_WS_DEMO_TOKEN; an empty one raises EmptySecret."""
+    return read_secret(
+        args,
+        "token",
+        "--token",
+        TOKEN_ENV,
+        "the token clients must present (e.g. openssl rand -hex 32)",
+    )

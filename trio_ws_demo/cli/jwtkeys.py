@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from .flags import read_secret
+
 __all__ = [
     "JWT_KEY_ENV",
     "JWT_PUBLIC_KEY_ENV",
@@ -51,7 +53,17 @@ def add_key_flags(parser: argparse.ArgumentParser, *, private: bool) -> None:
         )
 
 
-def jwt_secret(args: Any) -> str | None:
+def jwt_secret(args: Any, *, strict: bool = False) -> str | None:
+    """--jwt-key, else $TRIO_WS_DEMO_JWT_KEY. With *strict* (``serve``), one that
+    is set but empty raises :class:`~.flags.EmptySecret`; else it counts as unset."""
+    if strict:
+        return read_secret(
+            args,
+            "jwt_key",
+            "--jwt-key",
+            JWT_KEY_ENV,
+            f"the HS256 secret, {MIN_SECRET_BYTES} bytes or more (e.g. openssl rand -hex 32)",
+        )
     return getattr(args, "jwt_key", None) or os.environ.get(JWT_KEY_ENV) or None
 
 
@@ -77,8 +89,16 @@ def read_key_file(path: str, what: str) -> bytes:
 
 
 def jwt_public_key(args: Any) -> bytes | None:
-    path = getattr(args, "jwt_public_key", None) or os.environ.get(JWT_PUBLIC_KEY_ENV)
-    if not path:
+    """The PEM file --jwt-public-key (else $TRIO_WS_DEMO_JWT_PUBLIC_KEY) names; one
+    that is set but empty raises :class:`~.flags.EmptySecret`."""
+    path = read_secret(
+        args,
+        "jwt_public_key",
+        "--jwt-public-key",
+        JWT_PUBLIC_KEY_ENV,
+        "the path of an RSA or EC public key (PEM)",
+    )
+    if path is None:
         return None
     data = read_key_file(path, "--jwt-public-key")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from .flags import (
     EXIT_OK,
     EXIT_USAGE,
     TOKEN_ENV,
+    EmptySecret,
     HelpFormatter,
     head_size,
     non_negative_float,
@@ -36,7 +38,7 @@ from .flags import (
     port,
     positive_float,
     positive_int,
-    read_token,
+    read_server_token,
 )
 from .jwtkeys import KeyError_, add_key_flags, jwt_public_key, jwt_secret, warn_if_short
 
@@ -318,7 +320,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --public-url: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        jwt_key, public_key = jwt_secret(args), jwt_public_key(args)
+        token = read_server_token(args)
+        jwt_key, public_key = jwt_secret(args, strict=True), jwt_public_key(args)
+    except EmptySecret as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -364,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         access=AccessPolicy(
             allow_origins=frozenset(args.allow_origin),
-            token=read_token(args),
+            token=token,
             public_origins=public_origins,
             jwt_secret=jwt_key,
             jwt_public_key=public_key,
@@ -426,16 +432,43 @@ async def _run_server(
                             instance.instance = f"{format_host(host or '0.0.0.0')}:{bound}"
                             server.instance = instance.instance
                         print(listening_line(options, host, bound), flush=True)
+                        warn_if_open(options, server.addresses)
             outer.cancel_scope.cancel()
     return error
 
 
 def listening_line(options: ServerOptions, host: str, port: int) -> str:
-    """The one startup line: where the WebSocket server and its chat page are.
-    (``--host ""`` listens on every IPv4 interface, so it says 0.0.0.0.)"""
+    """The one startup line: where the WebSocket server and its chat page are, and
+    the authentication mode. (``--host ""`` listens on every IPv4 interface, so it
+    says 0.0.0.0.) Scripts read its third word as the URL: that stays so."""
     shown = format_host(host or "0.0.0.0")
     page = "https" if options.ssl_context else "http"
-    return f"Listening on {options.scheme}://{shown}:{port} (chat page: {page}://{shown}:{port}/)"
+    return (
+        f"Listening on {options.scheme}://{shown}:{port} (chat page: {page}://{shown}:{port}/)"
+        f", auth: {options.access.mode}"
+    )
+
+
+def warn_if_open(options: ServerOptions, addresses: list[str]) -> None:
+    """One WARNING when the server needs no credential and listens beyond this
+    machine (any address that is not loopback: 0.0.0.0, ::, a LAN address)."""
+    if options.access.verifier.required:
+        return
+    exposed = [a for a in addresses if not _is_loopback(a)]
+    if exposed:
+        logging.getLogger("trio_ws_demo.server").warning(
+            "no authentication, and listening on %s: anyone who can reach it can connect "
+            "and publish; pass --token, --jwt-key or --jwt-public-key, or --host 127.0.0.1",
+            ", ".join(format_host(a) for a in exposed),
+            extra={"event": "open_to_network"},
+        )
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 #: Allocations between young-generation collections (CPython's default: 700).
