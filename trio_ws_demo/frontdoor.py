@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import trio
 
 from .handshake import check_upgrade, redact
-from .http import HttpRefusal, RequestHead, read_request_head, send_response
+from .http import HttpRefusal, RequestHead, linger, read_request_head, send_response
 from .listen import format_host
 from .options import ServerOptions
 from .rooms import RESERVED_PATHS, SUBPROTOCOL, Rooms, room_from_path
@@ -206,7 +206,7 @@ class FrontDoor:
                 status,
                 extra={"event": "http", "peer": str(peer), "path": path, "status": status},
             )
-            await _linger(stream)
+            await linger(stream)
             return None
         upgrade = self._check_upgrade(head)
         if isinstance(upgrade, HttpRefusal):
@@ -260,22 +260,7 @@ class FrontDoor:
         )
         body = f"{refusal.status} {refusal.reason}\n".encode()
         await send_response(stream, refusal.status, headers=refusal.headers, body=body)
-        await _linger(stream)
-
-
-async def _linger(stream: trio.abc.Stream) -> None:
-    """Half-close and drain briefly, so that unread request bytes do not turn
-    our close into a reset that destroys the response (RFC 9112 §9.6)."""
-    if not isinstance(stream, trio.abc.HalfCloseableStream):
-        return
-    with (
-        trio.move_on_after(1),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await stream.send_eof()
-        drained = 0
-        while drained < 256 * 1024 and (chunk := await stream.receive_some(65536)):
-            drained += len(chunk)
+        await linger(stream)
 
 
 class Peer:
