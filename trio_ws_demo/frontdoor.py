@@ -32,7 +32,6 @@ before it. At most ``max_pending`` heads are read at once (see
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable
