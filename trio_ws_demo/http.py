@@ -107,6 +107,10 @@ _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 # IP literal in brackets, or reg-name characters (which include IPv4 and
 # percent-encodings, never ':'), so each character has one place to go.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+# RFC 3986 §3.3: an absolute path is "/" and pchars (unreserved, pct-encoded,
+# sub-delims, ":" and "@"); "[", "]", "{", "\\" or '"' never belong in one. The
+# query is left as lenient as browsers and curl are.
+_PATH = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:@/]*")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 
@@ -190,6 +194,8 @@ def split_target(target: str) -> tuple[str, str]:
     """
     if target.startswith("/"):
         path, _, query = target.partition("#")[0].partition("?")
+        if _PATH.fullmatch(path) is None:
+            raise ValueError("a path is / and pchars (RFC 3986 §3.3)")
         return path, query
     parts = urllib.parse.urlsplit(target)  # ValueError: "Invalid IPv6 URL", ...
     return parts.path or "/", parts.query

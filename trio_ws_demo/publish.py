@@ -95,9 +95,10 @@ class PublishSettings:
 
 class _Bucket:
     """A connection's token bucket, as :meth:`Connection._refuse
-    <trio_ws_demo.connection.Connection._refuse>` keeps one, except that over
-    the rate the caller waits instead of refusing: the bucket may go into debt,
-    and :meth:`take` says how long until it is out of it."""
+    <trio_ws_demo.connection.Connection._refuse>` keeps one (*burst* messages at
+    once, *rate* per second on average), except that over the rate the caller
+    waits instead of refusing: a batch may take the bucket into debt, and
+    :meth:`take` says how long until it holds one message again."""
 
     __slots__ = ("_at", "_burst", "_level", "_rate")
 
@@ -112,7 +113,7 @@ class _Bucket:
         now = trio.current_time()
         self._level = min(self._burst, self._level + (now - self._at) * self._rate) - count
         self._at = now
-        return -self._level / self._rate if self._level < 0 else 0.0
+        return (1 - self._level) / self._rate if self._level < 1 else 0.0
 
 
 class _Answer(Exception):
