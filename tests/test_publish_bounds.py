@@ -156,7 +156,8 @@ async def test_each_chunk_costs_frame_cost_toward_the_body_limit(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(send)
                 status, headers, body = await reader.response()
-            assert (status, headers["connection"]) == (413, "close"), body
+            assert status == 413, body
+            assert headers["connection"] == "close"
         assert server.publisher.published == 0
         async with connected(server.port) as reader:
             await reader.stream.send_all(head + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
@@ -181,7 +182,8 @@ async def test_content_length_with_transfer_encoding_is_400_and_closes(
             assert (await reader.response())[0] == 200  # the same, on a kept-alive connection
             await reader.stream.send_all(request)
             status, headers, _ = await reader.response()
-            assert (status, headers["connection"]) == (400, "close")
+            assert status == 400
+            assert headers["connection"] == "close"
             assert await reader.rest() == b""
         answer = await http_exchange(server.port, request)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
@@ -215,7 +217,9 @@ async def test_r16_an_error_answer_lingers_instead_of_resetting(
     [
         post("//x"),  # an empty segment: it was published into the room ''
         post("//[x"),  # urlsplit raised ValueError: no answer, a traceback (R11)
-        post("/x").replace(b"/x", b"/x?a=\xe9", 1),  # a raw non-ASCII byte
+        # A raw non-ASCII byte: a POST got 400 from h11 already; the front door
+        # served it (the chat page).
+        b"GET /?a=\xe9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         b"GET //[x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # the front door's side of R11
     ],
     ids=["empty segment", "ipv6 bracket", "non-ascii", "get bracket"],
@@ -223,7 +227,8 @@ async def test_r16_an_error_answer_lingers_instead_of_resetting(
 async def test_bad_targets_get_400(start_server: StartServer, request_bytes: bytes) -> None:
     """Targets are split once, in the head parser: one that is not a target gets
     400, first request or kept-alive. Before: 200 into the room '' for //x,
-    an empty answer and a traceback for //[x, 200 for a raw 0xE9. Cost: ms."""
+    an empty answer and a traceback for //[x, 200 for a raw 0xE9 in a GET.
+    Cost: milliseconds."""
     server = await start_server()
     assert server.port is not None
     with trio.fail_after(TIMEOUT):
