@@ -344,7 +344,9 @@ async def test_s9_s10_s11_log_lines_escape_controls_hide_tokens_and_name_the_pee
         assert len(line.splitlines()) == 1, line  # S9
         assert "S3CRET" not in line, line  # S10
         assert "127.0.0.1:" in line, line  # S11: the peer, even for bad requests
-    assert any("\\x85" in line for line in refusals)
+    # Issue 25: a raw non-ASCII byte in the target is a 400 before the target is
+    # read at all, so the forged line never reaches the log, escaped or not.
+    assert not any("forged" in line or "\x85" in line for line in refusals)
 
 
 # -- S12: /metrics and /rooms ---------------------------------------------------------

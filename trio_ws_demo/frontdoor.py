@@ -32,7 +32,6 @@ before it. At most ``max_pending`` heads are read at once (see
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -42,7 +41,7 @@ import trio
 
 from .budget import MemoryBudget
 from .handshake import check_upgrade, redact
-from .http import HttpRefusal, RequestHead, read_request_head, send_response
+from .http import HttpRefusal, RequestHead, linger, read_request_head, send_response
 from .listen import format_host
 from .options import ServerOptions
 from .rooms import RESERVED_PATHS, SUBPROTOCOL, Rooms, room_from_path
@@ -218,7 +217,7 @@ class FrontDoor:
                 status,
                 extra={"event": "http", "peer": str(peer), "path": path, "status": status},
             )
-            await _linger(stream)
+            await linger(stream)
             return None
         upgrade = self._check_upgrade(head)
         if isinstance(upgrade, HttpRefusal):
@@ -272,22 +271,7 @@ class FrontDoor:
         )
         body = f"{refusal.status} {refusal.reason}\n".encode()
         await send_response(stream, refusal.status, headers=refusal.headers, body=body)
-        await _linger(stream)
-
-
-async def _linger(stream: trio.abc.Stream) -> None:
-    """Half-close and drain briefly, so that unread request bytes do not turn
-    our close into a reset that destroys the response (RFC 9112 §9.6)."""
-    if not isinstance(stream, trio.abc.HalfCloseableStream):
-        return
-    with (
-        trio.move_on_after(1),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await stream.send_eof()
-        drained = 0
-        while drained < 256 * 1024 and (chunk := await stream.receive_some(65536)):
-            drained += len(chunk)
+        await linger(stream)
 
 
 class Peer:

@@ -9,6 +9,7 @@ response we write ourselves (refusals, the chat page, ``/healthz``,
 
 from __future__ import annotations
 
+import contextlib
 import http
 import re
 import urllib.parse
@@ -20,9 +21,11 @@ __all__ = [
     "DEFAULT_MAX_REQUEST_HEAD",
     "HttpRefusal",
     "RequestHead",
+    "linger",
     "parse_request_head",
     "read_request_head",
     "send_response",
+    "split_target",
 ]
 
 DEFAULT_MAX_REQUEST_HEAD = 16 * 1024
@@ -38,14 +41,20 @@ class RequestHead:
     extra: bytes = b""
     """Bytes read after the head (a client's first frames, sent in the same packet)."""
     version: str = "1.1"
+    path: str = field(init=False)
+    """The target's path ("/" if it has none), split once from :attr:`target`."""
+    query_string: str = field(init=False)
+    """The target's query, without its "?"."""
 
-    @property
-    def path(self) -> str:
-        return urllib.parse.urlsplit(self.target).path or "/"
+    def __post_init__(self) -> None:
+        # ValueError for a target that is not one (parse_request_head answers 400).
+        path, query = split_target(self.target)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "query_string", query)
 
     @property
     def query(self) -> dict[str, list[str]]:
-        return urllib.parse.parse_qs(urllib.parse.urlsplit(self.target).query)
+        return urllib.parse.parse_qs(self.query_string)
 
     def header(self, name: str) -> str | None:
         """The first value of header *name* (case-insensitive), or None."""
@@ -85,7 +94,9 @@ class HttpRefusal:
 # one space between the parts of the request line, no obsolete line folding,
 # no control characters but HTAB in field values.
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e\x80-\xff]+) HTTP/1\.([01])")
+# The target is visible ASCII (RFC 9112 §3.2, RFC 3986 §2): a raw non-ASCII
+# byte is refused here, as h11 refuses it in the publish API's later requests.
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.([01])")
 # The field name and its colon, then a value checked by a single character
 # class and stripped by bytes.strip(): no pattern with two ways to match the
 # same spaces, so a line costs linear time however it is built (a lazy value
@@ -96,6 +107,10 @@ _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 # IP literal in brackets, or reg-name characters (which include IPv4 and
 # percent-encodings, never ':'), so each character has one place to go.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+# RFC 3986 §3.3: an absolute path is "/" and pchars (unreserved, pct-encoded,
+# sub-delims, ":" and "@"); "[", "]", "{", "\\" or '"' never belong in one. The
+# query is left as lenient as browsers and curl are.
+_PATH = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:@/]*")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 
@@ -155,13 +170,35 @@ def parse_request_head(head: bytes, extra: bytes = b"") -> RequestHead | HttpRef
         headers.append((key, value.decode("latin-1")))
     if request_line[3] == b"1" and len(hosts) != 1:
         return HttpRefusal(400, "bad request")  # RFC 9112 §3.2: exactly one Host
-    return RequestHead(
-        method=request_line[1].decode("ascii"),
-        target=request_line[2].decode("latin-1"),
-        headers=headers,
-        extra=extra,
-        version="1." + request_line[3].decode("ascii"),
-    )
+    try:
+        return RequestHead(
+            method=request_line[1].decode("ascii"),
+            target=request_line[2].decode("ascii"),
+            headers=headers,
+            extra=extra,
+            version="1." + request_line[3].decode("ascii"),
+        )
+    except ValueError:  # finding R11: "//[x" made urlsplit raise out of every .path
+        return HttpRefusal(400, "bad request target")
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """The path ("/" if none) and the query of a request *target*; ValueError if
+    it is not one.
+
+    Called once per head, by :class:`RequestHead`. An origin-form target (the
+    usual ``/room?x``) is split at its first ``?`` and never given to urlsplit,
+    which reads ``//x`` as a host ``x`` with an empty path (so ``POST //x``
+    published into the room ``''``) and raises on ``//[x``. Only an
+    absolute-form target (``http://host/path``) goes through urlsplit.
+    """
+    if target.startswith("/"):
+        path, _, query = target.partition("#")[0].partition("?")
+        if _PATH.fullmatch(path) is None:
+            raise ValueError("a path is / and pchars (RFC 3986 §3.3)")
+        return path, query
+    parts = urllib.parse.urlsplit(target)  # ValueError: "Invalid IPv6 URL", ...
+    return parts.path or "/", parts.query
 
 
 async def send_response(
@@ -185,3 +222,24 @@ async def send_response(
     lines = [f"HTTP/1.1 {status} {phrase}", *(f"{name}: {value}" for name, value in all_headers)]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     await stream.send_all(head if head_only else head + body)
+
+
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 256 * 1024
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """Half-close and drain briefly (at most :data:`LINGER_BYTES` for
+    :data:`LINGER_SECONDS`), so that unread request bytes do not turn our close
+    into a reset that destroys the response (RFC 9112 §9.6). Used after every
+    answer that closes the connection, by the front door and the publish API."""
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    with (
+        trio.move_on_after(LINGER_SECONDS),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_eof()
+        drained = 0
+        while drained < LINGER_BYTES and (chunk := await stream.receive_some(65536)):
+            drained += len(chunk)

@@ -12,15 +12,36 @@ v1 envelopes; with ``--redis``, on every process).
   also has ``"count"``.
 - 401 no or bad credential, 403 no right to publish there (a signed token
   needs ``publish: true`` and the write right), 400 a bad room name or body,
-  413 a body over ``--max-message-size`` or a batch over ``--max-batch``
-  lines, 408 a request not complete within ``--handshake-timeout``, 503 Redis
-  unavailable or refusing (nothing was delivered, unless the answer was lost
-  after Redis took it: a retry may then deliver twice).
+  413 a body over ``--max-message-size`` (each chunk of a chunked body after
+  the first counts :data:`~trio_ws_demo.protocol.FRAME_COST` bytes more, as a
+  WebSocket fragment does) or a batch over ``--max-batch`` lines, 408 a
+  request not complete within ``--handshake-timeout``, 503 Redis unavailable
+  or refusing (nothing was delivered, unless the answer was lost after Redis
+  took it: a retry may then deliver twice). ``Content-Length`` together with
+  ``Transfer-Encoding`` gets 400 (RFC 9112 §6.1: a smuggling vector).
 
-HTTP/1.1 keep-alive through h11, so one connection carries many requests; a
-connection idle for ``--handshake-timeout`` is closed. The front door has read
-the first head already (to route it); h11 parses it again from that head and
-owns the connection from there.
+HTTP/1.1 keep-alive through h11, so one connection carries many requests. The
+front door has read the first head already (to route it); h11 parses it again
+from that head and owns the connection from there. A connection is bounded
+as a WebSocket is (issue 25, findings R6, R7, R13, R16):
+
+- Between requests, the next head must be complete within
+  ``--handshake-timeout``, as the first one was; otherwise the connection is
+  closed with no answer (nothing was asked). Idle or dribbled, it is the same.
+- Every answer must be written within ``--close-timeout`` (the bound on
+  flushing to a peer everywhere else): a client that pipelines and never reads
+  is dropped, instead of holding its slot and fd for ever.
+- An answer that closes the connection is followed by
+  :func:`~trio_ws_demo.http.linger`, so that unread request bytes do not turn
+  the close into a reset that destroys the answer.
+- At shutdown (:meth:`PublishApi.close`) a connection between requests ends
+  at once, and one in a request ends after its answer.
+- With no credential configured (no ``--token``, no ``--jwt-key`` or
+  ``--jwt-public-key``), anyone may publish, so each connection is held to
+  ``--max-message-rate`` (``--message-burst`` at once), as a WebSocket client
+  is. Over it the server reads less rather than refuse: it stops reading the
+  connection until the bucket refills, TCP slows the sender, nothing is lost.
+  With a credential the publisher is trusted, and not limited.
 """
 
 from __future__ import annotations
@@ -36,8 +57,9 @@ import h11
 import trio
 
 from .backplane import BackplaneUnavailable, RedisBackplane
-from .handshake import AccessPolicy
-from .http import HttpRefusal, RequestHead
+from .handshake import AccessPolicy, redact
+from .http import HttpRefusal, RequestHead, linger
+from .protocol import FRAME_COST
 from .rooms import Rooms, room_from_path
 
 __all__ = ["DEFAULT_MAX_BATCH", "PublishApi", "PublishSettings"]
@@ -61,6 +83,37 @@ class PublishSettings:
     max_request_head: int
     max_connections: int = 10_000
     """Publishing connections open at once (``--max-clients``): one more gets 503."""
+    write_timeout: float = 5.0
+    """Seconds one answer may take to write (``--close-timeout``); past it the
+    connection is dropped (a client that does not read, finding R6)."""
+    max_message_rate: float = 0.0
+    """Messages per second one connection may publish when no credential is
+    configured (``--max-message-rate``); 0: no limit."""
+    message_burst: int = 1
+    """Messages one connection may publish at once (``--message-burst``)."""
+
+
+class _Bucket:
+    """A connection's token bucket, as :meth:`Connection._refuse
+    <trio_ws_demo.connection.Connection._refuse>` keeps one (*burst* messages at
+    once, *rate* per second on average), except that over the rate the caller
+    waits instead of refusing: a batch may take the bucket into debt, and
+    :meth:`take` says how long until it holds one message again."""
+
+    __slots__ = ("_at", "_burst", "_level", "_rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(max(burst, 1))
+        self._level = self._burst  # full at the start, as for a WebSocket
+        self._at = trio.current_time()
+
+    def take(self, count: int) -> float:
+        """Spend *count* messages; the seconds to wait before reading more."""
+        now = trio.current_time()
+        self._level = min(self._burst, self._level + (now - self._at) * self._rate) - count
+        self._at = now
+        return (1 - self._level) / self._rate if self._level < 1 else 0.0
 
 
 class _Answer(Exception):
@@ -98,6 +151,23 @@ class PublishApi:
         self.requests = 0
         self.connections = 0
         """Publishing connections open now (kept alive between requests)."""
+        self.throttled = 0
+        """Times a connection was over the rate and waited for its bucket to refill."""
+        access = settings.access
+        credential = access.token or access.jwt_secret or access.jwt_public_key
+        self._rate = 0.0 if credential else settings.max_message_rate
+        """The per-connection rate: only an open server (no credential) limits
+        publishers; with a credential, whoever publishes was let in by it."""
+        self._stopping = False
+        self._between: set[trio.CancelScope] = set()
+        """One scope per connection waiting between requests: shutdown cancels them."""
+
+    def close(self) -> None:
+        """Shutdown: connections between requests end now, and those in a
+        request after its answer (which says ``Connection: close``), finding R13."""
+        self._stopping = True
+        for scope in self._between:
+            scope.cancel()
 
     async def serve(self, stream: trio.abc.Stream, head: RequestHead, peer: object) -> None:
         """Answer the request in *head* and what follows on the connection."""
@@ -108,7 +178,9 @@ class PublishApi:
             payload: dict[str, object] = {"error": "too many publishing connections"}
             with contextlib.suppress(_Answer):  # (the head is in h11's buffer already)
                 if isinstance(await _next_event(connection, stream), h11.Request):
-                    await _respond(connection, stream, 503, payload, _RETRY, close=True)
+                    timeout = settings.write_timeout
+                    if await _respond(connection, stream, 503, payload, _RETRY, True, timeout):
+                        await linger(stream)
             return
         self.connections += 1
         try:
@@ -120,15 +192,23 @@ class PublishApi:
         self, connection: h11.Connection, stream: trio.abc.Stream, peer: object
     ) -> None:
         settings = self._settings
+        bucket = _Bucket(self._rate, settings.message_burst) if self._rate else None
+        delay = 0.0
+        between = False  # the first head is in h11's buffer: it is a request already
         while True:
             try:
-                with trio.move_on_after(settings.timeout):
-                    request = await _next_event(connection, stream)
+                request = await self._next_request(connection, stream, delay, between)
             except _Answer as bad:  # not HTTP: say so, and close
-                await _respond(connection, stream, bad.status, {"error": bad.reason}, [], True)
+                payload: dict[str, object] = {"error": bad.reason}
+                if await _respond(
+                    connection, stream, bad.status, payload, [], True, settings.write_timeout
+                ):
+                    await linger(stream)
                 return
-            if not isinstance(request, h11.Request):
-                return  # closed, idle too long, or not HTTP: nothing to answer
+            if request is None:
+                return  # closed, no request in time, or stopping: nothing to answer
+            between = True
+            published = self.published
             try:
                 with trio.move_on_after(settings.timeout) as reading:
                     status, payload = await self._answer(connection, stream, request)
@@ -139,15 +219,52 @@ class PublishApi:
             except _Answer as answer:
                 status, payload = answer.status, {"error": answer.reason}
                 headers, close = answer.headers, answer.close
+                target = redact(request.target.decode("latin-1"))  # finding R4: no ?token=
                 logger.info(
-                    "%s POST %s: HTTP %d %s", peer, request.target.decode("latin-1"),
-                    status, answer.reason,
+                    "%s POST %s: HTTP %d %s", peer, target, status, answer.reason,
+                    extra={"event": "publish", "peer": str(peer), "path": target,
+                           "status": status, "reason": answer.reason},
                 )  # fmt: skip
-            if not await _respond(connection, stream, status, payload, headers, close):
-                return
-            if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
+            close = close or self._stopping
+            if not await _respond(
+                connection, stream, status, payload, headers, close, settings.write_timeout
+            ):
+                return  # lost, or not written in time
+            if (
+                close
+                or connection.our_state is not h11.DONE
+                or connection.their_state is not h11.DONE
+            ):
+                await linger(stream)  # unread bytes must not reset the answer away (R16)
                 return
             connection.start_next_cycle()
+            count = self.published - published
+            delay = bucket.take(count) if bucket is not None and count else 0.0
+            if delay:
+                self.throttled += 1
+
+    async def _next_request(
+        self, connection: h11.Connection, stream: trio.abc.Stream, delay: float, between: bool
+    ) -> h11.Request | None:
+        """The next request's head, after *delay* seconds of reading nothing (over
+        the rate); None if the peer closed, sent no complete head within
+        ``timeout`` (finding R7: the old loop answered the previous request
+        again), or, *between* requests, the server is stopping."""
+        with trio.CancelScope() as waiting:
+            if between:
+                self._between.add(waiting)
+                if self._stopping:
+                    waiting.cancel()
+            try:
+                if delay:
+                    await trio.sleep(delay)
+                with trio.move_on_after(self._settings.timeout):
+                    event = await _next_event(connection, stream)
+                    if isinstance(event, h11.Request):
+                        return event
+            finally:
+                self._between.discard(waiting)
+        return None
 
     async def _answer(
         self, connection: h11.Connection, stream: trio.abc.Stream, request: h11.Request
@@ -155,6 +272,10 @@ class PublishApi:
         self.requests += 1
         settings = self._settings
         head = _as_head(request)
+        if head.header("transfer-encoding") is not None and head.header("content-length"):
+            # RFC 9112 §6.1: the two framings disagree about where the next
+            # request starts (request smuggling); refuse, and close.
+            raise _Answer(400, "Content-Length together with Transfer-Encoding", close=True)
         if request.method != b"POST":
             raise _Answer(
                 405, "only POST on a kept-alive connection", close=True, headers=[("Allow", "POST")]
@@ -224,16 +345,27 @@ def _messages(body: bytes, kind: str, max_batch: int) -> list[str | bytes]:
 async def _body(
     connection: h11.Connection, stream: trio.abc.Stream, limit: int, head: RequestHead
 ) -> bytes:
-    """The request body, at most *limit* bytes (413 past it, before reading more)."""
+    """The request body, at most *limit* bytes (413 past it, before reading more).
+
+    Each chunk of a chunked body after the first costs ``FRAME_COST`` bytes
+    more, as a WebSocket fragment does: h11 makes an event per chunk, so a
+    1 MiB body in 1-byte chunks cost seconds of CPU, and now stops at 16,384
+    chunks with 413.
+    """
     declared = head.header("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Answer(413, f"a body has at most {limit} bytes (--max-message-size)", close=True)
     body = bytearray()
+    cost = chunks = 0
     while True:
         event = await _next_event(connection, stream)
         if isinstance(event, h11.Data):
             body += event.data
-            if len(body) > limit:
+            cost += len(event.data)
+            if event.chunk_start:  # a new chunk (only in a chunked body); the first is free
+                cost += FRAME_COST if chunks else 0
+                chunks += 1
+            if cost > limit:
                 raise _Answer(
                     413, f"a body has at most {limit} bytes (--max-message-size)", close=True
                 )
@@ -269,8 +401,9 @@ async def _respond(
     payload: dict[str, object],
     headers: list[tuple[str, str]],
     close: bool,
+    timeout: float,
 ) -> bool:
-    """Send the answer; False if the connection is done with."""
+    """Send the answer within *timeout* seconds; False if it could not be."""
     body = json.dumps(payload).encode()
     all_headers = [
         ("Content-Type", "application/json"),
@@ -286,10 +419,11 @@ async def _respond(
         data = connection.send(h11.Response(status_code=status, headers=all_headers))
         data += connection.send(h11.Data(data=body)) or b""
         data += connection.send(h11.EndOfMessage()) or b""
-        await stream.send_all(data or b"")
+        with trio.move_on_after(timeout) as writing:
+            await stream.send_all(data or b"")
     except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
         return False
-    return not close
+    return not writing.cancelled_caught
 
 
 def _head_bytes(head: RequestHead) -> bytes:
@@ -300,8 +434,12 @@ def _head_bytes(head: RequestHead) -> bytes:
 
 
 def _as_head(request: h11.Request) -> RequestHead:
-    return RequestHead(
-        method=request.method.decode("ascii"),
-        target=request.target.decode("latin-1"),
-        headers=[(n.decode("ascii"), v.decode("latin-1")) for n, v in request.headers],
-    )
+    """*request* as a head; 400 for a target that is not one (RequestHead splits it)."""
+    try:
+        return RequestHead(
+            method=request.method.decode("ascii"),
+            target=request.target.decode("latin-1"),
+            headers=[(n.decode("ascii"), v.decode("latin-1")) for n, v in request.headers],
+        )
+    except ValueError:
+        raise _Answer(400, "bad request target", close=True) from None

@@ -133,6 +133,9 @@ class BroadcastServer:
                 timeout=options.handshake_timeout,
                 max_request_head=options.max_request_head,
                 max_connections=options.max_clients,
+                write_timeout=options.close_timeout,
+                max_message_rate=options.max_message_rate,
+                message_burst=options.message_burst,
             ),
             self.rooms,
             lambda: self.backplane,
@@ -313,6 +316,7 @@ class BroadcastServer:
             extra={"event": "shutdown", "clients": self.clients},
         )
         self.front_door.close()
+        self.publisher.close()
         deadline = trio.current_time() + self.options.shutdown_timeout
         if self._pool_scope is not None:
             self._pool_scope.deadline = deadline
