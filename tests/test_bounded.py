@@ -14,13 +14,14 @@ from collections.abc import Iterator
 import pytest
 import trio
 from websockets.trio.client import connect
+from wsproto.events import Pong
 
 from trio_ws_demo import BroadcastServer, ServerOptions
 
 from .conftest import StartServer, url_of
 from .processes import run_cli
 from .test_cli import listening_port
-from .wsraw import RawClient, client_frame
+from .wsraw import RawClient, client_frame, http_exchange, upgrade_request
 
 TIMEOUT = 20
 
@@ -304,3 +305,26 @@ async def test_three_thousand_lines_piped_into_echo_all_come_back(server: Broadc
             assert await echo.process.wait() == 0
     assert printed.count("Server sent:  3000") == 1
     assert sum(line.startswith("Server sent:") for line in printed) == 3000
+
+
+async def test_past_max_memory_a_join_and_a_post_get_503(
+    start_server: StartServer, ended: Ended
+) -> None:
+    """One client's partial message fills --max-memory: a new WebSocket and a POST
+    are refused with 503 until it is gone, then both work again."""
+    server = await start_server(ServerOptions(max_memory=100_000))
+    port = server.port or 0
+    holder = await RawClient.connect(port)
+    partial = client_frame(_TEXT, b"a" * 100_000, fin=False)
+    await holder.stream.send_all(partial + client_frame(_PING, b"read?"))
+    post = b"POST /r HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    with trio.fail_after(TIMEOUT):
+        assert isinstance(await holder.next_event(), Pong)  # the partial is held now
+        for request in (upgrade_request(), post):
+            answer = await http_exchange(port, request)
+            assert answer.startswith(b"HTTP/1.1 503 "), answer
+            assert b"server overloaded" in answer
+        await holder.stream.aclose()
+        await ended.wait()
+        assert (await http_exchange(port, post)).startswith(b"HTTP/1.1 200 ")
+    assert server.statistics().memory_used == 0

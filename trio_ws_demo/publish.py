@@ -57,6 +57,7 @@ import h11
 import trio
 
 from .backplane import BackplaneUnavailable, RedisBackplane
+from .budget import MemoryBudget
 from .handshake import AccessPolicy, redact
 from .http import HttpRefusal, RequestHead, linger
 from .protocol import FRAME_COST
@@ -91,6 +92,9 @@ class PublishSettings:
     configured (``--max-message-rate``); 0: no limit."""
     message_burst: int = 1
     """Messages one connection may publish at once (``--message-burst``)."""
+    memory: MemoryBudget | None = None
+    """The process's memory budget (``--max-memory``): a body it has no room for
+    gets 503, as a WebSocket message gets 1013."""
 
 
 class _Bucket:
@@ -295,9 +299,14 @@ class PublishApi:
         kind = (head.header("content-type") or _TEXT).partition(";")[0].strip().lower()
         if kind not in (_TEXT, _BINARY, _NDJSON):
             raise _Answer(415, f"send {_TEXT}, {_BINARY} or {_NDJSON}", close=True)
-        body = await _body(connection, stream, settings.max_message_size, head)
-        messages = _messages(body, kind, settings.max_batch)
-        epoch, offset = await self._publish(room, messages)
+        memory = settings.memory
+        body = await _body(connection, stream, settings.max_message_size, head, memory)
+        try:
+            messages = _messages(body, kind, settings.max_batch)
+            epoch, offset = await self._publish(room, messages)
+        finally:
+            if memory is not None:
+                memory.release(len(body))
         self.published += len(messages)
         answer: dict[str, object] = {"room": room, "epoch": epoch, "offset": offset}
         if kind == _NDJSON:
@@ -343,9 +352,16 @@ def _messages(body: bytes, kind: str, max_batch: int) -> list[str | bytes]:
 
 
 async def _body(
-    connection: h11.Connection, stream: trio.abc.Stream, limit: int, head: RequestHead
+    connection: h11.Connection,
+    stream: trio.abc.Stream,
+    limit: int,
+    head: RequestHead,
+    memory: MemoryBudget | None,
 ) -> bytes:
     """The request body, at most *limit* bytes (413 past it, before reading more).
+
+    While it is read and until the caller releases it, the body holds its bytes
+    of the memory budget; one that does not fit gets 503.
 
     Each chunk of a chunked body after the first costs ``FRAME_COST`` bytes
     more, as a WebSocket fragment does: h11 makes an event per chunk, so a
@@ -357,22 +373,29 @@ async def _body(
         raise _Answer(413, f"a body has at most {limit} bytes (--max-message-size)", close=True)
     body = bytearray()
     cost = chunks = 0
-    while True:
-        event = await _next_event(connection, stream)
-        if isinstance(event, h11.Data):
-            body += event.data
-            cost += len(event.data)
-            if event.chunk_start:  # a new chunk (only in a chunked body); the first is free
-                cost += FRAME_COST if chunks else 0
-                chunks += 1
-            if cost > limit:
-                raise _Answer(
-                    413, f"a body has at most {limit} bytes (--max-message-size)", close=True
-                )
-        elif isinstance(event, h11.EndOfMessage):
-            return bytes(body)
-        else:
-            raise _Answer(400, "the request ended before its body", close=True)
+    try:
+        while True:
+            event = await _next_event(connection, stream)
+            if isinstance(event, h11.Data):
+                if memory is not None and not memory.take(len(event.data)):
+                    raise _Answer(503, "server overloaded", close=True, headers=_RETRY)
+                body += event.data
+                cost += len(event.data)
+                if event.chunk_start:  # a new chunk (only in a chunked body); the first is free
+                    cost += FRAME_COST if chunks else 0
+                    chunks += 1
+                if cost > limit:
+                    raise _Answer(
+                        413, f"a body has at most {limit} bytes (--max-message-size)", close=True
+                    )
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(body)
+            else:
+                raise _Answer(400, "the request ended before its body", close=True)
+    except BaseException:
+        if memory is not None:
+            memory.release(len(body))
+        raise
 
 
 async def _next_event(connection: h11.Connection, stream: trio.abc.Stream) -> object:
