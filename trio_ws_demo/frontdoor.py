@@ -40,11 +40,12 @@ from dataclasses import dataclass
 
 import trio
 
-from .handshake import check_upgrade, redact
+from .handshake import check_target, check_upgrade, escape, redact
 from .http import HttpRefusal, RequestHead, read_request_head, send_response
 from .listen import format_host
 from .options import ServerOptions
-from .rooms import RESERVED_PATHS, SUBPROTOCOL, Rooms, room_from_path
+from .reasons import Reason, Refusal, reason_of
+from .rooms import RESERVED_PATHS, SUBPROTOCOL, RoomNameError, Rooms, room_from_path
 from .tls import TlsChannel
 from .tokens import Grant
 from .web import WebRoutes
@@ -91,8 +92,9 @@ class FrontDoor:
         self._web = web
         self._clients = clients
         self._rooms = rooms
-        self.rejections: collections.Counter[str] = collections.Counter()
-        """Refused handshakes, by reason."""
+        self.rejections: collections.Counter[Reason] = collections.Counter()
+        """Refused handshakes, by reason: a fixed vocabulary (:class:`Reason`),
+        never request data, so that it cannot grow with what clients send."""
         self._in_progress: dict[trio.CancelScope, float] = {}
         """Handshakes in progress and when each began, oldest first."""
         self._closed = False
@@ -128,14 +130,19 @@ class FrontDoor:
                     handshake.cancel()
                 stream = await self._start_tls(stream)
                 head = await read_request_head(stream, self._options.max_request_head)
-                if (
+                # Before anything reads head.path: urlsplit raises on some targets.
+                bad_target = check_target(head) if isinstance(head, RequestHead) else None
+                if bad_target is not None:
+                    assert isinstance(head, RequestHead)
+                    await self._refuse(stream, bad_target, peer, head)
+                elif (
                     isinstance(head, RequestHead)
                     and head.method == "POST"
                     and not head.is_websocket_upgrade
                     and head.path not in RESERVED_PATHS
                 ):
                     return PublishRequest(stream, head)
-                if head is not None:
+                elif head is not None:
                     upgrade = await self._route(stream, head, peer)
                     if upgrade is not None:
                         assert isinstance(head, RequestHead)
@@ -147,10 +154,10 @@ class FrontDoor:
                 self._in_progress.pop(handshake, None)
         if handshake.cancelled_caught and not self._closed:
             if trio.current_time() >= handshake.deadline:
-                self.rejections["handshake timeout"] += 1
+                self.rejections[Reason.HANDSHAKE_TIMEOUT] += 1
                 logger.debug("%s: handshake timed out", peer)
             else:
-                self.rejections["too many pending heads"] += 1
+                self.rejections[Reason.TOO_MANY_PENDING] += 1
                 logger.info("%s: dropped: too many pending heads, and this one the oldest", peer)
         await trio.aclose_forcefully(stream)
         return None
@@ -220,8 +227,8 @@ class FrontDoor:
             return refusal
         try:
             room = room_from_path(head.path, self._options.max_room_name)
-        except ValueError as exc:
-            return HttpRefusal(400, str(exc))
+        except RoomNameError as exc:
+            return Refusal(400, str(exc), label=exc.label)
         grant = self._options.access.grant(head, time.time())
         if isinstance(grant, HttpRefusal):
             return grant
@@ -242,20 +249,24 @@ class FrontDoor:
     async def _refuse(
         self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: Peer, head: RequestHead | None
     ) -> None:
-        self.rejections[refusal.reason] += 1
+        reason = reason_of(refusal)
+        self.rejections[reason] += 1
+        # The detail may hold request data (PyJWT's words): escaped, and only here
+        # and in the body; the counter and the "reason" field are the fixed name.
         path = redact(head.target) if head else None
+        detail = escape(refusal.reason)
         logger.info(
             "%s refused: HTTP %d %s%s",
             peer,
             refusal.status,
-            refusal.reason,
+            detail,
             f" ({head.method} {path})" if head else "",
             extra={
                 "event": "refused",
                 "peer": str(peer),
                 "path": path,
                 "status": refusal.status,
-                "reason": refusal.reason,
+                "reason": str(reason),
             },
         )
         body = f"{refusal.status} {refusal.reason}\n".encode()
