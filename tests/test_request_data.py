@@ -30,7 +30,7 @@ from .wsraw import http_exchange
 
 KEY = "k" * 32
 SHARED = "shared-secret-for-metrics"
-TIMEOUT = 60
+TIMEOUT = 30
 
 
 def upgrade(target: str | bytes, *extra: str) -> bytes:
@@ -196,46 +196,43 @@ async def test_bad_targets_and_origins_get_an_answer_and_no_traceback(
 # -- T16: names that could drive a terminal or disguise themselves ---------------------------
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "\x1b]0;pwned\x07\x1b[2J\x1b[31mEVIL",
-        "a\x1b[31mred\x07\x00b",
-        "line1\nline2",
-        "alice\u202egnp.exe",  # bidi override: shows as "alicexe.png"
-        "x\u2066y\u2069",  # bidi isolate
-        "x\u0085y",  # NEL (C1)
-        "x\u2028z",  # line separator
-        "x\u2029z",  # paragraph separator
-        "x\U000e0041y",  # an invisible tag character (Cf)
-    ],
-)
-async def test_a_name_with_control_or_bidi_characters_is_refused(
-    server: BroadcastServer, name: str
+BAD_NAMES = [
+    "\x1b]0;pwned\x07\x1b[2J\x1b[31mEVIL",
+    "a\x1b[31mred\x07\x00b",
+    "line1\nline2",
+    "alice\u202egnp.exe",  # bidi override: shows as "alicexe.png"
+    "x\u2066y\u2069",  # bidi isolate
+    "x\u0085y",  # NEL (C1)
+    "x\u2028z",  # line separator
+    "x\u2029z",  # paragraph separator
+    "x\U000e0041y",  # an invisible tag character (Cf)
+]
+#: Letters of any script, emoji and emoji sequences (ZWJ is Cf, but allowed).
+GOOD_NAMES = ["Zoë", "Ελένη", "山田", "🙂", "👨\u200d👩\u200d👧", "a b"]
+
+
+async def test_names_with_control_or_bidi_characters_are_refused_others_kept(
+    server: BroadcastServer,
 ) -> None:
+    """Refused with a 400 that says which character, not cleaned (see
+    handshake.name_refusal); ordinary names of every script are kept as sent."""
     assert server.port is not None
-    target = "/lobby?name=" + urllib.parse.quote(name)
     with trio.fail_after(TIMEOUT):
-        answer = await http_exchange(server.port, upgrade(target))
-    assert status_of(answer) == 400, answer
-    assert b"a name may not contain control" in body_of(answer)
-    assert server.statistics().rejections["bad name"] == 1
-
-
-async def test_ordinary_names_are_kept_as_they_are(server: BroadcastServer) -> None:
-    """Letters of any script, emoji and emoji sequences (ZWJ is Cf, but allowed)."""
-    assert server.port is not None
-    names = ["Zoë", "Ελένη", "山田", "🙂", "👨\u200d👩\u200d👧", "a b"]
-    with trio.fail_after(TIMEOUT):
+        for name in BAD_NAMES:
+            target = "/names?name=" + urllib.parse.quote(name)
+            answer = await http_exchange(server.port, upgrade(target))
+            assert status_of(answer) == 400, (name, answer)
+            assert b"a name may not contain control" in body_of(answer)
         joined = [
             await open_client(server.port, "/names?name=" + urllib.parse.quote(name))
-            for name in names
+            for name in GOOD_NAMES
         ]
         answer = await http_exchange(server.port, get("/rooms/names"))
     for stream in joined:
         await stream.aclose()
     members = json.loads(body_of(answer))["members"]
-    assert sorted(m["name"] for m in members) == sorted(names)
+    assert sorted(m["name"] for m in members) == sorted(GOOD_NAMES)
+    assert server.statistics().rejections["bad name"] == len(BAD_NAMES)
 
 
 async def test_a_token_sub_with_control_characters_is_refused(start_server: StartServer) -> None:
@@ -315,9 +312,7 @@ async def test_the_member_list_is_paged_like_the_room_list(server: BroadcastServ
 # -- T18: odd exp values ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "exp", [b"NaN", b"Infinity", b"-Infinity", b"1" + b"0" * 400, b"1e400", b"253402300800"]
-)
+@pytest.mark.parametrize("exp", [b"NaN", b"Infinity", b"1" + b"0" * 400, b"1e400", b"253402300800"])
 async def test_an_odd_exp_is_a_401_without_a_traceback(
     start_server: StartServer, caplog: pytest.LogCaptureFixture, exp: bytes
 ) -> None:
