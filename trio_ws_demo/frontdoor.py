@@ -10,6 +10,7 @@ what the client sent                                        answer
 ==========================================================  ======
 a plain HTTP request (not an upgrade)                       web.py
 not HTTP, or a malformed head, or a non-ASCII ``Host``      400
+a target with a non-ASCII byte, or that does not split      400
 a TLS ClientHello on a plain ``ws://`` port                 400 (at once)
 a head larger than the limit                                431
 an upgrade over HTTP/1.0, or with a body                    400
@@ -17,11 +18,13 @@ an upgrade with a wrong ``Sec-WebSocket-Version``            426
 an upgrade without a valid ``Sec-WebSocket-Key``             400
 an ``Origin`` not on the allow-list (when one is set)        403
 no valid token (when one is set)                            401
+a ``?name=`` or ``sub`` with control or bidi characters     400
 one client too many                                         503
 a valid upgrade                                             admitted
 ==========================================================  ======
 
-Every refusal is a complete HTTP response with ``Connection: close``. An
+Every refusal is a complete HTTP response with ``Connection: close``, and is
+counted under a fixed reason (:mod:`.reasons`), never under its text. An
 admitted upgrade goes on to :class:`~trio_ws_demo.connection.Connection`,
 which writes the 101 (:func:`~trio_ws_demo.handshake.accept_response`): no
 other code parses the head, and nothing but an HTTP answer is ever written
