@@ -31,6 +31,7 @@ from .reasons import Reason, Refusal, reason_for_text
 from .tokens import EVERY_RIGHT, Grant, TokenError, TokenVerifier
 
 __all__ = [
+    "BIDI_CONTROLS",
     "AccessPolicy",
     "accept_response",
     "check_target",
