@@ -328,3 +328,4 @@ async def test_past_max_memory_a_join_and_a_post_get_503(
         await ended.wait()
         assert (await http_exchange(port, post)).startswith(b"HTTP/1.1 200 ")
     assert server.statistics().memory_used == 0
+    assert server.statistics().rejections["server overloaded"] == 1  # the upgrade

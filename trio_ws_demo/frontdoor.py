@@ -10,6 +10,7 @@ what the client sent                                        answer
 ==========================================================  ======
 a plain HTTP request (not an upgrade)                       web.py
 not HTTP, or a malformed head, or a non-ASCII ``Host``      400
+a target with a non-ASCII byte, or that does not split      400
 a TLS ClientHello on a plain ``ws://`` port                 400 (at once)
 a head larger than the limit                                431
 an upgrade over HTTP/1.0, or with a body                    400
@@ -17,11 +18,13 @@ an upgrade with a wrong ``Sec-WebSocket-Version``            426
 an upgrade without a valid ``Sec-WebSocket-Key``             400
 an ``Origin`` not on the allow-list (when one is set)        403
 no valid token (when one is set)                            401
+a ``?name=`` or ``sub`` with control or bidi characters     400
 one client too many                                         503
 a valid upgrade                                             admitted
 ==========================================================  ======
 
-Every refusal is a complete HTTP response with ``Connection: close``. An
+Every refusal is a complete HTTP response with ``Connection: close``, and is
+counted under a fixed reason (:mod:`.reasons`), never under its text. An
 admitted upgrade goes on to :class:`~trio_ws_demo.connection.Connection`,
 which writes the 101 (:func:`~trio_ws_demo.handshake.accept_response`): no
 other code parses the head, and nothing but an HTTP answer is ever written
@@ -40,11 +43,12 @@ from dataclasses import dataclass
 import trio
 
 from .budget import MemoryBudget
-from .handshake import check_upgrade, redact
+from .handshake import check_upgrade, escape, redact
 from .http import HttpRefusal, RequestHead, linger, read_request_head, send_response
 from .listen import format_host
 from .options import ServerOptions
-from .rooms import RESERVED_PATHS, SUBPROTOCOL, Rooms, room_from_path
+from .reasons import Reason, Refusal, reason_of
+from .rooms import RESERVED_PATHS, SUBPROTOCOL, RoomNameError, Rooms, room_from_path
 from .tls import TlsChannel
 from .tokens import Grant
 from .web import WebRoutes
@@ -98,8 +102,9 @@ class FrontDoor:
         self._web = web
         self._clients = clients
         self._rooms = rooms
-        self.rejections: collections.Counter[str] = collections.Counter()
-        """Refused handshakes, by reason."""
+        self.rejections: collections.Counter[Reason] = collections.Counter()
+        """Refused handshakes, by reason: a fixed vocabulary (:class:`Reason`),
+        never request data, so that it cannot grow with what clients send."""
         self._in_progress: dict[trio.CancelScope, float] = {}
         """Handshakes in progress and when each began, oldest first."""
         self._closed = False
@@ -142,7 +147,7 @@ class FrontDoor:
                     and head.path not in RESERVED_PATHS
                 ):
                     return PublishRequest(stream, head)
-                if head is not None:
+                elif head is not None:
                     upgrade = await self._route(stream, head, peer)
                     if upgrade is not None:
                         assert isinstance(head, RequestHead)
@@ -154,10 +159,10 @@ class FrontDoor:
                 self._in_progress.pop(handshake, None)
         if handshake.cancelled_caught and not self._closed:
             if trio.current_time() >= handshake.deadline:
-                self.rejections["handshake timeout"] += 1
+                self.rejections[Reason.HANDSHAKE_TIMEOUT] += 1
                 logger.debug("%s: handshake timed out", peer)
             else:
-                self.rejections["too many pending heads"] += 1
+                self.rejections[Reason.TOO_MANY_PENDING] += 1
                 logger.info("%s: dropped: too many pending heads, and this one the oldest", peer)
         await trio.aclose_forcefully(stream)
         return None
@@ -231,8 +236,8 @@ class FrontDoor:
             return refusal
         try:
             room = room_from_path(head.path, self._options.max_room_name)
-        except ValueError as exc:
-            return HttpRefusal(400, str(exc))
+        except RoomNameError as exc:
+            return Refusal(400, str(exc), label=exc.label)
         grant = self._options.access.grant(head, time.time())
         if isinstance(grant, HttpRefusal):
             return grant
@@ -253,20 +258,24 @@ class FrontDoor:
     async def _refuse(
         self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: Peer, head: RequestHead | None
     ) -> None:
-        self.rejections[refusal.reason] += 1
+        reason = reason_of(refusal)
+        self.rejections[reason] += 1
+        # The detail may hold request data (PyJWT's words): escaped, and only here
+        # and in the body; the counter and the "reason" field are the fixed name.
         path = redact(head.target) if head else None
+        detail = escape(refusal.reason)
         logger.info(
             "%s refused: HTTP %d %s%s",
             peer,
             refusal.status,
-            refusal.reason,
+            detail,
             f" ({head.method} {path})" if head else "",
             extra={
                 "event": "refused",
                 "peer": str(peer),
                 "path": path,
                 "status": refusal.status,
-                "reason": refusal.reason,
+                "reason": str(reason),
             },
         )
         body = f"{refusal.status} {refusal.reason}\n".encode()

@@ -22,17 +22,21 @@ import hashlib
 import hmac
 import ipaddress
 import re
+import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 
 from .http import HttpRefusal, RequestHead
+from .reasons import Reason, Refusal, reason_for_text
 from .tokens import EVERY_RIGHT, Grant, TokenError, TokenVerifier, check_secrets
 
 __all__ = [
+    "BIDI_CONTROLS",
     "AccessPolicy",
     "accept_response",
     "check_upgrade",
     "escape",
+    "name_refusal",
     "origin_of",
     "presented_credentials",
     "redact",
@@ -89,12 +93,19 @@ class AccessPolicy:
         if "name=" in head.target:  # (most handshakes carry no query to parse)
             names = head.query.get("name", [])
             name = names[0][:64] if names and names[0].strip() else None
+            refusal = name_refusal(name, "?name=")
+            if refusal is not None:
+                return refusal
         if not verifier.required:
             return EVERY_RIGHT if name is None else Grant(name=name, everything=True)
         try:
-            return verifier.grant(presented_credentials(head), now, name)
+            grant = verifier.grant(presented_credentials(head), now, name)
         except TokenError as exc:
-            return HttpRefusal(401, str(exc), [("WWW-Authenticate", "Bearer")])
+            why = str(exc)
+            # PyJWT's words are detail (body and log); the count is by a fixed name.
+            label = reason_for_text(why, Reason.TOKEN_NOT_ACCEPTABLE)
+            return Refusal(401, why, [("WWW-Authenticate", "Bearer")], label=label)
+        return name_refusal(grant.name, "the token's sub") or grant
 
     def token_ok(self, head: RequestHead) -> bool:
         """True if *head* presents the shared token (as a Bearer header or ``?token=``)."""
@@ -121,10 +132,13 @@ def _own_page(head: RequestHead) -> bool:
     origin, host = head.header("origin"), head.header("host")
     if not origin or not host:
         return False
-    parts = urllib.parse.urlsplit(origin)
+    try:
+        parts = urllib.parse.urlsplit(origin)
+        name = (parts.hostname or "").lower()
+    except ValueError:  # "http://[x": not a URL, so not one of our pages (R11)
+        return False
     if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
         return False
-    name = (parts.hostname or "").lower()
     if name == "localhost":
         return True
     try:
@@ -191,6 +205,33 @@ def check_upgrade(head: RequestHead) -> HttpRefusal | None:
     return None
 
 
+# A name shown to others (presence, /rooms/R) must show what it is: no C0/C1
+# controls (Cc), no format characters (Cf: bidi overrides and isolates, which
+# make "alice\u202egnp.exe" read "alicexe.png", invisible tags), no line or
+# paragraph separators (Zl, Zp). ZWJ and ZWNJ are Cf but are how emoji
+# sequences and some scripts are written, so they stay.
+_NAME_REFUSED = frozenset({"Cc", "Cf", "Zl", "Zp"})
+_NAME_JOINERS = frozenset({"\u200c", "\u200d"})
+
+
+def name_refusal(name: str | None, source: str) -> HttpRefusal | None:
+    """400 if *name* (from *source*: ``?name=`` or the token's ``sub``) holds a
+    character that could drive a terminal or disguise the name; None if it is
+    fine. Refused, not cleaned: a silent edit would show another name than the
+    one the client chose, and a client with a bad name should hear about it."""
+    if name is None:
+        return None
+    for char in name:
+        if unicodedata.category(char) in _NAME_REFUSED and char not in _NAME_JOINERS:
+            return Refusal(
+                400,
+                f"{source} holds U+{ord(char):04X}: a name may not contain control, "
+                "format (bidi) or line-separator characters",
+                label=Reason.BAD_NAME,
+            )
+    return None
+
+
 # Where a token may hide in a target: after ?, ; or #, any case, with the
 # name or "=" percent-encoded (finding S10). Its value runs to the next & ; or #.
 _TOKEN_VALUE = re.compile(r"(?i)(token\s*=)[^&;#]*")
@@ -199,6 +240,9 @@ _MAY_HOLD_TOKEN = re.compile(r"(?i)t(?:%6f|o)(?:%6b|k)")
 # reader might take as the end of a line or a terminal command (finding S9).
 _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _CONTROLS.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
+# Bidi marks, embeddings, overrides and isolates: they reorder what follows.
+BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_CONTROLS.update({c: f"\\u{c:04x}" for c in BIDI_CONTROLS})
 
 
 def escape(text: str) -> str:

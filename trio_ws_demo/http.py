@@ -150,8 +150,8 @@ def parse_request_head(head: bytes, extra: bytes = b"") -> RequestHead | HttpRef
     *extra* is what was read after it."""
     lines = _LINE_END.split(head)
     request_line = _REQUEST_LINE.fullmatch(lines[0])
-    if request_line is None:
-        return HttpRefusal(400, "bad request")
+    if request_line is None:  # a raw byte past 0x7e is no URL character (RFC 3986 §2)
+        return HttpRefusal(400, "bad request" if lines[0].isascii() else "bad request target")
     headers = []
     hosts = []
     for line in lines[1:]:
@@ -196,6 +196,8 @@ def split_target(target: str) -> tuple[str, str]:
         path, _, query = target.partition("#")[0].partition("?")
         if _PATH.fullmatch(path) is None:
             raise ValueError("a path is / and pchars (RFC 3986 §3.3)")
+        if path.startswith("//"):  # an empty first segment: //x/y is not the room x/y
+            raise ValueError("empty path segment in the request target")
         return path, query
     parts = urllib.parse.urlsplit(target)  # ValueError: "Invalid IPv6 URL", ...
     return parts.path or "/", parts.query

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from .frames import encode_frame, frame_message
 from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy, Subscriber
+from .reasons import Reason
 
 __all__ = [
     "DEFAULT_HISTORY_BYTES",
@@ -44,6 +45,7 @@ __all__ = [
     "SUBPROTOCOL",
     "Joined",
     "Room",
+    "RoomNameError",
     "Rooms",
     "RoomsStatistics",
     "room_from_path",
@@ -69,20 +71,35 @@ RESERVED_PREFIX = "/rooms/"
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 
 
+class RoomNameError(ValueError):
+    """A path that names no room: ``str()`` is the detail for the answer's body,
+    :attr:`label` the fixed reason it is counted under (never the path itself,
+    which is request data: see :mod:`.reasons`)."""
+
+    def __init__(self, detail: str, label: Reason) -> None:
+        super().__init__(detail)
+        self.label = label
+
+
 def room_from_path(path: str, max_length: int = DEFAULT_MAX_ROOM_NAME) -> str:
-    """The room named by a URL *path*; ValueError (with the reason) if it is not one."""
+    """The room named by a URL *path*; :class:`RoomNameError` (a ValueError, with
+    the reason) if it is not one. The reason never repeats the path: it goes to
+    log lines and bodies, and the path may carry anything a client typed."""
     if path in RESERVED_PATHS or path.startswith(RESERVED_PREFIX):
-        raise ValueError(f"{path} is reserved, not a room")
+        raise RoomNameError("this path is reserved, not a room", Reason.RESERVED_PATH)
     name = path[1:] if path.startswith("/") else path
     if name and any(
         not _SEGMENT.fullmatch(segment) or segment in (".", "..") for segment in name.split("/")
     ):
-        raise ValueError(
+        raise RoomNameError(
             "a room name is /-separated segments of letters, digits and - . _ ~ "
-            "(no empty, '.' or '..' segments)"
+            "(no empty, '.' or '..' segments)",
+            Reason.BAD_ROOM_NAME,
         )
     if len(name.encode()) > max_length:
-        raise ValueError(f"a room name has at most {max_length} bytes")
+        raise RoomNameError(
+            f"a room name has at most {max_length} bytes", Reason.ROOM_NAME_TOO_LONG
+        )
     return name
 
 

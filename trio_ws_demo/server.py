@@ -204,7 +204,7 @@ class BroadcastServer:
             rooms=rooms.rooms,
             history_messages=rooms.history_messages,
             history_bytes=rooms.history_bytes,
-            rejections=dict(self.front_door.rejections),
+            rejections={str(reason): n for reason, n in self.front_door.rejections.items()},
             connection_errors=self.connection_errors,
             memory_used=self.memory.used,
             memory_limit=self.memory.limit,

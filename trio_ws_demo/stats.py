@@ -50,7 +50,7 @@ class ServerStatistics:
     """Messages kept in every room's history."""
     history_bytes: int = 0
     rejections: dict[str, int] = field(default_factory=dict)
-    """Refused handshakes, by reason."""
+    """Refused handshakes, by reason: the names of :class:`~.reasons.Reason` only."""
     connection_errors: int = 0
     memory_used: int = 0
     """Bytes of the memory budget (--max-memory) held now."""

@@ -34,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "EVERY_RIGHT",
+    "MAX_EXP",
     "Grant",
     "TokenError",
     "TokenVerifier",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 RIGHTS = frozenset({"r", "w", "rw", "wr"})
+#: The largest ``exp`` accepted: the end of year 9999 (UNIX time). Past it is no
+#: date an issuer means, and a float still holds it exactly.
+MAX_EXP = 253_402_300_799
 SECRET_ALGORITHMS = ["HS256"]
 """Verified with ``--jwt-key``."""
 PUBLIC_KEY_ALGORITHMS = ["RS256", "ES256"]
@@ -203,6 +207,12 @@ class TokenVerifier:
         expires = claims.get("exp")
         if not isinstance(expires, (int, float)) or isinstance(expires, bool):
             raise TokenError("token exp is not a number")
+        # PyJWT's JSON reader takes NaN, Infinity and 10**400: NaN and Infinity
+        # never compare as expired (a token for ever), and float(10**400) raised
+        # OverflowError out of the handshake (finding T18). A finite float
+        # below MAX_EXP, or a 401. (NaN compares False; the int is compared exactly.)
+        if not abs(expires) <= MAX_EXP:
+            raise TokenError("token exp is out of range")
         if expires <= now:
             raise TokenError("token expired")
         rooms = claims.get("rooms", {})

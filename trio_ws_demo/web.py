@@ -22,7 +22,9 @@ path           answer                                           methods
                where the next page starts (behind the token:
                the rooms its credential may read)
 ``/rooms/R``   JSON: who is in room R (``name``, ``since``),    GET, HEAD
-               on every process with ``--redis`` (behind the
+               on every process with ``--redis``, earliest
+               first, paged like ``/rooms`` (``next`` is the
+               ``?after=`` of the next page; behind the
                token: R's read right)
 ``POST /R``    the HTTP publish API (:mod:`.publish`)           POST
 anything else  404                                              (405 for
@@ -36,6 +38,7 @@ this side simple, and browsers open the WebSocket on a new connection anyway.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -230,7 +233,12 @@ class WebRoutes:
                     body = b"403 not allowed to read this room\n"
                     await send_response(stream, 403, body=body, head_only=head_only)
                     return 403
-                body, content_type = self._who(name), "application/json"
+                who = self._who(name, head.query)
+                if who is None:
+                    body = b"400 ?limit= takes a number from 1 to 1000\n"
+                    await send_response(stream, 400, body=body, head_only=head_only)
+                    return 400
+                body, content_type = who, "application/json"
         elif _is_room(path, self._options.max_room_name):
             body, content_type = chat_page(), "text/html; charset=utf-8"
         else:
@@ -258,24 +266,42 @@ class WebRoutes:
             return HttpRefusal(403, "not allowed to read every room")
         return grant
 
-    def _who(self, name: str) -> bytes:
+    def _who(self, name: str, query: dict[str, list[str]]) -> bytes | None:
+        """One page of room *name*'s members, earliest first; None for a bad ``?limit=``.
+
+        Paged like ``/rooms`` (``?limit=``, at most :data:`ROOMS_PAGE`, and
+        ``?after=``): 2,500 members with 64-character names were one 251 KiB
+        answer, which anyone could ask for (finding T17). Names are not
+        unique, so the cursor is the last member's join time and name,
+        ``"<since> <name>"`` as ``next`` gives it: members are ordered by
+        both, and a page starts after the cursor however many left meanwhile.
+        """
+        limit = _limit(query)
+        if limit is None:
+            return None
         room = self._rooms.get(name)
-        members = room.who() if room is not None else []
+        members = sorted(room.who() if room is not None else [], key=lambda m: (m[1], m[0]))
+        cursor = query.get("after", [None])[0]
+        if cursor is not None:
+            after = _member_cursor(cursor)
+            members_after = [m for m in members if after is None or (m[1], m[0]) > after]
+        else:
+            members_after = members
+        page = members_after[:limit]
+        last = page[-1] if page else None
         return json.dumps(
             {
                 "room": name,
                 "clients": len(members),
-                "members": [{"name": who, "since": round(since, 3)} for who, since in members],
+                "next": f"{last[1]!r} {last[0]}" if last and len(members_after) > limit else None,
+                "members": [{"name": who, "since": round(since, 3)} for who, since in page],
             }
         ).encode()
 
     def _rooms_page(self, query: dict[str, list[str]], grant: Grant) -> bytes | None:
         """One page of the rooms *grant* may read, by name; None for a bad ``?limit=``."""
-        try:
-            limit = int(query.get("limit", [str(ROOMS_PAGE)])[0])
-        except ValueError:
-            return None
-        if not 1 <= limit <= ROOMS_PAGE:
+        limit = _limit(query)
+        if limit is None:
             return None
         after = query.get("after", [None])[0]
         rooms = sorted(
@@ -304,6 +330,26 @@ class WebRoutes:
                 ],
             }
         ).encode()
+
+
+def _limit(query: dict[str, list[str]]) -> int | None:
+    """``?limit=`` of a paged answer (default and most :data:`ROOMS_PAGE`); None if bad."""
+    try:
+        limit = int(query.get("limit", [str(ROOMS_PAGE)])[0])
+    except ValueError:
+        return None
+    return limit if 1 <= limit <= ROOMS_PAGE else None
+
+
+def _member_cursor(cursor: str) -> tuple[float, str] | None:
+    """The (since, name) a member page's ``?after=`` names; None (from the
+    start) if it is not one that ``next`` gave."""
+    since, _, name = cursor.partition(" ")
+    try:
+        value = float(since)
+    except ValueError:
+        return None
+    return (value, name) if math.isfinite(value) else None
 
 
 def _is_room(path: str, max_length: int) -> bool:

@@ -295,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
         print("Interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     if isinstance(result, ClientError):
-        print(f"Connection error: {result}", file=sys.stderr)
+        # A refusal quotes the server's answer: escaped like everything remote.
+        print(f"Connection error: {escape(str(result))}", file=sys.stderr)
         return EXIT_FAILURE
     if result.closed_by_server and result.close_code != 1000:
         # One reason for one event: the close says why echoes are missing.

@@ -1,7 +1,13 @@
 """How the echo client's events reach the terminal (or a script).
 
 Remote content is escaped before it is printed, so that a peer cannot move the
-cursor, change colours or retitle the terminal.
+cursor, change colours or retitle the terminal: messages, close reasons,
+notices, presence names, refusals and reconnect reasons alike (a presence name
+``\x1b]0;pwned\x07\x1b[2J`` retitled and cleared the terminal of ``echo -i``:
+finding T10). Escaping applies to every line of the text output, whether
+stdout is a terminal or a pipe, as it always has for messages: a script that
+needs the bytes faithfully uses ``--json`` (JSON strings) or ``--binary raw``.
+Ordinary text, non-ASCII letters and emoji included, prints as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ..client import (
     Reconnecting,
     Sent,
 )
+from ..handshake import BIDI_CONTROLS
 from .editor import LineEditor
 
 __all__ = ["Printer", "escape"]
@@ -35,6 +42,9 @@ __all__ = ["Printer", "escape"]
 # cannot move the cursor, change colours or retitle the terminal.
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
 _CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+# Line and paragraph separators, and bidi controls, which reorder what follows
+# ("alice\u202egnp.exe" reads "alicexe.png"): shown as \u escapes too.
+_CONTROL.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *BIDI_CONTROLS)})
 
 
 def escape(message: Message, binary: str = "repr") -> str:
@@ -178,9 +188,10 @@ class Printer:
         if isinstance(event, Presence) and not self._interactive:
             return None  # --listen shows messages; a session (-i) shows who comes and goes
         if isinstance(event, Notice):
-            return f"! {event.text}", False
+            return f"! {escape(event.text)}", False
         if isinstance(event, Reconnecting):
-            return f"Connection lost ({event.why}); reconnecting in {event.delay:g} s", False
+            why = escape(event.why)
+            return f"Connection lost ({why}); reconnecting in {event.delay:g} s", False
         if isinstance(event, ControlFrame):
             if not self._show_ping:
                 return None
