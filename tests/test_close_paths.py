@@ -19,9 +19,9 @@ from websockets.trio.client import connect
 from trio_ws_demo import BroadcastServer, ServerOptions
 from trio_ws_demo.frames import encode_close, encode_frame
 from trio_ws_demo.hub import InboxBudget
-from trio_ws_demo.outbox import MAX_WIRE_BACKLOG, Outbox
+from trio_ws_demo.server.outbox import MAX_WIRE_BACKLOG, Outbox
+from trio_ws_demo.server.transport import Transport
 from trio_ws_demo.stats import Traffic
-from trio_ws_demo.transport import Transport
 
 from .test_outbox import outbox_pair
 from .test_tls_fast_path import taken_over

@@ -16,7 +16,7 @@ from websockets.trio.client import connect
 from wsproto.events import BytesMessage, CloseConnection
 
 from trio_ws_demo import BroadcastServer, InboxBudget, ServerOptions, serve
-from trio_ws_demo.outbox import CHUNK_BYTES
+from trio_ws_demo.server.outbox import CHUNK_BYTES
 
 from .conftest import StartServer, url_of
 from .wsraw import RawClient

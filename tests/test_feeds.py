@@ -8,7 +8,7 @@ import json
 import pytest
 
 from trio_ws_demo import Inbox, InboxBudget, SlowClientPolicy
-from trio_ws_demo.feeds import LOCAL, TRANSITIONS, RoomFeed, parse_id
+from trio_ws_demo.backplane.feeds import LOCAL, TRANSITIONS, RoomFeed, parse_id
 from trio_ws_demo.frames import frame_message
 from trio_ws_demo.rooms import Room
 

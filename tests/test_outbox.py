@@ -9,9 +9,9 @@ import trio.testing
 
 from trio_ws_demo.frames import PING_FRAME, encode_close, encode_frame
 from trio_ws_demo.hub import InboxBudget
-from trio_ws_demo.outbox import Outbox
+from trio_ws_demo.server.outbox import Outbox
+from trio_ws_demo.server.transport import Transport
 from trio_ws_demo.stats import Traffic
-from trio_ws_demo.transport import Transport
 
 TIMEOUT = 10
 

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import InvalidStatus
 from websockets.trio.client import connect
 
-import trio_ws_demo.server
+import trio_ws_demo.server.lifecycle
 from trio_ws_demo import ServerOptions
 from trio_ws_demo.handshake import AccessPolicy
 
@@ -298,7 +298,7 @@ async def test_accept_errors_that_linux_says_to_retry_do_not_stop_the_server(
     start_server: StartServer, monkeypatch: pytest.MonkeyPatch, failures: Sequence[str]
 ) -> None:
     flaky: list[FlakyListener] = []
-    open_listeners = trio_ws_demo.server.open_listeners
+    open_listeners = trio_ws_demo.server.lifecycle.open_listeners
 
     async def open_flaky(*args: Any, **kwargs: Any) -> list[socket.socket]:
         listeners = await open_listeners(*args, **kwargs)
@@ -310,7 +310,7 @@ async def test_accept_errors_that_linux_says_to_retry_do_not_stop_the_server(
             flaky.append(wrapped)
         return list(flaky)
 
-    monkeypatch.setattr(trio_ws_demo.server, "open_listeners", open_flaky)
+    monkeypatch.setattr(trio_ws_demo.server.lifecycle, "open_listeners", open_flaky)
     server = await start_server()
     with trio.fail_after(TIMEOUT):
         # The first connection meets every error in turn, then is accepted.

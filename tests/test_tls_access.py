@@ -12,7 +12,7 @@ import trustme
 from websockets.exceptions import InvalidStatus
 from websockets.trio.client import connect
 
-import trio_ws_demo.server
+import trio_ws_demo.server.listen
 from trio_ws_demo import ClientError, ServerOptions, ServerStartupError, run_client, serve
 from trio_ws_demo.handshake import AccessPolicy
 from trio_ws_demo.server import BroadcastServer
@@ -205,7 +205,7 @@ async def test_permission_denied_names_the_address(monkeypatch: pytest.MonkeyPat
         raise PermissionError(errno.EACCES, "Permission denied")
 
     # As root the test cannot be refused a low port for real.
-    monkeypatch.setattr(trio_ws_demo.listen, "_bind_all", refuse)
+    monkeypatch.setattr(trio_ws_demo.server.listen, "_bind_all", refuse)
     with trio.fail_after(TIMEOUT), pytest.raises(ServerStartupError) as info:
         await serve("127.0.0.1", 80)
     assert str(info.value) == (

@@ -1,6 +1,6 @@
 """``wss://`` through the idle fast path: records sealed by the outbox are wire-exact.
 
-A :class:`~trio_ws_demo.tls.TlsChannel` runs the
+A :class:`~trio_ws_demo.server.tls.TlsChannel` runs the
 connection's TLS from the handshake on and the outbox writes records itself (synchronously for
 an idle client, by its writer for a backlog). These tests hold it to the plain
 path's rules with independent clients: ``websockets`` over TLS, a raw wsproto
@@ -28,10 +28,10 @@ from wsproto.events import BytesMessage, CloseConnection
 from trio_ws_demo import ServerOptions
 from trio_ws_demo.frames import encode_frame
 from trio_ws_demo.hub import InboxBudget
-from trio_ws_demo.outbox import Outbox
+from trio_ws_demo.server.outbox import Outbox
+from trio_ws_demo.server.tls import TlsChannel
+from trio_ws_demo.server.transport import Transport
 from trio_ws_demo.stats import Traffic
-from trio_ws_demo.tls import TlsChannel
-from trio_ws_demo.transport import Transport
 
 from .conftest import StartServer, client_context, server_context
 from .test_fast_path import payloads

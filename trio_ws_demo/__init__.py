@@ -1,36 +1,23 @@
 """trio_ws_demo: a Trio WebSocket broadcast server and echo test client.
 
-The public API is re-exported here; the modules behind it are:
+The public API is re-exported here. The layout is the architecture, and
+``tests/test_layers.py`` holds it to its rule:
 
-* :mod:`~trio_ws_demo.hub`: the socket-free broadcast hub and its slow-client policy;
-* :mod:`~trio_ws_demo.rooms`: rooms by URL path, history, offsets and resume (also socket-free);
-* :mod:`~trio_ws_demo.frames`: WebSocket frames encoded once per broadcast;
-* :mod:`~trio_ws_demo.server`: the lifecycle (listen, serve, shut down), with
-  :mod:`~trio_ws_demo.options`, :mod:`~trio_ws_demo.listen` (listening sockets,
-  accept loop), :mod:`~trio_ws_demo.keepalive` (one task pings everyone) and
-  :mod:`~trio_ws_demo.stats` (typed statistics);
-* :mod:`~trio_ws_demo.frontdoor`: TLS, the request head, routing and refusals,
-  with :mod:`~trio_ws_demo.http` (bounded head reader, responses),
-  :mod:`~trio_ws_demo.handshake` (RFC 6455 and access checks) and
-  :mod:`~trio_ws_demo.web` (chat page, /healthz, /metrics);
-* :mod:`~trio_ws_demo.protocol`: the server's WebSocket protocol after the 101,
-  sans-I/O on wsproto's frame parser, with the one close table;
-* :mod:`~trio_ws_demo.connection`: one WebSocket connection and its catch-all,
-  with :mod:`~trio_ws_demo.outbox` (what a client is sent, when: the backlog
-  and its budget), :mod:`~trio_ws_demo.transport` (the one module that reads
-  and writes a connection's socket) and :mod:`~trio_ws_demo.tls` (TLS through
-  an SSLObject, from the handshake on);
-* :mod:`~trio_ws_demo.backplane`: rooms shared through Redis;
-* :mod:`~trio_ws_demo.client`: the echo client as a library function (on
-  trio-websocket, loaded only by the client);
-* :mod:`~trio_ws_demo.cli` and :mod:`~trio_ws_demo.logs`: the command line, a
-  thin shell over the above (:mod:`~trio_ws_demo.cli.editor`: line editing
-  for ``echo -i``).
-
-The layers: sans-I/O (frames, http, handshake, protocol, hub, rooms: no socket,
-tested by feeding them), the server's I/O around them (frontdoor, connection,
-outbox, transport, tls, keepalive, listen, server, web, backplane), and the
-client (client, cli).
+* **the top level is the sans-I/O core**, tested by feeding it bytes and values:
+  ``frames`` (frames encoded once, headers read in passing), ``protocol`` (the
+  server's WebSocket after the 101, on wsproto's frame parser, with the one close
+  table), ``http`` (request heads and responses), ``handshake`` (RFC 6455 and
+  access checks), ``tokens`` (signed tokens, the only PyJWT user), ``hub`` (pure
+  fan-out), ``rooms`` (rooms, history, offsets, presence), ``budget`` (the
+  process's memory budget), ``reasons`` (the fixed vocabulary of refusals),
+  ``stats`` (typed statistics) and ``errors`` (the exceptions, one tree);
+* :mod:`~trio_ws_demo.server`: the server's Trio I/O (lifecycle, options, listen,
+  frontdoor, connection, outbox, transport, tls, keepalive, presence, web, publish);
+* :mod:`~trio_ws_demo.backplane`: rooms shared through Redis (the only coredis user),
+  built only by the server's lifecycle;
+* :mod:`~trio_ws_demo.client`: the echo client as a library, on trio-websocket;
+* :mod:`~trio_ws_demo.cli`: the command line, a thin shell over the rest (it alone
+  prints, configures logging, with :mod:`~trio_ws_demo.cli.logs`, and calls trio.run).
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """What a WebSocket upgrade must carry: RFC 6455's checks and our access policy.
 
 Both are pure functions of a parsed :class:`~trio_ws_demo.http.RequestHead`
-(no I/O), used by the front door (:mod:`trio_ws_demo.frontdoor`), which also
+(no I/O), used by the front door (:mod:`trio_ws_demo.server.frontdoor`), which also
 writes the 101 that :func:`accept_response` makes: the head is parsed once.
 :func:`redact` hides the token wherever a request target is logged.
 

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_MAX_REQUEST_HEAD",
     "HttpRefusal",
     "RequestHead",
+    "format_host",
     "linger",
     "parse_request_head",
     "read_request_head",
@@ -245,3 +246,8 @@ async def linger(stream: trio.abc.Stream) -> None:
         drained = 0
         while drained < LINGER_BYTES and (chunk := await stream.receive_some(65536)):
             drained += len(chunk)
+
+
+def format_host(host: str) -> str:
+    """*host* as it goes before ``:port`` in a URL or a log line (IPv6 in brackets)."""
+    return f"[{host}]" if ":" in host else host

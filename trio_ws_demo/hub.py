@@ -4,7 +4,7 @@ The hub knows nothing about sockets, writers or WebSockets. :meth:`Hub.publish`
 is a plain ``def``: it *offers* an item to every subscriber and never waits, so
 one stuck reader cannot stall the others. Each subscriber decides for itself
 whether the item still fits within its :class:`InboxBudget` (the server's
-subscriber is a connection's :class:`~trio_ws_demo.outbox.Outbox`; the
+subscriber is a connection's :class:`~trio_ws_demo.server.outbox.Outbox`; the
 socket-free :class:`Inbox` here serves library users and tests). An item that
 does not fit makes the subscriber a *slow consumer*, handled by the hub's
 :class:`SlowClientPolicy`:

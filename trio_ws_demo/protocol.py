@@ -30,7 +30,7 @@ UTF-8 (its errors carry 1002 or 1007). On top of it this module owns:
 * **the close state**, in one table, :data:`CLOSE_TABLE` (why a connection
   ends → what its last bytes are) and the :class:`State` rows below.
 
-**Who ends a connection.** The connection (:mod:`trio_ws_demo.connection`) has
+**Who ends a connection.** The connection (:mod:`trio_ws_demo.server.connection`) has
 one rule, next to this table: once its reader stops, for whatever reason (the
 peer's Close, bad input, end of stream, our close answered), everything that
 follows, the flush, our close frame, the linger, is bounded by

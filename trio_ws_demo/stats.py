@@ -8,9 +8,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .backplane import BackplaneStatistics
+__all__ = ["BackplaneStatistics", "ServerStatistics", "Traffic"]
 
-__all__ = ["ServerStatistics", "Traffic"]
+
+@dataclass(frozen=True)
+class BackplaneStatistics:
+    """A snapshot of the Redis backplane's link (plain data: the backplane fills it)."""
+
+    up: bool
+    reconnects: int
+    """Times the link came back after it was lost."""
+    sent: int
+    """Messages written to Redis."""
+    received: int
+    """Entries read from Redis and published here."""
+    dropped: int
+    """Messages that did not fit the outbound queue while Redis was slow."""
+    queued: int
+    skipped: int = 0
+    """Malformed stream entries skipped (never delivered, never fatal)."""
+    refused: int = 0
+    """Messages Redis refused (OOM, READONLY, ...): delivered nowhere."""
+    not_followed: int = 0
+    """Rooms here that do not follow their stream while the link is up."""
+    refusing: bool = False
+    """Redis refused a message in the last 10 s."""
+    own_recognised: int = 0
+    """Own messages read back after they were delivered here unconfirmed."""
+
+    @property
+    def health(self) -> str:
+        """``up``, ``down`` or ``degraded`` (up, but a room is not followed or
+        Redis refuses messages)."""
+        if not self.up:
+            return "down"
+        return "degraded" if self.not_followed or self.refusing else "up"
 
 
 class Traffic:

@@ -18,10 +18,8 @@ import trio
 from ..backplane import redact_url
 from ..budget import DEFAULT_MAX_MEMORY
 from ..handshake import AccessPolicy, origin_of
+from ..http import format_host
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
-from ..listen import format_host
-from ..logs import InstanceFilter
-from ..logs import configure as configure_logging
 from ..server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
 from .flags import (
     EXIT_FAILURE,
@@ -41,6 +39,8 @@ from .flags import (
     read_server_token,
 )
 from .jwtkeys import KeyError_, add_key_flags, jwt_public_key, jwt_secret, warn_if_short
+from .logs import InstanceFilter
+from .logs import configure as configure_logging
 
 __all__ = ["REDIS_ENV", "add_parser", "listening_line", "run"]
 

@@ -9,7 +9,7 @@ client that resumes on another process, or from further back than memory
 reaches, is served from it. Pub/sub would need a second store for history and a
 way to agree on offsets.
 
-Each room is a :class:`~trio_ws_demo.feeds.RoomFeed`, an explicit state
+Each room is a :class:`~trio_ws_demo.backplane.feeds.RoomFeed`, an explicit state
 machine (LOCAL → LOADING → FOLLOWED → LOCAL): only a FOLLOWED room relays to
 Redis, and it gets the shared epoch in the same step that makes it FOLLOWED.
 
@@ -63,29 +63,28 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..errors import BackplaneUnavailable
+from ..hub import Subscriber
+from ..rooms import Room, Rooms
+from ..stats import BackplaneStatistics
 from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed, StreamId, parse_id
-from .hub import Subscriber
-from .rooms import Room, Rooms
-from .shared_presence import SharedPresence
+from .members import SharedPresence
 
 if TYPE_CHECKING:
     import coredis
 
 __all__ = [
     "BACKFILL_BYTES",
-    "BackplaneStatistics",
-    "BackplaneUnavailable",
     "Receipt",
     "RedisBackplane",
     "redact_url",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("trio_ws_demo.backplane")
 
 PREFIX = "trio-ws-demo"
 DEFAULT_OUTBOUND_LIMIT = 10_000
@@ -142,10 +141,6 @@ redis.register_function{
 """
 
 
-class BackplaneUnavailable(Exception):
-    """Redis could not be reached or used; ``str()`` is one line for a person."""
-
-
 def redact_url(url: str) -> str:
     """*url* with its password (if any) shown as ``***``: fit for logs and errors."""
     parts = urllib.parse.urlsplit(url)
@@ -157,38 +152,6 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-@dataclass(frozen=True)
-class BackplaneStatistics:
-    up: bool
-    reconnects: int
-    """Times the link came back after it was lost."""
-    sent: int
-    """Messages written to Redis."""
-    received: int
-    """Entries read from Redis and published here."""
-    dropped: int
-    """Messages that did not fit the outbound queue while Redis was slow."""
-    queued: int
-    skipped: int = 0
-    """Malformed stream entries skipped (never delivered, never fatal)."""
-    refused: int = 0
-    """Messages Redis refused (OOM, READONLY, ...): delivered nowhere."""
-    not_followed: int = 0
-    """Rooms here that do not follow their stream while the link is up."""
-    refusing: bool = False
-    """Redis refused a message in the last 10 s."""
-    own_recognised: int = 0
-    """Own messages read back after they were delivered here unconfirmed."""
-
-    @property
-    def health(self) -> str:
-        """``up``, ``down`` or ``degraded`` (up, but a room is not followed or
-        Redis refuses messages)."""
-        if not self.up:
-            return "down"
-        return "degraded" if self.not_followed or self.refusing else "up"
 
 
 def _text(value: Any) -> str:

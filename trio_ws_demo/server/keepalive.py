@@ -17,7 +17,7 @@ from typing import Protocol
 
 import trio
 
-from .frames import PING_FRAME
+from ..frames import PING_FRAME
 
 __all__ = ["Keepalive", "Watch", "Watched"]
 

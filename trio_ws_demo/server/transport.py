@@ -14,7 +14,7 @@ Plain TCP or TLS, behind one small interface the connection and its outbox use:
   and :meth:`aclose`.
 
 What to write when, in which order, is the outbox's policy
-(:mod:`trio_ws_demo.outbox`); this module only moves bytes.
+(:mod:`trio_ws_demo.server.outbox`); this module only moves bytes.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .frames import FrameScanner
-from .listen import format_host
+from ..frames import FrameScanner
+from ..http import format_host
 
 
 class _LazyModule:
@@ -59,7 +59,9 @@ __all__ = [
     "EchoResult",
     "Event",
     "Message",
+    "Notice",
     "Opened",
+    "Ponged",
     "Presence",
     "Received",
     "Reconnecting",

@@ -7,8 +7,8 @@ room messages (encoded once, then published; see :mod:`trio_ws_demo.rooms`),
 pongs and close frames. The nursery holds, only while a backlog is being
 written, the outbox's writer task, and a server-initiated close. Nothing else
 runs per connection: keepalive is one server-wide task
-(:mod:`trio_ws_demo.keepalive`) and idle clients are written to synchronously
-(:mod:`trio_ws_demo.outbox`).
+(:mod:`trio_ws_demo.server.keepalive`) and idle clients are written to synchronously
+(:mod:`trio_ws_demo.server.outbox`).
 
 How a connection ends is decided in one place: :meth:`Connection.note_end`
 records the first reason, and :data:`~trio_ws_demo.protocol.CLOSE_TABLE` says
@@ -40,12 +40,10 @@ from dataclasses import dataclass
 
 import trio
 
-from .budget import MemoryBudget, QueuedFrames
-from .frontdoor import Peer
-from .handshake import redact
-from .hub import InboxBudget
-from .outbox import Outbox
-from .protocol import (
+from ..budget import MemoryBudget, QueuedFrames
+from ..handshake import redact
+from ..hub import InboxBudget
+from ..protocol import (
     CLOSE_TABLE,
     Closed,
     End,
@@ -55,9 +53,11 @@ from .protocol import (
     ServerProtocol,
     State,
 )
-from .rooms import Room, Rooms
-from .stats import Traffic
-from .tokens import EVERY_RIGHT, Grant
+from ..rooms import Room, Rooms
+from ..stats import Traffic
+from ..tokens import EVERY_RIGHT, Grant
+from .frontdoor import Peer
+from .outbox import Outbox
 from .transport import Transport
 
 __all__ = ["Connection", "ConnectionSettings"]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .rooms import Rooms
+from ..rooms import Rooms
 
 if TYPE_CHECKING:
     import coredis

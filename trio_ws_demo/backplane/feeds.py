@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .rooms import Room
+from ..rooms import Room
 
 __all__ = ["TRANSITIONS", "FeedState", "RoomFeed", "StreamId", "Transition", "parse_id"]
 

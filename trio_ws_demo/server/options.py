@@ -6,11 +6,16 @@ import math
 import ssl
 from dataclasses import dataclass, field
 
-from .budget import DEFAULT_MAX_MEMORY
-from .handshake import AccessPolicy
-from .http import DEFAULT_MAX_REQUEST_HEAD
-from .hub import InboxBudget, SlowClientPolicy
-from .rooms import DEFAULT_HISTORY_BYTES, DEFAULT_MAX_ROOM_NAME, DEFAULT_MAX_ROOMS, DEFAULT_ROOM_TTL
+from ..budget import DEFAULT_MAX_MEMORY
+from ..handshake import AccessPolicy
+from ..http import DEFAULT_MAX_REQUEST_HEAD
+from ..hub import InboxBudget, SlowClientPolicy
+from ..rooms import (
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_MAX_ROOM_NAME,
+    DEFAULT_MAX_ROOMS,
+    DEFAULT_ROOM_TTL,
+)
 
 __all__ = ["ServerOptions"]
 

@@ -52,16 +52,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import h11
 import trio
 
-from .backplane import BackplaneUnavailable, RedisBackplane
-from .budget import MemoryBudget
-from .handshake import AccessPolicy, redact
-from .http import HttpRefusal, RequestHead, linger
-from .protocol import FRAME_COST
-from .rooms import Rooms, room_from_path
+from ..budget import MemoryBudget
+from ..errors import BackplaneUnavailable
+from ..handshake import AccessPolicy, redact
+from ..http import HttpRefusal, RequestHead, linger
+from ..protocol import FRAME_COST
+from ..rooms import Rooms, room_from_path
 
 __all__ = ["DEFAULT_MAX_BATCH", "PublishApi", "PublishSettings"]
 
@@ -99,7 +100,7 @@ class PublishSettings:
 
 class _Bucket:
     """A connection's token bucket, as :meth:`Connection._refuse
-    <trio_ws_demo.connection.Connection._refuse>` keeps one (*burst* messages at
+    <trio_ws_demo.server.connection.Connection._refuse>` keeps one (*burst* messages at
     once, *rate* per second on average), except that over the rate the caller
     waits instead of refusing: a batch may take the bucket into debt, and
     :meth:`take` says how long until it holds one message again."""
@@ -138,6 +139,13 @@ class _Answer(Exception):
         self.headers = headers or []
 
 
+class StreamPublisher(Protocol):
+    """Where a publish goes when rooms are shared (the Redis backplane): it
+    answers with the stream's epoch and offset once the stream took it."""
+
+    async def publish(self, room: str, messages: list[str | bytes]) -> tuple[str, int]: ...
+
+
 class PublishApi:
     """Serves one connection's publish requests (see the module's docstring)."""
 
@@ -145,7 +153,7 @@ class PublishApi:
         self,
         settings: PublishSettings,
         rooms: Rooms,
-        backplane: Callable[[], RedisBackplane | None],
+        backplane: Callable[[], StreamPublisher | None],
     ) -> None:
         self._settings = settings
         self._rooms = rooms

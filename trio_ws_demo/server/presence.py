@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import trio
 
-from .rooms import Room
+from ..rooms import Room
 
 __all__ = ["PRESENCE_INTERVAL", "PresenceSender"]
 

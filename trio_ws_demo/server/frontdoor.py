@@ -25,11 +25,11 @@ a valid upgrade                                             admitted
 
 Every refusal is a complete HTTP response with ``Connection: close``, and is
 counted under a fixed reason (:mod:`.reasons`), never under its text. An
-admitted upgrade goes on to :class:`~trio_ws_demo.connection.Connection`,
+admitted upgrade goes on to :class:`~trio_ws_demo.server.connection.Connection`,
 which writes the 101 (:func:`~trio_ws_demo.handshake.accept_response`): no
 other code parses the head, and nothing but an HTTP answer is ever written
 before it. At most ``max_pending`` heads are read at once (see
-:func:`~trio_ws_demo.listen.accept_loop`).
+:func:`~trio_ws_demo.server.listen.accept_loop`).
 """
 
 from __future__ import annotations
@@ -42,15 +42,14 @@ from dataclasses import dataclass
 
 import trio
 
-from .budget import MemoryBudget
-from .handshake import check_upgrade, escape, redact
-from .http import HttpRefusal, RequestHead, linger, read_request_head, send_response
-from .listen import format_host
+from ..budget import MemoryBudget
+from ..handshake import check_upgrade, escape, redact
+from ..http import HttpRefusal, RequestHead, format_host, linger, read_request_head, send_response
+from ..reasons import Reason, Refusal, reason_of
+from ..rooms import RESERVED_PATHS, SUBPROTOCOL, RoomNameError, Rooms, room_from_path
+from ..tokens import Grant
 from .options import ServerOptions
-from .reasons import Reason, Refusal, reason_of
-from .rooms import RESERVED_PATHS, SUBPROTOCOL, RoomNameError, Rooms, room_from_path
 from .tls import TlsChannel
-from .tokens import Grant
 from .web import WebRoutes
 
 __all__ = ["Admission", "FrontDoor", "Peer", "PublishRequest"]

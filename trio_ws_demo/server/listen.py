@@ -2,7 +2,7 @@
 
 We accept connections ourselves instead of using :func:`trio.serve_listeners`
 so that each connection's *stdlib* socket object stays in our hands: the
-broadcast fast path (see :class:`trio_ws_demo.outbox.Outbox`)
+broadcast fast path (see :class:`trio_ws_demo.server.outbox.Outbox`)
 writes to it synchronously with ``socket.send()``. Trio still owns all
 waiting: each accepted socket is wrapped with :func:`trio.socket.from_stdlib_socket`
 and :class:`trio.SocketStream`, and the loop waits with
@@ -19,7 +19,9 @@ from typing import Any
 
 import trio
 
-__all__ = ["ServerStartupError", "accept_loop", "format_host", "open_listeners"]
+from ..http import format_host
+
+__all__ = ["ServerStartupError", "accept_loop", "open_listeners"]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
@@ -45,11 +47,6 @@ _TRANSIENT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM} | {
 
 class ServerStartupError(Exception):
     """The server could not start listening; the message says what to do."""
-
-
-def format_host(host: str) -> str:
-    """*host* as it goes before ``:port`` in a URL or a log line (IPv6 in brackets)."""
-    return f"[{host}]" if ":" in host else host
 
 
 async def open_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:

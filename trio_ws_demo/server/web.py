@@ -3,7 +3,7 @@
 Browsers are the main WebSocket clients and operators expect a health check
 and metrics on the port they already expose, so a request that is not a
 WebSocket upgrade is answered here (the front door in
-:mod:`trio_ws_demo.frontdoor` has already read and bounded its head):
+:mod:`trio_ws_demo.server.frontdoor` has already read and bounded its head):
 
 =============  ===============================================  ==========
 path           answer                                           methods
@@ -49,11 +49,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .http import HttpRefusal, RequestHead, send_response
+from ..http import HttpRefusal, RequestHead, send_response
+from ..rooms import RESERVED_PREFIX, Rooms, room_from_path
+from ..stats import ServerStatistics
+from ..tokens import Grant
 from .options import ServerOptions
-from .rooms import RESERVED_PREFIX, Rooms, room_from_path
-from .stats import ServerStatistics
-from .tokens import Grant
 
 __all__ = ["WebRoutes"]
 

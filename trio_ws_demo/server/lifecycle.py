@@ -16,7 +16,7 @@ Who owns what::
 A message travels: client socket -> the connection's reader -> its sans-I/O
 protocol (:mod:`trio_ws_demo.protocol`) -> its room (:mod:`trio_ws_demo.rooms`)
 -> :func:`~trio_ws_demo.frames.encode_frame` (once per room and form) -> :meth:`Hub.publish` ->
-every client's :class:`~trio_ws_demo.outbox.Outbox`: straight to an idle
+every client's :class:`~trio_ws_demo.server.outbox.Outbox`: straight to an idle
 client's socket, else into its bounded queue for its writer.
 
 Shutdown: cancelling :meth:`BroadcastServer.run` stops accepting at once and
@@ -33,19 +33,21 @@ import socket
 
 import trio
 
-from .backplane import BackplaneUnavailable, RedisBackplane
-from .budget import MemoryBudget, QueuedFrames
+from ..backplane import RedisBackplane
+from ..budget import MemoryBudget, QueuedFrames
+from ..errors import BackplaneUnavailable
+from ..handshake import accept_response
+from ..http import format_host
+from ..protocol import End
+from ..rooms import SUBPROTOCOL, Rooms
+from ..stats import ServerStatistics, Traffic
 from .connection import Connection, ConnectionSettings
 from .frontdoor import FrontDoor, Peer, PublishRequest
-from .handshake import accept_response
 from .keepalive import Keepalive
-from .listen import ServerStartupError, accept_loop, format_host, open_listeners
+from .listen import ServerStartupError, accept_loop, open_listeners
 from .options import ServerOptions
 from .presence import PresenceSender
-from .protocol import End
 from .publish import PublishApi, PublishSettings
-from .rooms import SUBPROTOCOL, Rooms
-from .stats import ServerStatistics, Traffic
 from .tls import TlsChannel, refuse_renegotiation
 from .transport import Transport
 from .web import WebRoutes
@@ -54,12 +56,10 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "BroadcastServer",
-    "ServerOptions",
-    "ServerStartupError",
     "serve",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("trio_ws_demo.server")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -337,7 +337,7 @@ class BroadcastServer:
         the synchronous write fast path. Keepalive runs only under :meth:`run`.
         Raises nothing but ``Cancelled``: whatever one peer sends or does ends
         at most its own connection. *pending* is the slot this connection
-        holds until its head is read (see :func:`~trio_ws_demo.listen.accept_loop`).
+        holds until its head is read (see :func:`~trio_ws_demo.server.listen.accept_loop`).
         """
         peer = Peer(stream)
         connection = None

@@ -1,7 +1,7 @@
 """One connection's outgoing bytes: what is written to a client, when, and in what order.
 
 An :class:`Outbox` is the hub's subscriber for one connection; it decides what
-goes out, and its :class:`~trio_ws_demo.transport.Transport` (the one module
+goes out, and its :class:`~trio_ws_demo.server.transport.Transport` (the one module
 that touches the socket) moves the bytes. It owns:
 
 * **the backlog and its budget.** :meth:`Outbox.offer` (a plain ``def``, called
@@ -51,10 +51,10 @@ from typing import Protocol
 
 import trio
 
-from .budget import MemoryBudget, QueuedFrames
-from .frames import close_frame_code
-from .hub import InboxBudget
-from .stats import Traffic
+from ..budget import MemoryBudget, QueuedFrames
+from ..frames import close_frame_code
+from ..hub import InboxBudget
+from ..stats import Traffic
 from .transport import Transport
 
 __all__ = ["CHUNK_BYTES", "Outbox"]

@@ -1,0 +1,23 @@
+"""The Redis backplane: one order for every room across server processes.
+
+:mod:`.link` is the link to Redis (its writer, reader, room loader and
+receipts), :mod:`.feeds` the state of one room's feed and its table,
+:mod:`.members` who is in a room across processes. Only the server's
+lifecycle builds it; nothing else in the package imports coredis.
+"""
+
+from ..errors import BackplaneUnavailable as BackplaneUnavailable
+from ..stats import BackplaneStatistics as BackplaneStatistics
+from .link import BACKFILL_BYTES as BACKFILL_BYTES
+from .link import Receipt as Receipt
+from .link import RedisBackplane as RedisBackplane
+from .link import redact_url as redact_url
+
+__all__ = [
+    "BACKFILL_BYTES",
+    "BackplaneStatistics",
+    "BackplaneUnavailable",
+    "Receipt",
+    "RedisBackplane",
+    "redact_url",
+]
