@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,6 +26,7 @@ from trio_ws_demo import BroadcastServer, ServerOptions
 
 if TYPE_CHECKING:
     from .redis_server import RedisServer
+    from .terminal import Terminal
 
 StartServer = Callable[..., Awaitable[BroadcastServer]]
 
@@ -114,3 +117,26 @@ async def redis(nursery: trio.Nursery) -> AsyncIterator[RedisServer]:
     finally:
         server.thaw()
         await server.kill()
+
+
+@pytest.fixture
+async def terminal_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Terminal]]:
+    from .terminal import Terminal  # skips the test where there is no tmux
+
+    opened: list[Terminal] = []
+
+    def start(url: str, state: Path | None = None, *flags: str) -> Terminal:
+        # The shell goes on after the client exits, so its last lines stay readable.
+        # The line history goes to *state* (a fresh directory per test by default).
+        state = state or tmp_path / f"state{len(opened)}"
+        command = (
+            f"XDG_STATE_HOME={state} {sys.executable} -m trio_ws_demo echo --interactive "
+            f"{' '.join(flags)} {url}; echo EXIT=$?"
+        )
+        terminal = Terminal(command, tmp_path / f"pane{len(opened)}")
+        opened.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in opened:
+        await terminal.close()

@@ -123,3 +123,9 @@ async def run_cli(
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 await stream.aclose()
+
+
+async def listening_port(serve: Process) -> int:
+    line = await serve.readline()
+    assert line.startswith("Listening on ws://127.0.0.1:"), line
+    return int(line.split()[2].rsplit(":", 1)[1])

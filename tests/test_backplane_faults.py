@@ -22,10 +22,7 @@ from websockets.trio.client import ClientConnection, connect
 from trio_ws_demo import BroadcastServer, ServerOptions
 
 from . import chaos
-from .conftest import StartServer, url_of
-from .processes import run_cli
-from .redis_server import RedisServer, require_redis
-from .test_backplane import (
+from .backplane_rigs import (
     V1,
     frames,
     healthz,
@@ -34,6 +31,9 @@ from .test_backplane import (
     serve,
     until_frame,
 )
+from .conftest import StartServer, url_of
+from .processes import run_cli
+from .redis_server import RedisServer, require_redis
 
 TIMEOUT = 60
 

@@ -19,8 +19,7 @@ from wsproto.events import Pong
 from trio_ws_demo import BroadcastServer, ServerOptions
 
 from .conftest import StartServer, url_of
-from .processes import run_cli
-from .test_cli import listening_port
+from .processes import listening_port, run_cli
 from .wsraw import RawClient, client_frame, http_exchange, upgrade_request
 
 TIMEOUT = 20

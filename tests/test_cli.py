@@ -11,15 +11,9 @@ from trio_ws_demo import BroadcastServer
 from trio_ws_demo.cli import escape, main
 
 from .conftest import url_of
-from .processes import Process, run_cli
+from .processes import listening_port, run_cli
 
 TIMEOUT = 20
-
-
-async def listening_port(serve: Process) -> int:
-    line = await serve.readline()
-    assert line.startswith("Listening on ws://127.0.0.1:"), line
-    return int(line.split()[2].rsplit(":", 1)[1])
 
 
 # -- in-process: argument handling, no network needed --------------------------

@@ -19,9 +19,9 @@ import trio
 from trio_ws_demo import BroadcastServer
 
 from .conftest import url_of
-from .test_interactive import TIMEOUT, Terminal, terminal_factory
+from .terminal import Terminal
 
-__all__ = ["terminal_factory"]  # the fixture, shared with test_interactive
+TIMEOUT = 20
 
 EVIL = "\x1b]0;pwned\x07\x1b[2J\x1b[31mEVIL\u202egnp.exe"
 FRIENDLY = "Zoë 🙂 山田"

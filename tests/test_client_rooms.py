@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 
@@ -15,6 +14,7 @@ from trio_ws_demo.client import Event, Opened, Received, Reconnecting, Resumed
 
 from .conftest import StartServer, url_of
 from .processes import run_cli
+from .rigs import Cable
 
 TIMEOUT = 15
 
@@ -49,47 +49,6 @@ async def test_resume_without_listen_is_a_usage_error() -> None:
         async with run_cli("echo", "--resume", "ws://127.0.0.1:9") as echo:
             assert await echo.process.wait() == 2
             assert "--resume needs --listen or -i" in await echo.stderr()
-
-
-class Cable:
-    """A TCP relay the test can cut, like a phone dropping its Wi-Fi."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.cut_scope = trio.CancelScope()
-        self._up = trio.Event()
-        self._up.set()
-
-    async def serve(self, task_status: trio.TaskStatus[int]) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        task_status.started(listeners[0].socket.getsockname()[1])
-        await trio.serve_listeners(self._relay, listeners)
-
-    def cut(self) -> None:
-        """Drop every relayed connection; new ones are held until :meth:`restore`."""
-        self.cut_scope.cancel()
-        self.cut_scope = trio.CancelScope()
-        self._up = trio.Event()
-
-    def restore(self) -> None:
-        self._up.set()
-
-    async def _relay(self, client: trio.SocketStream) -> None:
-        await self._up.wait()  # while the cable is cut, a reconnecting client just waits
-        async with client, await trio.open_tcp_stream("127.0.0.1", self.port) as server:
-            with self.cut_scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_pump, client, server, nursery.cancel_scope)
-                    nursery.start_soon(_pump, server, client, nursery.cancel_scope)
-
-
-async def _pump(
-    source: trio.abc.ReceiveStream, sink: trio.abc.SendStream, both: trio.CancelScope
-) -> None:
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        while data := await source.receive_some(65536):
-            await sink.send_all(data)
-    both.cancel()  # one side ended: end the other
 
 
 class Events:

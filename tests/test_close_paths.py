@@ -23,8 +23,7 @@ from trio_ws_demo.server.outbox import MAX_WIRE_BACKLOG, Outbox
 from trio_ws_demo.server.transport import Transport
 from trio_ws_demo.stats import Traffic
 
-from .test_outbox import outbox_pair
-from .test_tls_fast_path import taken_over
+from .rigs import outbox_pair, taken_over
 
 TIMEOUT = 20
 

@@ -180,7 +180,7 @@ async def test_row17_without_history_the_resume_says_so_not_that_it_was_lost() -
     """A dropped connection to a server without --history: the resume line names
     the reason (no history kept), not a lost history the server never had."""
     from .conftest import free_port
-    from .test_client_rooms import Cable
+    from .rigs import Cable
 
     port = free_port()
     with trio.fail_after(30):

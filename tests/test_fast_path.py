@@ -8,28 +8,16 @@ working while broadcasts flow.
 
 from __future__ import annotations
 
-import hashlib
-
 import trio
 from websockets.trio.client import connect
 
 from trio_ws_demo import BroadcastServer
 
 from .conftest import url_of
+from .rigs import payloads
 from .wsraw import RawClient
 
 TIMEOUT = 30
-SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537, 300_000, 3, 70_000, 1000]
-
-
-def payloads() -> list[bytes | str]:
-    out: list[bytes | str] = []
-    for n, size in enumerate(SIZES * 5):
-        if n % 2:
-            out.append(hashlib.sha256(str(n).encode()).digest() * (size // 32 + 1))
-        else:
-            out.append(("é☃" * size)[:size])
-    return [p[: SIZES[i % len(SIZES)]] for i, p in enumerate(out)]
 
 
 async def test_websockets_reads_every_frame_exactly_while_pinging(server: BroadcastServer) -> None:

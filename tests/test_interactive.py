@@ -8,13 +8,7 @@ tmux (``.ci/run``); elsewhere a missing tmux skips these tests.
 from __future__ import annotations
 
 import logging
-import os
-import re
-import shutil
-import subprocess
-import sys
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,83 +19,9 @@ from websockets.trio.client import connect
 from trio_ws_demo import BroadcastServer
 
 from .conftest import url_of
-
-if not shutil.which("tmux") and not os.environ.get("CI"):
-    pytest.skip("needs tmux (apt-get install tmux; CI installs it)", allow_module_level=True)
+from .terminal import Terminal
 
 TIMEOUT = 20
-
-
-class Terminal:
-    """One tmux session running a command in an 80x24 terminal.
-
-    What the program writes to the terminal is piped (``tmux pipe-pane``) into
-    a FIFO that the test reads, so waiting for text on the screen is waiting
-    for bytes, not polling.
-    """
-
-    def __init__(self, command: str, fifo: Path) -> None:
-        self.name = f"trio-ws-demo-{uuid.uuid4().hex[:8]}"
-        os.mkfifo(fifo)
-        # O_RDWR: the read end never sees end-of-file before tmux opens it for writing.
-        self._output = trio.lowlevel.FdStream(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
-        self._seen = b""
-        tmux = ["tmux", "new-session", "-d", "-s", self.name, "-x", "80", "-y", "24", "sh"]
-        subprocess.run(tmux, check=True)
-        subprocess.run(["tmux", "pipe-pane", "-t", self.name, f"cat > {fifo}"], check=True)
-        self.type(command)
-
-    def screen(self) -> str:
-        done = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
-        )
-        return done.stdout
-
-    def type(self, text: str) -> None:
-        self.type_only(text)
-        self.keys("Enter")
-
-    def type_only(self, text: str) -> None:
-        """Type *text*, without Enter."""
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
-
-    def keys(self, *names: str) -> None:
-        """Press keys by tmux's names: Up, Enter, C-r, ..."""
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *names], check=True)
-
-    async def shows(self, text: str) -> str:
-        """Wait until the program has written *text*; return the screen then."""
-        return await self.matches(re.escape(text))
-
-    async def matches(self, pattern: str) -> str:
-        while not re.search(pattern.encode(), self._seen):
-            self._seen += await self._output.receive_some()
-        return self.screen()
-
-    async def close(self) -> None:
-        await trio.run_process(["tmux", "kill-session", "-t", self.name], check=False)
-        await self._output.aclose()
-
-
-@pytest.fixture
-async def terminal_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Terminal]]:
-    opened: list[Terminal] = []
-
-    def start(url: str, state: Path | None = None, *flags: str) -> Terminal:
-        # The shell goes on after the client exits, so its last lines stay readable.
-        # The line history goes to *state* (a fresh directory per test by default).
-        state = state or tmp_path / f"state{len(opened)}"
-        command = (
-            f"XDG_STATE_HOME={state} {sys.executable} -m trio_ws_demo echo --interactive "
-            f"{' '.join(flags)} {url}; echo EXIT=$?"
-        )
-        terminal = Terminal(command, tmp_path / f"pane{len(opened)}")
-        opened.append(terminal)
-        return terminal
-
-    yield start
-    for terminal in opened:
-        await terminal.close()
 
 
 async def test_messages_arrive_while_the_user_types_nothing(

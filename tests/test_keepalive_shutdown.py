@@ -11,7 +11,7 @@ from wsproto.events import CloseConnection, Ping
 
 from trio_ws_demo import BroadcastServer, ServerOptions, serve
 
-from .processes import run_cli
+from .processes import listening_port, run_cli
 from .wsraw import RawClient
 
 TIMEOUT = 20
@@ -118,11 +118,6 @@ async def test_the_listening_socket_is_closed_once_the_server_stops() -> None:
             nursery.cancel_scope.cancel()
         with pytest.raises(OSError):
             await trio.open_tcp_stream("127.0.0.1", port)
-
-
-async def listening_port(serve_process) -> int:  # type: ignore[no-untyped-def]
-    line = await serve_process.readline()
-    return int(line.split()[2].rsplit(":", 1)[1])
 
 
 async def test_sigterm_closes_listeners_with_1001_and_exits_0() -> None:

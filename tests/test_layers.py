@@ -131,3 +131,15 @@ def test_the_rule_fails_on_one_forbidden_import() -> None:
         changed = dict(sources, **{relative: sources[relative] + line})
         found = violations(changed)
         assert len(found) == 1 and found[0].startswith(relative + ":"), (relative, found)
+
+
+def test_test_modules_never_import_one_another() -> None:
+    """Shared helpers live in helper modules (wsraw, processes, rigs, terminal,
+    backplane_rigs, conftest): a test module is only ever run, never imported."""
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("test_"):
+                offenders.append(f"{path.name}:{node.lineno} imports {node.module}")
+    assert offenders == []

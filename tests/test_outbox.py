@@ -13,19 +13,9 @@ from trio_ws_demo.server.outbox import Outbox
 from trio_ws_demo.server.transport import Transport
 from trio_ws_demo.stats import Traffic
 
+from .rigs import outbox_pair
+
 TIMEOUT = 10
-
-
-def outbox_pair(
-    nursery: trio.Nursery, budget: InboxBudget | None = None
-) -> tuple[Outbox, socket.socket]:
-    ours, peer = socket.socketpair()
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    ours.setblocking(False)
-    stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-    outbox = Outbox(Transport(stream, ours), nursery, budget or InboxBudget(), Traffic())
-    outbox.opened()
-    return outbox, peer
 
 
 async def read_all(peer: socket.socket) -> bytes:

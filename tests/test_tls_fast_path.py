@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -28,48 +25,12 @@ from wsproto.events import BytesMessage, CloseConnection
 from trio_ws_demo import ServerOptions
 from trio_ws_demo.frames import encode_frame
 from trio_ws_demo.hub import InboxBudget
-from trio_ws_demo.server.outbox import Outbox
-from trio_ws_demo.server.tls import TlsChannel
-from trio_ws_demo.server.transport import Transport
-from trio_ws_demo.stats import Traffic
 
 from .conftest import StartServer, client_context, server_context
-from .test_fast_path import payloads
+from .rigs import payloads, taken_over
 from .wsraw import RawClient
 
 TIMEOUT = 30
-
-
-@asynccontextmanager
-async def taken_over(
-    ca: trustme.CA, nursery: trio.Nursery, *, send_buffer: int | None = None
-) -> AsyncIterator[tuple[TlsChannel, Outbox, trio.SSLStream[trio.SocketStream]]]:
-    """A handshaken TLS pair over a socketpair: the server side a TlsChannel
-    written by an open Outbox. Yields (channel, outbox, client)."""
-    ours, theirs = socket.socketpair()
-    if send_buffer is not None:
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    ours.setblocking(False)
-    channel = TlsChannel(
-        trio.SocketStream(trio.socket.from_stdlib_socket(ours)), server_context(ca)
-    )
-    client = trio.SSLStream(
-        trio.SocketStream(trio.socket.from_stdlib_socket(theirs)),
-        client_context(ca),
-        server_hostname="127.0.0.1",
-    )
-    try:
-        async with trio.open_nursery() as handshakes:
-            handshakes.start_soon(channel.do_handshake)
-            handshakes.start_soon(client.do_handshake)
-        outbox = Outbox(Transport(channel, ours, channel), nursery, InboxBudget(), Traffic())
-        outbox.opened()
-        yield channel, outbox, client
-        await outbox.aclose()
-    finally:
-        await trio.aclose_forcefully(client)
-        ours.close()
-        theirs.close()
 
 
 async def test_websockets_over_tls_reads_every_frame_exactly_while_pinging(
