@@ -6,11 +6,13 @@ The public API is re-exported here. The layout is the architecture, and
 * **the top level is the sans-I/O core**, tested by feeding it bytes and values:
   ``frames`` (frames encoded once, headers read in passing), ``protocol`` (the
   server's WebSocket after the 101, on wsproto's frame parser, with the one close
-  table), ``http`` (request heads and responses), ``handshake`` (RFC 6455 and
-  access checks), ``tokens`` (signed tokens, the only PyJWT user), ``hub`` (pure
-  fan-out), ``rooms`` (rooms, history, offsets, presence), ``budget`` (the
-  process's memory budget), ``reasons`` (the fixed vocabulary of refusals),
-  ``stats`` (typed statistics) and ``errors`` (the exceptions, one tree);
+  table), ``http`` (request heads and responses), ``handshake`` (RFC 6455 checks
+  and the 101), ``access`` (who may connect, publish or read: one admission),
+  ``redact`` (what may reach a log or a terminal), ``tokens`` (signed tokens, the
+  only PyJWT user), ``hub`` (pure fan-out), ``rooms`` (rooms, history, offsets,
+  presence), ``budget`` (the process's memory budget), ``reasons`` (the fixed
+  vocabulary of refusals), ``stats`` (typed statistics) and ``errors`` (the
+  exceptions, one tree);
 * :mod:`~trio_ws_demo.server`: the server's Trio I/O (lifecycle, options, listen,
   frontdoor, connection, outbox, transport, tls, keepalive, presence, web, publish);
 * :mod:`~trio_ws_demo.backplane`: rooms shared through Redis (the only coredis user),

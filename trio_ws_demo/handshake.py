@@ -3,7 +3,6 @@
 Both are pure functions of a parsed :class:`~trio_ws_demo.http.RequestHead`
 (no I/O), used by the front door (:mod:`trio_ws_demo.server.frontdoor`), which also
 writes the 101 that :func:`accept_response` makes: the head is parsed once.
-:func:`redact` hides the token wherever a request target is logged.
 
 The same-origin rule (``--allow-origin``): a browser on one of our own pages
 sends ``Origin`` equal to ``Host``, but so does an attacker's page whose name
@@ -21,7 +20,6 @@ import functools
 import hashlib
 import hmac
 import ipaddress
-import re
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
@@ -31,15 +29,12 @@ from .reasons import Reason, Refusal, reason_for_text
 from .tokens import EVERY_RIGHT, Grant, TokenError, TokenVerifier, check_secrets
 
 __all__ = [
-    "BIDI_CONTROLS",
     "AccessPolicy",
     "accept_response",
     "check_upgrade",
-    "escape",
     "name_refusal",
     "origin_of",
     "presented_credentials",
-    "redact",
 ]
 
 
@@ -230,40 +225,3 @@ def name_refusal(name: str | None, source: str) -> HttpRefusal | None:
                 label=Reason.BAD_NAME,
             )
     return None
-
-
-# Where a token may hide in a target: after ?, ; or #, any case, with the
-# name or "=" percent-encoded (finding S10). Its value runs to the next & ; or #.
-_TOKEN_VALUE = re.compile(r"(?i)(token\s*=)[^&;#]*")
-_MAY_HOLD_TOKEN = re.compile(r"(?i)t(?:%6f|o)(?:%6b|k)")
-# C0, DEL, C1, and the Unicode line and paragraph separators: anything a log
-# reader might take as the end of a line or a terminal command (finding S9).
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_CONTROLS.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
-# Bidi marks, embeddings, overrides and isolates: they reorder what follows.
-BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-_CONTROLS.update({c: f"\\u{c:04x}" for c in BIDI_CONTROLS})
-
-
-def escape(text: str) -> str:
-    """*text* with control characters and line separators written as escapes."""
-    return text.translate(_CONTROLS)
-
-
-def redact(target: str) -> str:
-    """*target* for a log line: any token value hidden, control characters escaped."""
-    cut = re.search(r"[?;#]", target)
-    if cut is None:
-        return escape(target)
-    path, rest = target[: cut.start()], target[cut.start() :]
-    if _MAY_HOLD_TOKEN.search(rest) or "%" in rest:
-        decoded = rest
-        for _ in range(3):  # %2574oken: decode until nothing changes
-            decoded, before = urllib.parse.unquote(decoded, errors="replace"), decoded
-            if decoded == before:
-                break
-        if re.search(r"(?i)token", decoded):
-            rest = _TOKEN_VALUE.sub(r"\1***", decoded)
-            if re.search(r"(?i)token(?!\s*=\*\*\*)", rest):
-                rest = rest[:1] + "***"  # a token name we cannot pair with a value
-    return escape(path + rest)

@@ -15,11 +15,11 @@ from typing import Any
 
 import trio
 
-from ..backplane import redact_url
 from ..budget import DEFAULT_MAX_MEMORY
 from ..handshake import AccessPolicy, origin_of
 from ..http import format_host
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
+from ..redact import redact_url
 from ..server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
 from .flags import (
     EXIT_FAILURE,

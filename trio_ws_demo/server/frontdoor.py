@@ -43,9 +43,10 @@ from dataclasses import dataclass
 import trio
 
 from ..budget import MemoryBudget
-from ..handshake import check_upgrade, escape, redact
+from ..handshake import check_upgrade
 from ..http import HttpRefusal, RequestHead, format_host, linger, read_request_head, send_response
 from ..reasons import Reason, Refusal, reason_of
+from ..redact import escape, redact
 from ..rooms import RESERVED_PATHS, SUBPROTOCOL, RoomNameError, Rooms, room_from_path
 from ..tokens import Grant
 from .options import ServerOptions

@@ -59,9 +59,10 @@ import trio
 
 from ..budget import MemoryBudget
 from ..errors import BackplaneUnavailable
-from ..handshake import AccessPolicy, redact
+from ..handshake import AccessPolicy
 from ..http import HttpRefusal, RequestHead, linger
 from ..protocol import FRAME_COST
+from ..redact import redact
 from ..rooms import Rooms, room_from_path
 
 __all__ = ["DEFAULT_MAX_BATCH", "PublishApi", "PublishSettings"]
