@@ -24,6 +24,7 @@ The public API is re-exported here. The layout is the architecture, and
 
 __version__ = "0.1.0"
 
+from .access import AccessPolicy as AccessPolicy
 from .client import ClientError as ClientError
 from .client import EchoResult as EchoResult
 from .client import run_client as run_client
@@ -40,6 +41,7 @@ from .server import serve as serve
 from .stats import ServerStatistics as ServerStatistics
 
 __all__ = [
+    "AccessPolicy",
     "BroadcastServer",
     "ClientError",
     "EchoResult",

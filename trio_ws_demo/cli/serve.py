@@ -15,8 +15,8 @@ from typing import Any
 
 import trio
 
+from ..access import AccessPolicy, origin_of
 from ..budget import DEFAULT_MAX_MEMORY
-from ..handshake import AccessPolicy, origin_of
 from ..http import format_host
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from ..redact import redact_url

@@ -57,9 +57,9 @@ from typing import Protocol
 import h11
 import trio
 
+from ..access import AccessPolicy, Use
 from ..budget import MemoryBudget
 from ..errors import BackplaneUnavailable
-from ..handshake import AccessPolicy
 from ..http import HttpRefusal, RequestHead, linger
 from ..protocol import FRAME_COST
 from ..redact import redact
@@ -297,14 +297,9 @@ class PublishApi:
             room = room_from_path(head.path, settings.max_room_name)
         except ValueError as exc:
             raise _Answer(400, str(exc), close=True) from None
-        refusal = settings.access.check(head)
-        if refusal is not None:
-            raise _Answer(refusal.status, refusal.reason, close=True)
-        grant = settings.access.grant(head, time.time())
+        grant = settings.access.admit(head, room, time.time(), Use.PUBLISH)
         if isinstance(grant, HttpRefusal):
             raise _Answer(grant.status, grant.reason, close=True, headers=grant.headers)
-        if not grant.can_publish_http(room):
-            raise _Answer(403, "not allowed to publish in this room", close=True)
         kind = (head.header("content-type") or _TEXT).partition(";")[0].strip().lower()
         if kind not in (_TEXT, _BINARY, _NDJSON):
             raise _Answer(415, f"send {_TEXT}, {_BINARY} or {_NDJSON}", close=True)
