@@ -25,9 +25,13 @@ The public API is re-exported here. The layout is the architecture, and
 __version__ = "0.1.0"
 
 from .access import AccessPolicy as AccessPolicy
-from .client import ClientError as ClientError
 from .client import EchoResult as EchoResult
 from .client import run_client as run_client
+from .errors import BackplaneUnavailable as BackplaneUnavailable
+from .errors import ClientError as ClientError
+from .errors import ServerStartupError as ServerStartupError
+from .errors import TokenError as TokenError
+from .errors import TrioWsDemoError as TrioWsDemoError
 from .hub import Hub as Hub
 from .hub import HubStatistics as HubStatistics
 from .hub import Inbox as Inbox
@@ -36,12 +40,12 @@ from .hub import SlowClientPolicy as SlowClientPolicy
 from .hub import Subscriber as Subscriber
 from .server import BroadcastServer as BroadcastServer
 from .server import ServerOptions as ServerOptions
-from .server import ServerStartupError as ServerStartupError
 from .server import serve as serve
 from .stats import ServerStatistics as ServerStatistics
 
 __all__ = [
     "AccessPolicy",
+    "BackplaneUnavailable",
     "BroadcastServer",
     "ClientError",
     "EchoResult",
@@ -54,6 +58,8 @@ __all__ = [
     "ServerStatistics",
     "SlowClientPolicy",
     "Subscriber",
+    "TokenError",
+    "TrioWsDemoError",
     "__version__",
     "run_client",
     "serve",

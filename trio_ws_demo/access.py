@@ -33,9 +33,10 @@ import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 
+from .errors import TokenError
 from .http import HttpRefusal, RequestHead
 from .reasons import Reason, Refusal, reason_for_text
-from .tokens import EVERY_RIGHT, Grant, TokenError, TokenVerifier, check_secrets
+from .tokens import EVERY_RIGHT, Grant, TokenVerifier, check_secrets
 
 __all__ = [
     "AccessPolicy",
