@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import hmac
 import ipaddress
 import unicodedata
 import urllib.parse
@@ -172,13 +171,6 @@ class AccessPolicy:
             label = reason_for_text(why, Reason.TOKEN_NOT_ACCEPTABLE)
             return Refusal(401, why, [("WWW-Authenticate", "Bearer")], label=label)
         return name_refusal(grant.name, "the token's sub") or grant
-
-    def token_ok(self, head: RequestHead) -> bool:
-        """True if *head* presents the shared token (as a Bearer header or ``?token=``)."""
-        assert self.token is not None
-        expected = self.token.encode()
-        # compare_digest on every candidate: time does not depend on the secret.
-        return any(hmac.compare_digest(p.encode(), expected) for p in presented_credentials(head))
 
 
 def presented_credentials(head: RequestHead) -> list[str]:

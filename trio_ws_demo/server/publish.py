@@ -65,11 +65,10 @@ from ..protocol import FRAME_COST
 from ..redact import redact
 from ..rooms import Rooms, room_from_path
 
-__all__ = ["DEFAULT_MAX_BATCH", "PublishApi", "PublishSettings"]
+__all__ = ["PublishApi", "PublishSettings"]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
-DEFAULT_MAX_BATCH = 1000
 _NDJSON = "application/x-ndjson"
 _BINARY = "application/octet-stream"
 _TEXT = "text/plain"
