@@ -18,8 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_ws_demo import BroadcastServer, ServerOptions
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import AccessPolicy, BroadcastServer, ServerOptions
 
 from .conftest import StartServer, url_of
 from .processes import run_cli

@@ -21,9 +21,8 @@ import trio
 import trio.testing
 import trustme
 
-from trio_ws_demo import BroadcastServer, ServerOptions, run_client
+from trio_ws_demo import AccessPolicy, BroadcastServer, ServerOptions, run_client
 from trio_ws_demo.cli.logs import TextFormatter
-from trio_ws_demo.handshake import AccessPolicy
 
 from .conftest import StartServer, client_context, server_context, url_of
 from .wsraw import RawClient, client_frame, http_exchange, upgrade_request

@@ -10,8 +10,7 @@ import jwt
 import trio
 from websockets.trio.client import ClientConnection, connect
 
-from trio_ws_demo import ServerOptions
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import AccessPolicy, ServerOptions
 
 from .conftest import StartServer, url_of
 from .processes import run_cli

@@ -13,8 +13,7 @@ import trio
 import trustme
 from websockets.trio.client import ClientConnection, connect
 
-from trio_ws_demo import ServerOptions
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import AccessPolicy, ServerOptions
 
 from .conftest import StartServer, client_context, server_context, url_of
 from .redis_server import RedisServer

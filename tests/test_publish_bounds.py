@@ -17,8 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_ws_demo import ServerOptions
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import AccessPolicy, ServerOptions
 from trio_ws_demo.server import BroadcastServer
 
 from .conftest import StartServer

@@ -22,8 +22,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, Request
 
-from trio_ws_demo import BroadcastServer, ServerOptions
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import AccessPolicy, BroadcastServer, ServerOptions
 
 from .conftest import StartServer
 from .wsraw import http_exchange

@@ -15,9 +15,15 @@ import trio.testing
 from websockets.exceptions import InvalidStatus
 from websockets.trio.client import ClientConnection, connect
 
-from trio_ws_demo import BroadcastServer, Inbox, InboxBudget, ServerOptions, SlowClientPolicy
+from trio_ws_demo import (
+    AccessPolicy,
+    BroadcastServer,
+    Inbox,
+    InboxBudget,
+    ServerOptions,
+    SlowClientPolicy,
+)
 from trio_ws_demo.frames import encode_frame
-from trio_ws_demo.handshake import AccessPolicy
 from trio_ws_demo.rooms import ENTRY_OVERHEAD, SUBPROTOCOL, Rooms, room_from_path
 
 from .conftest import StartServer, url_of

@@ -35,8 +35,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.trio.client import connect
 
 import trio_ws_demo.server.lifecycle
-from trio_ws_demo import ServerOptions
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import AccessPolicy, ServerOptions
 
 from .conftest import StartServer, url_of
 from .processes import run_cli

@@ -13,8 +13,14 @@ from websockets.exceptions import InvalidStatus
 from websockets.trio.client import connect
 
 import trio_ws_demo.server.listen
-from trio_ws_demo import ClientError, ServerOptions, ServerStartupError, run_client, serve
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import (
+    AccessPolicy,
+    ClientError,
+    ServerOptions,
+    ServerStartupError,
+    run_client,
+    serve,
+)
 from trio_ws_demo.server import BroadcastServer
 
 from .conftest import StartServer, client_context, server_context, url_of

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import connect
 
-from trio_ws_demo import ServerOptions
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import AccessPolicy, ServerOptions
 from trio_ws_demo.tokens import matches
 
 from .conftest import StartServer, url_of

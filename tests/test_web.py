@@ -10,8 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.trio.client import connect
 
-from trio_ws_demo import BroadcastServer, ServerOptions
-from trio_ws_demo.handshake import AccessPolicy
+from trio_ws_demo import AccessPolicy, BroadcastServer, ServerOptions
 
 from .conftest import StartServer, url_of
 from .processes import run_cli

@@ -6,11 +6,13 @@ The public API is re-exported here. The layout is the architecture, and
 * **the top level is the sans-I/O core**, tested by feeding it bytes and values:
   ``frames`` (frames encoded once, headers read in passing), ``protocol`` (the
   server's WebSocket after the 101, on wsproto's frame parser, with the one close
-  table), ``http`` (request heads and responses), ``handshake`` (RFC 6455 and
-  access checks), ``tokens`` (signed tokens, the only PyJWT user), ``hub`` (pure
-  fan-out), ``rooms`` (rooms, history, offsets, presence), ``budget`` (the
-  process's memory budget), ``reasons`` (the fixed vocabulary of refusals),
-  ``stats`` (typed statistics) and ``errors`` (the exceptions, one tree);
+  table), ``http`` (request heads and responses), ``handshake`` (RFC 6455 checks
+  and the 101), ``access`` (who may connect, publish or read: one admission),
+  ``redact`` (what may reach a log or a terminal), ``tokens`` (signed tokens, the
+  only PyJWT user), ``hub`` (pure fan-out), ``rooms`` (rooms, history, offsets,
+  presence), ``budget`` (the process's memory budget), ``reasons`` (the fixed
+  vocabulary of refusals), ``stats`` (typed statistics) and ``errors`` (the
+  exceptions, one tree);
 * :mod:`~trio_ws_demo.server`: the server's Trio I/O (lifecycle, options, listen,
   frontdoor, connection, outbox, transport, tls, keepalive, presence, web, publish);
 * :mod:`~trio_ws_demo.backplane`: rooms shared through Redis (the only coredis user),
@@ -22,9 +24,14 @@ The public API is re-exported here. The layout is the architecture, and
 
 __version__ = "0.1.0"
 
-from .client import ClientError as ClientError
+from .access import AccessPolicy as AccessPolicy
 from .client import EchoResult as EchoResult
 from .client import run_client as run_client
+from .errors import BackplaneUnavailable as BackplaneUnavailable
+from .errors import ClientError as ClientError
+from .errors import ServerStartupError as ServerStartupError
+from .errors import TokenError as TokenError
+from .errors import TrioWsDemoError as TrioWsDemoError
 from .hub import Hub as Hub
 from .hub import HubStatistics as HubStatistics
 from .hub import Inbox as Inbox
@@ -33,11 +40,12 @@ from .hub import SlowClientPolicy as SlowClientPolicy
 from .hub import Subscriber as Subscriber
 from .server import BroadcastServer as BroadcastServer
 from .server import ServerOptions as ServerOptions
-from .server import ServerStartupError as ServerStartupError
 from .server import serve as serve
 from .stats import ServerStatistics as ServerStatistics
 
 __all__ = [
+    "AccessPolicy",
+    "BackplaneUnavailable",
     "BroadcastServer",
     "ClientError",
     "EchoResult",
@@ -50,6 +58,8 @@ __all__ = [
     "ServerStatistics",
     "SlowClientPolicy",
     "Subscriber",
+    "TokenError",
+    "TrioWsDemoError",
     "__version__",
     "run_client",
     "serve",

@@ -1,165 +1,20 @@
-"""What a WebSocket upgrade must carry: RFC 6455's checks and our access policy.
+"""What a WebSocket upgrade must carry: RFC 6455's checks, and the 101.
 
 Both are pure functions of a parsed :class:`~trio_ws_demo.http.RequestHead`
 (no I/O), used by the front door (:mod:`trio_ws_demo.server.frontdoor`), which also
-writes the 101 that :func:`accept_response` makes: the head is parsed once.
-:func:`redact` hides the token wherever a request target is logged.
-
-The same-origin rule (``--allow-origin``): a browser on one of our own pages
-sends ``Origin`` equal to ``Host``, but so does an attacker's page whose name
-the attacker re-points at this server (DNS rebinding, finding S4). So
-``Origin == Host`` is trusted only where no name is involved: an IP literal,
-or ``localhost``. A server reached through a name lists that name's origin
-with ``--public-url`` (or in ``--allow-origin``).
+writes the 101 that :func:`accept_response` makes: the head is parsed once. Who
+may connect is :mod:`trio_ws_demo.access`'s.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
-import hmac
-import ipaddress
-import re
-import unicodedata
-import urllib.parse
-from dataclasses import dataclass, field
 
 from .http import HttpRefusal, RequestHead
-from .reasons import Reason, Refusal, reason_for_text
-from .tokens import EVERY_RIGHT, Grant, TokenError, TokenVerifier, check_secrets
 
-__all__ = [
-    "BIDI_CONTROLS",
-    "AccessPolicy",
-    "accept_response",
-    "check_upgrade",
-    "escape",
-    "name_refusal",
-    "origin_of",
-    "presented_credentials",
-    "redact",
-]
-
-
-@dataclass(frozen=True)
-class AccessPolicy:
-    """Who may open a WebSocket: allowed origins, and the credentials a client
-    must present (the shared token, signed tokens; see :mod:`.tokens`)."""
-
-    allow_origins: frozenset[str] = frozenset()
-    """Exact ``Origin`` values allowed; empty allows any (and none)."""
-    token: str | None = None
-    """When set, clients must present it as ``Authorization: Bearer`` or ``?token=``."""
-    public_origins: frozenset[str] = frozenset()
-    """Origins of our own chat page as users reach it (``--public-url``): always allowed."""
-    jwt_secret: str | None = None
-    """``--jwt-key``: signed tokens (HS256) are accepted."""
-    jwt_public_key: bytes | None = field(default=None, repr=False)
-    """``--jwt-public-key``: signed tokens (RS256/ES256) are accepted. With
-    ``jwt_secret`` too, each is verified with its own key."""
-
-    def __post_init__(self) -> None:
-        check_secrets(self.token, self.jwt_secret, self.jwt_public_key)  # ValueError
-
-    @property
-    def mode(self) -> str:
-        """``open``, ``shared token`` or ``signed tokens (ALGORITHMS)``: what the
-        startup line says (see :attr:`.tokens.TokenVerifier.mode`)."""
-        return self.verifier.mode
-
-    @functools.cached_property
-    def verifier(self) -> TokenVerifier:
-        return TokenVerifier(self.token, self.jwt_secret, self.jwt_public_key)
-
-    def check(self, head: RequestHead) -> HttpRefusal | None:
-        """The origin rule (the credential is :meth:`grant`'s)."""
-        origin = head.header("origin")
-        if (
-            self.allow_origins
-            and origin not in self.allow_origins
-            and origin not in self.public_origins
-            and not _own_page(head)
-        ):
-            return HttpRefusal(403, "origin not allowed")
-        return None
-
-    def grant(self, head: RequestHead, now: float) -> Grant | HttpRefusal:
-        """What the credential in *head* allows, or a 401 that says why. Without
-        credentials required, every right, under ``?name=`` if given."""
-        verifier = self.verifier
-        name = None
-        if "name=" in head.target:  # (most handshakes carry no query to parse)
-            names = head.query.get("name", [])
-            name = names[0][:64] if names and names[0].strip() else None
-            refusal = name_refusal(name, "?name=")
-            if refusal is not None:
-                return refusal
-        if not verifier.required:
-            return EVERY_RIGHT if name is None else Grant(name=name, everything=True)
-        try:
-            grant = verifier.grant(presented_credentials(head), now, name)
-        except TokenError as exc:
-            why = str(exc)
-            # PyJWT's words are detail (body and log); the count is by a fixed name.
-            label = reason_for_text(why, Reason.TOKEN_NOT_ACCEPTABLE)
-            return Refusal(401, why, [("WWW-Authenticate", "Bearer")], label=label)
-        return name_refusal(grant.name, "the token's sub") or grant
-
-    def token_ok(self, head: RequestHead) -> bool:
-        """True if *head* presents the shared token (as a Bearer header or ``?token=``)."""
-        assert self.token is not None
-        expected = self.token.encode()
-        # compare_digest on every candidate: time does not depend on the secret.
-        return any(hmac.compare_digest(p.encode(), expected) for p in presented_credentials(head))
-
-
-def presented_credentials(head: RequestHead) -> list[str]:
-    """Every credential *head* presents: ``Authorization: Bearer``, then ``?token=``."""
-    presented: list[str] = []
-    authorization = head.header("authorization") or ""
-    scheme, _, credentials = authorization.partition(" ")
-    if scheme.lower() == "bearer":
-        presented.append(credentials.strip())
-    presented.extend(head.query.get("token", []))
-    return presented
-
-
-def _own_page(head: RequestHead) -> bool:
-    """The request comes from a page this server served at an address no DNS
-    name stands for (so no rebinding): Origin equals Host, an IP or localhost."""
-    origin, host = head.header("origin"), head.header("host")
-    if not origin or not host:
-        return False
-    try:
-        parts = urllib.parse.urlsplit(origin)
-        name = (parts.hostname or "").lower()
-    except ValueError:  # "http://[x": not a URL, so not one of our pages (R11)
-        return False
-    if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
-        return False
-    if name == "localhost":
-        return True
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
-def origin_of(url: str) -> str:
-    """The ``Origin`` a browser sends from a page at *url* (``--public-url``);
-    ValueError if *url* is not an http(s) URL."""
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http:// or https:// URL: {url!r}")
-    port = parts.port
-    default = 80 if parts.scheme == "http" else 443
-    netloc = parts.hostname if port in (None, default) else f"{parts.hostname}:{port}"
-    if ":" in (parts.hostname or "") and not netloc.startswith("["):
-        netloc = f"[{parts.hostname}]" + ("" if port in (None, default) else f":{port}")
-    return f"{parts.scheme}://{netloc}"
+__all__ = ["accept_response", "check_upgrade"]
 
 
 _WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -203,67 +58,3 @@ def check_upgrade(head: RequestHead) -> HttpRefusal | None:
     if not valid_key:
         return HttpRefusal(400, "missing or invalid Sec-WebSocket-Key")
     return None
-
-
-# A name shown to others (presence, /rooms/R) must show what it is: no C0/C1
-# controls (Cc), no format characters (Cf: bidi overrides and isolates, which
-# make "alice\u202egnp.exe" read "alicexe.png", invisible tags), no line or
-# paragraph separators (Zl, Zp). ZWJ and ZWNJ are Cf but are how emoji
-# sequences and some scripts are written, so they stay.
-_NAME_REFUSED = frozenset({"Cc", "Cf", "Zl", "Zp"})
-_NAME_JOINERS = frozenset({"\u200c", "\u200d"})
-
-
-def name_refusal(name: str | None, source: str) -> HttpRefusal | None:
-    """400 if *name* (from *source*: ``?name=`` or the token's ``sub``) holds a
-    character that could drive a terminal or disguise the name; None if it is
-    fine. Refused, not cleaned: a silent edit would show another name than the
-    one the client chose, and a client with a bad name should hear about it."""
-    if name is None:
-        return None
-    for char in name:
-        if unicodedata.category(char) in _NAME_REFUSED and char not in _NAME_JOINERS:
-            return Refusal(
-                400,
-                f"{source} holds U+{ord(char):04X}: a name may not contain control, "
-                "format (bidi) or line-separator characters",
-                label=Reason.BAD_NAME,
-            )
-    return None
-
-
-# Where a token may hide in a target: after ?, ; or #, any case, with the
-# name or "=" percent-encoded (finding S10). Its value runs to the next & ; or #.
-_TOKEN_VALUE = re.compile(r"(?i)(token\s*=)[^&;#]*")
-_MAY_HOLD_TOKEN = re.compile(r"(?i)t(?:%6f|o)(?:%6b|k)")
-# C0, DEL, C1, and the Unicode line and paragraph separators: anything a log
-# reader might take as the end of a line or a terminal command (finding S9).
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_CONTROLS.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
-# Bidi marks, embeddings, overrides and isolates: they reorder what follows.
-BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-_CONTROLS.update({c: f"\\u{c:04x}" for c in BIDI_CONTROLS})
-
-
-def escape(text: str) -> str:
-    """*text* with control characters and line separators written as escapes."""
-    return text.translate(_CONTROLS)
-
-
-def redact(target: str) -> str:
-    """*target* for a log line: any token value hidden, control characters escaped."""
-    cut = re.search(r"[?;#]", target)
-    if cut is None:
-        return escape(target)
-    path, rest = target[: cut.start()], target[cut.start() :]
-    if _MAY_HOLD_TOKEN.search(rest) or "%" in rest:
-        decoded = rest
-        for _ in range(3):  # %2574oken: decode until nothing changes
-            decoded, before = urllib.parse.unquote(decoded, errors="replace"), decoded
-            if decoded == before:
-                break
-        if re.search(r"(?i)token", decoded):
-            rest = _TOKEN_VALUE.sub(r"\1***", decoded)
-            if re.search(r"(?i)token(?!\s*=\*\*\*)", rest):
-                rest = rest[:1] + "***"  # a token name we cannot pair with a value
-    return escape(path + rest)

@@ -32,11 +32,12 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import TokenError
+
 __all__ = [
     "EVERY_RIGHT",
     "MAX_EXP",
     "Grant",
-    "TokenError",
     "TokenVerifier",
     "check_secrets",
     "matches",
@@ -69,10 +70,6 @@ def check_secrets(token: str | None, jwt_secret: str | None, jwt_public_key: byt
         raise ValueError(
             "jwt_public_key is empty: pass a PEM public key, or None for no signed tokens"
         )
-
-
-class TokenError(Exception):
-    """The credential is not acceptable; ``str()`` says why, for the 401."""
 
 
 def matches(pattern: str, room: str) -> bool:

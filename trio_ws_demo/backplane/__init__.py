@@ -11,7 +11,6 @@ from ..stats import BackplaneStatistics as BackplaneStatistics
 from .link import BACKFILL_BYTES as BACKFILL_BYTES
 from .link import Receipt as Receipt
 from .link import RedisBackplane as RedisBackplane
-from .link import redact_url as redact_url
 
 __all__ = [
     "BACKFILL_BYTES",
@@ -19,5 +18,4 @@ __all__ = [
     "BackplaneUnavailable",
     "Receipt",
     "RedisBackplane",
-    "redact_url",
 ]

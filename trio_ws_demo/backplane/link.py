@@ -60,7 +60,6 @@ import contextlib
 import logging
 import secrets
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
@@ -69,6 +68,7 @@ import trio
 
 from ..errors import BackplaneUnavailable
 from ..hub import Subscriber
+from ..redact import redact_url
 from ..rooms import Room, Rooms
 from ..stats import BackplaneStatistics
 from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed, StreamId, parse_id
@@ -81,7 +81,6 @@ __all__ = [
     "BACKFILL_BYTES",
     "Receipt",
     "RedisBackplane",
-    "redact_url",
 ]
 
 logger = logging.getLogger("trio_ws_demo.backplane")
@@ -139,19 +138,6 @@ redis.register_function{
   end,
 }
 """
-
-
-def redact_url(url: str) -> str:
-    """*url* with its password (if any) shown as ``***``: fit for logs and errors."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _text(value: Any) -> str:

@@ -9,6 +9,8 @@ import difflib
 import os
 from collections.abc import Callable, Sequence
 
+from ..errors import TrioWsDemoError
+
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -141,7 +143,7 @@ def read_token(args: argparse.Namespace) -> str | None:
     return getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
 
 
-class EmptySecret(Exception):
+class EmptySecret(TrioWsDemoError):
     """A secret flag or variable that is set but empty; ``str()`` is the one line
     to print (exit 2). Empty would otherwise mean "no authentication"."""
 

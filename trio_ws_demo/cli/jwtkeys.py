@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from ..errors import TrioWsDemoError
 from .flags import read_secret
 
 __all__ = [
@@ -26,7 +27,7 @@ JWT_PUBLIC_KEY_ENV = "TRIO_WS_DEMO_JWT_PUBLIC_KEY"
 MIN_SECRET_BYTES = 32
 
 
-class KeyError_(Exception):
+class KeyError_(TrioWsDemoError):
     """A key option that cannot be used; ``str()`` is the one line to print."""
 
 

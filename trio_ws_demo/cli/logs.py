@@ -13,7 +13,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from ..handshake import escape
+from ..redact import escape
 
 __all__ = ["FIELDS", "InstanceFilter", "JsonFormatter", "TextFormatter", "configure"]
 

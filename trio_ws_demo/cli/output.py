@@ -33,18 +33,10 @@ from ..client import (
     Reconnecting,
     Sent,
 )
-from ..handshake import BIDI_CONTROLS
+from ..redact import escape_for_terminal
 from .editor import LineEditor
 
 __all__ = ["Printer", "escape"]
-
-# C0 and C1 control characters and DEL, shown as escapes so that a remote peer
-# cannot move the cursor, change colours or retitle the terminal.
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
-_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-# Line and paragraph separators, and bidi controls, which reorder what follows
-# ("alice\u202egnp.exe" reads "alicexe.png"): shown as \u escapes too.
-_CONTROL.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *BIDI_CONTROLS)})
 
 
 def escape(message: Message, binary: str = "repr") -> str:
@@ -56,7 +48,7 @@ def escape(message: Message, binary: str = "repr") -> str:
         if binary == "base64":
             return base64.b64encode(message).decode("ascii")
         return repr(message)
-    return message.translate(_CONTROL)
+    return escape_for_terminal(message)
 
 
 class Printer:

@@ -15,11 +15,10 @@ from typing import Any
 
 import trio
 
-from ..backplane import redact_url
-from ..budget import DEFAULT_MAX_MEMORY
-from ..handshake import AccessPolicy, origin_of
+from ..access import AccessPolicy, origin_of
 from ..http import format_host
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
+from ..redact import redact_url
 from ..server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
 from .flags import (
     EXIT_FAILURE,
@@ -211,14 +210,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-batch",
         type=positive_int,
-        default=1000,
+        default=ServerOptions.max_batch,
         metavar="N",
         help="lines one application/x-ndjson POST may publish (413 past it)",
     )
     serve.add_argument(
         "--max-message-rate",
         type=non_negative_float_rate,
-        default="1000",
+        default=ServerOptions.max_message_rate,
         metavar="N",
         help="frames per second one client may send on average (messages, fragments and "
         "pings alike); past it the server reads from the client less, so TCP slows it "
@@ -227,7 +226,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--message-burst",
         type=positive_int,
-        default=None,
+        default=ServerOptions.message_burst,
         metavar="N",
         help="frames one client may send at once, above --max-message-rate "
         "(default: one second's worth of the rate)",
@@ -235,14 +234,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--rate-limit-action",
         choices=("slow", "close"),
-        default="slow",
+        default=ServerOptions.rate_limit_action,
         help="over the rate: 'slow' reads less from the client, 'close' closes it "
         "with 1008 'rate limit'",
     )
     serve.add_argument(
         "--max-memory",
         type=positive_int,
-        default=DEFAULT_MAX_MEMORY,
+        default=ServerOptions.max_memory,
         metavar="BYTES",
         help="bytes all peers together may make the server hold (partial messages, "
         "queues, TLS records, backfill, POST bodies); past it a message closes its "

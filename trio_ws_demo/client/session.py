@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..errors import ClientError
 from ..frames import FrameScanner
 from ..http import format_host
 
@@ -53,7 +54,6 @@ __all__ = [
     "DEFAULT_MESSAGE",
     "DEFAULT_URL",
     "ENVELOPES",
-    "ClientError",
     "Closed",
     "ControlFrame",
     "EchoResult",
@@ -77,10 +77,6 @@ DEFAULT_URL = "ws://127.0.0.1:8080"
 DEFAULT_MESSAGE = "Hello, WebSocket!"
 
 Message = str | bytes
-
-
-class ClientError(Exception):
-    """The client could not do its job; ``str()`` is one line for a person."""
 
 
 # -- events reported while the client runs (frozen, like wsproto's) ------------

@@ -8,11 +8,11 @@ top level, and :mod:`.outbox` writes every byte to it; :mod:`.publish` and
 always exported.
 """
 
+from ..errors import ServerStartupError as ServerStartupError
 from .lifecycle import DEFAULT_HOST as DEFAULT_HOST
 from .lifecycle import DEFAULT_PORT as DEFAULT_PORT
 from .lifecycle import BroadcastServer as BroadcastServer
 from .lifecycle import serve as serve
-from .listen import ServerStartupError as ServerStartupError
 from .options import ServerOptions as ServerOptions
 
 __all__ = [

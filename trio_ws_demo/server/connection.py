@@ -41,7 +41,6 @@ from dataclasses import dataclass
 import trio
 
 from ..budget import MemoryBudget, QueuedFrames
-from ..handshake import redact
 from ..hub import InboxBudget
 from ..protocol import (
     CLOSE_TABLE,
@@ -53,6 +52,7 @@ from ..protocol import (
     ServerProtocol,
     State,
 )
+from ..redact import redact
 from ..rooms import Room, Rooms
 from ..stats import Traffic
 from ..tokens import EVERY_RIGHT, Grant

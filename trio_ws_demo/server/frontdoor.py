@@ -42,10 +42,12 @@ from dataclasses import dataclass
 
 import trio
 
+from ..access import Use
 from ..budget import MemoryBudget
-from ..handshake import check_upgrade, escape, redact
+from ..handshake import check_upgrade
 from ..http import HttpRefusal, RequestHead, format_host, linger, read_request_head, send_response
 from ..reasons import Reason, Refusal, reason_of
+from ..redact import escape, redact
 from ..rooms import RESERVED_PATHS, SUBPROTOCOL, RoomNameError, Rooms, room_from_path
 from ..tokens import Grant
 from .options import ServerOptions
@@ -230,18 +232,16 @@ class FrontDoor:
         return upgrade
 
     def _check_upgrade(self, head: RequestHead) -> HttpRefusal | _Upgrade:
-        refusal = check_upgrade(head) or self._options.access.check(head)
+        refusal = check_upgrade(head)
         if refusal is not None:
             return refusal
         try:
             room = room_from_path(head.path, self._options.max_room_name)
         except RoomNameError as exc:
             return Refusal(400, str(exc), label=exc.label)
-        grant = self._options.access.grant(head, time.time())
+        grant = self._options.access.admit(head, room, time.time(), Use.CONNECT)
         if isinstance(grant, HttpRefusal):
             return grant
-        if not grant.can_read(room):
-            return HttpRefusal(403, "not allowed to read this room")
         # Exactly as offered: a case variant is simply not selected (RFC 6455 §4.1).
         offered = head.header_tokens("sec-websocket-protocol", exact=True)
         v1 = not self._options.echo and SUBPROTOCOL in offered

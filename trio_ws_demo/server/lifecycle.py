@@ -35,7 +35,7 @@ import trio
 
 from ..backplane import RedisBackplane
 from ..budget import MemoryBudget, QueuedFrames
-from ..errors import BackplaneUnavailable
+from ..errors import BackplaneUnavailable, ServerStartupError
 from ..handshake import accept_response
 from ..http import format_host
 from ..protocol import End
@@ -44,7 +44,7 @@ from ..stats import ServerStatistics, Traffic
 from .connection import Connection, ConnectionSettings
 from .frontdoor import FrontDoor, Peer, PublishRequest
 from .keepalive import Keepalive
-from .listen import ServerStartupError, accept_loop, open_listeners
+from .listen import accept_loop, open_listeners
 from .options import ServerOptions
 from .presence import PresenceSender
 from .publish import PublishApi, PublishSettings

@@ -19,9 +19,10 @@ from typing import Any
 
 import trio
 
+from ..errors import ServerStartupError
 from ..http import format_host
 
-__all__ = ["ServerStartupError", "accept_loop", "open_listeners"]
+__all__ = ["accept_loop", "open_listeners"]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
@@ -43,10 +44,6 @@ _TRANSIENT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM} | {
     )
     if hasattr(errno, name)
 }
-
-
-class ServerStartupError(Exception):
-    """The server could not start listening; the message says what to do."""
 
 
 async def open_listeners(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:

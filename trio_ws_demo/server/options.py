@@ -6,8 +6,8 @@ import math
 import ssl
 from dataclasses import dataclass, field
 
+from ..access import AccessPolicy
 from ..budget import DEFAULT_MAX_MEMORY
-from ..handshake import AccessPolicy
 from ..http import DEFAULT_MAX_REQUEST_HEAD
 from ..hub import InboxBudget, SlowClientPolicy
 from ..rooms import (

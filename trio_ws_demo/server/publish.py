@@ -57,18 +57,18 @@ from typing import Protocol
 import h11
 import trio
 
+from ..access import AccessPolicy, Use
 from ..budget import MemoryBudget
 from ..errors import BackplaneUnavailable
-from ..handshake import AccessPolicy, redact
 from ..http import HttpRefusal, RequestHead, linger
 from ..protocol import FRAME_COST
+from ..redact import redact
 from ..rooms import Rooms, room_from_path
 
-__all__ = ["DEFAULT_MAX_BATCH", "PublishApi", "PublishSettings"]
+__all__ = ["PublishApi", "PublishSettings"]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
-DEFAULT_MAX_BATCH = 1000
 _NDJSON = "application/x-ndjson"
 _BINARY = "application/octet-stream"
 _TEXT = "text/plain"
@@ -296,14 +296,9 @@ class PublishApi:
             room = room_from_path(head.path, settings.max_room_name)
         except ValueError as exc:
             raise _Answer(400, str(exc), close=True) from None
-        refusal = settings.access.check(head)
-        if refusal is not None:
-            raise _Answer(refusal.status, refusal.reason, close=True)
-        grant = settings.access.grant(head, time.time())
+        grant = settings.access.admit(head, room, time.time(), Use.PUBLISH)
         if isinstance(grant, HttpRefusal):
             raise _Answer(grant.status, grant.reason, close=True, headers=grant.headers)
-        if not grant.can_publish_http(room):
-            raise _Answer(403, "not allowed to publish in this room", close=True)
         kind = (head.header("content-type") or _TEXT).partition(";")[0].strip().lower()
         if kind not in (_TEXT, _BINARY, _NDJSON):
             raise _Answer(415, f"send {_TEXT}, {_BINARY} or {_NDJSON}", close=True)

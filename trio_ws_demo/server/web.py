@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..access import Use
 from ..http import HttpRefusal, RequestHead, send_response
 from ..rooms import RESERVED_PREFIX, Rooms, room_from_path
 from ..stats import ServerStatistics
@@ -207,7 +208,15 @@ class WebRoutes:
             body = json.dumps(health).encode()
             content_type = "application/json"
         elif path in ("/metrics", "/rooms") or path.startswith(RESERVED_PREFIX):
-            grant = self._grant(head)
+            name = path[len(RESERVED_PREFIX) :]
+            if path not in ("/metrics", "/rooms") and not _is_room(
+                "/" + name, self._options.max_room_name
+            ):
+                await send_response(stream, 404, body=b"404 not a room\n", head_only=head_only)
+                return 404
+            use = {"/metrics": Use.METRICS, "/rooms": Use.ROOMS}.get(path, Use.ROOM)
+            room = name if use is Use.ROOM else None
+            grant = self._options.access.admit(head, room, time.time(), use)
             if isinstance(grant, HttpRefusal):
                 body = f"{grant.status} {grant.reason}\n".encode()
                 headers = grant.headers
@@ -225,14 +234,6 @@ class WebRoutes:
                     return 400
                 body, content_type = page, "application/json"
             else:
-                name = path[len(RESERVED_PREFIX) :]
-                if not _is_room("/" + name, self._options.max_room_name):
-                    await send_response(stream, 404, body=b"404 not a room\n", head_only=head_only)
-                    return 404
-                if not grant.can_read(name):
-                    body = b"403 not allowed to read this room\n"
-                    await send_response(stream, 403, body=body, head_only=head_only)
-                    return 403
                 who = self._who(name, head.query)
                 if who is None:
                     body = b"400 ?limit= takes a number from 1 to 1000\n"
@@ -253,18 +254,6 @@ class WebRoutes:
             headers=[("X-Content-Type-Options", "nosniff")],
         )
         return 200
-
-    def _grant(self, head: RequestHead) -> Grant | HttpRefusal:
-        """What the credential in *head* may see: /metrics needs every room's read
-        right (the shared token, or a signed token for ``**``); /rooms lists the
-        rooms it may read."""
-        access = self._options.access
-        grant = access.grant(head, time.time())
-        if isinstance(grant, HttpRefusal):
-            return grant
-        if head.path == "/metrics" and not grant.can_read_everything:
-            return HttpRefusal(403, "not allowed to read every room")
-        return grant
 
     def _who(self, name: str, query: dict[str, list[str]]) -> bytes | None:
         """One page of room *name*'s members, earliest first; None for a bad ``?limit=``.
