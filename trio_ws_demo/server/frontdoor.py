@@ -43,10 +43,11 @@ from dataclasses import dataclass
 import trio
 
 from ..budget import MemoryBudget
+from ..envelopes import SUBPROTOCOL
 from ..handshake import check_upgrade, escape, redact
 from ..http import HttpRefusal, RequestHead, format_host, linger, read_request_head, send_response
 from ..reasons import Reason, Refusal, reason_of
-from ..rooms import RESERVED_PATHS, SUBPROTOCOL, RoomNameError, Rooms, room_from_path
+from ..rooms import RESERVED_PATHS, RoomNameError, Rooms, room_from_path
 from ..tokens import Grant
 from .options import ServerOptions
 from .tls import TlsChannel
