@@ -7,10 +7,12 @@ The public API is re-exported here. The layout is the architecture, and
   ``frames`` (frames encoded once, headers read in passing), ``protocol`` (the
   server's WebSocket after the 101, on wsproto's frame parser, with the one close
   table), ``http`` (request heads and responses), ``handshake`` (RFC 6455 and
-  access checks), ``tokens`` (signed tokens, the only PyJWT user), ``hub`` (pure
-  fan-out), ``rooms`` (rooms, history, offsets, presence), ``budget`` (the
-  process's memory budget), ``reasons`` (the fixed vocabulary of refusals),
-  ``stats`` (typed statistics) and ``errors`` (the exceptions, one tree);
+  access checks), ``tokens`` (signed tokens, the only PyJWT user), ``envelopes``
+  (the ``trio-ws-demo.v1`` format: its name, every frame the server sends, how the
+  client reads them), ``hub`` (pure fan-out), ``rooms`` (rooms, history, offsets,
+  presence), ``budget`` (the process's memory budget), ``reasons`` (the fixed
+  vocabulary of refusals), ``stats`` (typed statistics) and ``errors`` (the
+  exceptions, one tree);
 * :mod:`~trio_ws_demo.server`: the server's Trio I/O (lifecycle, options, listen,
   frontdoor, connection, outbox, transport, tls, keepalive, presence, web, publish);
 * :mod:`~trio_ws_demo.backplane`: rooms shared through Redis (the only coredis user),

@@ -25,6 +25,7 @@ import trio
 
 from ..envelopes import (
     GREETINGS,
+    SUBPROTOCOL,
     BackplaneFrame,
     ErrorFrame,
     Frame,
@@ -35,7 +36,6 @@ from ..envelopes import (
     carries,
     decode,
 )
-from ..envelopes import SUBPROTOCOL as ENVELOPES
 from ..frames import FrameScanner
 from ..http import format_host
 
@@ -363,7 +363,7 @@ async def run_client(
     if not resume:
         return await _run_once(
             url, messages, timeout, interval, listen, ssl_context, headers,
-            [*subprotocols, *([ENVELOPES] if envelopes else [])], report, stop,
+            [*subprotocols, *([SUBPROTOCOL] if envelopes else [])], report, stop,
             _Position() if envelopes else None,
         )  # fmt: skip
     first = [messages]
@@ -372,7 +372,7 @@ async def run_client(
         sending, first[:] = first[0], [()]  # sent once; a reconnect only listens
         return _run_once(
             at, sending, timeout, interval, True, ssl_context, headers,
-            [*subprotocols, ENVELOPES], report, stop, position,
+            [*subprotocols, SUBPROTOCOL], report, stop, position,
         )  # fmt: skip
 
     return await _resuming(url, session, report, stop)
@@ -430,7 +430,7 @@ async def _run_once(
         ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
     ) -> tuple[int, str | None]:
         reading = position
-        if ws.subprotocol != ENVELOPES:
+        if ws.subprotocol != SUBPROTOCOL:
             reading = None  # the server did not take it: frames are plain messages
         elif reading is None:
             reading = _Position()  # offered with --subprotocol: read envelopes too
@@ -528,7 +528,7 @@ async def run_interactive(
 
     def session(at: str, position: _Position) -> Awaitable[EchoResult]:
         return _interactive_once(
-            at, receive, timeout, ssl_context, headers, [*subprotocols, ENVELOPES],
+            at, receive, timeout, ssl_context, headers, [*subprotocols, SUBPROTOCOL],
             report, stop, position,
         )  # fmt: skip
 
@@ -560,7 +560,7 @@ async def _interactive_once(
         ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
     ) -> tuple[int, str | None]:
         if position is not None:
-            position.speaks_v1 = None if ws.subprotocol == ENVELOPES else False
+            position.speaks_v1 = None if ws.subprotocol == SUBPROTOCOL else False
         conversation.start_soon(
             _print_incoming, ws, result, report, conversation.cancel_scope, position
         )
