@@ -9,7 +9,9 @@ The public API is re-exported here. The layout is the architecture, and
   table), ``http`` (request heads and responses), ``handshake`` (RFC 6455 checks
   and the 101), ``access`` (who may connect, publish or read: one admission),
   ``redact`` (what may reach a log or a terminal), ``tokens`` (signed tokens, the
-  only PyJWT user), ``hub`` (pure fan-out), ``rooms`` (rooms, history, offsets,
+  only PyJWT user), ``envelopes`` (the ``trio-ws-demo.v1`` format: its name, every
+  frame the server sends, how the client reads them), ``hub`` (pure fan-out),
+  ``rooms`` (rooms, history, offsets,
   presence), ``budget`` (the process's memory budget), ``reasons`` (the fixed
   vocabulary of refusals), ``stats`` (typed statistics) and ``errors`` (the
   exceptions, one tree);

@@ -3,9 +3,9 @@
 Pure like the hub (no sockets, nothing here awaits): a :class:`Rooms` registry
 maps a room name to a :class:`Room`, which holds two hubs (plain clients get
 the message as it was sent; clients of the ``trio-ws-demo.v1`` subprotocol get
-a JSON envelope) and the room's history. Each message is encoded at most once
-per room and form: the plain frame always, the envelope only when a v1 client
-or the history needs it.
+a JSON envelope, written by :mod:`.envelopes`) and the room's history. Each
+message is encoded at most once per room and form: the plain frame always, the
+envelope only when a v1 client or the history needs it.
 
 Offsets count the messages of a room from 1. The *epoch* names one lifetime
 of a room's history: it changes whenever that history is lost (the room was
@@ -20,8 +20,6 @@ history and live messages, whoever is publishing meanwhile.
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import re
 import secrets
@@ -30,6 +28,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .envelopes import SUBPROTOCOL as SUBPROTOCOL
+from .envelopes import (
+    encode_backplane,
+    encode_error,
+    encode_joined,
+    encode_message,
+    encode_presence,
+    encode_resume,
+)
 from .frames import encode_frame, frame_message
 from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy, Subscriber
 from .reasons import Reason
@@ -42,7 +49,6 @@ __all__ = [
     "ENTRY_OVERHEAD",
     "RESERVED_PATHS",
     "RESERVED_PREFIX",
-    "SUBPROTOCOL",
     "Joined",
     "Room",
     "RoomNameError",
@@ -51,8 +57,6 @@ __all__ = [
     "room_from_path",
 ]
 
-#: The subprotocol that asks for JSON envelopes, offsets and resume.
-SUBPROTOCOL = "trio-ws-demo.v1"
 DEFAULT_MAX_ROOMS = 10_000
 DEFAULT_MAX_ROOM_NAME = 128
 DEFAULT_HISTORY_BYTES = 1024 * 1024
@@ -283,23 +287,12 @@ class Room:
             recovered = epoch == self.epoch and oldest - 1 <= offset <= self.last_offset
             if epoch == self.epoch:
                 entries = [entry for entry in entries if entry.offset > offset]
-            first = {
-                "type": "resume",
-                "room": self.name,
-                "recovered": recovered,
-                "offset": self.last_offset,
-                "epoch": self.epoch,
-                "keeps": self._max_history,
-            }
+            first = encode_resume(
+                self.name, recovered, self.last_offset, self.epoch, self._max_history
+            )
         else:
-            first = {
-                "type": "joined",
-                "room": self.name,
-                "offset": self.last_offset,
-                "epoch": self.epoch,
-                "history": len(entries),
-            }
-        frames = [encode_frame(json.dumps(first))]
+            first = encode_joined(self.name, self.last_offset, self.epoch, len(entries))
+        frames = [encode_frame(first)]
         frames.extend(self._json_frame(entry) for entry in entries)
         self.v1.subscribe(subscriber)
         return Joined(frames, recovered)
@@ -333,19 +326,21 @@ class Room:
         they get an epoch of their own."""
         self.epoch = secrets.token_hex(4)
 
-    def tell(self, subscriber: Subscriber[bytes], fields: dict[str, object]) -> None:
-        """Send one v1 client a frame about its own doing (e.g. a refused message);
-        nothing for a plain client, which has no frame for it."""
+    def tell(self, subscriber: Subscriber[bytes], reason: str) -> None:
+        """Send one v1 client an error frame about its own doing (e.g. a refused
+        message); nothing for a plain client, which has no frame for it."""
         if subscriber in self.v1:
-            frame = encode_frame(json.dumps({**fields, "room": self.name}))
+            frame = encode_frame(encode_error(self.name, reason))
             self.v1.offer(subscriber, frame, len(frame))
 
-    def notify_v1(self, fields: dict[str, object]) -> None:
-        """Tell the v1 clients something about the room (not a message: no offset,
-        not kept); the room's name, epoch and last offset are added."""
+    def notify_backplane(self, *, up: bool, recovered: bool | None = None) -> None:
+        """Tell the v1 clients the link to the other servers went down or came back
+        (not a message: no offset, not kept), with the room's epoch and last offset."""
         if len(self.v1):
-            fields = {**fields, "room": self.name, "epoch": self.epoch, "offset": self.last_offset}
-            frame = encode_frame(json.dumps(fields))
+            text = encode_backplane(
+                self.name, self.epoch, self.last_offset, up=up, recovered=recovered
+            )
+            frame = encode_frame(text)
             self.v1.publish(frame, len(frame))
 
     def leave(self, subscriber: Subscriber[bytes]) -> None:
@@ -380,20 +375,8 @@ class Room:
         self.presence_sent = now
         if not (joined or left) or not len(self.v1):
             return
-        fields: dict[str, object] = {
-            "type": "presence",
-            "event": "join" if not left else "leave" if not joined else "changes",
-            "clients": len(self.members) + len(self.remote_members),
-            "joined": joined[:PRESENCE_NAMES],
-            "left": left[:PRESENCE_NAMES],
-        }
-        if len(joined) + len(left) == 1:
-            fields["name"] = (joined or left)[0]
-        if len(joined) > PRESENCE_NAMES or len(left) > PRESENCE_NAMES:
-            fields["more"] = max(0, len(joined) - PRESENCE_NAMES) + max(
-                0, len(left) - PRESENCE_NAMES
-            )
-        frame = encode_frame(json.dumps({**fields, "room": self.name}))
+        clients = len(self.members) + len(self.remote_members)
+        frame = encode_frame(encode_presence(self.name, joined, left, clients, PRESENCE_NAMES))
         self.v1.publish(frame, len(frame))
 
     def _remember(self, entry: _Entry) -> None:
@@ -411,17 +394,8 @@ class Room:
         if entry.json_frame is None:
             if message is None:
                 message = frame_message(entry.plain_frame)
-            envelope: dict[str, object] = {
-                "type": "message",
-                "room": self.name,
-                "offset": entry.offset,
-                "time": round(entry.time, 3),
-            }
-            if isinstance(message, str):
-                envelope["text"] = message
-            else:
-                envelope["base64"] = base64.b64encode(message).decode("ascii")
-            entry.json_frame = encode_frame(json.dumps(envelope))
+            envelope = encode_message(self.name, entry.offset, entry.time, message)
+            entry.json_frame = encode_frame(envelope)
             if self._history and entry.offset >= self._history[0].offset:
                 self.history_bytes += len(entry.json_frame)  # kept with its entry
                 self._trim()

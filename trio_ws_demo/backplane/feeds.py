@@ -129,7 +129,7 @@ class RoomFeed:
         self.failures = 0
         self.last_id = position
         self.room.follow(str(epoch), position[1], history)
-        self.room.notify_v1({"type": "backplane", "up": True, "recovered": continued})
+        self.room.notify_backplane(up=True, recovered=continued)
 
     def failed(self, now: float, first_delay: float, max_delay: float) -> float:
         """The load failed: local again until a retry; returns the delay."""
@@ -147,13 +147,13 @@ class RoomFeed:
         self.retry_at = 0.0
         if was is FOLLOWED:
             self.room.go_local()
-            self.room.notify_v1({"type": "backplane", "up": False})
+            self.room.notify_backplane(up=False)
 
     def restarted(self, epoch: int) -> None:
         """The stream was deleted and begun again: a new epoch, offsets from 0."""
         self._move("stream restarted")
         self.room.follow(str(epoch), 0, [])
-        self.room.notify_v1({"type": "backplane", "up": True, "recovered": False})
+        self.room.notify_backplane(up=True, recovered=False)
 
     def accepts(self, identifier: StreamId) -> bool:
         """Whether an entry read from the stream is new here (an XREAD still in

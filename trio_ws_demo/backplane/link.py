@@ -715,7 +715,7 @@ class RedisBackplane:
         self._last_refusal = now
         room = self._rooms.get(item.room)
         if room is not None and item.sender is not None:
-            room.tell(item.sender, {"type": "error", "reason": f"not delivered: Redis said {why}"})
+            room.tell(item.sender, f"not delivered: Redis said {why}")
 
     async def _read(self, link: coredis.Redis[bytes]) -> None:
         wake_key = f"{PREFIX}:wake:{secrets.token_hex(6)}"

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import TextIO, TypeGuard
 
 from ..client import (
-    ENVELOPES,
     Closed,
     ControlFrame,
     Event,
@@ -33,6 +32,7 @@ from ..client import (
     Reconnecting,
     Sent,
 )
+from ..envelopes import SUBPROTOCOL, decode, is_greeting, unwrap
 from ..redact import escape_for_terminal
 from .editor import LineEditor
 
@@ -116,9 +116,9 @@ class Printer:
     def _report(self, event: Event) -> None:
         if isinstance(event, Opened):
             # v1 only if the server shows it: its first frame is joined or resume.
-            self._envelopes = None if event.subprotocol == ENVELOPES else False
+            self._envelopes = None if event.subprotocol == SUBPROTOCOL else False
         elif isinstance(event, Received) and self._envelopes is None:
-            self._envelopes = _is_greeting(event.message)
+            self._envelopes = is_greeting(event.message)
         if self._json:
             fields = self._as_json(event)
             if fields is not None:
@@ -156,7 +156,7 @@ class Printer:
                 self._unechoed.append(event.message)
             return shown, self._binary != "raw"
         if isinstance(event, Received):
-            message = _envelope_message(event.message) if self._envelopes else event.message
+            message = unwrap(event.message) if self._envelopes else event.message
             if message is None:
                 return None  # a joined or resume frame: said by other lines
             if self._only_echoes:
@@ -212,9 +212,9 @@ class Printer:
             return {"event": "sent", **_payload(event.message)}
         if isinstance(event, Received):
             if self._envelopes and isinstance(event.message, str):
-                frame = _json_object(event.message)
-                if frame is not None and isinstance(frame.get("type"), str):
-                    return {"event": frame.pop("type"), **frame}
+                frame = decode(event.message)
+                if frame is not None and frame.kind is not None:
+                    return {"event": frame.kind, **frame.fields}
             return {"event": "message", **_payload(event.message)}
         if isinstance(event, Closed):
             by = "server" if event.by_server else "client"
@@ -261,34 +261,3 @@ def _payload(message: Message) -> dict[str, str]:
     if isinstance(message, bytes):
         return {"base64": base64.b64encode(message).decode("ascii")}
     return {"text": message}
-
-
-def _json_object(frame: str) -> dict[str, object] | None:
-    try:
-        data = json.loads(frame)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _envelope_message(frame: Message) -> Message | None:
-    """The message inside a trio-ws-demo.v1 envelope, or None for other v1 frames."""
-    data = _json_object(frame) if isinstance(frame, str) else None
-    if data is None:
-        return frame
-    if data.get("type") != "message":
-        return None
-    if "text" in data:
-        return str(data["text"])
-    return base64.b64decode(str(data.get("base64", "")))
-
-
-def _is_greeting(message: str | bytes) -> bool:
-    """A v1 server's first frame: ``joined`` or ``resume``."""
-    if not isinstance(message, str):
-        return False
-    try:
-        data = json.loads(message)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("type") in ("joined", "resume")

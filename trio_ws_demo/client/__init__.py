@@ -3,10 +3,10 @@
 The names below are what ``trio_ws_demo.client`` always exported.
 """
 
+from ..envelopes import SUBPROTOCOL as ENVELOPES
 from ..errors import ClientError as ClientError
 from .session import DEFAULT_MESSAGE as DEFAULT_MESSAGE
 from .session import DEFAULT_URL as DEFAULT_URL
-from .session import ENVELOPES as ENVELOPES
 from .session import Closed as Closed
 from .session import ControlFrame as ControlFrame
 from .session import EchoResult as EchoResult

@@ -9,10 +9,8 @@ person (for example ``connection refused (127.0.0.1:8080)``).
 
 from __future__ import annotations
 
-import base64
 import errno
 import importlib
-import json
 import math
 import socket
 import ssl
@@ -25,6 +23,19 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..envelopes import (
+    GREETINGS,
+    SUBPROTOCOL,
+    BackplaneFrame,
+    ErrorFrame,
+    Frame,
+    JoinedFrame,
+    MessageFrame,
+    PresenceFrame,
+    ResumeFrame,
+    carries,
+    decode,
+)
 from ..errors import ClientError
 from ..frames import FrameScanner
 from ..http import format_host
@@ -53,7 +64,6 @@ else:
 __all__ = [
     "DEFAULT_MESSAGE",
     "DEFAULT_URL",
-    "ENVELOPES",
     "Closed",
     "ControlFrame",
     "EchoResult",
@@ -152,8 +162,6 @@ class ControlFrame:
 
 Event = Opened | Sent | Received | Closed | Resumed | Reconnecting | Ponged | Notice | ControlFrame
 
-#: The server's subprotocol for JSON envelopes with offsets (see the README).
-ENVELOPES = "trio-ws-demo.v1"
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 10.0
 
 
@@ -173,43 +181,41 @@ class _Position:
             return ""
         return urllib.parse.urlencode({"since": self.offset, "epoch": self.epoch})
 
-    def read(self, frame: Message, report: Callable[[Event], None]) -> dict[str, object] | None:
+    def read(self, frame: Message, report: Callable[[Event], None]) -> Frame | None:
         """Note the offset or epoch a v1 frame carries; return the frame decoded
         (None for a frame that is not an envelope, or a server that sends none)."""
         if self.speaks_v1 is False:
             return None
-        data = _json_object(frame)
-        kind = data.get("type") if data is not None else None
+        data = decode(frame)
         if self.speaks_v1 is None:
-            self.speaks_v1 = kind in ("joined", "resume")
+            self.speaks_v1 = data is not None and data.kind in GREETINGS
         if data is None or not self.speaks_v1:
             return None
-        if kind == "joined":
+        if isinstance(data, JoinedFrame):
             # The history that follows ends at "offset".
-            self.epoch = str(data.get("epoch"))
-            self.offset = int(data.get("offset", 0)) - int(data.get("history", 0))
-        elif kind == "resume":
-            recovered = bool(data.get("recovered"))
-            same_epoch = data.get("epoch") == self.epoch
+            self.epoch = data.epoch
+            self.offset = data.start
+        elif isinstance(data, ResumeFrame):
+            recovered = data.recovered
+            same_epoch = data.epoch == self.epoch
             missing = None
             if not recovered and same_epoch and self.offset is not None:
-                missing = max(0, int(data.get("offset", 0)) - self.offset)
-            keeps = data.get("keeps", 1) != 0  # servers before this field kept some
-            report(Resumed(recovered, missing, keeps_history=keeps))
+                missing = max(0, data.offset - self.offset)
+            report(Resumed(recovered, missing, keeps_history=data.keeps_history))
             if not same_epoch:  # a new history: its messages follow from its start
-                self.epoch = str(data.get("epoch"))
+                self.epoch = data.epoch
                 self.offset = 0
-        elif kind == "backplane":
+        elif isinstance(data, BackplaneFrame):
             # The server lost (or got back) its link to the other servers: its
             # offsets are now in another epoch.
-            self.epoch = str(data.get("epoch"))
-            self.offset = int(data.get("offset", 0))
-            if not data.get("up"):
+            self.epoch = data.epoch
+            self.offset = data.offset
+            if not data.up:
                 text = (
                     "the server lost its link to the other servers: messages from "
                     "their clients may be missing"
                 )
-            elif data.get("recovered") is False:
+            elif data.recovered is False:
                 text = (
                     "the server is connected to the other servers again; "
                     "messages sent meanwhile may be missing"
@@ -217,46 +223,26 @@ class _Position:
             else:
                 text = "the server is connected to the other servers again"
             report(Notice(text))
-        elif kind == "presence":
+        elif isinstance(data, PresenceFrame):
             report(Presence(_presence_text(data)))
-        elif kind == "error":
+        elif isinstance(data, ErrorFrame):
             # About something this client did, e.g. a message Redis refused.
-            report(Notice(str(data.get("reason", "the server reported an error"))))
-        elif kind == "message":
-            self.offset = int(data.get("offset", 0))
+            report(Notice(data.reason))
+        elif isinstance(data, MessageFrame):
+            self.offset = data.offset
         return data
 
 
-def _presence_text(data: dict[str, Any]) -> str:
+def _presence_text(data: PresenceFrame) -> str:
     """ "alice joined (2 here)", "3 joined, 1 left (5 here)" for a presence frame."""
-    joined, left = list(data.get("joined") or []), list(data.get("left") or [])
-    here = f"({data.get('clients', '?')} here)"
+    joined, left = data.joined, data.left
+    here = f"({data.clients} here)"
     if len(joined) + len(left) == 1:
         return f"{(joined or left)[0]} {'joined' if joined else 'left'} {here}"
     parts = [
         f"{len(names)} {verb}" for names, verb in ((joined, "joined"), (left, "left")) if names
     ]
     return f"{', '.join(parts) or 'presence changed'} {here}"
-
-
-def _json_object(frame: Message) -> dict[str, Any] | None:
-    if not isinstance(frame, str):
-        return None
-    try:
-        data = json.loads(frame)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def envelope_carries(data: dict[str, object] | None, message: Message) -> bool:
-    """True if a v1 message envelope carries *message*."""
-    if data is None or data.get("type") != "message":
-        return False
-    if isinstance(message, str):
-        return data.get("text") == message
-    encoded = data.get("base64")
-    return isinstance(encoded, str) and base64.b64decode(encoded) == message
 
 
 @dataclass
@@ -373,7 +359,7 @@ async def run_client(
     if not resume:
         return await _run_once(
             url, messages, timeout, interval, listen, ssl_context, headers,
-            [*subprotocols, *([ENVELOPES] if envelopes else [])], report, stop,
+            [*subprotocols, *([SUBPROTOCOL] if envelopes else [])], report, stop,
             _Position() if envelopes else None,
         )  # fmt: skip
     first = [messages]
@@ -382,7 +368,7 @@ async def run_client(
         sending, first[:] = first[0], [()]  # sent once; a reconnect only listens
         return _run_once(
             at, sending, timeout, interval, True, ssl_context, headers,
-            [*subprotocols, ENVELOPES], report, stop, position,
+            [*subprotocols, SUBPROTOCOL], report, stop, position,
         )  # fmt: skip
 
     return await _resuming(url, session, report, stop)
@@ -440,7 +426,7 @@ async def _run_once(
         ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
     ) -> tuple[int, str | None]:
         reading = position
-        if ws.subprotocol != ENVELOPES:
+        if ws.subprotocol != SUBPROTOCOL:
             reading = None  # the server did not take it: frames are plain messages
         elif reading is None:
             reading = _Position()  # offered with --subprotocol: read envelopes too
@@ -538,7 +524,7 @@ async def run_interactive(
 
     def session(at: str, position: _Position) -> Awaitable[EchoResult]:
         return _interactive_once(
-            at, receive, timeout, ssl_context, headers, [*subprotocols, ENVELOPES],
+            at, receive, timeout, ssl_context, headers, [*subprotocols, SUBPROTOCOL],
             report, stop, position,
         )  # fmt: skip
 
@@ -570,7 +556,7 @@ async def _interactive_once(
         ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
     ) -> tuple[int, str | None]:
         if position is not None:
-            position.speaks_v1 = None if ws.subprotocol == ENVELOPES else False
+            position.speaks_v1 = None if ws.subprotocol == SUBPROTOCOL else False
         conversation.start_soon(
             _print_incoming, ws, result, report, conversation.cancel_scope, position
         )
@@ -908,7 +894,7 @@ async def _await_echo(
             if position is None or not position.speaks_v1:
                 if received == message:
                     return True
-            elif envelope_carries(data, message):
+            elif carries(data, message):
                 return True
     return False
 

@@ -44,11 +44,12 @@ import trio
 
 from ..access import Use
 from ..budget import MemoryBudget
+from ..envelopes import SUBPROTOCOL
 from ..handshake import check_upgrade
 from ..http import HttpRefusal, RequestHead, format_host, linger, read_request_head, send_response
 from ..reasons import Reason, Refusal, reason_of
 from ..redact import escape, redact
-from ..rooms import RESERVED_PATHS, SUBPROTOCOL, RoomNameError, Rooms, room_from_path
+from ..rooms import RESERVED_PATHS, RoomNameError, Rooms, room_from_path
 from ..tokens import Grant
 from .options import ServerOptions
 from .tls import TlsChannel

@@ -35,11 +35,12 @@ import trio
 
 from ..backplane import RedisBackplane
 from ..budget import MemoryBudget, QueuedFrames
+from ..envelopes import SUBPROTOCOL
 from ..errors import BackplaneUnavailable, ServerStartupError
 from ..handshake import accept_response
 from ..http import format_host
 from ..protocol import End
-from ..rooms import SUBPROTOCOL, Rooms
+from ..rooms import Rooms
 from ..stats import ServerStatistics, Traffic
 from .connection import Connection, ConnectionSettings
 from .frontdoor import FrontDoor, Peer, PublishRequest

@@ -6,7 +6,7 @@ or goes, the room notes it (:meth:`Room.presence_changed`) and this sender sends
 every room's changes as **one frame per room per second at most**:
 
 ``{"type": "presence", "event": "join"|"leave"|"changes", "name", "joined",
-"left", "clients", "room"}``
+"left", "clients", "room"}``, written by :func:`trio_ws_demo.envelopes.encode_presence`.
 
 So a room where 10,000 clients join at once sends each of its v1 clients one
 frame a second (with the count and up to 100 names each way), not 10,000.
