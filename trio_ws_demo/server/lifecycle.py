@@ -128,8 +128,13 @@ class BroadcastServer:
             if options.redis
             else None
         )
-        self.broker: Broker = self.backplane or LocalBroker(self.rooms, history=options.history)
-        """Where every message goes first: Redis with --redis, else this process only."""
+        self.broker: Broker = (
+            self.backplane
+            if self.backplane is not None
+            else LocalBroker(self.rooms, history=options.history)
+        )
+        """Where every message goes first: Redis with --redis, else this process only
+        (the one place that chooses; nothing after it asks which)."""
         self.publisher = PublishApi(
             PublishSettings(
                 access=options.access,
