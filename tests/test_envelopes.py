@@ -148,8 +148,8 @@ async def test_a_room_sends_what_the_client_reads() -> None:
     """Server encode -> client read through a Room: join, history, a live message,
     presence, a backplane notice and an error, each decoded into its kind."""
     room = Room("r", InboxBudget(), SlowClientPolicy.CLOSE, 10, 10**6)
-    room.publish("one")
-    room.publish(b"\x01")
+    room.deliver("one")
+    room.deliver(b"\x01")
     alice: Inbox[bytes] = Inbox()
     joined = room.join(alice, v1=True, name="alice")
     frames = [decode(_text(frame)) for frame in joined.frames]
@@ -162,7 +162,7 @@ async def test_a_room_sends_what_the_client_reads() -> None:
     assert isinstance(again[0], ResumeFrame) and again[0].recovered
     assert [f.offset for f in again[1:] if isinstance(f, MessageFrame)] == [2]
 
-    room.publish("three")
+    room.deliver("three")
     room.send_presence(0.0)
     room.notify_backplane(up=False)
     room.tell(alice, "not delivered: Redis said OOM")

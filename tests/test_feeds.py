@@ -90,10 +90,10 @@ async def test_an_offset_at_or_below_the_last_is_dropped_and_counted() -> None:
     room = make_room()
     inbox: Inbox[bytes] = Inbox()
     room.join(inbox, v1=False)
-    room.publish("a", offset=5)
-    room.publish("b", offset=5)
-    room.publish("c", offset=3)
-    room.publish("d", offset=6)
+    room.deliver("a", offset=5)
+    room.deliver("b", offset=5)
+    room.deliver("c", offset=3)
+    room.deliver("d", offset=6)
     assert await drain(inbox) == ["a", "d"] and room.stale == 2 and room.last_offset == 6
 
 
@@ -122,7 +122,7 @@ def test_a_recorded_message_is_kept_not_sent() -> None:
 def test_a_resume_from_before_the_history_is_filled_from_the_stream() -> None:
     room = make_room(history=2)
     for offset in range(1, 11):
-        room.publish(f"m{offset}", offset=offset)
+        room.deliver(f"m{offset}", offset=offset)
     backfill = [(n, 0.0, f"m{n}") for n in range(4, 9)]
     joined = room.join(Inbox(), v1=True, since=(3, room.epoch), backfill=backfill)
     texts = [json.loads(frame_message(f)).get("text") for f in joined.frames[1:]]

@@ -82,14 +82,14 @@ def test_history_is_bounded_by_count_and_bytes() -> None:
     rooms = make_rooms(history=3, history_bytes=10**6)
     room = rooms.room("r")
     for n in range(5):
-        room.publish(f"m{n}")
+        room.deliver(f"m{n}")
     joined = room.join(Inbox(), v1=False)
     assert joined.frames == [encode_frame(f"m{n}") for n in (2, 3, 4)]
     # 104-byte frames, each entry counted with its overhead: two fit, not three.
     limit = 2 * (104 + ENTRY_OVERHEAD) + 50
     small = make_rooms(history=100, history_bytes=limit).room("r")
     for n in range(10):
-        small.publish("x" * 100 + str(n))
+        small.deliver("x" * 100 + str(n))
     assert small.history_messages == 2 and small.history_bytes <= limit
 
 
@@ -102,7 +102,7 @@ def test_history_holds_what_it_counts() -> None:
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         for n in range(20):
-            room.publish(f"{n}{text}")  # as a client's message: nobody else holds it
+            room.deliver(f"{n}{text}")  # as a client's message: nobody else holds it
         held = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
         assert room.history_messages == 20
@@ -111,8 +111,8 @@ def test_history_holds_what_it_counts() -> None:
 
 def test_a_v1_join_starts_with_the_epoch_then_envelopes() -> None:
     room = make_rooms(history=10).room("chat")
-    room.publish("hello")
-    room.publish(b"\x00\xff")
+    room.deliver("hello")
+    room.deliver(b"\x00\xff")
     joined = envelopes(room.join(Inbox(), v1=True).frames)
     assert joined[0] == {
         "type": "joined",
@@ -130,7 +130,7 @@ def test_a_v1_join_starts_with_the_epoch_then_envelopes() -> None:
 def test_resume_is_complete_only_with_the_same_epoch_and_nothing_evicted() -> None:
     room = make_rooms(history=3).room("r")
     for n in range(5):  # offsets 1..5; history keeps 3, 4, 5
-        room.publish(f"m{n + 1}")
+        room.deliver(f"m{n + 1}")
     complete = room.join(Inbox(), v1=True, since=(3, room.epoch))
     assert complete.recovered is True
     assert [e.get("offset") for e in envelopes(complete.frames)[1:]] == [4, 5]
@@ -156,10 +156,10 @@ def test_join_then_publish_has_no_gap_and_no_duplicate() -> None:
     room = make_rooms(history=1000).room("r")
     inbox: Inbox[bytes] = Inbox()
     for n in range(10):
-        room.publish(f"m{n}")
+        room.deliver(f"m{n}")
     joined = room.join(inbox, v1=False)
     for n in range(10, 15):
-        room.publish(f"m{n}")
+        room.deliver(f"m{n}")
     live = []
     while inbox.queued_messages:
         live.append(inbox._items.popleft()[0])
@@ -172,13 +172,13 @@ def test_a_room_is_freed_when_it_has_no_clients_and_no_history() -> None:
     room = rooms.room("r")
     epoch = room.epoch
     room.join(inbox, v1=False)
-    room.publish("x")
+    room.deliver("x")
     rooms.leave(room, inbox)
     assert len(rooms) == 0
     assert rooms.hub_statistics().published == 1  # totals survive the room
     assert rooms.room("r").epoch != epoch  # a new lifetime, a new epoch
     kept = make_rooms(history=5)
-    kept.room("r").publish("kept")
+    kept.room("r").deliver("kept")
     kept.leave(kept.room("r"), inbox)
     assert len(kept) == 1  # it still has history
 
@@ -462,11 +462,11 @@ def test_rooms_without_clients_expire_after_their_ttl() -> None:
         clock=lambda: now[0],
     )  # fmt: skip
     kept = rooms.room("kept")
-    kept.publish("history")
+    kept.deliver("history")
     inbox = Inbox()
     busy = rooms.room("busy")
     busy.join(inbox, v1=False)
-    busy.publish("history")
+    busy.deliver("history")
     now[0] = 59
     assert rooms.expire() == 0
     now[0] = 60
@@ -488,7 +488,7 @@ def test_at_max_rooms_the_least_recently_used_empty_room_gives_way() -> None:
     inbox = Inbox()
     for n, name in enumerate(["old", "newer", "occupied"]):
         now[0] = n
-        rooms.room(name).publish("kept")
+        rooms.room(name).deliver("kept")
     rooms.room("occupied").join(inbox, v1=False)
     assert rooms.has_room_for("fresh")  # "old" gives way
     assert [room.name for room in rooms.rooms()] == ["newer", "occupied"]

@@ -11,14 +11,14 @@ The public API is re-exported here. The layout is the architecture, and
   ``redact`` (what may reach a log or a terminal), ``tokens`` (signed tokens, the
   only PyJWT user), ``envelopes`` (the ``trio-ws-demo.v1`` format: its name, every
   frame the server sends, how the client reads them), ``hub`` (pure fan-out),
-  ``rooms`` (rooms, history, offsets,
-  presence), ``budget`` (the process's memory budget), ``reasons`` (the fixed
-  vocabulary of refusals), ``stats`` (typed statistics) and ``errors`` (the
-  exceptions, one tree);
+  ``rooms`` (rooms, history, offsets, presence), ``broker`` (where every message
+  goes first: the ``Broker`` protocol and ``LocalBroker``), ``budget`` (the
+  process's memory budget), ``reasons`` (the fixed vocabulary of refusals),
+  ``stats`` (typed statistics) and ``errors`` (the exceptions, one tree);
 * :mod:`~trio_ws_demo.server`: the server's Trio I/O (lifecycle, options, listen,
   frontdoor, connection, outbox, transport, tls, keepalive, presence, web, publish);
 * :mod:`~trio_ws_demo.backplane`: rooms shared through Redis (the only coredis user),
-  built only by the server's lifecycle;
+  the other broker, built only by the server's lifecycle;
 * :mod:`~trio_ws_demo.client`: the echo client as a library, on trio-websocket;
 * :mod:`~trio_ws_demo.cli`: the command line, a thin shell over the rest (it alone
   prints, configures logging, with :mod:`~trio_ws_demo.cli.logs`, and calls trio.run).

@@ -162,8 +162,6 @@ class Room:
         self._max_history_bytes = history_bytes
         self._history: deque[_Entry] = deque()
         self.history_bytes = 0
-        self.relay: Relay | None = None
-        """Set by a backplane: where :meth:`send` passes messages first."""
         self.members: dict[Subscriber[bytes], tuple[str, float]] = {}
         """Who is here: each client's name and when it joined (UNIX time)."""
         self.remote_members: dict[str, tuple[str, float]] = {}
@@ -198,24 +196,7 @@ class Room:
     def alive(self) -> bool:
         return bool(self.clients or self._history)
 
-    def send(
-        self,
-        message: str | bytes,
-        plain_frame: bytes | None = None,
-        sender: Subscriber[bytes] | None = None,
-    ) -> int:
-        """A message from a client (*sender*) or the application; never waits.
-
-        With a backplane it goes there first and comes back to :meth:`publish`
-        in the order every server process sees (so 0 clients took it yet);
-        without one, or while the room is not followed there, it is published
-        here at once.
-        """
-        if self.relay is not None and self.relay(self, message, sender):
-            return 0
-        return self.publish(message, plain_frame)
-
-    def publish(
+    def deliver(
         self,
         message: str | bytes,
         plain_frame: bytes | None = None,
@@ -223,7 +204,11 @@ class Room:
         offset: int | None = None,
         at: float | None = None,
     ) -> int:
-        """Deliver *message* to everyone in the room and keep it; never waits.
+        """Deliver *message* to everyone in the room, here and now, and keep it;
+        never waits. The brokers' delivery call: only a broker
+        (:mod:`trio_ws_demo.broker`, :mod:`trio_ws_demo.backplane`) calls it,
+        once it has decided where the message goes (anyone else would skip
+        the other processes).
 
         *plain_frame* is the message already encoded, if the caller has it. A
         backplane gives the shared *offset* and sending time *at*; an offset not
@@ -407,11 +392,6 @@ class Room:
         return ENTRY_OVERHEAD + len(entry.plain_frame) + (len(json_frame) if json_frame else 0)
 
 
-#: A backplane's intake: True if it took the message (it comes back to publish());
-#: the third argument is the sender, told if Redis refuses it.
-Relay = Callable[[Room, str | bytes, Subscriber[bytes] | None], bool]
-
-
 class Rooms:
     """Every room of a server, created on first join and freed when empty."""
 
@@ -425,6 +405,8 @@ class Rooms:
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         room_ttl: float | None = DEFAULT_ROOM_TTL,
         clock: Callable[[], float] = time.monotonic,
+        on_freed: Callable[[Room], None] | None = None,
+        on_presence: Callable[[Room], None] | None = None,
     ) -> None:
         self._budget = budget
         self.room_ttl = room_ttl
@@ -435,10 +417,9 @@ class Rooms:
         self._history = history
         self._history_bytes = history_bytes
         self._rooms: dict[str, Room] = {}
-        self.relay: Relay | None = None
-        """Given to every room (see :meth:`Room.send`)."""
-        self.on_freed: Callable[[Room], None] | None = None
-        self.on_presence: Callable[[Room], None] | None = None
+        self.on_freed = on_freed
+        """Told when a room is freed (the broker forgets it)."""
+        self.on_presence = on_presence
         """Given to every room: presence changed there."""
         # Counters of rooms already freed, so that totals never go down.
         self._retired = (0, 0, 0)  # published, dropped, slow closed
@@ -482,7 +463,6 @@ class Rooms:
             room = self._rooms[name] = Room(
                 name, self._budget, self._policy, self._history, self._history_bytes
             )
-            room.relay = self.relay
             room.on_presence = self.on_presence
             room.idle_since = self._clock()  # until a client joins
         return room

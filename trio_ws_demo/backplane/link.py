@@ -9,17 +9,24 @@ client that resumes on another process, or from further back than memory
 reaches, is served from it. Pub/sub would need a second store for history and a
 way to agree on offsets.
 
+It is one of the two brokers (:class:`~trio_ws_demo.broker.Broker`; the other,
+:class:`~trio_ws_demo.broker.LocalBroker`, is a single process): every message
+into a room comes through :meth:`RedisBackplane.send`, :meth:`~RedisBackplane.send_to`
+or :meth:`~RedisBackplane.publish`, and what is not for Redis (the link is down,
+the room not followed yet) goes to its local broker.
+
 Each room is a :class:`~trio_ws_demo.backplane.feeds.RoomFeed`, an explicit state
 machine (LOCAL → LOADING → FOLLOWED → LOCAL): only a FOLLOWED room relays to
 Redis, and it gets the shared epoch in the same step that makes it FOLLOWED.
 
 How a message travels: a client's message goes into a bounded outbound queue
-(:meth:`RedisBackplane.relay` never awaits). One writer task sends what has
+(:meth:`RedisBackplane.send` never awaits). One writer task sends what has
 queued up as one pipeline of ``FCALL trio_ws_demo_publish`` (an ``XADD`` under
 the stream's current epoch, done in Redis so that it is atomic); each entry
 carries this process's writer id and a sequence number. One reader task
 ``XREAD``s every followed room from the last entry it read, and publishes each
-entry into the local :class:`~trio_ws_demo.rooms.Room` with its offset, where it
+entry into the local :class:`~trio_ws_demo.rooms.Room` with its offset
+(:meth:`~trio_ws_demo.rooms.Room.deliver`), where it
 is encoded once per form for this process's clients. So a sender sees its own
 message when every other process does, in the room's one order.
 
@@ -66,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..broker import Backfill, LocalBroker
 from ..errors import BackplaneUnavailable
 from ..hub import Subscriber
 from ..redact import redact_url
@@ -210,7 +218,10 @@ def _entry_message(fields: Any) -> tuple[str | bytes, float, bytes, int] | None:
 
 
 class RedisBackplane:
-    """Connects a server's :class:`Rooms` to one Redis shared with other processes.
+    """Connects a server's :class:`Rooms` to one Redis shared with other processes:
+    a :class:`~trio_ws_demo.broker.Broker`.
+
+    Give its :meth:`forget` to the rooms as their ``on_freed``.
 
     Run :meth:`run` in a nursery (``await nursery.start(backplane.run)``): it
     connects, reports started, and keeps the link up until cancelled.
@@ -266,22 +277,44 @@ class RedisBackplane:
         self.skipped = 0
         self.refused = 0
         self.own_recognised = 0
-        rooms.relay = self.relay
-        rooms.on_freed = self._unfollow
+        self._local = LocalBroker(rooms, history=history)
+        """Where a message goes while it cannot go to Redis: this process only."""
 
-    # -- what the rooms call (never awaits) -------------------------------------
+    # -- the broker: where messages go (a plain def never awaits) -------------------
 
-    def relay(self, room: Room, message: str | bytes, sender: Subscriber[bytes] | None) -> bool:
-        """Queue a client's message for Redis (a room's :attr:`~Room.relay`).
+    def send(
+        self,
+        room: Room,
+        message: str | bytes,
+        frame: bytes | None = None,
+        sender: Subscriber[bytes] | None = None,
+    ) -> int:
+        """A client's message: to Redis if the room is followed (0 clients took it
+        yet: it comes back from the reader), else delivered here at once."""
+        if self._relay(room, message, sender):
+            return 0
+        return self._local.send(room, message, frame, sender)
 
-        False unless the room is FOLLOWED: the room then delivers it here only.
-        """
+    def send_to(self, room_name: str, message: str | bytes) -> int:
+        """The application's message: as :meth:`send` if the room is here, else
+        to Redis for the other processes' clients (and history); locally while
+        the link is down."""
+        existing = self._rooms.get(room_name)
+        if existing is not None:
+            return self.send(existing, message)
+        if self._relay_to(room_name, message):
+            return 0
+        return self._local.send_to(room_name, message)
+
+    def _relay(self, room: Room, message: str | bytes, sender: Subscriber[bytes] | None) -> bool:
+        """Queue a client's message for Redis: False unless the room is FOLLOWED
+        (it is then delivered here only)."""
         feed = self._feeds.get(room.name)
         if not self.up or feed is None or feed.state is not FOLLOWED or feed.room is not room:
             return False
         return self._queue(room.name, message, sender)
 
-    def relay_to(self, room: str, message: str | bytes) -> bool:
+    def _relay_to(self, room: str, message: str | bytes) -> bool:
         """Queue *message* for room *room*, which has no clients here; False if
         the link is down."""
         if not self.up:
@@ -318,7 +351,8 @@ class RedisBackplane:
             raise BackplaneUnavailable(receipt.error or "no answer from Redis in time")
         return str(receipt.last_id[0]), receipt.last_id[1]
 
-    def _unfollow(self, room: Room) -> None:
+    def forget(self, room: Room) -> None:
+        """*room* was freed (the rooms' ``on_freed``): stop following it."""
         feed = self._feeds.get(room.name)
         if feed is not None and feed.room is room:
             del self._feeds[room.name]
@@ -341,9 +375,7 @@ class RedisBackplane:
             return
         await self._load(feed)
 
-    async def backfill(
-        self, name: str, since: tuple[int, str]
-    ) -> list[tuple[int, float, str | bytes]] | None:
+    async def backfill(self, name: str, since: tuple[int, str]) -> Backfill | None:
         """For a client resuming from *since* further back than the room's history:
         the messages in between, read from the stream (None if not needed or
         not possible). Raises nothing but Cancelled."""
@@ -534,7 +566,7 @@ class RedisBackplane:
                 continue
             local = self._rooms.get(item.room)
             if local is not None:
-                local.publish(item.message)
+                local.deliver(item.message)
                 self._delivered_here[item.seq] = None
         while len(self._delivered_here) > _SEEN_BOUND * self._outbound_limit:
             del self._delivered_here[next(iter(self._delivered_here))]
@@ -784,7 +816,7 @@ class RedisBackplane:
                 room.record(identifier[1], at, message)
                 self.own_recognised += 1
                 continue
-            room.publish(message, offset=identifier[1], at=at)
+            room.deliver(message, offset=identifier[1], at=at)
             self.received += 1
 
 

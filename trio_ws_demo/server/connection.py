@@ -3,7 +3,8 @@
 A connection is one task and one nursery. The task writes the 101 the front
 door prepared, then runs the *reader*: bytes from the transport go into the
 sans-I/O :class:`~trio_ws_demo.protocol.ServerProtocol`, whose events become
-room messages (encoded once, then published; see :mod:`trio_ws_demo.rooms`),
+room messages handed to the broker (:mod:`trio_ws_demo.broker`: delivered here,
+or through Redis first; see :mod:`trio_ws_demo.rooms`),
 pongs and close frames. The nursery holds, only while a backlog is being
 written, the outbox's writer task, and a server-initiated close. Nothing else
 runs per connection: keepalive is one server-wide task
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ..broker import Broker
 from ..budget import MemoryBudget, QueuedFrames
 from ..hub import InboxBudget
 from ..protocol import (
@@ -102,6 +104,7 @@ class Connection:
         "_allowance",
         "_allowance_at",
         "_backfill",
+        "_broker",
         "_can_write",
         "_charged",
         "_grant",
@@ -134,6 +137,7 @@ class Connection:
         response: bytes,
         *,
         rooms: Rooms,
+        broker: Broker,
         room: str,
         v1: bool = False,
         since: tuple[int, str] | None = None,
@@ -148,6 +152,8 @@ class Connection:
         self.transport = transport
         """The connection's socket, plain or TLS: every byte in or out passes it."""
         self._rooms = rooms
+        self._broker = broker
+        """Where this client's messages go (this process, or Redis first)."""
         self.room = room
         """The room's name ("" for the default room, path /)."""
         self._room: Room | None = None
@@ -375,7 +381,7 @@ class Connection:
                     elif echo:
                         room.plain.offer(outbox, frame, len(frame))
                     else:
-                        room.send(event.message, frame, outbox)
+                        self._broker.send(room, event.message, frame, outbox)
                 elif kind is PingReceived:
                     assert isinstance(event, PingReceived)
                     outbox.send_pong_nowait(event.pong)

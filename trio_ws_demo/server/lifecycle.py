@@ -9,12 +9,14 @@ Who owns what::
          front door (frontdoor.py): TLS, request head, routing, refusals
          ├─ plain HTTP: answered by web.py (chat page, /healthz, /metrics)
          └─ a WebSocket: Connection (connection.py) in its own nursery
-              ├─ reader: bytes -> protocol.py (wsproto) -> message -> its room
-              │    -> encode once -> hub.publish()
+              ├─ reader: bytes -> protocol.py (wsproto) -> message -> the broker
+              │    -> its room -> encode once -> hub.publish()
               └─ the outbox's writer, only while a backlog is written (outbox.py)
 
 A message travels: client socket -> the connection's reader -> its sans-I/O
-protocol (:mod:`trio_ws_demo.protocol`) -> its room (:mod:`trio_ws_demo.rooms`)
+protocol (:mod:`trio_ws_demo.protocol`) -> the broker (:mod:`trio_ws_demo.broker`:
+:class:`~trio_ws_demo.broker.LocalBroker`, or the Redis backplane and back from
+its reader) -> its room (:meth:`~trio_ws_demo.rooms.Room.deliver`)
 -> :func:`~trio_ws_demo.frames.encode_frame` (once per room and form) -> :meth:`Hub.publish` ->
 every client's :class:`~trio_ws_demo.server.outbox.Outbox`: straight to an idle
 client's socket, else into its bounded queue for its writer.
@@ -34,6 +36,7 @@ import socket
 import trio
 
 from ..backplane import RedisBackplane
+from ..broker import Broker, LocalBroker
 from ..budget import MemoryBudget, QueuedFrames
 from ..envelopes import SUBPROTOCOL
 from ..errors import BackplaneUnavailable, ServerStartupError
@@ -80,6 +83,7 @@ class BroadcastServer:
         self.options = options = options or ServerOptions()
         if options.ssl_context is not None:
             refuse_renegotiation(options.ssl_context)
+        self.presence = PresenceSender()
         self.rooms = Rooms(
             budget=options.budget,
             policy=options.slow_client,
@@ -88,9 +92,9 @@ class BroadcastServer:
             history_bytes=options.history_bytes,
             room_ttl=options.room_ttl,
             clock=trio.current_time,
+            on_freed=lambda room: self.broker.forget(room),  # the broker stops following it
+            on_presence=self.presence.changed,  # its presence frame is sent within 1 s
         )
-        self.presence = PresenceSender()
-        self.rooms.on_presence = self.presence.changed
         self.port: int | None = None
         self.addresses: list[str] = []
         """The IP addresses it listens on, once listening (e.g. ``["0.0.0.0"]``)."""
@@ -125,6 +129,13 @@ class BroadcastServer:
             if options.redis
             else None
         )
+        self.broker: Broker = (
+            self.backplane
+            if self.backplane is not None
+            else LocalBroker(self.rooms, history=options.history)
+        )
+        """Where every message goes first: Redis with --redis, else this process only
+        (the one place that chooses; nothing after it asks which)."""
         self.publisher = PublishApi(
             PublishSettings(
                 access=options.access,
@@ -139,8 +150,7 @@ class BroadcastServer:
                 message_burst=options.message_burst or 1,
                 memory=self.memory,
             ),
-            self.rooms,
-            lambda: self.backplane,
+            self.broker,
         )
         """``POST /<room>``: the HTTP publish API."""
         self._connections: set[Connection] = set()
@@ -169,16 +179,7 @@ class BroadcastServer:
         a Redis backplane that is 0, since it reaches every process's clients
         (this one's too) once it comes back from Redis, in the room's order.
         """
-        existing = self.rooms.get(room)
-        if existing is not None:
-            return existing.send(message)
-        if self.backplane is not None and self.backplane.relay_to(room, message):
-            return 0  # for the other processes' clients (and history)
-        if not self.options.history:
-            return 0  # nobody to tell, nothing to keep
-        if not self.rooms.has_room_for(room):
-            return 0
-        return self.rooms.room(room).publish(message)
+        return self.broker.send_to(room, message)
 
     @property
     def clients(self) -> int:
@@ -210,7 +211,7 @@ class BroadcastServer:
             memory_used=self.memory.used,
             memory_limit=self.memory.limit,
             memory_refused=self.memory.refused,
-            backplane=self.backplane.statistics() if self.backplane is not None else None,
+            backplane=self.broker.statistics(),
         )
 
     async def run(
@@ -356,21 +357,18 @@ class BroadcastServer:
                 return
             stream, head = admitted.stream, admitted.head
             backfill = None
-            if self.backplane is not None:
-                try:
-                    await self.backplane.follow(admitted.room)  # shared history before joining
-                    if admitted.since is not None:
-                        backfill = await self.backplane.backfill(admitted.room, admitted.since)
-                    # Others may have taken the last places while this awaited.
-                    needed = sum(len(payload) for _, _, payload in backfill or ())
-                    if await self.front_door.refuse_if_full(
-                        stream, peer, head, admitted.room, needed
-                    ):
-                        self.rooms.prune(admitted.room)
-                        return
-                except BaseException:
+            try:
+                await self.broker.follow(admitted.room)  # shared history before joining
+                if admitted.since is not None:
+                    backfill = await self.broker.backfill(admitted.room, admitted.since)
+                # Others may have taken the last places while this awaited.
+                needed = sum(len(payload) for _, _, payload in backfill or ())
+                if await self.front_door.refuse_if_full(stream, peer, head, admitted.room, needed):
                     self.rooms.prune(admitted.room)
-                    raise
+                    return
+            except BaseException:
+                self.rooms.prune(admitted.room)
+                raise
             tls = stream if isinstance(stream, TlsChannel) else None
             transport = Transport(
                 stream,
@@ -381,6 +379,7 @@ class BroadcastServer:
                 transport,
                 accept_response(head, SUBPROTOCOL if admitted.v1 else None),
                 rooms=self.rooms,
+                broker=self.broker,
                 room=admitted.room,
                 v1=admitted.v1,
                 since=admitted.since,

@@ -50,20 +50,19 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import h11
 import trio
 
 from ..access import AccessPolicy, Use
+from ..broker import Broker
 from ..budget import MemoryBudget
 from ..errors import BackplaneUnavailable
 from ..http import HttpRefusal, RequestHead, linger
 from ..protocol import FRAME_COST
 from ..redact import redact
-from ..rooms import Rooms, room_from_path
+from ..rooms import room_from_path
 
 __all__ = ["PublishApi", "PublishSettings"]
 
@@ -139,25 +138,17 @@ class _Answer(Exception):
         self.headers = headers or []
 
 
-class StreamPublisher(Protocol):
-    """Where a publish goes when rooms are shared (the Redis backplane): it
-    answers with the stream's epoch and offset once the stream took it."""
-
-    async def publish(self, room: str, messages: list[str | bytes]) -> tuple[str, int]: ...
-
-
 class PublishApi:
     """Serves one connection's publish requests (see the module's docstring)."""
 
     def __init__(
         self,
         settings: PublishSettings,
-        rooms: Rooms,
-        backplane: Callable[[], StreamPublisher | None],
+        broker: Broker,
     ) -> None:
         self._settings = settings
-        self._rooms = rooms
-        self._backplane = backplane
+        self._broker = broker
+        """Where the messages go: it answers with the epoch and offset of the last."""
         self.published = 0
         """Messages published over HTTP (all connections)."""
         self.requests = 0
@@ -319,22 +310,10 @@ class PublishApi:
     async def _publish(self, name: str, messages: list[str | bytes]) -> tuple[str, int]:
         if not messages:
             raise _Answer(400, "no message in the body")
-        backplane = self._backplane()
-        if backplane is not None:
-            try:
-                return await backplane.publish(name, messages)
-            except BackplaneUnavailable as exc:
-                raise _Answer(503, str(exc), headers=_RETRY) from None
-        room = self._rooms.get(name)
-        if room is None:
-            if not self._rooms.has_room_for(name):
-                raise _Answer(503, "too many rooms", headers=_RETRY)
-            room = self._rooms.room(name)
-        for message in messages:
-            room.send(message)
-        epoch, offset = room.epoch, room.last_offset
-        self._rooms.prune(name)  # nobody there and nothing kept: no room to keep
-        return epoch, offset
+        try:
+            return await self._broker.publish(name, messages)
+        except BackplaneUnavailable as exc:  # Redis, or too many rooms here
+            raise _Answer(503, str(exc), headers=_RETRY) from None
 
 
 def _messages(body: bytes, kind: str, max_batch: int) -> list[str | bytes]:
