@@ -59,10 +59,11 @@ from ..access import AccessPolicy, Use
 from ..broker import Broker
 from ..budget import MemoryBudget
 from ..errors import BackplaneUnavailable
-from ..http import HttpRefusal, RequestHead, linger
+from ..http import HttpRefusal, RequestHead
 from ..protocol import FRAME_COST
 from ..redact import redact
 from ..rooms import room_from_path
+from .http_io import linger
 
 __all__ = ["PublishApi", "PublishSettings"]
 
