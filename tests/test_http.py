@@ -20,6 +20,7 @@ def test_a_head_fed_a_byte_at_a_time_is_read_once_whole() -> None:
 def test_what_follows_the_head_is_kept_for_the_connection() -> None:
     head = HeadReader().feed(HEAD + b"\x81\x85early")
     assert isinstance(head, RequestHead) and head.extra == b"\x81\x85early"
+    assert head.raw == HEAD  # what the publish API hands h11: the bytes, not a rewrite
 
 
 def test_an_oversized_head_is_431_and_tls_on_a_plain_port_is_400() -> None:

@@ -40,6 +40,9 @@ class RequestHead:
     extra: bytes = b""
     """Bytes read after the head (a client's first frames, sent in the same packet)."""
     version: str = "1.1"
+    raw: bytes = b""
+    """The head's bytes as they came, blank line included: the publish API hands
+    them to h11 as they are, rather than writing the head out again."""
     path: str = field(init=False)
     """The target's path ("/" if it has none), split once from :attr:`target`."""
     query_string: str = field(init=False)
@@ -141,7 +144,8 @@ class HeadReader:
             return HttpRefusal(400, "TLS on a plain ws:// port")
         end = _HEAD_END.search(raw, max(0, self._searched - 3))
         if end is not None and end.start() <= self.max_size:
-            return parse_request_head(bytes(raw[: end.start()]), bytes(raw[end.end() :]))
+            whole = bytes(raw[: end.end()])
+            return parse_request_head(whole[: end.start()], bytes(raw[end.end() :]), whole)
         if end is not None or len(raw) > self.max_size:
             return HttpRefusal(431, "request head too large")
         self._searched = len(raw)
@@ -153,9 +157,11 @@ class HeadReader:
         return self.max_size + 1
 
 
-def parse_request_head(head: bytes, extra: bytes = b"") -> RequestHead | HttpRefusal:
+def parse_request_head(
+    head: bytes, extra: bytes = b"", raw: bytes = b""
+) -> RequestHead | HttpRefusal:
     """Parse *head* (the request line and fields, without the blank line);
-    *extra* is what was read after it."""
+    *extra* is what was read after it, *raw* the head as it came."""
     lines = _LINE_END.split(head)
     request_line = _REQUEST_LINE.fullmatch(lines[0])
     if request_line is None:  # a raw byte past 0x7e is no URL character (RFC 3986 §2)
@@ -185,6 +191,7 @@ def parse_request_head(head: bytes, extra: bytes = b"") -> RequestHead | HttpRef
             headers=headers,
             extra=extra,
             version="1." + request_line[3].decode("ascii"),
+            raw=raw,
         )
     except ValueError:  # finding R11: "//[x" made urlsplit raise out of every .path
         return HttpRefusal(400, "bad request target")
