@@ -1,31 +1,29 @@
-"""HTTP/1.1 as the front door needs it: read one request head, bounded; write one response.
+"""HTTP/1.1 as the front door needs it, sans-I/O: a request head in, a response out.
 
-Every connection starts with an HTTP request head, read here before anything
-else sees a byte, bounded in size (431 past the limit) and, by the caller, in
-time; it is parsed once, here, in linear time (no backtracking pattern). Every
-response we write ourselves (refusals, the chat page, ``/healthz``,
-``/metrics``) is complete and carries ``Connection: close``.
+Every connection starts with an HTTP request head, fed to a :class:`HeadReader`
+before anything else sees a byte, bounded in size (431 past the limit; the
+server bounds the time); it is parsed once, here, in linear time (no
+backtracking pattern), and its target is split once. Every response we write
+ourselves (refusals, the chat page, ``/healthz``, ``/metrics``) is made by
+:func:`response`, complete and with ``Connection: close``. The reading and
+writing themselves are :mod:`trio_ws_demo.server.http_io`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http
 import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-import trio
-
 __all__ = [
     "DEFAULT_MAX_REQUEST_HEAD",
+    "HeadReader",
     "HttpRefusal",
     "RequestHead",
     "format_host",
-    "linger",
     "parse_request_head",
-    "read_request_head",
-    "send_response",
+    "response",
     "split_target",
 ]
 
@@ -42,6 +40,9 @@ class RequestHead:
     extra: bytes = b""
     """Bytes read after the head (a client's first frames, sent in the same packet)."""
     version: str = "1.1"
+    raw: bytes = b""
+    """The head's bytes as they came, blank line included: the publish API hands
+    them to h11 as they are, rather than writing the head out again."""
     path: str = field(init=False)
     """The target's path ("/" if it has none), split once from :attr:`target`."""
     query_string: str = field(init=False)
@@ -116,39 +117,51 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(rb"\r?\n")
 
 
-async def read_request_head(
-    stream: trio.abc.Stream, max_size: int = DEFAULT_MAX_REQUEST_HEAD
-) -> RequestHead | HttpRefusal | None:
-    """Read one request head from *stream*.
-
-    Returns the head, an :class:`HttpRefusal` for a malformed or oversized
-    head, or None if the peer closed first. The caller bounds the time.
+class HeadReader:
+    """A request head arriving in pieces: :meth:`feed` it what the socket gave.
 
     Why not h11: one request per connection needs no connection state, and a
     handshake is the cost that matters most per connection. This reader
     accepts a strict subset of HTTP/1.x heads, enough to route and check the
     request, and nothing else parses it again: the connection writes the 101.
+    Each byte is searched once for the blank line, so a head dribbled a byte at
+    a time costs linear time; past *max_size* it is refused (431).
     """
-    raw = bytearray()
-    searched = 0
-    while True:
+
+    __slots__ = ("_raw", "_searched", "max_size")
+
+    def __init__(self, max_size: int = DEFAULT_MAX_REQUEST_HEAD) -> None:
+        self.max_size = max_size
+        self._raw = bytearray()
+        self._searched = 0
+
+    def feed(self, data: bytes | bytearray) -> RequestHead | HttpRefusal | None:
+        """The head once it is whole, a refusal for a malformed or oversized one,
+        or None while more is needed (read at most :attr:`wanted` bytes next)."""
+        raw = self._raw
+        raw += data
         if raw[:2] == b"\x16\x03":  # a TLS ClientHello: no head will ever come
             return HttpRefusal(400, "TLS on a plain ws:// port")
-        end = _HEAD_END.search(raw, max(0, searched - 3))
-        if end is not None and end.start() <= max_size:
-            return parse_request_head(bytes(raw[: end.start()]), bytes(raw[end.end() :]))
-        if end is not None or len(raw) > max_size:
+        end = _HEAD_END.search(raw, max(0, self._searched - 3))
+        if end is not None and end.start() <= self.max_size:
+            whole = bytes(raw[: end.end()])
+            return parse_request_head(whole[: end.start()], bytes(raw[end.end() :]), whole)
+        if end is not None or len(raw) > self.max_size:
             return HttpRefusal(431, "request head too large")
-        searched = len(raw)
-        data = await stream.receive_some(max_size + 1)
-        if not data:
-            return None
-        raw += data
+        self._searched = len(raw)
+        return None
+
+    @property
+    def wanted(self) -> int:
+        """How much to read next: one byte past the limit is enough to refuse."""
+        return self.max_size + 1
 
 
-def parse_request_head(head: bytes, extra: bytes = b"") -> RequestHead | HttpRefusal:
+def parse_request_head(
+    head: bytes, extra: bytes = b"", raw: bytes = b""
+) -> RequestHead | HttpRefusal:
     """Parse *head* (the request line and fields, without the blank line);
-    *extra* is what was read after it."""
+    *extra* is what was read after it, *raw* the head as it came."""
     lines = _LINE_END.split(head)
     request_line = _REQUEST_LINE.fullmatch(lines[0])
     if request_line is None:  # a raw byte past 0x7e is no URL character (RFC 3986 §2)
@@ -178,6 +191,7 @@ def parse_request_head(head: bytes, extra: bytes = b"") -> RequestHead | HttpRef
             headers=headers,
             extra=extra,
             version="1." + request_line[3].decode("ascii"),
+            raw=raw,
         )
     except ValueError:  # finding R11: "//[x" made urlsplit raise out of every .path
         return HttpRefusal(400, "bad request target")
@@ -204,16 +218,15 @@ def split_target(target: str) -> tuple[str, str]:
     return parts.path or "/", parts.query
 
 
-async def send_response(
-    stream: trio.abc.Stream,
+def response(
     status: int,
     *,
     headers: list[tuple[str, str]] | None = None,
     body: bytes = b"",
     content_type: str = "text/plain; charset=utf-8",
     head_only: bool = False,
-) -> None:
-    """Write one complete HTTP/1.1 response with ``Connection: close``."""
+) -> bytes:
+    """One complete HTTP/1.1 response with ``Connection: close``, as bytes."""
     all_headers = [
         ("Content-Type", content_type),
         ("Content-Length", str(len(body))),
@@ -224,28 +237,7 @@ async def send_response(
     phrase = http.HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {phrase}", *(f"{name}: {value}" for name, value in all_headers)]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    await stream.send_all(head if head_only else head + body)
-
-
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 256 * 1024
-
-
-async def linger(stream: trio.abc.Stream) -> None:
-    """Half-close and drain briefly (at most :data:`LINGER_BYTES` for
-    :data:`LINGER_SECONDS`), so that unread request bytes do not turn our close
-    into a reset that destroys the response (RFC 9112 §9.6). Used after every
-    answer that closes the connection, by the front door and the publish API."""
-    if not isinstance(stream, trio.abc.HalfCloseableStream):
-        return
-    with (
-        trio.move_on_after(LINGER_SECONDS),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await stream.send_eof()
-        drained = 0
-        while drained < LINGER_BYTES and (chunk := await stream.receive_some(65536)):
-            drained += len(chunk)
+    return head if head_only else head + body
 
 
 def format_host(host: str) -> str:

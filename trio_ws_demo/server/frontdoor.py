@@ -46,11 +46,12 @@ from ..access import Use
 from ..budget import MemoryBudget
 from ..envelopes import SUBPROTOCOL
 from ..handshake import check_upgrade
-from ..http import HttpRefusal, RequestHead, format_host, linger, read_request_head, send_response
+from ..http import HttpRefusal, RequestHead, format_host
 from ..reasons import Reason, Refusal, reason_of
 from ..redact import escape, redact
 from ..rooms import RESERVED_PATHS, RoomNameError, Rooms, room_from_path
 from ..tokens import Grant
+from .http_io import linger, read_request_head, send_response
 from .options import ServerOptions
 from .tls import TlsChannel
 from .web import WebRoutes

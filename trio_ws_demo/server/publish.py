@@ -21,8 +21,10 @@ v1 envelopes; with ``--redis``, on every process).
   ``Transfer-Encoding`` gets 400 (RFC 9112 §6.1: a smuggling vector).
 
 HTTP/1.1 keep-alive through h11, so one connection carries many requests. The
-front door has read the first head already (to route it); h11 parses it again
-from that head and owns the connection from there. A connection is bounded
+front door has read the first head already (to route it): its bytes go to h11
+as they came (h11 frames the body and keeps the connection's state), and the
+first request is answered from the front door's parse; each later one is
+h11's parse, made into a head once. A connection is bounded
 as a WebSocket is (issue 25, findings R6, R7, R13, R16):
 
 - Between requests, the next head must be complete within
@@ -59,10 +61,11 @@ from ..access import AccessPolicy, Use
 from ..broker import Broker
 from ..budget import MemoryBudget
 from ..errors import BackplaneUnavailable
-from ..http import HttpRefusal, RequestHead, linger
+from ..http import HttpRefusal, RequestHead
 from ..protocol import FRAME_COST
 from ..redact import redact
 from ..rooms import room_from_path
+from .http_io import linger
 
 __all__ = ["PublishApi", "PublishSettings"]
 
@@ -176,7 +179,10 @@ class PublishApi:
         """Answer the request in *head* and what follows on the connection."""
         settings = self._settings
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_request_head)
-        connection.receive_data(_head_bytes(head) + head.extra)
+        # h11 frames the body and tracks keep-alive from the bytes themselves;
+        # the head it reads is the one the front door parsed, never written out
+        # again, and the first request is answered from that parse (once).
+        connection.receive_data((head.raw or _head_bytes(head)) + head.extra)
         if self.connections >= settings.max_connections:
             payload: dict[str, object] = {"error": "too many publishing connections"}
             with contextlib.suppress(_Answer):  # (the head is in h11's buffer already)
@@ -187,12 +193,16 @@ class PublishApi:
             return
         self.connections += 1
         try:
-            await self._serve(connection, stream, peer)
+            await self._serve(connection, stream, peer, head)
         finally:
             self.connections -= 1
 
     async def _serve(
-        self, connection: h11.Connection, stream: trio.abc.Stream, peer: object
+        self,
+        connection: h11.Connection,
+        stream: trio.abc.Stream,
+        peer: object,
+        first: RequestHead | None,
     ) -> None:
         settings = self._settings
         bucket = _Bucket(self._rate, settings.message_burst) if self._rate else None
@@ -214,7 +224,7 @@ class PublishApi:
             published = self.published
             try:
                 with trio.move_on_after(settings.timeout) as reading:
-                    status, payload = await self._answer(connection, stream, request)
+                    status, payload = await self._answer(connection, stream, request, first)
                 if reading.cancelled_caught:
                     raise _Answer(408, "request not complete in time", close=True)
                 headers: list[tuple[str, str]] = []
@@ -228,6 +238,7 @@ class PublishApi:
                     extra={"event": "publish", "peer": str(peer), "path": target,
                            "status": status, "reason": answer.reason},
                 )  # fmt: skip
+            first = None  # a later request is h11's parse, made into a head once
             close = close or self._stopping
             if not await _respond(
                 connection, stream, status, payload, headers, close, settings.write_timeout
@@ -270,11 +281,15 @@ class PublishApi:
         return None
 
     async def _answer(
-        self, connection: h11.Connection, stream: trio.abc.Stream, request: h11.Request
+        self,
+        connection: h11.Connection,
+        stream: trio.abc.Stream,
+        request: h11.Request,
+        first: RequestHead | None,
     ) -> tuple[int, dict[str, object]]:
         self.requests += 1
         settings = self._settings
-        head = _as_head(request)
+        head = first if first is not None else _as_head(request)
         if head.header("transfer-encoding") is not None and head.header("content-length"):
             # RFC 9112 §6.1: the two framings disagree about where the next
             # request starts (request smuggling); refuse, and close.

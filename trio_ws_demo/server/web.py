@@ -50,10 +50,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..access import Use
-from ..http import HttpRefusal, RequestHead, send_response
+from ..http import HttpRefusal, RequestHead
 from ..rooms import RESERVED_PREFIX, Rooms, room_from_path
 from ..stats import ServerStatistics
 from ..tokens import Grant
+from .http_io import send_response
 from .options import ServerOptions
 
 __all__ = ["WebRoutes"]
