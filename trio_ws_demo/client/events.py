@@ -104,6 +104,9 @@ class ControlFrame:
 Event = Opened | Sent | Received | Closed | Resumed | Reconnecting | Ponged | Notice | ControlFrame
 
 
+# -- what a run returns -------------------------------------------------------
+
+
 @dataclass
 class EchoResult:
     """Everything one client run saw."""
