@@ -433,7 +433,8 @@ async def test_show_ping_prints_the_servers_pings() -> None:
 
 
 def test_control_frames_are_found_however_the_bytes_are_cut() -> None:
-    from trio_ws_demo.client.session import ControlFrame, _ControlFrames
+    from trio_ws_demo.client.events import ControlFrame
+    from trio_ws_demo.client.session import _ControlFrames
     from trio_ws_demo.frames import encode_frame
 
     wire = (

@@ -1,29 +1,38 @@
-"""The client side: the echo client and its events, on trio-websocket.
+"""The client side: the echo client, the interactive session and their events, on
+trio-websocket.
+
+Each module does one job:
+
+    events.py       what ``on_event`` hands out, and the EchoResult a run returns
+    session.py      one connection: TCP/TLS, handshake, close, and the error wording
+    resume.py       where the client is in the stream; reconnecting with backoff
+    echo.py         run_client: send, await each echo, listen
+    interactive.py  run_interactive: lines and slash commands
 
 The names below are what ``trio_ws_demo.client`` always exported.
 """
 
 from ..envelopes import SUBPROTOCOL as ENVELOPES
 from ..errors import ClientError as ClientError
-from .session import DEFAULT_MESSAGE as DEFAULT_MESSAGE
+from .echo import DEFAULT_MESSAGE as DEFAULT_MESSAGE
+from .echo import run_client as run_client
+from .events import Closed as Closed
+from .events import ControlFrame as ControlFrame
+from .events import EchoResult as EchoResult
+from .events import Event as Event
+from .events import Message as Message
+from .events import Notice as Notice
+from .events import Opened as Opened
+from .events import Ponged as Ponged
+from .events import Presence as Presence
+from .events import Received as Received
+from .events import Reconnecting as Reconnecting
+from .events import Resumed as Resumed
+from .events import Sent as Sent
+from .interactive import run_interactive as run_interactive
 from .session import DEFAULT_URL as DEFAULT_URL
-from .session import Closed as Closed
-from .session import ControlFrame as ControlFrame
-from .session import EchoResult as EchoResult
-from .session import Event as Event
-from .session import Message as Message
-from .session import Notice as Notice
-from .session import Opened as Opened
-from .session import Ponged as Ponged
-from .session import Presence as Presence
-from .session import Received as Received
-from .session import Reconnecting as Reconnecting
-from .session import Resumed as Resumed
-from .session import Sent as Sent
 from .session import Target as Target
 from .session import parse_url as parse_url
-from .session import run_client as run_client
-from .session import run_interactive as run_interactive
 
 __all__ = [
     "DEFAULT_MESSAGE",

@@ -1,44 +1,40 @@
-"""The echo client, as a library: connect, send, wait for each echo, close.
+"""One connection of the client, on trio-websocket: open it, shake hands, talk, close.
 
-:func:`run_client` never prints. It reports what happens as it happens through
-an optional ``on_event`` callback (the CLI prints from there) and returns an
-:class:`EchoResult` with everything it saw. Failures to connect or to keep the
-connection raise :class:`ClientError`, whose message is one line meant for a
-person (for example ``connection refused (127.0.0.1:8080)``).
+:func:`run_session` opens TCP (and TLS), does the opening handshake while
+watching for the server hanging up on it, lets its caller *talk*, and closes
+with the code the talk chose unless the server closed first. Every failure on
+the way becomes one :class:`ClientError` whose message is one line meant for a
+person (for example ``connection refused (127.0.0.1:8080)``); that wording
+lives here, next to the failures it names. The server's pings and pongs are
+spotted in passing for ``--show-ping``.
+
+This is trio-websocket's home: it is loaded on first use (``tw`` below), so a
+server process that imports the package never loads it; :mod:`.echo` and
+:mod:`.interactive` borrow the same lazy module. What each kind of client says
+on the connection is theirs; what :func:`run_session` reports is in
+:mod:`.events`.
 """
 
 from __future__ import annotations
 
 import errno
 import importlib
-import math
 import socket
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
-from contextlib import aclosing
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import trio
 
-from ..envelopes import (
-    GREETINGS,
-    SUBPROTOCOL,
-    BackplaneFrame,
-    ErrorFrame,
-    Frame,
-    JoinedFrame,
-    MessageFrame,
-    PresenceFrame,
-    ResumeFrame,
-    carries,
-    decode,
-)
+from ..envelopes import Frame
 from ..errors import ClientError
 from ..frames import FrameScanner
 from ..http import format_host
+from .events import Closed, ControlFrame, EchoResult, Event, Message, Opened, Received
+from .resume import Position
 
 
 class _LazyModule:
@@ -62,208 +58,16 @@ else:
     tw = _LazyModule("trio_websocket")
 
 __all__ = [
-    "DEFAULT_MESSAGE",
     "DEFAULT_URL",
-    "Closed",
-    "ControlFrame",
-    "EchoResult",
-    "Event",
-    "Message",
-    "Notice",
-    "Opened",
-    "Ponged",
-    "Presence",
-    "Received",
-    "Reconnecting",
-    "Resumed",
-    "Sent",
+    "Talk",
     "Target",
     "parse_url",
-    "run_client",
-    "run_interactive",
+    "receive",
+    "record_server_close",
+    "run_session",
 ]
 
 DEFAULT_URL = "ws://127.0.0.1:8080"
-DEFAULT_MESSAGE = "Hello, WebSocket!"
-
-Message = str | bytes
-
-
-# -- events reported while the client runs (frozen, like wsproto's) ------------
-
-
-@dataclass(frozen=True)
-class Opened:
-    url: str
-    subprotocol: str | None
-
-
-@dataclass(frozen=True)
-class Sent:
-    message: Message
-
-
-@dataclass(frozen=True)
-class Received:
-    message: Message
-
-
-@dataclass(frozen=True)
-class Closed:
-    code: int | None
-    reason: str | None
-    by_server: bool
-
-
-@dataclass(frozen=True)
-class Resumed:
-    """After a reconnect: did the server still have everything we missed?"""
-
-    recovered: bool
-    missing: int | None
-    """How many messages may be missing, when the offsets tell."""
-    keeps_history: bool = True
-    """False when the server keeps no history at all (``serve --history 0``)."""
-
-
-@dataclass(frozen=True)
-class Ponged:
-    """The answer to ``/ping`` in an interactive session."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something an interactive session tells its user (a bad command, say)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Presence(Notice):
-    """Who came or went (a ``presence`` frame): shown in an interactive session."""
-
-
-@dataclass(frozen=True)
-class Reconnecting:
-    delay: float
-    why: str
-
-
-@dataclass(frozen=True)
-class ControlFrame:
-    """A ping or pong from the server (reported for ``--show-ping``; trio-websocket
-    answers pings itself)."""
-
-    kind: str
-    payload: bytes
-
-
-Event = Opened | Sent | Received | Closed | Resumed | Reconnecting | Ponged | Notice | ControlFrame
-
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 10.0
-
-
-@dataclass
-class _Position:
-    """Where a client is in its room's stream, for resuming."""
-
-    offset: int | None = None
-    epoch: str | None = None
-    speaks_v1: bool | None = None
-    """Whether this connection's server speaks trio-ws-demo.v1, from its first frame
-    (``joined`` or ``resume``): a server that merely accepts the first subprotocol
-    offered (Node ``ws`` does) sends plain messages. None until that frame."""
-
-    def query(self) -> str:
-        if self.offset is None or self.epoch is None:
-            return ""
-        return urllib.parse.urlencode({"since": self.offset, "epoch": self.epoch})
-
-    def read(self, frame: Message, report: Callable[[Event], None]) -> Frame | None:
-        """Note the offset or epoch a v1 frame carries; return the frame decoded
-        (None for a frame that is not an envelope, or a server that sends none)."""
-        if self.speaks_v1 is False:
-            return None
-        data = decode(frame)
-        if self.speaks_v1 is None:
-            self.speaks_v1 = data is not None and data.kind in GREETINGS
-        if data is None or not self.speaks_v1:
-            return None
-        if isinstance(data, JoinedFrame):
-            # The history that follows ends at "offset".
-            self.epoch = data.epoch
-            self.offset = data.start
-        elif isinstance(data, ResumeFrame):
-            recovered = data.recovered
-            same_epoch = data.epoch == self.epoch
-            missing = None
-            if not recovered and same_epoch and self.offset is not None:
-                missing = max(0, data.offset - self.offset)
-            report(Resumed(recovered, missing, keeps_history=data.keeps_history))
-            if not same_epoch:  # a new history: its messages follow from its start
-                self.epoch = data.epoch
-                self.offset = 0
-        elif isinstance(data, BackplaneFrame):
-            # The server lost (or got back) its link to the other servers: its
-            # offsets are now in another epoch.
-            self.epoch = data.epoch
-            self.offset = data.offset
-            if not data.up:
-                text = (
-                    "the server lost its link to the other servers: messages from "
-                    "their clients may be missing"
-                )
-            elif data.recovered is False:
-                text = (
-                    "the server is connected to the other servers again; "
-                    "messages sent meanwhile may be missing"
-                )
-            else:
-                text = "the server is connected to the other servers again"
-            report(Notice(text))
-        elif isinstance(data, PresenceFrame):
-            report(Presence(_presence_text(data)))
-        elif isinstance(data, ErrorFrame):
-            # About something this client did, e.g. a message Redis refused.
-            report(Notice(data.reason))
-        elif isinstance(data, MessageFrame):
-            self.offset = data.offset
-        return data
-
-
-def _presence_text(data: PresenceFrame) -> str:
-    """ "alice joined (2 here)", "3 joined, 1 left (5 here)" for a presence frame."""
-    joined, left = data.joined, data.left
-    here = f"({data.clients} here)"
-    if len(joined) + len(left) == 1:
-        return f"{(joined or left)[0]} {'joined' if joined else 'left'} {here}"
-    parts = [
-        f"{len(names)} {verb}" for names, verb in ((joined, "joined"), (left, "left")) if names
-    ]
-    return f"{', '.join(parts) or 'presence changed'} {here}"
-
-
-@dataclass
-class EchoResult:
-    """Everything one client run saw."""
-
-    sent: list[Message] = field(default_factory=list)
-    received: list[Message] = field(default_factory=list)
-    missing: list[Message] = field(default_factory=list)
-    """Messages whose echo did not arrive within the timeout."""
-    close_code: int | None = None
-    close_reason: str | None = None
-    closed_by_server: bool = False
-    interrupted: bool = False
-    """The caller's *stop* ended the run (before the handshake finished, or before
-    every echo came back)."""
-
-    @property
-    def ok(self) -> bool:
-        """True when every sent message came back."""
-        return not self.missing
 
 
 @dataclass(frozen=True)
@@ -314,131 +118,15 @@ def parse_url(url: str) -> Target:
     )
 
 
-async def _iterate(
-    messages: Iterable[Message] | AsyncIterable[Message],
-) -> AsyncGenerator[Message, None]:
-    if isinstance(messages, AsyncIterable):
-        async for message in messages:
-            yield message
-    else:
-        for message in messages:
-            yield message
+#: What a session does once it is open: given the connection, the result to fill
+#: in and the nursery it runs in (cancelled when *stop* is set), return the close
+#: code and reason to send.
+Talk: TypeAlias = (
+    "Callable[[WebSocketConnection, EchoResult, trio.Nursery], Awaitable[tuple[int, str | None]]]"
+)
 
 
-async def run_client(
-    url: str,
-    messages: Iterable[Message] | AsyncIterable[Message] = (DEFAULT_MESSAGE,),
-    *,
-    timeout: float = 5.0,
-    interval: float = 0.0,
-    listen: bool = False,
-    ssl_context: ssl.SSLContext | None = None,
-    headers: Iterable[tuple[str, str]] = (),
-    subprotocols: Iterable[str] = (),
-    on_event: Callable[[Event], None] | None = None,
-    stop: trio.Event | None = None,
-    envelopes: bool = False,
-    resume: bool = False,
-) -> EchoResult:
-    """Connect to *url*, send each message and wait for its echo, then close with 1000.
-
-    Between sends it waits *interval* seconds. Each echo is awaited for up to
-    *timeout* seconds; a missing echo is recorded in ``EchoResult.missing`` and
-    the client moves on. With *listen*, after sending it stays connected and
-    reports every message until the server closes or *stop* is set. Setting
-    *stop* at any time ends the conversation early and closes normally.
-
-    With *envelopes* it offers our ``trio-ws-demo.v1`` subprotocol: every frame
-    is a JSON object, and echoes are recognised inside message envelopes. With
-    *resume* (which implies both *envelopes* and *listen*) it reconnects, with
-    backoff up to 10 s, whenever the connection ends other than by *stop*, and
-    asks the server for what it missed (``?since=OFFSET&epoch=EPOCH``); a
-    :class:`Resumed` event says whether everything was recovered.
-    """
-    report = on_event or (lambda event: None)
-    if not resume:
-        return await _run_once(
-            url, messages, timeout, interval, listen, ssl_context, headers,
-            [*subprotocols, *([SUBPROTOCOL] if envelopes else [])], report, stop,
-            _Position() if envelopes else None,
-        )  # fmt: skip
-    first = [messages]
-
-    def session(at: str, position: _Position) -> Awaitable[EchoResult]:
-        sending, first[:] = first[0], [()]  # sent once; a reconnect only listens
-        return _run_once(
-            at, sending, timeout, interval, True, ssl_context, headers,
-            [*subprotocols, SUBPROTOCOL], report, stop, position,
-        )  # fmt: skip
-
-    return await _resuming(url, session, report, stop)
-
-
-async def _resuming(
-    url: str,
-    session: Callable[[str, _Position], Awaitable[EchoResult]],
-    report: Callable[[Event], None],
-    stop: trio.Event | None,
-) -> EchoResult:
-    """Run *session* again whenever the server goes away, with backoff (0.5 s doubling
-    to 10 s), at the URL that asks for what was missed (``?since=N&epoch=E``)."""
-    position = _Position()
-    delay = _BACKOFF_FIRST
-    while True:
-        separator = "&" if urllib.parse.urlsplit(url).query else "?"
-        query = position.query()
-        try:
-            result = await session(f"{url}{separator}{query}" if query else url, position)
-        except ClientError as exc:
-            if position.epoch is None:
-                raise  # never connected: nothing to resume
-            why = str(exc)
-        else:
-            if (stop is not None and stop.is_set()) or not result.closed_by_server:
-                return result
-            delay = _BACKOFF_FIRST
-            why = f"the server closed the connection with code {result.close_code}"
-        report(Reconnecting(delay, why))
-        with trio.move_on_after(delay):
-            if stop is not None:
-                await stop.wait()  # Ctrl-C ends the wait
-            else:
-                await trio.sleep_forever()
-        if stop is not None and stop.is_set():
-            return EchoResult(close_code=1000)
-        delay = min(delay * 2, _BACKOFF_MAX)
-
-
-async def _run_once(
-    url: str,
-    messages: Iterable[Message] | AsyncIterable[Message],
-    timeout: float,
-    interval: float,
-    listen: bool,
-    ssl_context: ssl.SSLContext | None,
-    headers: Iterable[tuple[str, str]],
-    subprotocols: list[str],
-    report: Callable[[Event], None],
-    stop: trio.Event | None,
-    position: _Position | None,
-) -> EchoResult:
-    async def talk(
-        ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
-    ) -> tuple[int, str | None]:
-        reading = position
-        if ws.subprotocol != SUBPROTOCOL:
-            reading = None  # the server did not take it: frames are plain messages
-        elif reading is None:
-            reading = _Position()  # offered with --subprotocol: read envelopes too
-        if reading is not None:
-            reading.speaks_v1 = None  # this server's first frame will tell
-        await _converse(ws, messages, result, report, timeout, interval, listen, reading)
-        return 1000, None
-
-    return await _session(url, timeout, ssl_context, headers, subprotocols, report, stop, talk)
-
-
-async def _session(
+async def run_session(
     url: str,
     timeout: float,
     ssl_context: ssl.SSLContext | None,
@@ -446,9 +134,7 @@ async def _session(
     subprotocols: list[str],
     report: Callable[[Event], None],
     stop: trio.Event | None,
-    talk: Callable[
-        [WebSocketConnection, EchoResult, trio.Nursery], Awaitable[tuple[int, str | None]]
-    ],
+    talk: Talk,
 ) -> EchoResult:
     """One connection: open it, shake hands, *talk* (in a nursery that *stop* cancels),
     then close with the code *talk* returned, unless the server closed first. Reports
@@ -488,168 +174,26 @@ async def _session(
     return result
 
 
-async def run_interactive(
-    url: str,
-    lines: AsyncIterable[str],
-    *,
-    timeout: float = 5.0,
-    ssl_context: ssl.SSLContext | None = None,
-    headers: Iterable[tuple[str, str]] = (),
-    subprotocols: Iterable[str] = (),
-    on_event: Callable[[Event], None] | None = None,
-    stop: trio.Event | None = None,
-    resume: bool = False,
-) -> EchoResult:
-    """A session like wscat's: every line of *lines* is sent, every message is reported
-    the moment it arrives, and the server's pings are answered while *lines* is idle.
-
-    Lines starting with ``/`` are commands: ``/ping`` (reports the round trip),
-    ``/close [code [reason]]``, ``/binary HEX``; ``//text`` sends ``/text``. The
-    session ends when *lines* ends or *stop* is set (close 1000), on ``/close``,
-    or as soon as the server closes; with *resume*, a server that goes away is
-    reconnected to with backoff (as :func:`run_client` does), asking for what was
-    missed, and lines typed meanwhile are sent once it is back.
-    """
-    report = on_event or (lambda event: None)
-    if not resume:
-        return await _interactive_once(
-            url, lines, timeout, ssl_context, headers, list(subprotocols), report, stop, None
-        )
-    send, receive = trio.open_memory_channel[str](math.inf)
-
-    async def pump() -> None:  # one reader of *lines* for every session: none is lost
-        async with send:
-            async for line in lines:
-                send.send_nowait(line)
-
-    def session(at: str, position: _Position) -> Awaitable[EchoResult]:
-        return _interactive_once(
-            at, receive, timeout, ssl_context, headers, [*subprotocols, SUBPROTOCOL],
-            report, stop, position,
-        )  # fmt: skip
-
-    error: ClientError | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pump)
-        try:
-            result = await _resuming(url, session, report, stop)
-        except ClientError as exc:  # raised here, not as a group out of the nursery
-            error = exc
-        nursery.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return result
-
-
-async def _interactive_once(
-    url: str,
-    lines: AsyncIterable[str],
-    timeout: float,
-    ssl_context: ssl.SSLContext | None,
-    headers: Iterable[tuple[str, str]],
-    subprotocols: list[str],
-    report: Callable[[Event], None],
-    stop: trio.Event | None,
-    position: _Position | None,
-) -> EchoResult:
-    async def talk(
-        ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
-    ) -> tuple[int, str | None]:
-        if position is not None:
-            position.speaks_v1 = None if ws.subprotocol == SUBPROTOCOL else False
-        conversation.start_soon(
-            _print_incoming, ws, result, report, conversation.cancel_scope, position
-        )
-        return await _send_lines(ws, lines, result, report, timeout)
-
-    return await _session(url, timeout, ssl_context, headers, subprotocols, report, stop, talk)
-
-
-async def _print_incoming(
+async def receive(
     ws: WebSocketConnection,
     result: EchoResult,
     report: Callable[[Event], None],
-    session: trio.CancelScope,
-    position: _Position | None = None,
-) -> None:
-    """Report messages as they arrive; end the session when the server closes."""
-    try:
-        while True:
-            message = await ws.get_message()
-            result.received.append(message)
-            report(Received(message))
-            if position is not None:
-                position.read(message, report)
-    except tw.ConnectionClosed as exc:
-        result.closed_by_server = True
-        result.close_code = exc.reason.code if exc.reason else None
-        result.close_reason = exc.reason.reason if exc.reason else None
-        session.cancel()
+    position: Position | None,
+) -> tuple[Message, Frame | None]:
+    """The next message: recorded in *result*, reported, and read by *position*
+    (which returns it decoded, when it is an envelope)."""
+    message = await ws.get_message()
+    result.received.append(message)
+    report(Received(message))
+    return message, position.read(message, report) if position is not None else None
 
 
-async def _send_lines(
-    ws: WebSocketConnection,
-    lines: AsyncIterable[str],
-    result: EchoResult,
-    report: Callable[[Event], None],
-    timeout: float,
-) -> tuple[int, str | None]:
-    """Send each line (or run it as a command); return the close code and reason to use."""
-    async for line in lines:
-        message: Message = line
-        if line.startswith("//"):
-            message = line[1:]
-        elif line.startswith("/"):
-            command, _, rest = line.partition(" ")
-            if command == "/ping":
-                started = trio.current_time()
-                with trio.move_on_after(timeout) as waiting:
-                    await ws.ping()
-                if waiting.cancelled_caught:
-                    report(Notice(f"no pong within {timeout:g} s"))
-                else:
-                    report(Ponged(trio.current_time() - started))
-                continue
-            if command == "/close":
-                code_text, _, reason = rest.strip().partition(" ")
-                try:
-                    code = int(code_text) if code_text else 1000
-                except ValueError:
-                    code = -1
-                if not _sendable_close_code(code):
-                    report(
-                        Notice(
-                            f"not a close code to send: {code_text!r} (use 1000, 1001, "
-                            "1002, 1003, 1007 to 1014, or 3000 to 4999)"
-                        )
-                    )
-                    continue
-                if len(reason.encode()) > 123:
-                    report(Notice("a close reason has at most 123 bytes (UTF-8)"))
-                    continue
-                return code, reason or None
-            if command == "/binary":
-                try:
-                    message = bytes.fromhex(rest)
-                except ValueError:
-                    report(Notice("/binary takes hex digits, for example /binary 00ff10"))
-                    continue
-            else:
-                report(Notice(f"unknown command {command}; try /ping, /close, /binary, //text"))
-                continue
-        try:
-            await ws.send_message(message)
-        except tw.ConnectionClosed:
-            break  # the reader reports how the server closed
-        result.sent.append(message)
-        report(Sent(message))
-    return 1000, None
-
-
-def _sendable_close_code(code: int) -> bool:
-    """RFC 6455 §7.4: what an endpoint may put in its own Close frame (1005,
-    1006 and 1015 are for reporting only; 0-999 and 1016-2999 are not codes)."""
-    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
+def record_server_close(result: EchoResult, closed: tw.ConnectionClosed) -> None:
+    """The server closed first: note that, and its code and reason, in *result*."""
+    reason = closed.reason
+    result.closed_by_server = True
+    result.close_code = reason.code if reason else None
+    result.close_reason = reason.reason if reason else None
 
 
 _PING_PONG = frozenset({0x9, 0xA})
@@ -820,83 +364,9 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     return leaves
 
 
-async def _converse(
-    ws: WebSocketConnection,
-    messages: Iterable[Message] | AsyncIterable[Message],
-    result: EchoResult,
-    report: Callable[[Event], None],
-    timeout: float,
-    interval: float,
-    listen: bool,
-    position: _Position | None,
-) -> None:
-    try:
-        await _send_and_listen(ws, messages, result, report, timeout, interval, listen, position)
-    except tw.ConnectionClosed as exc:
-        reason = exc.reason
-        result.closed_by_server = True
-        result.close_code = reason.code if reason else None
-        result.close_reason = reason.reason if reason else None
-
-
 async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
-
-
-async def _send_and_listen(
-    ws: WebSocketConnection,
-    messages: Iterable[Message] | AsyncIterable[Message],
-    result: EchoResult,
-    report: Callable[[Event], None],
-    timeout: float,
-    interval: float,
-    listen: bool,
-    position: _Position | None,
-) -> None:
-    first = True
-    async with aclosing(_iterate(messages)) as iterator:
-        async for message in iterator:
-            if not first and interval > 0:
-                await trio.sleep(interval)
-            first = False
-            await ws.send_message(message)
-            result.sent.append(message)
-            report(Sent(message))
-            # Counted as missing until its echo arrives, even if the server closes first.
-            result.missing.append(message)
-            if await _await_echo(ws, message, result, report, timeout, position):
-                result.missing.pop()
-    if listen:
-        while True:
-            received = await ws.get_message()
-            result.received.append(received)
-            report(Received(received))
-            if position is not None:
-                position.read(received, report)
-
-
-async def _await_echo(
-    ws: WebSocketConnection,
-    message: Message,
-    result: EchoResult,
-    report: Callable[[Event], None],
-    timeout: float,
-    position: _Position | None,
-) -> bool:
-    """Report everything that arrives until *message* comes back; False on timeout."""
-    with trio.move_on_after(timeout):
-        while True:
-            received = await ws.get_message()
-            result.received.append(received)
-            report(Received(received))
-            data = position.read(received, report) if position is not None else None
-            if position is None or not position.speaks_v1:
-                if received == message:
-                    return True
-            elif carries(data, message):
-                return True
-    return False
 
 
 #: What OpenSSL says when the answer to our ClientHello was not TLS at all
