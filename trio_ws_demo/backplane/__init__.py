@@ -9,8 +9,8 @@ lifecycle builds it; nothing else in the package imports coredis.
 from ..errors import BackplaneUnavailable as BackplaneUnavailable
 from ..stats import BackplaneStatistics as BackplaneStatistics
 from .link import BACKFILL_BYTES as BACKFILL_BYTES
-from .link import Receipt as Receipt
 from .link import RedisBackplane as RedisBackplane
+from .outbound import Receipt as Receipt
 
 __all__ = [
     "BACKFILL_BYTES",
