@@ -66,7 +66,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -77,6 +77,7 @@ from ..hub import Subscriber
 from ..redact import redact_url
 from ..rooms import Room, Rooms
 from ..stats import BackplaneStatistics
+from .faults import LinkLost, describe, is_link_error, lost_on_error
 from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed
 from .members import SharedPresence
 from .outbound import Outbound, Pending, Receipt
@@ -334,7 +335,7 @@ class RedisBackplane:
             why = "the connection ended"
             try:
                 await self._serve_link(task_status)
-            except* _LinkLost as group:
+            except* LinkLost as group:
                 why = str(group.exceptions[0])
             self._link = None
             if not self._started:
@@ -352,8 +353,8 @@ class RedisBackplane:
 
     async def _serve_link(self, task_status: trio.TaskStatus[None]) -> None:
         """Connect, then watch, write, read and load rooms until the link fails
-        (:class:`_LinkLost`)."""
-        async with _lost_on_error(), self._connect() as link:
+        (:class:`LinkLost`)."""
+        async with lost_on_error(), self._connect() as link:
             with trio.fail_after(self._timeout):
                 await link.ping()
                 await self._load_library(link)
@@ -504,9 +505,9 @@ class RedisBackplane:
                 logger.warning(
                     "backplane: could not load room %r (%s); serving it locally, retry in %.1f s",
                     name,
-                    _describe(exc),
+                    describe(exc),
                     delay,
-                    exc_info=not _is_link_error(exc),  # a traceback only for a bug
+                    exc_info=not is_link_error(exc),  # a traceback only for a bug
                 )
                 self._wake_loader.set()
         else:
@@ -683,46 +684,6 @@ class RedisBackplane:
                 continue
             room.deliver(message, offset=identifier[1], at=at)
             self.received += 1
-
-
-class _LinkLost(Exception):
-    """The link to Redis failed; ``str()`` says how."""
-
-
-def _is_link_error(exc: BaseException) -> bool:
-    from coredis.exceptions import RedisError
-
-    return isinstance(exc, (RedisError, OSError, TimeoutError, trio.TooSlowError))
-
-
-@contextlib.asynccontextmanager
-async def _lost_on_error() -> AsyncIterator[None]:
-    """Turn whatever Redis or the network raised (also inside task groups) into
-    one :class:`_LinkLost`; anything else is a bug and goes up as it is."""
-    try:
-        yield
-    except BaseException as exc:
-        # coredis's own tasks may end Cancelled beside the error that ended the
-        # link (trio's cancellation is level-triggered: a real one goes on).
-        leaves = [leaf for leaf in _leaves(exc) if not isinstance(leaf, trio.Cancelled)]
-        if leaves and all(_is_link_error(leaf) for leaf in leaves):
-            raise _LinkLost(_describe(leaves[0])) from exc
-        raise
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "no answer in time"
-    text = str(exc) or type(exc).__name__
-    if text[1:2].islower():  # "Connection refused", not "DENIED ..." or "OOM ..."
-        return text[0].lower() + text[1:]
-    return text
 
 
 def _tokens() -> Any:
