@@ -1,9 +1,14 @@
-"""The Redis backplane: several server processes share rooms, history and offsets.
+"""The link to Redis: connection, heartbeat, writer, reader, room loader.
+
+This module owns the I/O of the backplane, the one place that talks to Redis
+about rooms; what it sends and reads is spelled in :mod:`.streams` (keys, the
+Redis functions, an entry's fields), what waits to be sent in :mod:`.outbound`,
+and which errors mean a lost link in :mod:`.faults`.
 
 Why Redis Streams, not pub/sub: one stream per room (``trio-ws-demo:room:NAME``)
 gives everything the rooms need from one command set. The stream has one
 order, which every process reads with ``XREAD``; its entry IDs are the room's
-``EPOCH-OFFSET`` (see :mod:`.feeds`), so an offset names the same message on
+``EPOCH-OFFSET`` (see :mod:`.feeds` and :mod:`.streams`), so an offset names the same message on
 every process; and the stream *is* the history (``MAXLEN ~`` trims it), so a
 client that resumes on another process, or from further back than memory
 reaches, is served from it. Pub/sub would need a second store for history and a
