@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 
 import trio
 
-__all__ = ["LinkLost", "describe", "is_link_error", "leaves", "lost_on_error"]
+# Its exception is for the backplane only (never reaches a caller of the
+# library), so it is not exported: see tests/test_errors.py.
+__all__ = ["describe", "is_link_error", "leaves", "lost_on_error"]
 
 
 class LinkLost(Exception):

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+# Its exception is for the backplane only (never reaches a caller of the
+# library), so it is not exported: see tests/test_errors.py.
 __all__ = [
     "EPOCH_FUNCTION",
     "LIBRARY",
@@ -32,7 +34,6 @@ __all__ = [
     "PREFIX",
     "PUBLISH_FUNCTION",
     "Entry",
-    "MalformedEntry",
     "StreamId",
     "alive_key",
     "decode_entry",
