@@ -8,7 +8,7 @@ import json
 import pytest
 
 from trio_ws_demo import Inbox, InboxBudget, SlowClientPolicy
-from trio_ws_demo.backplane.feeds import LOCAL, TRANSITIONS, RoomFeed, parse_id
+from trio_ws_demo.backplane.feeds import LOCAL, TRANSITIONS, RoomFeed
 from trio_ws_demo.frames import frame_message
 from trio_ws_demo.rooms import Room
 
@@ -129,9 +129,3 @@ def test_a_resume_from_before_the_history_is_filled_from_the_stream() -> None:
     assert joined.recovered is True and texts == [f"m{n}" for n in range(4, 11)]
     short = room.join(Inbox(), v1=True, since=(2, room.epoch), backfill=backfill)
     assert short.recovered is False  # offset 3 is in neither
-
-
-def test_stream_ids_are_epoch_and_offset() -> None:
-    assert parse_id(b"1764600000000-42") == (1764600000000, 42)
-    with pytest.raises(ValueError):
-        parse_id(b"nonsense")

@@ -14,9 +14,9 @@ has an offset that no other process can give to another message.
 
 The stream is the truth. Its entry IDs are ``EPOCH-OFFSET``: the epoch is the
 time (ms, on Redis's clock) the stream was started, written as a marker entry
-``EPOCH-0``; messages are ``EPOCH-1``, ``EPOCH-2``, … (see ``backplane.py``'s
-Redis functions). A stream that is deleted and written again starts a later epoch, so
-offsets restart under a new name, never under the old one.
+``EPOCH-0``; messages are ``EPOCH-1``, ``EPOCH-2``, … (:mod:`.streams` owns
+the format). A stream that is deleted and written again starts a later epoch,
+so offsets restart under a new name, never under the old one.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import enum
 from dataclasses import dataclass
 
 from ..rooms import Room
+from .streams import StreamId
 
-__all__ = ["TRANSITIONS", "FeedState", "RoomFeed", "StreamId", "Transition", "parse_id"]
+__all__ = ["TRANSITIONS", "FeedState", "RoomFeed", "Transition"]
 
 
 class FeedState(enum.Enum):
@@ -76,16 +77,6 @@ TRANSITIONS = (
     ),
 )
 _ALLOWED = {(row.source, row.event): row.target for row in TRANSITIONS}
-
-#: A stream entry ID: (epoch, offset).
-StreamId = tuple[int, int]
-
-
-def parse_id(identifier: bytes | str) -> StreamId:
-    """``b"EPOCH-OFFSET"`` as numbers; ValueError for anything else."""
-    text = identifier.decode() if isinstance(identifier, bytes) else identifier
-    epoch, _, offset = text.partition("-")
-    return int(epoch), int(offset)
 
 
 class RoomFeed:

@@ -1,9 +1,14 @@
-"""The Redis backplane: several server processes share rooms, history and offsets.
+"""The link to Redis: connection, heartbeat, writer, reader, room loader.
+
+This module owns the I/O of the backplane, the one place that talks to Redis
+about rooms; what it sends and reads is spelled in :mod:`.streams` (keys, the
+Redis functions, an entry's fields), what waits to be sent in :mod:`.outbound`,
+and which errors mean a lost link in :mod:`.faults`.
 
 Why Redis Streams, not pub/sub: one stream per room (``trio-ws-demo:room:NAME``)
 gives everything the rooms need from one command set. The stream has one
 order, which every process reads with ``XREAD``; its entry IDs are the room's
-``EPOCH-OFFSET`` (see :mod:`.feeds`), so an offset names the same message on
+``EPOCH-OFFSET`` (see :mod:`.feeds` and :mod:`.streams`), so an offset names the same message on
 every process; and the stream *is* the history (``MAXLEN ~`` trims it), so a
 client that resumes on another process, or from further back than memory
 reaches, is served from it. Pub/sub would need a second store for history and a
@@ -66,9 +71,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -79,21 +82,38 @@ from ..hub import Subscriber
 from ..redact import redact_url
 from ..rooms import Room, Rooms
 from ..stats import BackplaneStatistics
-from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed, StreamId, parse_id
+from .faults import LinkLost, describe, is_link_error, lost_on_error
+from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed
 from .members import SharedPresence
+from .outbound import Outbound, Pending, Receipt
+from .streams import (
+    EPOCH_FUNCTION,
+    LIBRARY,
+    LIBRARY_NAME,
+    PUBLISH_FUNCTION,
+    MalformedEntry,
+    StreamId,
+    decode_entry,
+    entry_fields,
+    format_id,
+    messages_in,
+    parse_id,
+    room_of_key,
+    stream_key,
+    text,
+    wake_key,
+)
 
 if TYPE_CHECKING:
     import coredis
 
 __all__ = [
     "BACKFILL_BYTES",
-    "Receipt",
     "RedisBackplane",
 ]
 
 logger = logging.getLogger("trio_ws_demo.backplane")
 
-PREFIX = "trio-ws-demo"
 DEFAULT_OUTBOUND_LIMIT = 10_000
 #: A stream keeps at least this many entries (more with --history), so that a
 #: process that falls behind for a moment, or a client resuming from further
@@ -106,115 +126,6 @@ _BATCH = 1_000  # writes per pipeline, entries per XREAD
 _BLOCK_MS = 500  # below stream_timeout, which also bounds a blocking read
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 10.0
 _REFUSALS_SHOWN = 10.0  # seconds /healthz says degraded after Redis refused a message
-_SEEN_BOUND = 4  # times the outbound limit: own unconfirmed messages remembered
-
-#: The functions every process loads (``FUNCTION LOAD REPLACE``). A stream's
-#: epoch is the major part of its newest entry's ID; an empty or missing stream
-#: gets a new one (Redis's clock in ms, above any ID the stream ever had) and a
-#: marker entry ``EPOCH-0``, so messages are ``EPOCH-1``, ``EPOCH-2``, …
-_LIBRARY = """#!lua name=trio_ws_demo
-local function epoch_of(key)
-  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-  if newest[1] then
-    return string.match(newest[1][1], '^(%d+)%-')
-  end
-  local now = redis.call('TIME')
-  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  if redis.call('EXISTS', key) == 1 then
-    local info = redis.call('XINFO', 'STREAM', key)
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then
-        local top = tonumber(string.match(info[i + 1], '^(%d+)%-'))
-        if top >= ms then ms = top + 1 end
-      end
-    end
-  end
-  local epoch = string.format('%.0f', ms)
-  redis.call('XADD', key, epoch .. '-0', 'e', '1')
-  return epoch
-end
-redis.register_function{
-  function_name = 'trio_ws_demo_epoch',
-  callback = function(keys, args) return epoch_of(keys[1]) end,
-  flags = {'allow-oom'},
-}
-redis.register_function{
-  function_name = 'trio_ws_demo_publish',
-  callback = function(keys, args)
-    local epoch = epoch_of(keys[1])
-    return redis.call('XADD', keys[1], 'MAXLEN', '~', args[1], epoch .. '-*', unpack(args, 2))
-  end,
-}
-"""
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _stream_key(room: str) -> str:
-    return f"{PREFIX}:room:{room}"
-
-
-def _id(identifier: StreamId) -> str:
-    return f"{identifier[0]}-{identifier[1]}"
-
-
-class Receipt:
-    """What Redis made of a batch of messages published over HTTP (which waits
-    for it): the last entry ID, or why not."""
-
-    def __init__(self, count: int) -> None:
-        self.pending = count
-        self.last_id: StreamId | None = None
-        self.error: str | None = None
-        self.done = trio.Event()
-
-    def settle(self, identifier: StreamId | None = None, error: str | None = None) -> None:
-        if identifier is not None and (self.last_id is None or identifier > self.last_id):
-            self.last_id = identifier
-        if error is not None and self.error is None:
-            self.error = error
-        self.pending -= 1
-        if self.pending <= 0:
-            self.done.set()
-
-
-class _Outbound:
-    """A message waiting for Redis."""
-
-    __slots__ = ("at", "message", "receipt", "room", "sender", "seq")
-
-    def __init__(
-        self,
-        room: str,
-        message: str | bytes,
-        seq: int,
-        sender: Subscriber[bytes] | None,
-        receipt: Receipt | None = None,
-    ) -> None:
-        self.room = room
-        self.message = message
-        self.at = time.time()
-        self.seq = seq
-        self.sender = sender
-        self.receipt = receipt
-
-
-def _entry_message(fields: Any) -> tuple[str | bytes, float, bytes, int] | None:
-    """A message entry's message, time, writer and sequence; None for the marker.
-    Raises (ValueError, ...) for an entry that is not ours."""
-    message = fields.get(b"m")
-    if message is None and b"e" in fields:
-        return None
-    if not isinstance(message, bytes):
-        raise ValueError("no message")
-    at = float(fields.get(b"t", b"0") or 0)
-    writer = fields.get(b"w", b"")
-    seq = int(fields.get(b"s", b"0") or 0)
-    if fields.get(b"b") == b"1":
-        return message, at, writer, seq
-    return message.decode("utf-8"), at, writer, seq
 
 
 class RedisBackplane:
@@ -244,12 +155,8 @@ class RedisBackplane:
         self._optional = optional
         self._history = history
         self._stream_length = max(history, MIN_STREAM_LENGTH)
-        self._outbound_limit = outbound_limit
         self._timeout = timeout
-        self._outbound: deque[_Outbound] = deque()
-        self._in_flight: list[_Outbound] = []
-        """The batch the writer is sending: not confirmed yet."""
-        self._wake_writer = trio.Event()
+        self._outbound = Outbound(outbound_limit)
         self._wake_reader: trio.Event | None = None
         self._wake_loader = trio.Event()
         self._feeds: dict[str, RoomFeed] = {}
@@ -261,9 +168,6 @@ class RedisBackplane:
         self.writer_id = secrets.token_hex(6).encode()
         self.presence = SharedPresence(rooms, self.writer_id.decode(), presence_ttl)
         """Who is in each room on the other processes (see :mod:`.shared_presence`)."""
-        self._seq = 0
-        self._delivered_here: dict[int, None] = {}
-        """Sequence numbers of own messages delivered here unconfirmed (ordered, bounded)."""
         self.up = False
         self._warned_down = False
         self._started = False
@@ -322,12 +226,10 @@ class RedisBackplane:
         return self._queue(room, message, None)
 
     def _queue(self, room: str, message: str | bytes, sender: Subscriber[bytes] | None) -> bool:
-        if len(self._outbound) >= self._outbound_limit:
+        if not self._outbound.has_room_for(1):
             self.dropped += 1
             return True  # taken, and lost: counted
-        self._seq += 1
-        self._outbound.append(_Outbound(room, message, self._seq, sender))
-        self._wake_writer.set()
+        self._outbound.add(room, message, sender)
         return True
 
     async def publish(self, room: str, messages: list[str | bytes]) -> tuple[str, int]:
@@ -338,13 +240,11 @@ class RedisBackplane:
         to every process regardless (so a retry after a timeout may deliver twice)."""
         if not self.up:
             raise BackplaneUnavailable("Redis is unavailable")
-        if len(self._outbound) + len(messages) > self._outbound_limit:
+        if not self._outbound.has_room_for(len(messages)):
             raise BackplaneUnavailable("too many messages are waiting for Redis")
         receipt = Receipt(len(messages))
         for message in messages:
-            self._seq += 1
-            self._outbound.append(_Outbound(room, message, self._seq, None, receipt))
-        self._wake_writer.set()
+            self._outbound.add(room, message, None, receipt)
         with trio.move_on_after(self._timeout * 2):
             await receipt.done.wait()
         if receipt.error is not None or receipt.last_id is None:
@@ -392,7 +292,7 @@ class RedisBackplane:
         try:
             with trio.fail_after(self._timeout):
                 entries = await link.xrange(
-                    _stream_key(name),
+                    stream_key(name),
                     start=f"{shared}-{offset + 1}",
                     end=f"{shared}-{oldest - 1}",
                     count=oldest - 1 - offset,
@@ -400,7 +300,8 @@ class RedisBackplane:
         except Exception as exc:
             logger.debug("backplane: could not read the resume gap of %r: %s", name, exc)
             return None
-        messages, size = self._messages(entries, shared)
+        messages, size, skipped = messages_in(entries, shared)
+        self.skipped += skipped
         return messages if size <= BACKFILL_BYTES else None
 
     def statistics(self) -> BackplaneStatistics:
@@ -439,7 +340,7 @@ class RedisBackplane:
             why = "the connection ended"
             try:
                 await self._serve_link(task_status)
-            except* _LinkLost as group:
+            except* LinkLost as group:
                 why = str(group.exceptions[0])
             self._link = None
             if not self._started:
@@ -457,8 +358,8 @@ class RedisBackplane:
 
     async def _serve_link(self, task_status: trio.TaskStatus[None]) -> None:
         """Connect, then watch, write, read and load rooms until the link fails
-        (:class:`_LinkLost`)."""
-        async with _lost_on_error(), self._connect() as link:
+        (:class:`LinkLost`)."""
+        async with lost_on_error(), self._connect() as link:
             with trio.fail_after(self._timeout):
                 await link.ping()
                 await self._load_library(link)
@@ -481,9 +382,9 @@ class RedisBackplane:
         from coredis.exceptions import ResponseError
 
         try:
-            await link.function_load(_LIBRARY, replace=True)
+            await link.function_load(LIBRARY, replace=True)
         except ResponseError:
-            if not await link.function_list(libraryname="trio_ws_demo"):
+            if not await link.function_list(libraryname=LIBRARY_NAME):
                 raise
 
     def _connect(self) -> coredis.Redis[bytes]:
@@ -558,18 +459,14 @@ class RedisBackplane:
         # What Redis never confirmed is delivered here, once; if Redis did commit
         # it, the reader recognises it by writer id and sequence, and does not
         # send it again (see _deliver).
-        unsent = [*self._in_flight, *self._outbound]
-        self._in_flight, self._outbound = [], deque()
-        for item in unsent:
+        for item in self._outbound.unsent():
             if item.receipt is not None:  # its publisher is told, and may retry
                 item.receipt.settle(error=f"lost Redis ({why})")
                 continue
             local = self._rooms.get(item.room)
             if local is not None:
                 local.deliver(item.message)
-                self._delivered_here[item.seq] = None
-        while len(self._delivered_here) > _SEEN_BOUND * self._outbound_limit:
-            del self._delivered_here[next(iter(self._delivered_here))]
+                self._outbound.delivered_here(item.seq)
 
     # -- rooms: LOCAL -> LOADING -> FOLLOWED -----------------------------------------
 
@@ -613,9 +510,9 @@ class RedisBackplane:
                 logger.warning(
                     "backplane: could not load room %r (%s); serving it locally, retry in %.1f s",
                     name,
-                    _describe(exc),
+                    describe(exc),
                     delay,
-                    exc_info=not _is_link_error(exc),  # a traceback only for a bug
+                    exc_info=not is_link_error(exc),  # a traceback only for a bug
                 )
                 self._wake_loader.set()
         else:
@@ -638,99 +535,74 @@ class RedisBackplane:
     ) -> tuple[int, StreamId, list[tuple[int, float, str | bytes]], bool]:
         """The stream's epoch, where to read from, the history before it, and
         whether that continues where this process left off."""
-        key = _stream_key(feed.name)
-        epoch = int(await link.fcall("trio_ws_demo_epoch", keys=[key]))
+        key = stream_key(feed.name)
+        epoch = int(await link.fcall(EPOCH_FUNCTION, keys=[key]))
         count = max(self._history, 1)
         last = feed.last_id
         if last is not None and last[0] == epoch:
-            upto = await link.xrevrange(key, end=_id(last), start="-", count=count)
+            upto = await link.xrevrange(key, end=format_id(last), start="-", count=count)
             if upto and parse_id(upto[0].identifier) == last:
-                return epoch, last, self._messages(reversed(upto), epoch)[0], True
+                return epoch, last, self._history_in(reversed(upto), epoch), True
         newest = await link.xrevrange(key, count=count)
         position = parse_id(newest[0].identifier) if newest else (epoch, 0)
         epoch = position[0]
-        return epoch, position, self._messages(reversed(newest), epoch)[0], False
+        return epoch, position, self._history_in(reversed(newest), epoch), False
 
-    def _messages(
+    def _history_in(
         self, entries: Iterable[Any], epoch: int
-    ) -> tuple[list[tuple[int, float, str | bytes]], int]:
-        """The messages among *entries* in *epoch* (markers and malformed ones
-        left out), and their size in bytes."""
-        messages: list[tuple[int, float, str | bytes]] = []
-        size = 0
-        for entry in entries:
-            try:
-                identifier = parse_id(entry.identifier)
-                parsed = _entry_message(entry.field_values)
-            except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
-                self.skipped += 1
-                continue
-            if parsed is None or identifier[0] != epoch:
-                continue
-            messages.append((identifier[1], parsed[1], parsed[0]))
-            size += len(parsed[0])
-        return messages, size
+    ) -> list[tuple[int, float, str | bytes]]:
+        """The messages among *entries* in *epoch*; the malformed ones counted."""
+        messages, _, skipped = messages_in(entries, epoch)
+        self.skipped += skipped
+        return messages
 
     # -- writing and reading ------------------------------------------------------
 
     async def _write(self, link: coredis.Redis[bytes]) -> None:
         from coredis.exceptions import ResponseError
 
+        outbound = self._outbound
         while True:
-            await self._wake_writer.wait()
-            self._wake_writer = trio.Event()
-            while self._outbound:
-                count = min(_BATCH, len(self._outbound))
-                self._in_flight = batch = [self._outbound.popleft() for _ in range(count)]
+            await outbound.wake.wait()
+            outbound.wake = trio.Event()
+            while outbound:
+                batch = outbound.take(_BATCH)
                 try:
                     # stream_timeout bounds the pipeline (a frozen Redis)
                     async with link.pipeline(transaction=False, raise_on_error=False) as pipe:
                         requests = [
                             pipe.fcall(
-                                "trio_ws_demo_publish",
-                                keys=[_stream_key(item.room)],
-                                args=self._entry_args(item),
+                                PUBLISH_FUNCTION,
+                                keys=[stream_key(item.room)],
+                                args=[self._stream_length, *self._fields(item)],
                             )
                             for item in batch
                         ]
                 except BaseException:
                     # Not confirmed: delivered locally when the link goes down
                     # (unless the heartbeat already judged it lost and did so).
-                    if self._in_flight is batch:
-                        self._outbound.extendleft(reversed(batch))
-                    self._in_flight = []
+                    if outbound.in_flight is batch:
+                        outbound.put_back(batch)
+                    outbound.in_flight = []
                     raise
-                self._in_flight = []
+                outbound.in_flight = []
                 for index, (item, request) in enumerate(zip(batch, requests, strict=True)):
                     try:
                         identifier = await request
                     except ResponseError as exc:
                         if "function not found" in str(exc).lower():  # FUNCTION FLUSH
-                            self._outbound.extendleft(reversed(batch[index:]))
+                            outbound.put_back(batch[index:])
                             raise
                         self._refused(item, exc)
                     else:
                         self.sent += 1
                         if item.receipt is not None:
-                            item.receipt.settle(parse_id(_text(identifier)))
+                            item.receipt.settle(parse_id(text(identifier)))
 
-    def _entry_args(self, item: _Outbound) -> list[str | bytes | int]:
-        binary = isinstance(item.message, bytes)
-        return [
-            self._stream_length,
-            b"m",
-            item.message,
-            b"b",
-            b"1" if binary else b"0",
-            b"t",
-            f"{item.at:.3f}",
-            b"w",
-            self.writer_id,
-            b"s",
-            item.seq,
-        ]
+    def _fields(self, item: Pending) -> list[str | bytes | int]:
+        return entry_fields(item.message, item.at, self.writer_id, item.seq)
 
-    def _refused(self, item: _Outbound, exc: Exception) -> None:
+    def _refused(self, item: Pending, exc: Exception) -> None:
         """Redis refused to take a message: it goes nowhere (never to some
         processes and not others); the sender is told, if it can be."""
         self.refused += 1
@@ -750,30 +622,30 @@ class RedisBackplane:
             room.tell(item.sender, f"not delivered: Redis said {why}")
 
     async def _read(self, link: coredis.Redis[bytes]) -> None:
-        wake_key = f"{PREFIX}:wake:{secrets.token_hex(6)}"
+        wake = wake_key(secrets.token_hex(6))
         last_wake: Any = b"0-0"
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._poke, link, wake_key)
+                nursery.start_soon(self._poke, link, wake)
                 while True:
-                    streams: dict[str | bytes, Any] = {wake_key: last_wake}
+                    streams: dict[str | bytes, Any] = {wake: last_wake}
                     for name, feed in self._feeds.items():
                         if feed.state is FOLLOWED and feed.last_id is not None:
-                            streams[_stream_key(name)] = _id(feed.last_id)
+                            streams[stream_key(name)] = format_id(feed.last_id)
                     result = await link.xread(streams, count=_BATCH, block=_BLOCK_MS)
                     for key, entries in (result or {}).items():
                         name = key.decode()
-                        if name == wake_key:
+                        if name == wake:
                             last_wake = entries[-1].identifier
                             continue
-                        self._deliver(name.removeprefix(f"{PREFIX}:room:"), entries)
+                        self._deliver(room_of_key(name), entries)
         finally:
             with (
                 trio.CancelScope(shield=True),
                 trio.move_on_after(self._timeout),
                 contextlib.suppress(Exception),
             ):
-                await link.delete([wake_key])
+                await link.delete([wake])
 
     async def _poke(self, link: coredis.Redis[bytes], key: str) -> None:
         """When a room is followed while XREAD blocks, add to this process's wake
@@ -801,63 +673,22 @@ class RedisBackplane:
                 feed.restarted(identifier[0])
             feed.last_id = identifier
             try:
-                parsed = _entry_message(entry.field_values)
-            except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+                parsed = decode_entry(entry.field_values)
+            except MalformedEntry:
                 self.skipped += 1
                 logger.warning("backplane: skipped a malformed entry in room %r", name)
                 continue
             if parsed is None:
                 continue  # an epoch's marker
             message, at, writer, seq = parsed
-            if writer == self.writer_id and seq in self._delivered_here:
+            if writer == self.writer_id and self._outbound.recognise(seq):
                 # Delivered here while Redis had not confirmed it: keep it at its
                 # shared offset, but do not send it a second time.
-                del self._delivered_here[seq]
                 room.record(identifier[1], at, message)
                 self.own_recognised += 1
                 continue
             room.deliver(message, offset=identifier[1], at=at)
             self.received += 1
-
-
-class _LinkLost(Exception):
-    """The link to Redis failed; ``str()`` says how."""
-
-
-def _is_link_error(exc: BaseException) -> bool:
-    from coredis.exceptions import RedisError
-
-    return isinstance(exc, (RedisError, OSError, TimeoutError, trio.TooSlowError))
-
-
-@contextlib.asynccontextmanager
-async def _lost_on_error() -> AsyncIterator[None]:
-    """Turn whatever Redis or the network raised (also inside task groups) into
-    one :class:`_LinkLost`; anything else is a bug and goes up as it is."""
-    try:
-        yield
-    except BaseException as exc:
-        # coredis's own tasks may end Cancelled beside the error that ended the
-        # link (trio's cancellation is level-triggered: a real one goes on).
-        leaves = [leaf for leaf in _leaves(exc) if not isinstance(leaf, trio.Cancelled)]
-        if leaves and all(_is_link_error(leaf) for leaf in leaves):
-            raise _LinkLost(_describe(leaves[0])) from exc
-        raise
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "no answer in time"
-    text = str(exc) or type(exc).__name__
-    if text[1:2].islower():  # "Connection refused", not "DENIED ..." or "OOM ..."
-        return text[0].lower() + text[1:]
-    return text
 
 
 def _tokens() -> Any:

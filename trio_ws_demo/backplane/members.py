@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..rooms import Rooms
+from .streams import alive_key, members_key
 
 if TYPE_CHECKING:
     import coredis
@@ -34,20 +35,11 @@ __all__ = ["SharedPresence"]
 
 logger = logging.getLogger("trio_ws_demo.backplane")
 
-PREFIX = "trio-ws-demo"
 SYNC_INTERVAL = 1.0
 
 
 #: A member of this process: (id of its client, when it joined).
 _Member = tuple[int, float]
-
-
-def _members_key(room: str) -> str:
-    return f"{PREFIX}:members:{room}"
-
-
-def _alive_key(process: str) -> str:
-    return f"{PREFIX}:alive:{process}"
 
 
 class SharedPresence:
@@ -90,7 +82,7 @@ class SharedPresence:
         }
         written: dict[str, dict[_Member, str]] = {}
         async with link.pipeline(transaction=False) as pipe:
-            pipe.set(_alive_key(self._process), b"1", px=int(self.ttl * 1000))
+            pipe.set(alive_key(self._process), b"1", px=int(self.ttl * 1000))
             for room in set(wanted) | set(self._written):
                 now, before = wanted.get(room, {}), self._written.get(room, {})
                 # Only who came and went is encoded and written, not everyone each second.
@@ -98,14 +90,14 @@ class SharedPresence:
                 gone = [field for member, field in before.items() if member not in now]
                 if added:
                     pipe.hset(
-                        _members_key(room),
+                        members_key(room),
                         {
                             field: json.dumps([now[member], round(member[1], 3)])
                             for member, field in added.items()
                         },
                     )
                 if gone:
-                    pipe.hdel(_members_key(room), gone)
+                    pipe.hdel(members_key(room), gone)
                 if now:
                     written[room] = {member: before.get(member) or added[member] for member in now}
         self._written = written
@@ -121,7 +113,7 @@ class SharedPresence:
         if not rooms:
             return
         async with link.pipeline(transaction=False) as pipe:
-            requests = [pipe.hgetall(_members_key(room.name)) for room in rooms]
+            requests = [pipe.hgetall(members_key(room.name)) for room in rooms]
         tables: list[dict[str, str]] = []
         processes: set[str] = set()
         for request in requests:
@@ -132,7 +124,7 @@ class SharedPresence:
         ordered = sorted(processes)
         alive: set[str] = set()
         if ordered:
-            values = await link.mget([_alive_key(p) for p in ordered])
+            values = await link.mget([alive_key(p) for p in ordered])
             alive = {p for p, value in zip(ordered, values, strict=True) if value is not None}
         dead: dict[str, list[str]] = {}
         for room, fields in zip(rooms, tables, strict=True):
@@ -155,15 +147,15 @@ class SharedPresence:
         if dead:  # whoever sees a dead process's members first deletes them
             async with link.pipeline(transaction=False) as pipe:
                 for room_name, dead_fields in dead.items():
-                    pipe.hdel(_members_key(room_name), dead_fields)
+                    pipe.hdel(members_key(room_name), dead_fields)
 
     async def _leave(self, link: coredis.Redis[bytes]) -> None:
         """A clean stop: our members leave everyone's list at once."""
         async with link.pipeline(transaction=False) as pipe:
-            pipe.delete([_alive_key(self._process)])
+            pipe.delete([alive_key(self._process)])
             for room, fields in self._written.items():
                 if fields:
-                    pipe.hdel(_members_key(room), list(fields.values()))
+                    pipe.hdel(members_key(room), list(fields.values()))
         self._written = {}
 
 

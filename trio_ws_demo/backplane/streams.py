@@ -1,0 +1,230 @@
+"""The backplane's format in Redis: key names, the Redis functions, and a stream entry's fields.
+
+Pure (no coredis, no I/O), so that the format can be read and tested without a
+Redis: :mod:`.link` and :mod:`.members` send and read what is defined here, and
+nothing else in the package spells a key or a field.
+
+Keys (all under :data:`PREFIX`):
+
+- ``trio-ws-demo:room:NAME``: a room's stream (:func:`stream_key`);
+- ``trio-ws-demo:wake:TOKEN``: one reader's wake stream (:func:`wake_key`);
+- ``trio-ws-demo:members:NAME`` and ``trio-ws-demo:alive:PROCESS``: presence
+  across processes (see :mod:`.members`).
+
+A room's stream has one order, and its entry IDs are ``EPOCH-OFFSET``
+(:data:`StreamId`): an epoch's marker entry ``EPOCH-0`` (field ``e``), then its
+messages ``EPOCH-1``, ``EPOCH-2``, …, written by :data:`LIBRARY`'s
+``trio_ws_demo_publish``. A message entry's fields are ``m`` (the message),
+``b`` (``1`` if it is binary), ``t`` (its time), ``w`` (the writer's id) and
+``s`` (the writer's sequence number), see :func:`entry_fields` and
+:func:`decode_entry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+# Its exception is for the backplane only (never reaches a caller of the
+# library), so it is not exported: see tests/test_errors.py.
+__all__ = [
+    "EPOCH_FUNCTION",
+    "LIBRARY",
+    "LIBRARY_NAME",
+    "PREFIX",
+    "PUBLISH_FUNCTION",
+    "Entry",
+    "StreamId",
+    "alive_key",
+    "decode_entry",
+    "entry_fields",
+    "format_id",
+    "members_key",
+    "messages_in",
+    "parse_id",
+    "room_of_key",
+    "stream_key",
+    "text",
+    "wake_key",
+]
+
+PREFIX = "trio-ws-demo"
+
+# -- key names ------------------------------------------------------------------
+
+
+def stream_key(room: str) -> str:
+    """The key of *room*'s stream."""
+    return f"{PREFIX}:room:{room}"
+
+
+def room_of_key(key: str) -> str:
+    """The room whose stream is *key* (the inverse of :func:`stream_key`)."""
+    return key.removeprefix(f"{PREFIX}:room:")
+
+
+def wake_key(token: str) -> str:
+    """The key of a reader's wake stream (see ``RedisBackplane._poke``)."""
+    return f"{PREFIX}:wake:{token}"
+
+
+def members_key(room: str) -> str:
+    """The hash of *room*'s members on every process."""
+    return f"{PREFIX}:members:{room}"
+
+
+def alive_key(process: str) -> str:
+    """The key that says *process* is alive (it expires)."""
+    return f"{PREFIX}:alive:{process}"
+
+
+# -- the Redis functions --------------------------------------------------------
+
+LIBRARY_NAME = "trio_ws_demo"
+EPOCH_FUNCTION = "trio_ws_demo_epoch"
+PUBLISH_FUNCTION = "trio_ws_demo_publish"
+
+#: The functions every process loads (``FUNCTION LOAD REPLACE``). A stream's
+#: epoch is the major part of its newest entry's ID; an empty or missing stream
+#: gets a new one (Redis's clock in ms, above any ID the stream ever had) and a
+#: marker entry ``EPOCH-0``, so messages are ``EPOCH-1``, ``EPOCH-2``, …
+#: ``trio_ws_demo_publish``'s arguments are the stream's MAXLEN, then the
+#: entry's fields (:func:`entry_fields`).
+LIBRARY = """#!lua name=trio_ws_demo
+local function epoch_of(key)
+  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if newest[1] then
+    return string.match(newest[1][1], '^(%d+)%-')
+  end
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  if redis.call('EXISTS', key) == 1 then
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local top = tonumber(string.match(info[i + 1], '^(%d+)%-'))
+        if top >= ms then ms = top + 1 end
+      end
+    end
+  end
+  local epoch = string.format('%.0f', ms)
+  redis.call('XADD', key, epoch .. '-0', 'e', '1')
+  return epoch
+end
+redis.register_function{
+  function_name = 'trio_ws_demo_epoch',
+  callback = function(keys, args) return epoch_of(keys[1]) end,
+  flags = {'allow-oom'},
+}
+redis.register_function{
+  function_name = 'trio_ws_demo_publish',
+  callback = function(keys, args)
+    local epoch = epoch_of(keys[1])
+    return redis.call('XADD', keys[1], 'MAXLEN', '~', args[1], epoch .. '-*', unpack(args, 2))
+  end,
+}
+"""
+
+# -- entry IDs ------------------------------------------------------------------
+
+#: A stream entry ID: (epoch, offset).
+StreamId = tuple[int, int]
+
+
+def parse_id(identifier: bytes | str) -> StreamId:
+    """``b"EPOCH-OFFSET"`` as numbers; ValueError for anything else."""
+    text = identifier.decode() if isinstance(identifier, bytes) else identifier
+    epoch, _, offset = text.partition("-")
+    return int(epoch), int(offset)
+
+
+def format_id(identifier: StreamId) -> str:
+    """``(epoch, offset)`` as Redis writes it: ``"EPOCH-OFFSET"``."""
+    return f"{identifier[0]}-{identifier[1]}"
+
+
+def text(value: Any) -> str:
+    """A reply from Redis (bytes, or already text) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- an entry's fields, in and out ----------------------------------------------
+
+
+class MalformedEntry(ValueError):
+    """A stream entry that is not one of ours (a reader skips it and counts it)."""
+
+
+class Entry(NamedTuple):
+    """A message entry, read back."""
+
+    message: str | bytes
+    at: float
+    """When it was sent (seconds since the epoch, to the ms)."""
+    writer: bytes
+    """The id of the process that wrote it."""
+    seq: int
+    """That writer's sequence number."""
+
+
+def entry_fields(
+    message: str | bytes, at: float, writer: bytes, seq: int
+) -> list[str | bytes | int]:
+    """A message entry's fields and values, in ``XADD`` order."""
+    binary = isinstance(message, bytes)
+    return [
+        b"m",
+        message,
+        b"b",
+        b"1" if binary else b"0",
+        b"t",
+        f"{at:.3f}",
+        b"w",
+        writer,
+        b"s",
+        seq,
+    ]
+
+
+def decode_entry(fields: Any) -> Entry | None:
+    """A message entry's message, time, writer and sequence; None for an
+    epoch's marker. Raises :class:`MalformedEntry` for an entry that is not ours."""
+    try:
+        message = fields.get(b"m")
+        if message is None and b"e" in fields:
+            return None
+        if not isinstance(message, bytes):
+            raise MalformedEntry("no message")
+        at = float(fields.get(b"t", b"0") or 0)
+        writer = fields.get(b"w", b"")
+        seq = int(fields.get(b"s", b"0") or 0)
+        if fields.get(b"b") == b"1":
+            return Entry(message, at, writer, seq)
+        return Entry(message.decode("utf-8"), at, writer, seq)
+    except MalformedEntry:
+        raise
+    except (ValueError, TypeError, AttributeError) as exc:  # UnicodeDecodeError too
+        raise MalformedEntry(f"{type(exc).__name__}: {exc}") from exc
+
+
+def messages_in(
+    entries: Iterable[Any], epoch: int
+) -> tuple[list[tuple[int, float, str | bytes]], int, int]:
+    """The messages among *entries* (each with ``identifier`` and
+    ``field_values``, as coredis reads them) in *epoch*, as (offset, time,
+    message); their size in bytes; and how many entries were malformed (left
+    out, as are markers and other epochs' entries)."""
+    messages: list[tuple[int, float, str | bytes]] = []
+    size = skipped = 0
+    for entry in entries:
+        try:
+            identifier = parse_id(entry.identifier)
+            parsed = decode_entry(entry.field_values)
+        except (ValueError, TypeError, AttributeError):
+            skipped += 1
+            continue
+        if parsed is None or identifier[0] != epoch:
+            continue
+        messages.append((identifier[1], parsed.at, parsed.message))
+        size += len(parsed.message)
+    return messages, size, skipped
