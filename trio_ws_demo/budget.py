@@ -7,13 +7,13 @@ of GB. :class:`MemoryBudget` is the bound for the sum (``--max-memory``).
 
 What counts, each where it is held:
 
-* a message being assembled from fragments (:mod:`.protocol`);
-* the frames queued for clients (:mod:`.outbox`), **each frame once**
+* a message being assembled from fragments (:mod:`trio_ws_demo.protocol`);
+* the frames queued for clients (:mod:`trio_ws_demo.server.outbox`), **each frame once**
   however many clients it is queued for, since the hub encodes a frame once
   and every queue holds the same bytes (:class:`QueuedFrames`);
-* TLS records waiting behind a stuck write (:mod:`.outbox`);
-* the history and backfill handed to a joining client (:mod:`.server`);
-* publish request bodies (:mod:`.publish`).
+* TLS records waiting behind a stuck write (:mod:`trio_ws_demo.server.outbox`);
+* the Redis backfill handed to a joining client (:mod:`trio_ws_demo.server.lifecycle`);
+* publish request bodies (:mod:`trio_ws_demo.server.publish`).
 
 Past the limit the server refuses work instead of growing: a message that
 does not fit closes its sender with 1013, a join or a POST gets 503. What is

@@ -81,7 +81,7 @@ class ServerOptions:
 
     redis: str | None = None
     """``redis://[:password@]host:port/db``: share rooms, history and offsets with
-    every server process pointed at the same Redis (see :mod:`.backplane`)."""
+    every server process pointed at the same Redis (see :mod:`trio_ws_demo.backplane`)."""
     redis_queue: int = 10_000
     """Messages that may wait to be written to Redis; more (Redis frozen) are dropped
     and counted."""
