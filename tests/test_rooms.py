@@ -127,6 +127,28 @@ def test_a_v1_join_starts_with_the_epoch_then_envelopes() -> None:
     ]
 
 
+def test_a_backfill_the_history_has_moved_past_is_no_recovery() -> None:
+    """Issue 27, bug A: the backfill was read (offsets 4..6, up to the history's
+    first entry then), the handshake awaited its checks, and meanwhile the
+    history was trimmed to 9, 10. Joining with that backfill skipped 7 and 8
+    and said ``recovered: true``; now the client is told ``recovered: false``
+    and gets the history, and a backfill that does meet it still recovers."""
+    room = make_rooms(history=2).room("r")
+    for n in range(10):  # offsets 1..10; the history keeps 9, 10
+        room.deliver(f"m{n + 1}")
+    stale = [(n, 0.0, f"m{n}") for n in (4, 5, 6)]
+    joined = room.join(Inbox(), v1=True, since=(3, room.epoch), backfill=stale)
+    assert joined.recovered is False
+    assert [e.get("offset") for e in envelopes(joined.frames)[1:]] == [9, 10]
+    whole = [(n, 0.0, f"m{n}") for n in range(4, 9)]  # 4..8: meets the history at 9
+    joined = room.join(Inbox(), v1=True, since=(3, room.epoch), backfill=whole)
+    assert joined.recovered is True
+    assert [e.get("offset") for e in envelopes(joined.frames)[1:]] == [4, 5, 6, 7, 8, 9, 10]
+    holed = [(n, 0.0, f"m{n}") for n in (4, 5, 7, 8)]  # 6 is missing
+    joined = room.join(Inbox(), v1=True, since=(3, room.epoch), backfill=holed)
+    assert joined.recovered is False
+
+
 def test_resume_is_complete_only_with_the_same_epoch_and_nothing_evicted() -> None:
     room = make_rooms(history=3).room("r")
     for n in range(5):  # offsets 1..5; history keeps 3, 4, 5

@@ -267,7 +267,12 @@ class Room:
                     for number, at, message in backfill
                     if offset < number < oldest
                 ]
-                if older and older[0].offset == offset + 1:
+                # Accepted only if it fills the whole gap as the history is *now*:
+                # read before the join awaited its checks, the history may have
+                # been trimmed past the backfill's end since (issue 27, bug A).
+                meets = older and older[-1].offset + 1 >= oldest
+                contiguous = older and older[-1].offset - older[0].offset + 1 == len(older)
+                if meets and contiguous and older[0].offset == offset + 1:
                     oldest, entries = offset + 1, older + entries
             recovered = epoch == self.epoch and oldest - 1 <= offset <= self.last_offset
             if epoch == self.epoch:
