@@ -4,6 +4,7 @@ and, with --redis, presence across processes (a SIGKILLed one's members leave)."
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import jwt
@@ -160,3 +161,42 @@ async def test_presence_covers_every_process_and_a_killed_one_leaves_in_time(
             assert (gone["left"], gone["clients"]) == (["bob"], 1)
     assert [m["name"] for m in listing["members"]] == ["alice"]  # type: ignore[index]
     assert left_after <= 2 * 1 + 1.5  # 2 x --ping-interval, plus a read and a frame
+
+
+async def test_malformed_presence_fields_in_redis_are_skipped_not_fatal(
+    redis: RedisServer,
+) -> None:
+    """Finding R18: a members field holding a 400-digit number, JSON nested deep,
+    an infinite time or a name that is not text stopped the server (an
+    OverflowError or RecursionError out of the presence reader). Now each is
+    skipped with a WARNING, and a good field written beside them still shows."""
+    flags = ("--redis", redis.url, "--ping-interval", "1")
+    with trio.fail_after(30):
+        async with run_cli("serve", "--port", "0", *flags) as serve:
+            base = (await serve.readline()).split()[2]
+            async with connect(f"{base}/r?name=alice", subprotocols=V1, proxy=None) as alice:  # type: ignore[list-item]
+                assert (await until(alice, "presence"))["name"] == "alice"
+                members = "trio-ws-demo:members:r"
+                fields = {
+                    "ghost:1.1": '["big", ' + "9" * 400 + "]",
+                    "ghost:2.1": "[" * 20_000 + "]" * 20_000,
+                    "ghost:3.1": '["forever", 1e999]',
+                    "ghost:4.1": "[7, 1.0]",
+                    "ghost:5.1": '["carol", 1.0]',
+                }
+                for field, value in fields.items():
+                    await trio.run_process(
+                        ["redis-cli", "-p", str(redis.port), "HSET", members, field, value],
+                        stdout=subprocess.DEVNULL,
+                    )
+                await trio.run_process(
+                    ["redis-cli", "-p", str(redis.port), "SET", "trio-ws-demo:alive:ghost", "1"],
+                    stdout=subprocess.DEVNULL,
+                )
+                seen = await until(alice, "presence")
+                assert seen["joined"] == ["carol"], seen
+                await serve.log.wait_for("skipped 4 malformed presence fields")
+                await alice.send("still here")  # the server is still serving
+                while (frame := json.loads(await alice.recv()))["type"] != "message":
+                    pass
+                assert frame["text"] == "still here"

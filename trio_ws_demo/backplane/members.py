@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -127,6 +128,7 @@ class SharedPresence:
             values = await link.mget([alive_key(p) for p in ordered])
             alive = {p for p, value in zip(ordered, values, strict=True) if value is not None}
         dead: dict[str, list[str]] = {}
+        malformed = 0
         for room, fields in zip(rooms, tables, strict=True):
             remote: dict[str, tuple[str, float]] = {}
             for field, value in fields.items():
@@ -136,14 +138,22 @@ class SharedPresence:
                 if process not in alive:
                     dead.setdefault(room.name, []).append(field)
                     continue
-                with contextlib.suppress(ValueError, TypeError, IndexError):
-                    name, since = json.loads(value)
-                    remote[field] = (str(name), float(since))
+                member = _member(value)
+                if member is None:
+                    malformed += 1
+                else:
+                    remote[field] = member
             before = room.remote_members
             joined = [remote[f][0] for f in remote if f not in before]
             left = [before[f][0] for f in before if f not in remote]
             room.remote_members = remote
             room.presence_changed(joined, left)
+        if malformed:
+            logger.warning(
+                "skipped %d malformed presence fields in Redis (not written by this server)",
+                malformed,
+                extra={"event": "presence_malformed", "count": malformed},
+            )
         if dead:  # whoever sees a dead process's members first deletes them
             async with link.pipeline(transaction=False) as pipe:
                 for room_name, dead_fields in dead.items():
@@ -161,3 +171,18 @@ class SharedPresence:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _member(value: str) -> tuple[str, float] | None:
+    """A member field's ``[name, since]``, or None if it is not one. Anything may
+    be in Redis (another version, a hand edit): a 400-digit number, JSON nested
+    a million deep or an infinite time must skip that field, never stop the
+    process (finding R18), so every error of the parse is caught here."""
+    try:
+        name, since = json.loads(value)
+        when = float(since)
+    except Exception:  # OverflowError, RecursionError, ValueError, TypeError, ...
+        return None
+    if not isinstance(name, str) or not math.isfinite(when):
+        return None
+    return name, when
