@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 
 import pytest
 import trio
@@ -37,10 +38,23 @@ def redis_argv(port: int) -> list[str]:
 class RedisServer:
     """One redis-server process; :meth:`start` again after :meth:`kill` reuses the port."""
 
-    def __init__(self, nursery: trio.Nursery, password: str | None = None) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        password: str | None = None,
+        *,
+        snapshot_dir: str | None = None,
+        replica_of: int | None = None,
+    ) -> None:
+        """*snapshot_dir*: ``SAVE`` writes a dump there, which a restart loads
+        (nothing is saved by itself; without it, a directory of its own, so that
+        no test loads another's dump); *replica_of*: a replica of the Redis on
+        that port."""
         self._nursery = nursery
         self.port = free_port()
         self.password = password
+        self.snapshot_dir = snapshot_dir or tempfile.mkdtemp(prefix="redis-")
+        self.replica_of = replica_of
         self.process: trio.Process | None = None
         self._started_once = False
 
@@ -64,13 +78,20 @@ class RedisServer:
         args = redis_argv(self.port)
         if self.password:
             args += ["--requirepass", self.password]
+        args += ["--dir", self.snapshot_dir, "--dbfilename", "dump.rdb"]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = process = await trio.lowlevel.open_process(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         assert process.stdout is not None
         seen = b""
+        # A replica is ready once it holds what its master has.
+        ready = (
+            b"sync: Finished with success" if self.replica_of else b"Ready to accept connections"
+        )
         with trio.fail_after(10):
-            while b"Ready to accept connections" not in seen:
+            while ready not in seen:
                 chunk = await process.stdout.receive_some()
                 if not chunk:
                     await process.wait()

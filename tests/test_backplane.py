@@ -107,9 +107,12 @@ async def test_a_client_resumes_on_another_process_after_its_own_died(
                 serve(redis.url, "--history", "100") as (doomed, a),
                 connect(f"{a}/r", subprotocols=V1, proxy=None) as client,  # type: ignore[list-item]
             ):
-                joined = await until_frame(client, "joined")
+                await until_frame(client, "joined")
                 for text in ["m1", "m2", "m3"]:
                     await publisher.send(text)
+                # A new room's first message starts its stream, and its epoch:
+                # clients are told, and nothing was missed.
+                born = await until_frame(client, "backplane")
                 seen = await frames(client, 3)
                 doomed.process.kill()  # the process dies; its client is cut off
                 await doomed.process.wait()
@@ -118,13 +121,14 @@ async def test_a_client_resumes_on_another_process_after_its_own_died(
             for _ in range(6):
                 await publisher.recv()  # all six are in Redis by now
             last = seen[-1]["offset"]
-            resume = f"{b}/r?since={last}&epoch={joined['epoch']}"
+            resume = f"{b}/r?since={last}&epoch={born['epoch']}"
             async with connect(resume, subprotocols=V1, proxy=None) as again:  # type: ignore[list-item]
                 first = json.loads(await again.recv())
                 missed = await frames(again, 3)
     assert [f["text"] for f in seen] == ["m1", "m2", "m3"]
+    assert born["up"] is True and born["recovered"] is True and born["offset"] == 0
     assert first["type"] == "resume" and first["recovered"] is True
-    assert first["epoch"] == joined["epoch"]
+    assert first["epoch"] == born["epoch"]
     assert [(f["offset"], f["text"]) for f in missed] == [(4, "m4"), (5, "m5"), (6, "m6")]
 
 
@@ -346,13 +350,14 @@ async def test_a_malformed_stream_entry_is_skipped_never_fatal(
     a = await start_server(ServerOptions(redis=redis.url, history=10))
     with trio.fail_after(TIMEOUT):
         async with connect(url_of(a, "/p"), subprotocols=V1, proxy=None) as ws:  # type: ignore[list-item]
-            joined = await until_frame(ws, "joined")
+            await until_frame(ws, "joined")
             await ws.send("before")
+            born = await until_frame(ws, "backplane")  # the first message starts the stream
             (before,) = await frames(ws, 1)
             assert before["text"] == "before"
-            # In the room's epoch (a newer one would start a new epoch of the stream).
+            # In the stream's epoch (a newer one would start a new epoch of the stream).
             poison = ["redis-cli", "-p", str(redis.port), "XADD", "trio-ws-demo:room:p",
-                      f"{joined['epoch']}-*", "t", "not-a-time", "m", "poison"]  # fmt: skip
+                      f"{born['epoch']}-*", "t", "not-a-time", "m", "poison"]  # fmt: skip
             await trio.run_process(poison, capture_stdout=True)
             await ws.send("after")
             (after,) = await frames(ws, 1)  # the poison never arrives; the server lives

@@ -152,10 +152,11 @@ async def test_row_6_a_message_redis_refuses_reaches_nobody_and_its_sender_is_to
             assert "trio_ws_demo_backplane_refused_total 1.0" in await metrics(a.port)
             await chaos.redis_cli(redis.port, "CONFIG", "SET", "maxmemory", "0")
             await ws.send("after")
-            # Neither side ever saw the refused message, nor a lost link.
+            # Neither side ever saw the refused message, nor a lost link ("after"
+            # is the first message the stream takes: it starts, recovered: true).
             for client in (ws, far):
                 after = await next_frame_but_no_message(
-                    client, "message", allow={"error", "presence"}
+                    client, "message", allow={"error", "presence", "backplane"}
                 )
                 assert after["text"] == "after"
     stats = a.statistics().backplane
@@ -185,11 +186,12 @@ async def test_row_8_a_resume_from_further_back_than_history_is_served_from_the_
     a = await start_server(ServerOptions(redis=redis.url, history=5))
     with trio.fail_after(TIMEOUT):
         async with connect(url_of(a, "/h"), subprotocols=V1, proxy=None) as ws:  # type: ignore[list-item]
-            joined = await until_frame(ws, "joined")
+            await until_frame(ws, "joined")
             for i in range(1, 41):
                 await ws.send(f"m{i}")
+            born = await until_frame(ws, "backplane")  # m1 starts the stream's epoch
             await frames(ws, 40)
-        resume = url_of(a, f"/h?since=10&epoch={joined['epoch']}")
+        resume = url_of(a, f"/h?since=10&epoch={born['epoch']}")
         async with connect(resume, subprotocols=V1, proxy=None) as again:  # type: ignore[list-item]
             first = json.loads(await again.recv())
             missed = await frames(again, 30)

@@ -107,16 +107,34 @@ def test_a_read_from_before_a_reload_is_not_delivered_again() -> None:
     assert not feed.accepts((1700, 6))  # only a followed room reads
 
 
-def test_a_recorded_message_is_kept_not_sent() -> None:
-    room = make_room()
-    inbox: Inbox[bytes] = Inbox()
-    room.join(inbox, v1=False)
-    room.record(1, 0.0, "delivered while Redis was away")
-    assert inbox.queued_messages == 0 and room.last_offset == 1
+def test_a_recorded_message_goes_only_to_those_who_lack_it() -> None:
+    """Bug B: a message delivered here while Redis had not confirmed it reached
+    the clients present then. When Redis's copy is read back it is kept, and
+    sent to those who joined since and were not replayed it, and to no one else."""
+    room = make_room(history=0)  # a joiner is replayed nothing
+    present: Inbox[bytes] = Inbox()
+    room.join(present, v1=False)
+    room.deliver("delivered while Redis was away")
+    mark = room.deliveries
     late: Inbox[bytes] = Inbox()
-    assert [frame_message(f) for f in room.join(late, v1=False).frames] == [
-        "delivered while Redis was away"
-    ]
+    room.join(late, v1=False)
+    room.record(5, 0.0, "delivered while Redis was away", after=mark)  # its shared offset
+    assert present.queued_messages == 1  # the live copy only
+    assert late.queued_messages == 1 and room.last_offset == 5
+
+
+def test_a_recorded_message_is_not_sent_to_a_joiner_replayed_it() -> None:
+    room = make_room(history=5)
+    room.deliver("delivered while Redis was away")
+    mark = room.deliveries
+    late: Inbox[bytes] = Inbox()
+    replayed = room.join(late, v1=False).frames
+    assert [frame_message(f) for f in replayed] == ["delivered while Redis was away"]
+    room.record(7, 0.0, "delivered while Redis was away", after=mark)
+    assert late.queued_messages == 0 and room.last_offset == 7
+    later: Inbox[bytes] = Inbox()
+    frames = room.join(later, v1=False).frames
+    assert [frame_message(f) for f in frames][-1] == "delivered while Redis was away"
 
 
 def test_a_resume_from_before_the_history_is_filled_from_the_stream() -> None:

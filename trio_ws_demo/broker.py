@@ -36,10 +36,20 @@ from .hub import Subscriber
 from .rooms import Room, Rooms
 from .stats import BackplaneStatistics
 
-__all__ = ["Backfill", "Broker", "LocalBroker"]
+__all__ = ["DEFAULT_STREAM_BYTES", "DEFAULT_STREAM_TTL", "Backfill", "Broker", "LocalBroker"]
 
 #: Messages read for a resuming client: ``(offset, time, message)``, oldest first.
 Backfill = list[tuple[int, float, str | bytes]]
+
+# The shared history a broker across processes keeps beyond a room's own (in
+# Redis: the room's stream), and for how long. Here, not in backplane/, since
+# the server's options name them too.
+#: Bytes of messages a room's shared history holds at most (``--stream-bytes``,
+#: at least ``--history-bytes``): the oldest go first.
+DEFAULT_STREAM_BYTES = 16 * 1024 * 1024
+#: Seconds a room's shared history lives after its last message (``--stream-ttl``;
+#: 0: for ever), so that a room nobody writes to leaves the shared store.
+DEFAULT_STREAM_TTL = 86_400.0
 
 
 class Broker(Protocol):

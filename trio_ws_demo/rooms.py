@@ -20,6 +20,7 @@ history and live messages, whoever is publishing meanwhile.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import secrets
@@ -133,13 +134,18 @@ class _Entry:
     """One kept message: its frame is the only copy (the text is decoded from
     it when an envelope is made), so history holds what it counts."""
 
-    __slots__ = ("json_frame", "offset", "plain_frame", "time")
+    __slots__ = ("delivery", "json_frame", "offset", "plain_frame", "time")
 
-    def __init__(self, offset: int, at: float, plain_frame: bytes) -> None:
+    def __init__(self, offset: int, at: float, plain_frame: bytes, delivery: int = 0) -> None:
         self.offset = offset
         self.time = at
         self.plain_frame = plain_frame
         self.json_frame: bytes | None = None
+        self.delivery = delivery
+        """The room's delivery count when it was kept (0: never delivered here)."""
+
+
+_incarnations = itertools.count(1)
 
 
 class Room:
@@ -154,6 +160,16 @@ class Room:
         history_bytes: int,
     ) -> None:
         self.name = name
+        self.incarnation = next(_incarnations)
+        """Unique to this room object in this process (a room freed and made
+        again is another one)."""
+        self.deliveries = 0
+        """Messages delivered or kept here so far, in order: every client has
+        each one from its :attr:`_has_from` on (live, or replayed at its join)."""
+        self._has_from: dict[Subscriber[bytes], int] = {}
+        self._epoch_began = 1
+        """The first delivery in the current epoch: a client that resumed in
+        it, recovered, has every one since."""
         self.plain: Hub[bytes] = Hub(budget=budget, policy=policy)
         self.v1: Hub[bytes] = Hub(budget=budget, policy=policy)
         self.epoch = secrets.token_hex(4)
@@ -220,11 +236,13 @@ class Room:
             self.stale += 1
             return 0
         self.last_offset = offset
+        self.deliveries += 1
         if plain_frame is None:
             plain_frame = encode_frame(message)
         taken = self.plain.publish(plain_frame, len(plain_frame))
         if self._max_history or len(self.v1):  # else nothing more to encode or keep
-            entry = _Entry(self.last_offset, time.time() if at is None else at, plain_frame)
+            at = time.time() if at is None else at
+            entry = _Entry(self.last_offset, at, plain_frame, self.deliveries)
             if self._max_history:
                 self._remember(entry)
             if len(self.v1):
@@ -254,6 +272,7 @@ class Room:
             self.presence_changed(joined=[name])
         if not v1:
             frames = [entry.plain_frame for entry in self._history]
+            self._note_has_from(subscriber, self._history)
             self.plain.subscribe(subscriber)
             return Joined(frames, None)
         recovered: bool | None = None
@@ -284,8 +303,19 @@ class Room:
             first = encode_joined(self.name, self.last_offset, self.epoch, len(entries))
         frames = [encode_frame(first)]
         frames.extend(self._json_frame(entry) for entry in entries)
+        self._note_has_from(subscriber, entries, self._epoch_began if recovered else None)
         self.v1.subscribe(subscriber)
         return Joined(frames, recovered)
+
+    def _note_has_from(
+        self, subscriber: Subscriber[bytes], replayed: Iterable[_Entry], has: int | None = None
+    ) -> None:
+        """*subscriber* has every delivery from the first one replayed to it on
+        (or from the next one, if none was), or from *has* (a recovered resume
+        had the rest before)."""
+        first = next((entry.delivery for entry in replayed if entry.delivery), 0)
+        first = first or self.deliveries + 1
+        self._has_from[subscriber] = first if has is None else min(first, has)
 
     def follow(
         self, epoch: str, last_offset: int, entries: list[tuple[int, float, str | bytes]]
@@ -295,26 +325,40 @@ class Room:
         stay; v1 clients learn of it from the backplane's frame."""
         self.epoch = epoch
         self.last_offset = last_offset
+        self._epoch_began = self.deliveries + 1
         self._history.clear()
         self.history_bytes = 0
         if self._max_history:
             for offset, at, message in entries:
                 self._remember(_Entry(offset, at, encode_frame(message)))
 
-    def record(self, offset: int, at: float, message: str | bytes) -> None:
-        """Keep a message at its shared *offset* without sending it: this process
-        already delivered it while Redis did not confirm it (see the backplane)."""
+    def record(self, offset: int, at: float, message: str | bytes, *, after: int) -> int:
+        """Keep a message at its shared *offset*: this process delivered it
+        already, as delivery number *after*, while Redis had not confirmed it
+        (see the backplane). It is sent only to the clients that do not have
+        it: those that joined since and were not replayed it. Returns how many."""
         if offset <= self.last_offset:
             self.stale += 1
-            return
+            return 0
         self.last_offset = offset
+        self.deliveries += 1
+        entry = _Entry(offset, at, encode_frame(message), self.deliveries)
         if self._max_history:
-            self._remember(_Entry(offset, at, encode_frame(message)))
+            self._remember(entry)
+        taken = 0
+        for subscriber in [s for s, first in self._has_from.items() if first > after]:
+            if subscriber in self.plain:
+                taken += self.plain.offer(subscriber, entry.plain_frame, len(entry.plain_frame))
+            elif subscriber in self.v1:
+                frame = self._json_frame(entry, message)
+                taken += self.v1.offer(subscriber, frame, len(frame))
+        return taken
 
     def go_local(self) -> None:
         """The backplane is gone: offsets from here on are this process's own, so
         they get an epoch of their own."""
         self.epoch = secrets.token_hex(4)
+        self._epoch_began = self.deliveries + 1
 
     def tell(self, subscriber: Subscriber[bytes], reason: str) -> None:
         """Send one v1 client an error frame about its own doing (e.g. a refused
@@ -334,6 +378,7 @@ class Room:
             self.v1.publish(frame, len(frame))
 
     def leave(self, subscriber: Subscriber[bytes]) -> None:
+        self._has_from.pop(subscriber, None)
         self.plain.unsubscribe(subscriber)
         self.v1.unsubscribe(subscriber)
         member = self.members.pop(subscriber, None)

@@ -73,7 +73,8 @@ TRANSITIONS = (
         "stream restarted",
         FOLLOWED,
         "the stream's new one, from offset 0",
-        '{"type": "backplane", "up": true, "recovered": false}',
+        '{"type": "backplane", "up": true, "recovered": false}'
+        " (true if the old epoch had no message: a new room's stream is born)",
     ),
 )
 _ALLOWED = {(row.source, row.event): row.target for row in TRANSITIONS}
@@ -140,11 +141,13 @@ class RoomFeed:
             self.room.go_local()
             self.room.notify_backplane(up=False)
 
-    def restarted(self, epoch: int) -> None:
-        """The stream was deleted and begun again: a new epoch, offsets from 0."""
+    def restarted(self, epoch: int, *, recovered: bool = False) -> None:
+        """The stream began a new epoch (it was deleted, expired or fenced, or
+        it is a new room's first): offsets from 0. *recovered*: the old epoch
+        had no message, so nothing was missed."""
         self._move("stream restarted")
         self.room.follow(str(epoch), 0, [])
-        self.room.notify_backplane(up=True, recovered=False)
+        self.room.notify_backplane(up=True, recovered=recovered)
 
     def accepts(self, identifier: StreamId) -> bool:
         """Whether an entry read from the stream is new here (an XREAD still in

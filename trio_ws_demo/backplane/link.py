@@ -71,12 +71,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..broker import Backfill, LocalBroker
+from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL, Backfill, LocalBroker
 from ..errors import BackplaneUnavailable
 from ..hub import Subscriber
 from ..redact import redact_url
@@ -87,7 +88,7 @@ from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed
 from .members import SharedPresence
 from .outbound import Outbound, Pending, Receipt
 from .streams import (
-    EPOCH_FUNCTION,
+    FENCE_FUNCTION,
     LIBRARY,
     LIBRARY_NAME,
     PUBLISH_FUNCTION,
@@ -122,7 +123,15 @@ MIN_STREAM_LENGTH = 1_000
 #: At most this many bytes of messages are read from Redis for one resuming
 #: client (beyond it the resume is ``recovered: false``).
 BACKFILL_BYTES = 16 * 1024 * 1024
-_BATCH = 1_000  # writes per pipeline, entries per XREAD
+#: About this many bytes of messages are asked for in one read from Redis (a
+#: read of every followed room, or one page of a room's history).
+READ_BYTES = 8 * 1024 * 1024
+#: The epoch of a room whose stream does not exist yet: nothing to miss, and the
+#: same on every process. Its first publish starts the stream's real epoch.
+UNBORN = 0
+_BATCH = 1_000  # writes per pipeline, at most entries per XREAD
+_PAGE = 256  # at most entries per page of a room's history
+_WAKE_TTL_MS = 60_000  # a wake stream outlives its reader by at most this
 _BLOCK_MS = 500  # below stream_timeout, which also bounds a blocking read
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 10.0
 _REFUSALS_SHOWN = 10.0  # seconds /healthz says degraded after Redis refused a message
@@ -145,16 +154,31 @@ class RedisBackplane:
         *,
         optional: bool = False,
         history: int = 0,
+        history_bytes: int = 1024 * 1024,
         outbound_limit: int = DEFAULT_OUTBOUND_LIMIT,
         timeout: float = 2.0,
         presence_ttl: float = 39.0,
+        stream_bytes: int = DEFAULT_STREAM_BYTES,
+        stream_ttl: float = DEFAULT_STREAM_TTL,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
         self._rooms = rooms
         self._optional = optional
         self._history = history
+        self._history_bytes = history_bytes
         self._stream_length = max(history, MIN_STREAM_LENGTH)
+        self._stream_bytes = max(stream_bytes, history_bytes)
+        self._stream_ttl_ms = round(stream_ttl * 1000)
+        self._stream_ttl = stream_ttl
+        self._seen: OrderedDict[str, StreamId] = OrderedDict()
+        """The highest entry ID this process has read or written in each room
+        (least recently used first; at most ``2 * max_rooms``). Given to every
+        write: Redis starts a new epoch if the stream is below it (the fence)."""
+        self._written: dict[str, float] = {}
+        """Rooms without clients here that this process wrote to, and when last:
+        their streams are alive for ``stream_ttl``, and count against ``max_rooms``."""
+        self._read_count = _BATCH
         self._timeout = timeout
         self._outbound = Outbound(outbound_limit)
         self._wake_reader: trio.Event | None = None
@@ -181,6 +205,8 @@ class RedisBackplane:
         self.skipped = 0
         self.refused = 0
         self.own_recognised = 0
+        self.fenced = 0
+        """Times Redis was found to have forgotten entries read here (a new epoch began)."""
         self._local = LocalBroker(rooms, history=history)
         """Where a message goes while it cannot go to Redis: this process only."""
 
@@ -220,10 +246,28 @@ class RedisBackplane:
 
     def _relay_to(self, room: str, message: str | bytes) -> bool:
         """Queue *message* for room *room*, which has no clients here; False if
-        the link is down."""
+        the link is down. A room past ``max_rooms`` is taken and dropped."""
         if not self.up:
             return False
+        if not self._may_write_to(room):
+            self.dropped += 1
+            return True
         return self._queue(room, message, None)
+
+    def _may_write_to(self, room: str) -> bool:
+        """Whether this process may make (or keep alive) the stream of *room*,
+        which has no clients here: rooms here and streams it wrote to within
+        ``stream_ttl`` count against ``max_rooms`` together."""
+        now = trio.current_time()
+        written = self._written
+        if room not in written and len(written) + len(self._rooms) >= self._rooms.max_rooms:
+            if self._stream_ttl > 0:
+                for name in [n for n, at in written.items() if now - at >= self._stream_ttl]:
+                    del written[name]
+            if len(written) + len(self._rooms) >= self._rooms.max_rooms:
+                return False
+        written[room] = now
+        return True
 
     def _queue(self, room: str, message: str | bytes, sender: Subscriber[bytes] | None) -> bool:
         if not self._outbound.has_room_for(1):
@@ -242,6 +286,8 @@ class RedisBackplane:
             raise BackplaneUnavailable("Redis is unavailable")
         if not self._outbound.has_room_for(len(messages)):
             raise BackplaneUnavailable("too many messages are waiting for Redis")
+        if self._rooms.get(room) is None and not self._may_write_to(room):
+            raise BackplaneUnavailable("too many rooms")
         receipt = Receipt(len(messages))
         for message in messages:
             self._outbound.add(room, message, None, receipt)
@@ -466,7 +512,9 @@ class RedisBackplane:
             local = self._rooms.get(item.room)
             if local is not None:
                 local.deliver(item.message)
-                self._outbound.delivered_here(item.seq)
+                # Who has it: everyone here now. A client that joins later and
+                # is not replayed it gets it when Redis's copy is read (_deliver).
+                self._outbound.delivered_here(item.seq, (local.incarnation, local.deliveries))
 
     # -- rooms: LOCAL -> LOADING -> FOLLOWED -----------------------------------------
 
@@ -534,27 +582,75 @@ class RedisBackplane:
         self, link: coredis.Redis[bytes], feed: RoomFeed
     ) -> tuple[int, StreamId, list[tuple[int, float, str | bytes]], bool]:
         """The stream's epoch, where to read from, the history before it, and
-        whether that continues where this process left off."""
-        key = stream_key(feed.name)
-        epoch = int(await link.fcall(EPOCH_FUNCTION, keys=[key]))
-        count = max(self._history, 1)
-        last = feed.last_id
-        if last is not None and last[0] == epoch:
-            upto = await link.xrevrange(key, end=format_id(last), start="-", count=count)
-            if upto and parse_id(upto[0].identifier) == last:
-                return epoch, last, self._history_in(reversed(upto), epoch), True
-        newest = await link.xrevrange(key, count=count)
-        position = parse_id(newest[0].identifier) if newest else (epoch, 0)
-        epoch = position[0]
-        return epoch, position, self._history_in(reversed(newest), epoch), False
+        whether that continues where this process left off.
 
-    def _history_in(
-        self, entries: Iterable[Any], epoch: int
+        Writes nothing, unless the stream ends below an entry this process has
+        read: Redis forgot it (a snapshot restart, a lagging replica promoted),
+        and the fence starts a new epoch before anything else is written."""
+        name = feed.name
+        key = stream_key(name)
+        last = feed.last_id
+        newest = await link.xrevrange(key, count=1)
+        if not newest:  # no stream yet, or it expired or was deleted
+            return UNBORN, (UNBORN, 0), [], last == (UNBORN, 0)
+        top = parse_id(newest[0].identifier)
+        seen = self._seen.get(name)
+        if seen is not None and top < seen:
+            await link.fcall(FENCE_FUNCTION, keys=[key], args=[format_id(seen)])
+            self.fenced += 1
+            logger.warning(
+                "backplane: Redis has forgotten messages of room %r (its stream ends at "
+                "%s, this process read %s): a new epoch begins, and resumes from before it "
+                "are told recovered: false",
+                name,
+                format_id(top),
+                format_id(seen),
+            )
+            newest = await link.xrevrange(key, count=1)
+            top = parse_id(newest[0].identifier)
+        self._saw(name, top)
+        if last is not None and last[0] == top[0] and last <= top:
+            upto = await link.xrevrange(key, end=format_id(last), start="-", count=1)
+            if upto and parse_id(upto[0].identifier) == last:
+                return top[0], last, await self._history_upto(link, key, last), True
+        return top[0], top, await self._history_upto(link, key, top), False
+
+    async def _history_upto(
+        self, link: coredis.Redis[bytes], key: str, end: StreamId
     ) -> list[tuple[int, float, str | bytes]]:
-        """The messages among *entries* in *epoch*; the malformed ones counted."""
-        messages, _, skipped = messages_in(entries, epoch)
-        self.skipped += skipped
-        return messages
+        """The room's history: the messages of *end*'s epoch up to *end*, at
+        most ``history`` of them and about ``history_bytes``, read newest first
+        in pages sized to what is left of the byte bound."""
+        epoch = end[0]
+        kept: list[tuple[int, float, str | bytes]] = []
+        size = 0
+        cursor = format_id(end)
+        count = min(16, self._history)
+        while count > 0:
+            page = await link.xrevrange(key, end=cursor, start=f"{epoch}-0", count=count)
+            messages, page_size, skipped = messages_in(page, epoch)
+            self.skipped += skipped
+            kept.extend(reversed(messages))
+            size += page_size
+            if len(page) < count or size >= self._history_bytes:
+                break
+            cursor = "(" + text(page[-1].identifier)  # exclusive: before the page
+            left = self._history - len(kept)
+            average = max(size // max(len(kept), 1), 1)
+            count = min(_PAGE, left, max(1, (self._history_bytes - size) // average))
+        kept.reverse()
+        return kept
+
+    def _saw(self, room: str, identifier: StreamId) -> None:
+        """Remember the highest entry ID of *room* read or written here (for the fence)."""
+        seen = self._seen
+        if room in seen:
+            seen.move_to_end(room)
+            if identifier <= seen[room]:
+                return
+        seen[room] = identifier
+        while len(seen) > 2 * self._rooms.max_rooms:
+            seen.popitem(last=False)
 
     # -- writing and reading ------------------------------------------------------
 
@@ -574,7 +670,13 @@ class RedisBackplane:
                             pipe.fcall(
                                 PUBLISH_FUNCTION,
                                 keys=[stream_key(item.room)],
-                                args=[self._stream_length, *self._fields(item)],
+                                args=[
+                                    self._stream_length,
+                                    self._stream_bytes,
+                                    self._stream_ttl_ms,
+                                    format_id(self._seen.get(item.room, (UNBORN, 0))),
+                                    *self._fields(item),
+                                ],
                             )
                             for item in batch
                         ]
@@ -596,8 +698,10 @@ class RedisBackplane:
                         self._refused(item, exc)
                     else:
                         self.sent += 1
+                        written = parse_id(text(identifier))
+                        self._saw(item.room, written)
                         if item.receipt is not None:
-                            item.receipt.settle(parse_id(text(identifier)))
+                            item.receipt.settle(written)
 
     def _fields(self, item: Pending) -> list[str | bytes | int]:
         return entry_fields(item.message, item.at, self.writer_id, item.seq)
@@ -632,13 +736,16 @@ class RedisBackplane:
                     for name, feed in self._feeds.items():
                         if feed.state is FOLLOWED and feed.last_id is not None:
                             streams[stream_key(name)] = format_id(feed.last_id)
-                    result = await link.xread(streams, count=_BATCH, block=_BLOCK_MS)
+                    result = await link.xread(streams, count=self._read_count, block=_BLOCK_MS)
+                    largest = 1024
                     for key, entries in (result or {}).items():
                         name = key.decode()
                         if name == wake:
                             last_wake = entries[-1].identifier
                             continue
-                        self._deliver(room_of_key(name), entries)
+                        largest = max(largest, self._deliver(room_of_key(name), entries))
+                    # Bytes, not entries, bound a read: fewer entries when they are large.
+                    self._read_count = max(4, min(_BATCH, READ_BYTES // largest))
         finally:
             with (
                 trio.CancelScope(shield=True),
@@ -657,20 +764,28 @@ class RedisBackplane:
             await wake.wait()
             try:
                 await link.xadd(key, {"w": b"1"}, trim_strategy=_tokens().MAXLEN, threshold=1)
+                await link.pexpire(key, _WAKE_TTL_MS)  # gone soon if this process dies
             except ResponseError as exc:  # OOM: the next read (within 0.5 s) has the room
                 logger.debug("backplane: could not wake the reader: %s", exc)
 
-    def _deliver(self, name: str, entries: Iterable[Any]) -> None:
+    def _deliver(self, name: str, entries: Iterable[Any]) -> int:
+        """Publish the entries read from room *name*'s stream here; returns the
+        size of the largest message among them (it sizes the next read)."""
         feed = self._feeds.get(name)
         if feed is None:
-            return
+            return 0
         room = feed.room
+        largest = 0
+        identifier: StreamId | None = None
         for entry in entries:
             identifier = parse_id(entry.identifier)
             if not feed.accepts(identifier):  # read before this room was (re)loaded
                 continue
-            if feed.last_id is not None and identifier[0] != feed.last_id[0]:
-                feed.restarted(identifier[0])
+            last = feed.last_id
+            if last is not None and identifier[0] != last[0]:
+                # Nothing was missed if the old epoch had no message: a new room's
+                # first publish (its stream is born), not a restart.
+                feed.restarted(identifier[0], recovered=last == (UNBORN, 0))
             feed.last_id = identifier
             try:
                 parsed = decode_entry(entry.field_values)
@@ -681,14 +796,22 @@ class RedisBackplane:
             if parsed is None:
                 continue  # an epoch's marker
             message, at, writer, seq = parsed
-            if writer == self.writer_id and self._outbound.recognise(seq):
+            largest = max(largest, len(message))
+            mark = self._outbound.recognise(seq) if writer == self.writer_id else None
+            if mark is not None:
                 # Delivered here while Redis had not confirmed it: keep it at its
-                # shared offset, but do not send it a second time.
-                room.record(identifier[1], at, message)
+                # shared offset; send it only to those who joined since and were
+                # not replayed it (all of them, if the room was made again).
+                incarnation, delivery = mark
+                after = delivery if incarnation == room.incarnation else 0
+                room.record(identifier[1], at, message, after=after)
                 self.own_recognised += 1
                 continue
             room.deliver(message, offset=identifier[1], at=at)
             self.received += 1
+        if identifier is not None:
+            self._saw(name, identifier)
+        return largest
 
 
 def _tokens() -> Any:

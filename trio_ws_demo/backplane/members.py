@@ -52,6 +52,8 @@ class SharedPresence:
         self.ttl = max(ttl, 2 * SYNC_INTERVAL)
         self._written: dict[str, dict[_Member, str]] = {}
         """What Redis holds of ours: room -> member -> its field."""
+        self._refreshed = -math.inf
+        """When the members hashes' expiry was last refreshed (trio time)."""
 
     async def run(self, link: coredis.Redis[bytes]) -> None:
         """Sync once a second while the link is up (in the link's nursery)."""
@@ -82,6 +84,13 @@ class SharedPresence:
             if room.members
         }
         written: dict[str, dict[_Member, str]] = {}
+        # Each hash expires (2 x ttl) unless refreshed: a room whose processes
+        # all died leaves Redis. Refreshed when written, and every ttl / 2.
+        now_clock = trio.current_time()
+        refresh = now_clock - self._refreshed >= self.ttl / 2
+        if refresh:
+            self._refreshed = now_clock
+        expiry = int(self.ttl * 2000)
         async with link.pipeline(transaction=False) as pipe:
             pipe.set(alive_key(self._process), b"1", px=int(self.ttl * 1000))
             for room in set(wanted) | set(self._written):
@@ -99,6 +108,8 @@ class SharedPresence:
                     )
                 if gone:
                     pipe.hdel(members_key(room), gone)
+                if now and (added or refresh):
+                    pipe.pexpire(members_key(room), expiry)
                 if now:
                     written[room] = {member: before.get(member) or added[member] for member in now}
         self._written = written

@@ -22,9 +22,14 @@ import trio
 from ..hub import Subscriber
 from .streams import StreamId
 
-__all__ = ["SEEN_BOUND", "Outbound", "Pending", "Receipt"]
+__all__ = ["SEEN_BOUND", "Mark", "Outbound", "Pending", "Receipt"]
 
 SEEN_BOUND = 4  # times the outbound limit: own unconfirmed messages remembered
+
+#: Who got a message delivered here: the room's :attr:`~trio_ws_demo.rooms.Room.incarnation`
+#: and its :attr:`~trio_ws_demo.rooms.Room.deliveries` count at that moment
+#: (everyone who was in that room then; see :meth:`~trio_ws_demo.rooms.Room.record`).
+Mark = tuple[int, int]
 
 
 class Receipt:
@@ -79,8 +84,9 @@ class Outbound:
         self.wake = trio.Event()
         """Set when something was queued (the writer makes a new one)."""
         self._seq = 0
-        self._delivered_here: dict[int, None] = {}
-        """Sequence numbers of own messages delivered here unconfirmed (ordered, bounded)."""
+        self._delivered_here: dict[int, Mark] = {}
+        """Own messages delivered here unconfirmed: sequence number -> who had
+        it then (ordered, bounded)."""
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -117,16 +123,14 @@ class Outbound:
         self.in_flight, self._waiting = [], deque()
         return unsent
 
-    def delivered_here(self, seq: int) -> None:
-        """Own message *seq* was delivered here without Redis's confirmation."""
-        self._delivered_here[seq] = None
+    def delivered_here(self, seq: int, mark: Mark) -> None:
+        """Own message *seq* was delivered here without Redis's confirmation, to
+        the clients *mark* names (see :data:`Mark`)."""
+        self._delivered_here[seq] = mark
         while len(self._delivered_here) > SEEN_BOUND * self.limit:
             del self._delivered_here[next(iter(self._delivered_here))]
 
-    def recognise(self, seq: int) -> bool:
-        """Whether own message *seq*, read back from Redis, was delivered here
-        already (and is forgotten now)."""
-        if seq not in self._delivered_here:
-            return False
-        del self._delivered_here[seq]
-        return True
+    def recognise(self, seq: int) -> Mark | None:
+        """If own message *seq*, read back from Redis, was delivered here
+        already: to whom (and it is forgotten now); else None."""
+        return self._delivered_here.pop(seq, None)

@@ -17,7 +17,8 @@ messages ``EPOCH-1``, ``EPOCH-2``, …, written by :data:`LIBRARY`'s
 ``trio_ws_demo_publish``. A message entry's fields are ``m`` (the message),
 ``b`` (``1`` if it is binary), ``t`` (its time), ``w`` (the writer's id) and
 ``s`` (the writer's sequence number), see :func:`entry_fields` and
-:func:`decode_entry`.
+:func:`decode_entry`; every entry also has ``c``, the stream's running total
+of message bytes, which the publish function writes and reads (its bounds).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, NamedTuple
 # Its exception is for the backplane only (never reaches a caller of the
 # library), so it is not exported: see tests/test_errors.py.
 __all__ = [
-    "EPOCH_FUNCTION",
+    "FENCE_FUNCTION",
     "LIBRARY",
     "LIBRARY_NAME",
     "PREFIX",
@@ -81,46 +82,136 @@ def alive_key(process: str) -> str:
 # -- the Redis functions --------------------------------------------------------
 
 LIBRARY_NAME = "trio_ws_demo"
-EPOCH_FUNCTION = "trio_ws_demo_epoch"
+FENCE_FUNCTION = "trio_ws_demo_fence"
 PUBLISH_FUNCTION = "trio_ws_demo_publish"
 
-#: The functions every process loads (``FUNCTION LOAD REPLACE``). A stream's
-#: epoch is the major part of its newest entry's ID; an empty or missing stream
-#: gets a new one (Redis's clock in ms, above any ID the stream ever had) and a
-#: marker entry ``EPOCH-0``, so messages are ``EPOCH-1``, ``EPOCH-2``, …
-#: ``trio_ws_demo_publish``'s arguments are the stream's MAXLEN, then the
-#: entry's fields (:func:`entry_fields`).
+#: The functions every process loads (``FUNCTION LOAD REPLACE``).
+#:
+#: **Epochs.** A stream's epoch is the major part of its newest entry's ID. A
+#: missing stream gets a new one when it is first written (Redis's clock in
+#: ms, above any ID the stream ever had and above what the writer has seen)
+#: with a marker entry ``EPOCH-0``, so messages are ``EPOCH-1``, ``EPOCH-2``, …
+#: Nothing but a publish creates a stream: following a room writes nothing.
+#:
+#: **The fence.** Each caller passes the highest ID it has read from the
+#: stream. If the stream's newest entry is below it, Redis has forgotten
+#: entries someone read (it restarted from a snapshot, or a replica that lagged
+#: was promoted), and the offsets after its newest entry were already given to
+#: other messages: a new epoch begins before anything is written, so that no
+#: offset names two messages, and resumes across it say ``recovered: false``.
+#: ``trio_ws_demo_fence`` does only that (a room loaded after a reconnect);
+#: ``trio_ws_demo_publish`` does it before each write.
+#:
+#: **Bounds.** Every entry carries ``c``, the running total of message bytes
+#: written to the stream, so that the bytes held from an entry on are
+#: ``total - (c - size)``: a publish trims the oldest entries while the stream
+#: holds more than its byte bound (never the newest), and by count with
+#: ``MAXLEN ~``; it refreshes the key's TTL, so a room nobody writes to leaves
+#: Redis. Neither function is ``allow-oom``: past ``maxmemory`` Redis refuses
+#: them, and nothing is written.
+#:
+#: ``trio_ws_demo_publish``'s arguments: MAXLEN, the byte bound, the TTL in ms
+#: (0: none), the caller's seen ID, then the entry's fields (:func:`entry_fields`,
+#: the message first). ``trio_ws_demo_fence``'s: the seen ID; it answers 1 if
+#: it began a new epoch.
 LIBRARY = """#!lua name=trio_ws_demo
-local function epoch_of(key)
-  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-  if newest[1] then
-    return string.match(newest[1][1], '^(%d+)%-')
+local function id_of(text)
+  local epoch, offset = string.match(text, '^(%d+)%-(%d+)$')
+  return tonumber(epoch), tonumber(offset)
+end
+
+local function field(entry, name)
+  local values = entry[2]
+  for i = 1, #values, 2 do
+    if values[i] == name then return values[i + 1] end
   end
+  return nil
+end
+
+local function total_of(entry)
+  return tonumber(field(entry, 'c')) or 0
+end
+
+local function start_epoch(key, floor, total)
   local now = redis.call('TIME')
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  if ms <= floor then ms = floor + 1 end
   if redis.call('EXISTS', key) == 1 then
     local info = redis.call('XINFO', 'STREAM', key)
     for i = 1, #info, 2 do
       if info[i] == 'last-generated-id' then
-        local top = tonumber(string.match(info[i + 1], '^(%d+)%-'))
+        local top = id_of(info[i + 1])
         if top >= ms then ms = top + 1 end
       end
     end
   end
   local epoch = string.format('%.0f', ms)
-  redis.call('XADD', key, epoch .. '-0', 'e', '1')
+  redis.call('XADD', key, epoch .. '-0', 'c', string.format('%.0f', total), 'e', '1')
   return epoch
 end
+
+-- The epoch to write in, and the stream's running total: a new epoch if the
+-- stream is missing, or if its newest entry is below what the caller has seen.
+local function writable(key, seen)
+  local seen_epoch, seen_offset = id_of(seen)
+  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  if not newest then
+    return start_epoch(key, seen_epoch, 0), 0, true
+  end
+  local epoch, offset = id_of(newest[1])
+  local total = total_of(newest)
+  if epoch > seen_epoch or (epoch == seen_epoch and offset >= seen_offset) then
+    return string.format('%.0f', epoch), total, false
+  end
+  return start_epoch(key, math.max(epoch, seen_epoch), total), total, true
+end
+
+local PAGE = 32
+local function trim_bytes(key, total, max_bytes)
+  while true do
+    local page = redis.call('XRANGE', key, '-', '+', 'COUNT', PAGE)
+    local n = #page
+    if n == 0 then return end
+    local keep = page[n][1]
+    for i = 1, n do
+      local entry = page[i]
+      local size = #(field(entry, 'm') or '')
+      if total - (total_of(entry) - size) <= max_bytes then
+        keep = entry[1]
+        break
+      end
+    end
+    if keep ~= page[1][1] then redis.call('XTRIM', key, 'MINID', keep) end
+    if keep ~= page[n][1] or n < PAGE then return end
+  end
+end
+
 redis.register_function{
-  function_name = 'trio_ws_demo_epoch',
-  callback = function(keys, args) return epoch_of(keys[1]) end,
-  flags = {'allow-oom'},
+  function_name = 'trio_ws_demo_fence',
+  callback = function(keys, args)
+    local newest = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)[1]
+    if not newest then return 0 end
+    local _, _, fenced = writable(keys[1], args[1])
+    if fenced then return 1 end
+    return 0
+  end,
 }
+
 redis.register_function{
   function_name = 'trio_ws_demo_publish',
   callback = function(keys, args)
-    local epoch = epoch_of(keys[1])
-    return redis.call('XADD', keys[1], 'MAXLEN', '~', args[1], epoch .. '-*', unpack(args, 2))
+    local key = keys[1]
+    local max_bytes, ttl = tonumber(args[2]), tonumber(args[3])
+    local epoch, total = writable(key, args[4])
+    total = total + #args[6]
+    local id = redis.call('XADD', key, 'MAXLEN', '~', args[1], epoch .. '-*',
+      'c', string.format('%.0f', total), unpack(args, 5))
+    local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
+    if total - (total_of(oldest) - #(field(oldest, 'm') or '')) > max_bytes then
+      trim_bytes(key, total, max_bytes)
+    end
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    return id
   end,
 }
 """

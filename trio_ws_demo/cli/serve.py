@@ -275,6 +275,21 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="messages that may wait to be written to Redis; more are dropped and counted",
     )
     serve.add_argument(
+        "--stream-bytes",
+        type=positive_int,
+        default=ServerOptions.stream_bytes,
+        metavar="BYTES",
+        help="bytes of messages each room's Redis stream holds (at least --history-bytes); "
+        "the oldest go first",
+    )
+    serve.add_argument(
+        "--stream-ttl",
+        type=non_negative_float,
+        default=ServerOptions.stream_ttl,
+        metavar="SECONDS",
+        help="a room's Redis stream is deleted this long after its last message (0: never)",
+    )
+    serve.add_argument(
         "--reuse-port",
         action="store_true",
         help="let several server processes listen on the same port (SO_REUSEPORT); "
@@ -383,6 +398,8 @@ def run(args: argparse.Namespace) -> int:
         redis=redis,
         redis_optional=args.redis_optional,
         redis_queue=args.redis_queue,
+        stream_bytes=args.stream_bytes,
+        stream_ttl=args.stream_ttl,
         reuse_port=args.reuse_port,
         instance=args.instance,
     )

@@ -46,6 +46,9 @@ class Position:
     """Whether this connection's server speaks trio-ws-demo.v1, from its first frame
     (``joined`` or ``resume``): a server that merely accepts the first subprotocol
     offered (Node ``ws`` does) sends plain messages. None until that frame."""
+    link_down: bool = False
+    """The server said it lost its link to the other servers, and not yet that
+    it is back."""
 
     def query(self) -> str:
         if self.offset is None or self.epoch is None:
@@ -81,6 +84,11 @@ class Position:
             # offsets are now in another epoch.
             self.epoch = data.epoch
             self.offset = data.offset
+            was_down, self.link_down = self.link_down, not data.up
+            if data.up and data.recovered and not was_down:
+                # A new room's stream was born with its first message: a new
+                # epoch, and nothing missed. Not news for a person.
+                return data
             if not data.up:
                 text = (
                     "the server lost its link to the other servers: messages from "

@@ -122,6 +122,9 @@ class BroadcastServer:
                 self.rooms,
                 optional=options.redis_optional,
                 history=options.history,
+                history_bytes=options.history_bytes,
+                stream_bytes=options.stream_bytes,
+                stream_ttl=options.stream_ttl,
                 outbound_limit=options.redis_queue,
                 # A SIGKILLed process's members leave within 2 x --ping-interval.
                 presence_ttl=2 * (options.ping_interval or 20.0) - 1.0,

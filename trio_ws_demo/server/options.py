@@ -7,6 +7,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from ..access import AccessPolicy
+from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL
 from ..budget import DEFAULT_MAX_MEMORY
 from ..http import DEFAULT_MAX_REQUEST_HEAD
 from ..hub import InboxBudget, SlowClientPolicy
@@ -87,6 +88,11 @@ class ServerOptions:
     and counted."""
     redis_optional: bool = False
     """Start even if Redis is unreachable (local until it is back)."""
+    stream_bytes: int = DEFAULT_STREAM_BYTES
+    """Bytes of messages a room's Redis stream holds (at least ``history_bytes``);
+    the oldest go first."""
+    stream_ttl: float = DEFAULT_STREAM_TTL
+    """Seconds a room's Redis stream lives after its last message (0: for ever)."""
     instance: str | None = None
     """This process's name in /healthz (default: the address it listens on)."""
     reuse_port: bool = False
