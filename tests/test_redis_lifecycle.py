@@ -226,10 +226,15 @@ async def at_once(count: int, job: Any, width: int = 50) -> None:
             nursery.start_soon(one, n)
 
 
-async def used_memory(redis: RedisServer) -> int:
-    info = await cli(redis, "INFO", "memory")
-    line = next(line for line in info.splitlines() if line.startswith("used_memory:"))
+async def info_field(redis: RedisServer, section: str, name: str) -> int:
+    """One number of ``INFO section``."""
+    info = await cli(redis, "INFO", section)
+    line = next(line for line in info.splitlines() if line.startswith(f"{name}:"))
     return int(line.split(":")[1])
+
+
+async def used_memory(redis: RedisServer) -> int:
+    return await info_field(redis, "memory", "used_memory")
 
 
 async def test_max_rooms_counts_the_rooms_a_post_makes(
@@ -310,9 +315,7 @@ async def test_a_room_load_reads_about_history_bytes(
 
 
 async def redis_output_bytes(redis: RedisServer) -> int:
-    info = await cli(redis, "INFO", "stats")
-    line = next(line for line in info.splitlines() if line.startswith("total_net_output_bytes:"))
-    return int(line.split(":")[1])
+    return await info_field(redis, "stats", "total_net_output_bytes")
 
 
 # -- a join during a frozen Redis ---------------------------------------------------
