@@ -37,8 +37,12 @@ def redis_argv(port: int) -> list[str]:
 class RedisServer:
     """One redis-server process; :meth:`start` again after :meth:`kill` reuses the port."""
 
-    def __init__(self, nursery: trio.Nursery, password: str | None = None) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, password: str | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self._nursery = nursery
+        self.args = args
+        """More redis-server options (``--replicaof HOST PORT``, say)."""
         self.port = free_port()
         self.password = password
         self.process: trio.Process | None = None
@@ -64,6 +68,7 @@ class RedisServer:
         args = redis_argv(self.port)
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.args
         self.process = process = await trio.lowlevel.open_process(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
