@@ -108,14 +108,21 @@ async def until(check: Callable[[], Awaitable[bool]]) -> None:
 
 @asynccontextmanager
 async def sentinel_cluster(
-    nursery: trio.Nursery, sentinels: int = 3
+    nursery: trio.Nursery,
+    sentinels: int = 3,
+    relay: Callable[[int], Awaitable[int]] | None = None,
+    failover_timeout: int = 3000,
 ) -> AsyncIterator[SentinelCluster]:
     """A master, its replica and *sentinels* sentinels, ready (see module doc);
-    everything is killed at the end."""
+    everything is killed at the end. With *relay*, the replica replicates
+    through the port it returns for the master's (a cable a test can cut); the
+    sentinels "fix" such a replica to the master's own port after twice
+    *failover_timeout* (ms), so give that one a long timeout."""
     sentinel_binary = require_sentinel()
     master = RedisServer(nursery)
     await master.start()
-    replica = RedisServer(nursery, args=("--replicaof", "127.0.0.1", str(master.port)))
+    upstream = master.port if relay is None else await relay(master.port)
+    replica = RedisServer(nursery, args=("--replicaof", "127.0.0.1", str(upstream)))
     await replica.start()
     processes: list[trio.Process] = []
     with tempfile.TemporaryDirectory(prefix="sentinels-") as folder:
@@ -128,7 +135,7 @@ async def sentinel_cluster(
                     f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {folder}\n"
                     f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2\n"
                     f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                    f"sentinel failover-timeout {SERVICE} 3000\n"
+                    f"sentinel failover-timeout {SERVICE} {failover_timeout}\n"
                     f"sentinel parallel-syncs {SERVICE} 1\n"
                 )
                 processes.append(
