@@ -122,7 +122,11 @@ async def sentinel_cluster(
     master = RedisServer(nursery)
     await master.start()
     upstream = master.port if relay is None else await relay(master.port)
-    replica = RedisServer(nursery, args=("--replicaof", "127.0.0.1", str(upstream)))
+    # on-empty-db: the sync is loaded from the socket, no dump.rdb in the work tree
+    replica = RedisServer(
+        nursery,
+        args=("--replicaof", "127.0.0.1", str(upstream), "--repl-diskless-load", "on-empty-db"),
+    )
     await replica.start()
     processes: list[trio.Process] = []
     with tempfile.TemporaryDirectory(prefix="sentinels-") as folder:
