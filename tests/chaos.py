@@ -44,6 +44,7 @@ from websockets.trio.client import connect
 from . import netns
 from .processes import Process, run_cli
 from .redis_server import RedisServer
+from .sentinel_rig import SENTINEL, SentinelCluster, sentinel_cluster
 
 V1 = ["trio-ws-demo.v1"]
 PREFIX = b"trio-ws-demo:room:"
@@ -130,10 +131,19 @@ class Progress:
 class Tap:
     """Reads every room stream from Redis directly: what Redis accepted."""
 
-    def __init__(self, host: str, port: int, rooms: list[str], progress: Progress) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        rooms: list[str],
+        progress: Progress,
+        where: Callable[[], tuple[str, int]] | None = None,
+    ) -> None:
         self._progress = progress
         self._host = host
         self._port = port
+        self._where = where
+        """Where Redis is now, asked on every reconnect (a Sentinel failover moves it)."""
         self._positions: dict[bytes, str] = {PREFIX + room.encode(): "0-0" for room in rooms}
         self.accepted: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
         """room -> (epoch, offset) -> text"""
@@ -147,9 +157,10 @@ class Tap:
         import coredis
 
         while True:
+            host, port = self._where() if self._where is not None else (self._host, self._port)
             try:
                 client: Any = coredis.Redis(
-                    host=self._host, port=self._port, decode_responses=False, stream_timeout=5
+                    host=host, port=port, decode_responses=False, stream_timeout=5
                 )
                 async with client:
                     while True:
@@ -505,6 +516,75 @@ def in_namespaces(hosts: netns.Hosts) -> ClusterFactory:
     return place
 
 
+class _SentinelRedis:
+    """What a fault and the tap need of Redis under Sentinel: the master now
+    (``host``, ``port``, ``where()``), which :meth:`failover` moves."""
+
+    def __init__(self, cluster: SentinelCluster, cable: Cable | None) -> None:
+        self.sentinels = cluster
+        self.cable = cable
+        """Between the replica and the master, when the scenario lags it."""
+        self.current = cluster.master
+        self.host = "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.current.port
+
+    def where(self) -> tuple[str, int]:
+        return self.host, self.current.port
+
+    def freeze(self) -> None:
+        self.current.freeze()
+
+    def thaw(self) -> None:
+        self.current.thaw()
+
+    async def failover(self) -> float:
+        """SIGKILL the master; return the seconds until every sentinel names the
+        replica the master."""
+        killed = time.monotonic()
+        await self.current.kill()
+        if self.cable is not None:
+            self.cable.reset()  # what it held for the replica dies with the master
+            self.cable.heal()
+        with trio.fail_after(30):
+            await self.sentinels.until_master_is(self.sentinels.replica.port)
+        self.current = self.sentinels.replica
+        return time.monotonic() - killed
+
+
+def under_sentinel(lagging: bool = False) -> ClusterFactory:
+    """A master, a replica, three sentinels (``sentinel_rig.py``) and two servers
+    on ``--redis redis+sentinel://...``; with *lagging*, the replica replicates
+    through a :class:`Cable` (which the fault cuts). The servers reach Redis
+    directly: :meth:`Cluster.cut` is not available here."""
+
+    @asynccontextmanager
+    async def place(nursery: trio.Nursery, flags: tuple[str, ...]) -> AsyncIterator[Cluster]:
+        cables: list[Cable] = []
+
+        async def relay(master_port: int) -> int:
+            cables.append(cable := Cable(master_port))
+            return int(await nursery.start(cable.run))
+
+        async with sentinel_cluster(
+            nursery, relay=relay if lagging else None, failover_timeout=30_000 if lagging else 3000
+        ) as sentinels:
+            redis = _SentinelRedis(sentinels, cables[0] if cables else None)
+
+            async def no_cut(index: int) -> None:
+                raise NotImplementedError("the Sentinel scenarios do not cut servers off")
+
+            processes: list[Process] = []
+            bases: list[str] = []
+            places = [((), sentinels.url, "127.0.0.1")] * 2
+            async with _servers(places, flags, processes, bases):
+                yield Cluster(redis, processes, bases, no_cut, no_cut)
+
+    return place
+
+
 Fault = Callable[[Cluster, list[Listener]], Awaitable[None]]
 
 
@@ -527,7 +607,7 @@ async def campaign(
         async with place(outer, flags) as c, trio.open_nursery() as nursery:
             # Clients stop before the servers, and the servers before the cables.
             progress = Progress()
-            tap = Tap(c.redis.host, c.redis.port, names, progress)
+            tap = Tap(c.redis.host, c.redis.port, names, progress, getattr(c.redis, "where", None))
             nursery.start_soon(tap.run)
             for room in names:
                 for index, base in enumerate(c.bases):
@@ -628,6 +708,33 @@ async def kill_server(c: Cluster, _: list[Listener]) -> None:
     c.servers[0].process.kill()
 
 
+#: The seconds from SIGKILL to every sentinel naming the new master, per run.
+FAILOVER_TIMES: list[float] = []
+#: The bytes of replication the promoted replica lacked, per lagging run.
+LAGS: list[int] = []
+
+
+async def sentinel_failover(c: Cluster, _: list[Listener]) -> None:
+    """The master dies (SIGKILL) and the sentinels promote its replica."""
+    FAILOVER_TIMES.append(await c.redis.failover())
+
+
+async def lagging_replica_promoted(c: Cluster, _: list[Listener], seconds: float = 1.0) -> None:
+    """The replica stops getting the master's writes for a while (its link is
+    cut, as a slow network would), then the master dies and the sentinels
+    promote the replica: what the master confirmed meanwhile is gone."""
+    c.redis.cable.cut()
+    await trio.sleep(seconds)
+    offsets = []
+    for port in (c.redis.sentinels.master.port, c.redis.sentinels.replica.port):
+        info = await redis_cli(port, "INFO", "replication")
+        offsets += [
+            int(line.split(":")[1]) for line in info.split() if "master_repl_offset" in line
+        ]
+    LAGS.append(offsets[0] - offsets[1])
+    FAILOVER_TIMES.append(await c.redis.failover())
+
+
 async def redis_cli(port: int, *args: str, host: str = "127.0.0.1") -> str:
     result = await trio.run_process(
         ["redis-cli", "-h", host, "-p", str(port), *args], capture_stdout=True, check=False
@@ -643,6 +750,13 @@ SCENARIOS: dict[str, Fault] = {
     "kill -9 server": kill_server,
     "Redis restart": restart_redis,
     "maxmemory": maxmemory,
+    "Sentinel failover": sentinel_failover,
+    "lagging replica promoted": lagging_replica_promoted,
+}
+#: Where a scenario runs when not on the default place (always loopback).
+PLACES: dict[str, ClusterFactory] = {
+    "Sentinel failover": under_sentinel(),
+    "lagging replica promoted": under_sentinel(lagging=True),
 }
 
 
@@ -667,11 +781,20 @@ async def _main(seconds: float, only: list[str], namespaces: str | None, as_json
     for name, fault in SCENARIOS.items():
         if only and name not in only:
             continue
+        if name in PLACES and SENTINEL is None:
+            print(f"{name}: skipped (needs redis-sentinel)", file=sys.stderr)
+            continue
         started = time.monotonic()
-        figures = await campaign(fault, seconds=seconds, rooms=3, rate=100, place=place)
+        figures = await campaign(
+            fault, seconds=seconds, rooms=3, rate=100, place=PLACES.get(name, place)
+        )
         rows.append((name, figures))
-        print(f"{name} ({where}): {'clean' if figures.clean else 'NOT CLEAN'} "
-              f"({time.monotonic() - started:.0f} s)", file=sys.stderr)  # fmt: skip
+        failover = f", failover {FAILOVER_TIMES[-1]:.1f} s" if name in PLACES else ""
+        if fault is lagging_replica_promoted:
+            failover += f", the replica {LAGS[-1]} bytes behind"
+        print(f"{name} ({'loopback, Sentinel' if name in PLACES else where}): "
+              f"{'clean' if figures.clean else 'NOT CLEAN'} "
+              f"({time.monotonic() - started:.0f} s{failover})", file=sys.stderr)  # fmt: skip
     if as_json:
         print(json.dumps({name: vars(f) for name, f in rows}))
     else:

@@ -42,6 +42,7 @@ class RedisServer:
         self,
         nursery: trio.Nursery,
         password: str | None = None,
+        args: tuple[str, ...] = (),
         *,
         snapshot_dir: str | None = None,
         replica_of: int | None = None,
@@ -49,8 +50,10 @@ class RedisServer:
         """*snapshot_dir*: ``SAVE`` writes a dump there, which a restart loads
         (nothing is saved by itself; without it, a directory of its own, so that
         no test loads another's dump); *replica_of*: a replica of the Redis on
-        that port."""
+        that port, started once it is in sync."""
         self._nursery = nursery
+        self.args = args
+        """More redis-server options (``--replicaof HOST PORT``, say)."""
         self.port = free_port()
         self.password = password
         self.snapshot_dir = snapshot_dir or tempfile.mkdtemp(prefix="redis-")
@@ -81,6 +84,7 @@ class RedisServer:
         args += ["--dir", self.snapshot_dir, "--dbfilename", "dump.rdb"]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        args += self.args
         self.process = process = await trio.lowlevel.open_process(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )

@@ -440,6 +440,6 @@ async def test_a_redis_url_that_is_not_redis_is_a_usage_error() -> None:
             assert await cli.process.wait() == 2
             err = await cli.stderr()
     assert err == (
-        "error: --redis takes a redis://, rediss:// or unix:// URL, "
+        "error: --redis takes a redis://, rediss://, unix:// or redis+sentinel:// URL, "
         "not 'http://:***@127.0.0.1:6379'\n"
     )

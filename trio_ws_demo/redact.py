@@ -76,13 +76,19 @@ def redact(target: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """*url* with its password (if any) shown as ``***``: fit for logs and errors."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    """*url* with its password (if any) shown as ``***``: fit for logs and errors.
+
+    Done on the text, not through :func:`urllib.parse.urlsplit`'s host and port,
+    so that a URL naming several hosts (``redis+sentinel://:pw@h1:1,h2:2/svc``) or
+    one that does not parse is hidden as well, and the rest is shown as given."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    end = min((i for i in (rest.find(c) for c in "?#") if i >= 0), default=len(rest))
+    # The last "@" before the query: a password with an unescaped "/" or "@" is
+    # hidden whole (hiding too much beats showing a part of a secret).
+    userinfo, at, hosts = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}{rest[end:]}"

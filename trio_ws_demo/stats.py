@@ -35,6 +35,9 @@ class BackplaneStatistics:
     """Redis refused a message in the last 10 s."""
     own_recognised: int = 0
     """Own messages read back after they were delivered here unconfirmed."""
+    master: str | None = None
+    """The Redis last reached, ``HOST:PORT`` (with ``redis+sentinel://``, the
+    master the sentinels named); None before the first connection."""
 
     @property
     def health(self) -> str:

@@ -72,7 +72,7 @@ import contextlib
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -87,6 +87,7 @@ from .faults import LinkLost, describe, is_link_error, lost_on_error
 from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed
 from .members import SharedPresence
 from .outbound import Outbound, Pending, Receipt
+from .sentinel_url import is_sentinel_url, parse_sentinel_url
 from .streams import (
     FENCE_FUNCTION,
     LIBRARY,
@@ -207,6 +208,9 @@ class RedisBackplane:
         self.own_recognised = 0
         self.fenced = 0
         """Times Redis was found to have forgotten entries read here (a new epoch began)."""
+        self.master: str | None = None
+        """The address of the Redis last reached ("HOST:PORT"; with a sentinel
+        URL, the master the sentinels named)."""
         self._local = LocalBroker(rooms, history=history)
         """Where a message goes while it cannot go to Redis: this process only."""
 
@@ -364,6 +368,7 @@ class RedisBackplane:
             not_followed=self._not_followed() if self.up else 0,
             refusing=self._last_refusal is not None and now - self._last_refusal < _REFUSALS_SHOWN,
             own_recognised=self.own_recognised,
+            master=self.master,
         )
 
     def _not_followed(self) -> int:
@@ -409,6 +414,7 @@ class RedisBackplane:
             with trio.fail_after(self._timeout):
                 await link.ping()
                 await self._load_library(link)
+            self._note_master(link)
             self._link = link
             self._generation += 1
             self._go_up()
@@ -433,23 +439,54 @@ class RedisBackplane:
             if not await link.function_list(libraryname=LIBRARY_NAME):
                 raise
 
-    def _connect(self) -> coredis.Redis[bytes]:
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[coredis.Redis[bytes]]:
+        """A client of the Redis in *url*; for a ``redis+sentinel://`` URL, of the
+        master the sentinels name now (asked again on every reconnect, so the
+        link follows a failover; a master that reports another role is refused)."""
         try:
             import coredis
+            from coredis.connection import TCPLocation
             from coredis.retry import NoRetryPolicy
         except ImportError:  # pragma: no cover - a dependency of the package
             raise BackplaneUnavailable("--redis needs the coredis package") from None
-        try:
-            return coredis.Redis.from_url(
-                self.url,
-                decode_responses=False,
-                retry_policy=NoRetryPolicy(),
-                stream_timeout=self._timeout,
-                connect_timeout=self._timeout,
-                client_name="trio-ws-demo",
-            )
-        except ValueError as exc:
-            raise BackplaneUnavailable(f"invalid --redis URL {self.shown_url}: {exc}") from None
+        options: dict[str, Any] = {
+            "stream_timeout": self._timeout,
+            "connect_timeout": self._timeout,
+            "client_name": "trio-ws-demo",
+        }
+        if not is_sentinel_url(self.url):
+            try:
+                link: coredis.Redis[bytes] = coredis.Redis.from_url(
+                    self.url, decode_responses=False, retry_policy=NoRetryPolicy(), **options
+                )
+            except ValueError as exc:
+                raise BackplaneUnavailable(f"invalid --redis URL {self.shown_url}: {exc}") from None
+            async with link:
+                yield link
+            return
+        where = parse_sentinel_url(self.url)
+        sentinel = coredis.Sentinel(
+            [TCPLocation(host, port) for host, port in where.sentinels],
+            sentinel_kwargs=dict(options),  # the sentinels get no password
+            decode_responses=False,
+            retry_policy=NoRetryPolicy(),
+            db=where.db,
+            username=where.username,
+            password=where.password,
+            **options,
+        )
+        async with sentinel, sentinel.primary_for(where.service) as link:
+            yield link
+
+    def _note_master(self, link: coredis.Redis[bytes]) -> None:
+        """Remember which Redis the link reached (what /healthz and /metrics show)."""
+        location = getattr(link.connection_pool, "location", None)
+        master = str(location) if location is not None else None
+        if master != self.master and master is not None:
+            if self.master is not None:
+                logger.info("backplane: the Redis master is now %s (was %s)", master, self.master)
+            self.master = master
 
     async def _heartbeat(self, link: coredis.Redis[bytes]) -> None:
         """Judge the link lost when Redis has not answered a PING (sent every

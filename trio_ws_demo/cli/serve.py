@@ -16,6 +16,8 @@ from typing import Any
 import trio
 
 from ..access import AccessPolicy, origin_of
+from ..backplane.sentinel_url import is_sentinel_url, parse_sentinel_url
+from ..errors import BackplaneUnavailable
 from ..http import format_host
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from ..redact import redact_url
@@ -44,7 +46,7 @@ from .logs import configure as configure_logging
 __all__ = ["REDIS_ENV", "add_parser", "listening_line", "run"]
 
 REDIS_ENV = "TRIO_WS_DEMO_REDIS"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 """Read when the server starts, like the token: ``--help`` never shows a password."""
 
 
@@ -260,7 +262,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         metavar="URL",
         help="share rooms, history and offsets with every server process using this Redis: "
-        f"redis://[:PASSWORD@]HOST:PORT/DB (default: from ${REDIS_ENV}, else none)",
+        "redis://[:PASSWORD@]HOST:PORT/DB, or through Redis Sentinel "
+        "redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] "
+        f"(default: from ${REDIS_ENV}, else none)",
     )
     serve.add_argument(
         "--redis-optional",
@@ -324,10 +328,17 @@ def run(args: argparse.Namespace) -> int:
     redis = getattr(args, "redis", None) or os.environ.get(REDIS_ENV) or None
     if redis is not None and urllib.parse.urlsplit(redis).scheme not in REDIS_SCHEMES:
         print(
-            f"error: --redis takes a redis://, rediss:// or unix:// URL, not {redact_url(redis)!r}",
+            "error: --redis takes a redis://, rediss://, unix:// or redis+sentinel:// URL, "
+            f"not {redact_url(redis)!r}",
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if redis is not None and is_sentinel_url(redis):
+        try:
+            parse_sentinel_url(redis)
+        except BackplaneUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         public_origins = frozenset(origin_of(url) for url in args.public_url)
     except ValueError as exc:

@@ -12,7 +12,9 @@ path           answer                                           methods
                which joins the room its path names
 ``/healthz``   ``{"status": "ok", "clients": N}``; with         GET, HEAD
                ``--redis`` also ``"backplane": "up"``, and 503
-               with ``"backplane": "down"`` while Redis is away
+               with ``"backplane": "down"`` while Redis is away;
+               ``"redis": {"master": "HOST:PORT"}`` names the
+               Redis last reached (the sentinels' master)
 ``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
                (behind the shared ``--token``, or a signed
                token that may read ``**``, when one is set)
@@ -46,7 +48,12 @@ from importlib import resources
 
 import trio
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ..access import Use
@@ -152,6 +159,13 @@ class _ServerCollector(Collector):
                 "unconfirmed (not sent again).",
                 b.own_recognised,
             )
+            if b.master is not None:
+                yield InfoMetricFamily(
+                    "trio_ws_demo_backplane_master",
+                    "The Redis last reached (with redis+sentinel://, the master the "
+                    "sentinels named).",
+                    value={"address": b.master},
+                )
 
 
 class WebRoutes:
@@ -193,6 +207,8 @@ class WebRoutes:
             if stats.backplane is not None:
                 backplane = stats.backplane
                 health["backplane"] = backplane.health
+                if backplane.master is not None:
+                    health["redis"] = {"master": backplane.master}
                 if backplane.not_followed:
                     health["rooms_not_followed"] = backplane.not_followed
                 if backplane.refusing:
