@@ -262,12 +262,16 @@ class RedisBackplane:
     async def follow(self, name: str) -> None:
         """Before a client joins room *name*: make sure this process follows its
         stream (shared history, epoch and offset). Raises nothing but Cancelled:
-        a room that cannot be loaded stays local, and is retried."""
+        a room that cannot be loaded stays local, and is retried when its
+        backoff is over (by the loader, or by the first join after it), not by
+        every client that joins meanwhile (finding R14)."""
         if not self.up or self._link is None or not self._rooms.has_room_for(name):
             return  # the server refuses a room past the limit itself
         feed = self._feed(self._rooms.room(name))
         if feed.state is FOLLOWED:
             return
+        if feed.state is LOCAL and feed.retry_at > trio.current_time():
+            return  # its last load failed: local until the retry is due
         loading = self._loading.get(name)
         if loading is not None:  # another client of this room is loading it
             with trio.move_on_after(self._timeout):
