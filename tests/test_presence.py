@@ -14,7 +14,7 @@ from websockets.trio.client import ClientConnection, connect
 from trio_ws_demo import AccessPolicy, ServerOptions
 
 from .conftest import StartServer, url_of
-from .processes import run_cli
+from .processes import LineReader, run_cli
 from .redis_server import RedisServer
 from .wsraw import http_exchange
 
@@ -200,3 +200,65 @@ async def test_malformed_presence_fields_in_redis_are_skipped_not_fatal(
                 while (frame := json.loads(await alice.recv()))["type"] != "message":
                     pass
                 assert frame["text"] == "still here"
+
+
+async def test_presence_is_written_again_after_redis_refused_it(redis: RedisServer) -> None:
+    """Finding R12: after Redis refused writes (``maxmemory``) for longer than the
+    alive keys live, the first process to sync again took the other for dead
+    and deleted its members, who were never written again: they were gone from
+    its list for good. Now a refused sync, or a read that finds one's own
+    fields missing, writes the full set again: the member who left comes back."""
+    flags = ("--redis", redis.url, "--ping-interval", "1", "--log-level", "warning")
+    cli = ["redis-cli", "-p", str(redis.port)]
+    with trio.fail_after(30):
+        async with (
+            run_cli("serve", "--port", "0", *flags) as a,
+            run_cli("serve", "--port", "0", *flags) as b,
+        ):
+            base_a, base_b = (await a.readline()).split()[2], (await b.readline()).split()[2]
+            async with (
+                connect(f"{base_a}/r?name=alice", subprotocols=V1, proxy=None) as alice,  # type: ignore[list-item]
+                connect(f"{base_b}/r?name=bob", subprotocols=V1, proxy=None) as bob,  # type: ignore[list-item]
+            ):
+                for ws in (alice, bob):
+                    while (await until(ws, "presence"))["clients"] != 2:
+                        pass
+                await trio.run_process([*cli, "CONFIG", "SET", "notify-keyspace-events", "Ex"],
+                                       stdout=subprocess.DEVNULL)  # fmt: skip
+                expiries = await trio.lowlevel.open_process(
+                    [*cli, "--csv", "SUBSCRIBE", "__keyevent@0__:expired"], stdout=subprocess.PIPE
+                )
+                assert expiries.stdout is not None
+                try:
+                    events = LineReader(expiries.stdout)
+                    await events.wait_for("subscribe")
+                    await trio.run_process([*cli, "CONFIG", "SET", "maxmemory", "1"],
+                                           stdout=subprocess.DEVNULL)  # fmt: skip
+                    # Both alive keys expire (2 s) while neither can be refreshed.
+                    for _ in range(2):
+                        await events.wait_for("trio-ws-demo:alive:")
+                finally:
+                    expiries.kill()
+                    await expiries.wait()
+                    await expiries.stdout.aclose()
+                await trio.run_process([*cli, "CONFIG", "SET", "maxmemory", "0"],
+                                       stdout=subprocess.DEVNULL)  # fmt: skip
+                # The first to sync takes the other for dead: someone leaves...
+                left_on = trio.Event()
+                first: list[tuple[ClientConnection, dict[str, object]]] = []
+
+                async def watch(ws: ClientConnection) -> None:
+                    frame = await until(ws, "presence")
+                    first.append((ws, frame))
+                    left_on.set()
+
+                async with trio.open_nursery() as nursery:
+                    for ws in (alice, bob):
+                        nursery.start_soon(watch, ws)
+                    await left_on.wait()
+                    nursery.cancel_scope.cancel()
+                ws, gone = first[0]
+                assert gone["event"] == "leave" and gone["clients"] == 1, gone
+                with trio.fail_after(8):  # 4 syncs: found missing, written, read, framed
+                    back = await until(ws, "presence")  # ... and comes back
+    assert back["joined"] == gone["left"] and back["clients"] == 2, back

@@ -11,7 +11,11 @@ after its last refresh. Once a second, every process
    room who came and went on the other processes
    (:meth:`~trio_ws_demo.rooms.Room.presence_changed`).
 
-While Redis refuses writes (``maxmemory``), syncing waits and the link stays up.
+While Redis refuses writes (``maxmemory``), syncing waits and the link stays up;
+the first sync after a refused one writes this process's members again, all
+of them, and so does the sync after a read that finds one of them missing
+(the others took this process for dead while its alive key could not be
+refreshed): a member is never lost for good (finding R12).
 So the members of a process killed with SIGKILL leave everyone's list when its
 key expires: ``ttl`` is ``2 * --ping-interval`` minus the 1 s of reading.
 """
@@ -52,6 +56,9 @@ class SharedPresence:
         self.ttl = max(ttl, 2 * SYNC_INTERVAL)
         self._written: dict[str, dict[_Member, str]] = {}
         """What Redis holds of ours: room -> member -> its field."""
+        self._rewrite = False
+        """Write every member of ours again at the next sync, not only who came:
+        a sync was refused, or our fields were found missing (finding R12)."""
 
     async def run(self, link: coredis.Redis[bytes]) -> None:
         """Sync once a second while the link is up (in the link's nursery)."""
@@ -64,7 +71,11 @@ class SharedPresence:
                     await self._sync(link)
                 except ResponseError as exc:
                     # Redis refuses writes (maxmemory, READONLY): presence waits, the
-                    # link stays up (a command error is not a lost link).
+                    # link stays up (a command error is not a lost link). Part of the
+                    # pipeline may have been refused, and our alive key may expire
+                    # meanwhile (then the others delete our fields as a dead
+                    # process's): the next sync writes all of ours again.
+                    self._rewrite = True
                     logger.debug("presence: Redis refused a write: %s", exc)
                 await trio.sleep(SYNC_INTERVAL)
         finally:
@@ -82,12 +93,17 @@ class SharedPresence:
             if room.members
         }
         written: dict[str, dict[_Member, str]] = {}
+        rewrite, self._rewrite = self._rewrite, False
         async with link.pipeline(transaction=False) as pipe:
             pipe.set(alive_key(self._process), b"1", px=int(self.ttl * 1000))
             for room in set(wanted) | set(self._written):
                 now, before = wanted.get(room, {}), self._written.get(room, {})
                 # Only who came and went is encoded and written, not everyone each second.
-                added = {member: self._field(member) for member in now if member not in before}
+                added = {
+                    member: before.get(member) or self._field(member)
+                    for member in now
+                    if rewrite or member not in before
+                }
                 gone = [field for member, field in before.items() if member not in now]
                 if added:
                     pipe.hset(
@@ -131,6 +147,9 @@ class SharedPresence:
         malformed = 0
         for room, fields in zip(rooms, tables, strict=True):
             remote: dict[str, tuple[str, float]] = {}
+            mine = self._written.get(room.name, {})
+            if any(field not in fields for field in mine.values()):
+                self._rewrite = True  # deleted (taken for a dead process's): write again
             for field, value in fields.items():
                 process = field.partition(":")[0]
                 if process == self._process:
