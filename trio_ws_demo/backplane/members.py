@@ -57,6 +57,8 @@ class SharedPresence:
         self._written: dict[str, dict[_Member, str]] = {}
         """What Redis holds of ours: room -> member -> its field."""
         self._rewrite = False
+        self._link: coredis.Redis[bytes] | None = None
+        """The link while :meth:`run` runs."""
         """Write every member of ours again at the next sync, not only who came:
         a sync was refused, or our fields were found missing (finding R12)."""
 
@@ -65,6 +67,7 @@ class SharedPresence:
         self._written.clear()  # Redis may have restarted: write everything again
         from coredis.exceptions import ResponseError
 
+        self._link = link
         try:
             while True:
                 try:
@@ -79,6 +82,7 @@ class SharedPresence:
                     logger.debug("presence: Redis refused a write: %s", exc)
                 await trio.sleep(SYNC_INTERVAL)
         finally:
+            self._link = None
             with (
                 trio.CancelScope(shield=True),
                 trio.move_on_after(1),
@@ -146,22 +150,13 @@ class SharedPresence:
         dead: dict[str, list[str]] = {}
         malformed = 0
         for room, fields in zip(rooms, tables, strict=True):
-            remote: dict[str, tuple[str, float]] = {}
             mine = self._written.get(room.name, {})
             if any(field not in fields for field in mine.values()):
                 self._rewrite = True  # deleted (taken for a dead process's): write again
-            for field, value in fields.items():
-                process = field.partition(":")[0]
-                if process == self._process:
-                    continue
-                if process not in alive:
-                    dead.setdefault(room.name, []).append(field)
-                    continue
-                member = _member(value)
-                if member is None:
-                    malformed += 1
-                else:
-                    remote[field] = member
+            remote, dead_fields, skipped = self._others(fields, alive)
+            malformed += skipped
+            if dead_fields:
+                dead[room.name] = dead_fields
             before = room.remote_members
             joined = [remote[f][0] for f in remote if f not in before]
             left = [before[f][0] for f in before if f not in remote]
@@ -177,6 +172,41 @@ class SharedPresence:
             async with link.pipeline(transaction=False) as pipe:
                 for room_name, dead_fields in dead.items():
                     pipe.hdel(members_key(room_name), dead_fields)
+
+    def _others(
+        self, fields: dict[str, str], alive: set[str]
+    ) -> tuple[dict[str, tuple[str, float]], list[str], int]:
+        """Of a members hash: the other live processes' members (field ->
+        ``(name, since)``), the fields of dead ones, and how many were malformed."""
+        remote: dict[str, tuple[str, float]] = {}
+        dead: list[str] = []
+        malformed = 0
+        for field, value in fields.items():
+            process = field.partition(":")[0]
+            if process == self._process:
+                continue
+            if process not in alive:
+                dead.append(field)
+                continue
+            member = _member(value)
+            if member is None:
+                malformed += 1
+            else:
+                remote[field] = member
+        return remote, dead, malformed
+
+    async def elsewhere(self, room: str) -> list[tuple[str, float]]:
+        """Who is in *room* on the other live processes, read from Redis now
+        (for ``GET /rooms/ROOM`` where this process has no client of the room,
+        so that it does not sync it). Empty while the link is down."""
+        link = self._link
+        if link is None:
+            return []
+        fields = {_text(f): _text(v) for f, v in (await link.hgetall(members_key(room))).items()}
+        ordered = sorted({f.partition(":")[0] for f in fields} - {self._process})
+        values = await link.mget([alive_key(p) for p in ordered]) if ordered else []
+        alive = {p for p, value in zip(ordered, values, strict=True) if value is not None}
+        return list(self._others(fields, alive)[0].values())
 
     async def _leave(self, link: coredis.Redis[bytes]) -> None:
         """A clean stop: our members leave everyone's list at once."""

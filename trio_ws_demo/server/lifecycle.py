@@ -111,10 +111,6 @@ class BroadcastServer:
         self.connections_total = 0
         """WebSocket connections admitted so far."""
         self.connection_errors = 0
-        self.web = WebRoutes(self.statistics, self.rooms, options, lambda: self.instance)
-        self.front_door = FrontDoor(
-            options, self.web, lambda: self.clients, self.rooms, self.memory
-        )
         self.keepalive = (
             Keepalive(options.ping_interval, options.ping_timeout)
             if options.ping_interval
@@ -132,6 +128,16 @@ class BroadcastServer:
             )
             if options.redis
             else None
+        )
+        self.web = WebRoutes(
+            self.statistics,
+            self.rooms,
+            options,
+            lambda: self.instance,
+            self.backplane.presence.elsewhere if self.backplane is not None else None,
+        )
+        self.front_door = FrontDoor(
+            options, self.web, lambda: self.clients, self.rooms, self.memory
         )
         self.broker: Broker = (
             self.backplane
