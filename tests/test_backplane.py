@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from functools import partial
 
 import pytest
 import trio
+from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect
 
 from trio_ws_demo import ServerOptions
@@ -369,3 +371,44 @@ async def test_a_malformed_stream_entry_is_skipped_never_fatal(
             joined = json.loads(await late.recv())
             assert joined["history"] == 2  # "before" and "after", not the poison
     assert any("malformed entry" in r.getMessage() for r in caplog.records)
+
+
+# -- shutdown ----------------------------------------------------------------------
+
+
+async def test_what_waits_for_redis_at_shutdown_reaches_every_listener(
+    redis: RedisServer,
+) -> None:
+    """Finding R13: the backplane stopped before the clients were closed, so what
+    was still queued for Redis at SIGTERM reached no one (0 of 20 here, on this
+    process or the other). Now the clients are closed after it is written and
+    read back: all 20 arrive on both (the sender's too), then the close 1001."""
+    count = 20
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serve(redis.url, "--log-level", "info") as (a, base_a),
+            serve(redis.url) as (_, base_b),
+            connect(f"{base_a}/q", subprotocols=V1, proxy=None) as near,  # type: ignore[list-item]
+            connect(f"{base_b}/q", subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
+            connect(f"{base_a}/q", subprotocols=V1, proxy=None) as sender,  # type: ignore[list-item]
+        ):
+            for ws in (near, far, sender):
+                await until_frame(ws, "joined")
+            port_a = int(base_a.rsplit(":", 1)[1])
+            redis.freeze()  # the messages wait in A's queue (below the 1.5 s heartbeat)
+            for i in range(count):
+                await sender.send(f"m{i}")
+            await (await sender.ping()).wait()  # A read the messages before the ping: queued
+            assert "trio_ws_demo_backplane_sent_total 0.0" in await metrics(port_a)
+            a.process.send_signal(signal.SIGTERM)
+            await a.log.wait_for("shutting down")
+            redis.thaw()
+            expected = [f"m{i}" for i in range(count)]
+            for ws in (near, sender):  # what they got before their close
+                seen = []
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        seen += [f["text"] for f in await frames(ws, 1)]
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+                assert seen == expected
+            assert [f["text"] for f in await frames(far, count)] == expected

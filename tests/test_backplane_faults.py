@@ -132,6 +132,34 @@ async def test_row_2_a_room_that_fails_to_load_is_retried_and_healthz_says_so(
     assert any("could not load room 'w'" in line and "retry" in line for line in warnings)
 
 
+async def test_a_room_that_failed_to_load_waits_for_its_retry_time_whoever_joins(
+    redis: RedisServer, start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding R14: follow() ignored the load backoff, so every client joining a
+    room whose load had failed loaded it again at once (ten joins: ten more
+    failed loads). Now the joins in the backoff stay local and only the
+    loader's retries, at 0.5 s, 1.5 s, 3.5 s ... after the failure, try again."""
+    await chaos.redis_cli(redis.port, "SET", "trio-ws-demo:room:w", "not a stream")
+    a = await start_server(ServerOptions(redis=redis.url))
+
+    def failed_loads() -> int:
+        return sum("could not load room 'w'" in r.getMessage() for r in caplog.records)
+
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(a, "/w"), subprotocols=V1, proxy=None) as first:  # type: ignore[list-item]
+            await until_frame(first, "joined")
+            assert failed_loads() == 1
+            failed_at = trio.current_time()
+            for _ in range(10):
+                async with connect(url_of(a, "/w"), subprotocols=V1, proxy=None) as ws:  # type: ignore[list-item]
+                    await until_frame(ws, "joined")
+                    await ws.send("local")
+                    assert (await frames(ws, 1))[0]["text"] == "local"
+            elapsed = trio.current_time() - failed_at
+    retries_due = sum(1 for due in (0.5, 1.5, 3.5, 7.5, 15.5, 25.5) if due <= elapsed)
+    assert failed_loads() <= 1 + retries_due, (failed_loads(), elapsed)
+
+
 async def test_row_6_a_message_redis_refuses_reaches_nobody_and_its_sender_is_told(
     redis: RedisServer, start_server: StartServer
 ) -> None:

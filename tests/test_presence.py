@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import jwt
 import trio
@@ -14,7 +16,7 @@ from websockets.trio.client import ClientConnection, connect
 from trio_ws_demo import AccessPolicy, ServerOptions
 
 from .conftest import StartServer, url_of
-from .processes import run_cli
+from .processes import LineReader, Process, run_cli
 from .redis_server import RedisServer
 from .wsraw import http_exchange
 
@@ -133,18 +135,25 @@ async def test_favicon_and_reserved_paths_are_not_rooms(start_server: StartServe
     assert answer.startswith(b"HTTP/1.1 404")
 
 
+@asynccontextmanager
+async def two_processes(redis: RedisServer) -> AsyncIterator[tuple[str, str, Process]]:
+    """Two real ``serve --redis`` processes with --ping-interval 1: their ws:// URLs,
+    and the second."""
+    flags = ("--redis", redis.url, "--ping-interval", "1", "--log-level", "warning")
+    async with (
+        run_cli("serve", "--port", "0", *flags) as a,
+        run_cli("serve", "--port", "0", *flags) as b,
+    ):
+        yield (await a.readline()).split()[2], (await b.readline()).split()[2], b
+
+
 async def test_presence_covers_every_process_and_a_killed_one_leaves_in_time(
     redis: RedisServer,
 ) -> None:
     """Two real `serve --redis` processes with --ping-interval 1: members on B show
     on A's list and frames; B killed with SIGKILL, its members leave within 2 s."""
-    flags = ("--redis", redis.url, "--ping-interval", "1", "--log-level", "warning")
     with trio.fail_after(30):
-        async with (
-            run_cli("serve", "--port", "0", *flags) as a,
-            run_cli("serve", "--port", "0", *flags) as b,
-        ):
-            base_a, base_b = (await a.readline()).split()[2], (await b.readline()).split()[2]
+        async with two_processes(redis) as (base_a, base_b, b):
             port_a = int(base_a.rsplit(":", 1)[1])
             async with connect(f"{base_a}/r?name=alice", subprotocols=V1, proxy=None) as alice:  # type: ignore[list-item]
                 assert (await until(alice, "presence"))["name"] == "alice"
@@ -200,3 +209,106 @@ async def test_malformed_presence_fields_in_redis_are_skipped_not_fatal(
                 while (frame := json.loads(await alice.recv()))["type"] != "message":
                     pass
                 assert frame["text"] == "still here"
+
+
+async def test_presence_is_written_again_after_redis_refused_it(redis: RedisServer) -> None:
+    """Finding R12: after Redis refused writes (``maxmemory``) for longer than the
+    alive keys live, the first process to sync again took the other for dead
+    and deleted its members, who were never written again: they were gone from
+    its list for good. Now a refused sync, or a read that finds one's own
+    fields missing, writes the full set again: the member who left comes back."""
+    cli = ["redis-cli", "-p", str(redis.port)]
+    with trio.fail_after(30):
+        async with (
+            two_processes(redis) as (base_a, base_b, _),
+            connect(f"{base_a}/r?name=alice", subprotocols=V1, proxy=None) as alice,  # type: ignore[list-item]
+            connect(f"{base_b}/r?name=bob", subprotocols=V1, proxy=None) as bob,  # type: ignore[list-item]
+        ):
+            for ws in (alice, bob):
+                while (await until(ws, "presence"))["clients"] != 2:
+                    pass
+            async with redis_events(redis.port, "Ex", "__keyevent@0__:expired") as events:
+                await trio.run_process(
+                    [*cli, "CONFIG", "SET", "maxmemory", "1"], stdout=subprocess.DEVNULL
+                )
+                # Both alive keys expire (2 s) while neither can be refreshed.
+                for _ in range(2):
+                    await events.wait_for("trio-ws-demo:alive:")
+            await trio.run_process(
+                [*cli, "CONFIG", "SET", "maxmemory", "0"], stdout=subprocess.DEVNULL
+            )
+            # The first to sync takes the other for dead: someone leaves...
+            left_on = trio.Event()
+            first: list[tuple[ClientConnection, dict[str, object]]] = []
+
+            async def watch(ws: ClientConnection) -> None:
+                frame = await until(ws, "presence")
+                first.append((ws, frame))
+                left_on.set()
+
+            async with trio.open_nursery() as nursery:
+                for ws in (alice, bob):
+                    nursery.start_soon(watch, ws)
+                await left_on.wait()
+                nursery.cancel_scope.cancel()
+            ws, gone = first[0]
+            assert gone["event"] == "leave" and gone["clients"] == 1, gone
+            with trio.fail_after(8):  # 4 syncs: found missing, written, read, framed
+                back = await until(ws, "presence")  # ... and comes back
+    assert back["joined"] == gone["left"] and back["clients"] == 2, back
+
+
+async def written_in_redis(port: int, room: str, count: int) -> None:
+    """Return once room *room*'s members hash holds *count* fields (checked at
+    each change Redis announces to a keyspace subscriber: no polling)."""
+    key = f"trio-ws-demo:members:{room}"
+    async with redis_events(port, "Kh", f"__keyspace@0__:{key}") as events:
+        while True:
+            hlen = await trio.run_process(
+                ["redis-cli", "-p", str(port), "HLEN", key], capture_stdout=True
+            )
+            if int(hlen.stdout) >= count:
+                return
+            await events.wait_for("hset")
+
+
+@asynccontextmanager
+async def redis_events(port: int, kinds: str, channel: str) -> AsyncIterator[LineReader]:
+    """Redis's keyspace notifications of *kinds* on *channel*, a line each, from
+    a ``redis-cli SUBSCRIBE`` that is listening when this yields."""
+    cli = ["redis-cli", "-p", str(port)]
+    await trio.run_process(
+        [*cli, "CONFIG", "SET", "notify-keyspace-events", kinds], stdout=subprocess.DEVNULL
+    )
+    process = await trio.lowlevel.open_process(
+        [*cli, "--csv", "SUBSCRIBE", channel], stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        events = LineReader(process.stdout)
+        await events.wait_for("subscribe")
+        yield events
+    finally:
+        process.kill()
+        await process.wait()
+        await process.stdout.aclose()
+
+
+async def test_the_room_listing_shows_members_on_every_process(redis: RedisServer) -> None:
+    """``GET /rooms/ROOM`` on a process with no client in the room listed no one
+    (presence syncs only rooms with clients here); now it reads the room's
+    members on the other processes from Redis: carol and dave, both on B."""
+    with trio.fail_after(30):
+        async with two_processes(redis) as (base_a, base_b, _):
+            port_a = int(base_a.rsplit(":", 1)[1])
+            async with (
+                connect(f"{base_b}/r?name=carol", subprotocols=V1, proxy=None),  # type: ignore[list-item]
+                connect(f"{base_b}/r?name=dave", subprotocols=V1, proxy=None),
+            ):
+                await written_in_redis(redis.port, "r", 2)
+                status, listing = await who(port_a, "r")
+                assert status == 200
+                _, nowhere = await who(port_a, "empty")
+    assert sorted(m["name"] for m in listing["members"]) == ["carol", "dave"]  # type: ignore[attr-defined]
+    assert listing["clients"] == 2
+    assert nowhere["members"] == [] and nowhere["clients"] == 0

@@ -312,12 +312,16 @@ class RedisBackplane:
     async def follow(self, name: str) -> None:
         """Before a client joins room *name*: make sure this process follows its
         stream (shared history, epoch and offset). Raises nothing but Cancelled:
-        a room that cannot be loaded stays local, and is retried."""
+        a room that cannot be loaded stays local, and is retried when its
+        backoff is over (by the loader, or by the first join after it), not by
+        every client that joins meanwhile (finding R14)."""
         if not self.up or self._link is None or not self._rooms.has_room_for(name):
             return  # the server refuses a room past the limit itself
         feed = self._feed(self._rooms.room(name))
         if feed.state is FOLLOWED:
             return
+        if feed.state is LOCAL and feed.retry_at > trio.current_time():
+            return  # its last load failed: local until the retry is due
         loading = self._loading.get(name)
         if loading is not None:  # another client of this room is loading it
             with trio.move_on_after(self._timeout):
@@ -378,6 +382,42 @@ class RedisBackplane:
             if room.clients
             and ((feed := self._feeds.get(room.name)) is None or feed.state is not FOLLOWED)
         )
+
+    # -- shutdown -----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """At shutdown, before the clients leave their rooms: what is queued for
+        Redis is written, and read back into this process's rooms, within the
+        link's timeout; what is not written by then is delivered here, once (as
+        when the link is lost). Cancel :meth:`run` after this.
+
+        Before (finding R13) the backplane was cancelled first, and whatever
+        still waited for Redis reached no one on this process."""
+        with trio.move_on_after(self._timeout):
+            try:
+                await self._read_back()
+            except Exception as exc:  # the link's fault: what is left is delivered here
+                logger.debug("backplane: flushing at shutdown: %s", describe(exc))
+        if self._outbound or self._outbound.in_flight:
+            self._go_down("shutting down before Redis took every message")
+
+    async def _read_back(self) -> None:
+        await self._outbound.idle()
+        link = self._link
+        if not self.up or link is None:
+            return
+        # The streams' ends now hold every write Redis confirmed: read up to them
+        # here rather than wait for the reader (what both read is delivered once:
+        # a feed takes only entries past its last).
+        for feed in list(self._feeds.values()):
+            while feed.state is FOLLOWED and feed.room.clients and feed.last_id is not None:
+                last = feed.last_id
+                entries = await link.xrange(
+                    stream_key(feed.name), start=format_id(last), end="+", count=_BATCH
+                )
+                self._deliver(feed.name, entries)
+                if len(entries) < _BATCH or feed.last_id == last:
+                    break
 
     # -- the link ---------------------------------------------------------------
 

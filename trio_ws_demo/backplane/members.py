@@ -11,7 +11,11 @@ after its last refresh. Once a second, every process
    room who came and went on the other processes
    (:meth:`~trio_ws_demo.rooms.Room.presence_changed`).
 
-While Redis refuses writes (``maxmemory``), syncing waits and the link stays up.
+While Redis refuses writes (``maxmemory``), syncing waits and the link stays up;
+the first sync after a refused one writes this process's members again, all
+of them, and so does the sync after a read that finds one of them missing
+(the others took this process for dead while its alive key could not be
+refreshed): a member is never lost for good (finding R12).
 So the members of a process killed with SIGKILL leave everyone's list when its
 key expires: ``ttl`` is ``2 * --ping-interval`` minus the 1 s of reading.
 """
@@ -54,22 +58,33 @@ class SharedPresence:
         """What Redis holds of ours: room -> member -> its field."""
         self._refreshed = -math.inf
         """When the members hashes' expiry was last refreshed (trio time)."""
+        self._rewrite = False
+        """Write every member of ours again at the next sync, not only who came:
+        a sync was refused, or our fields were found missing (finding R12)."""
+        self._link: coredis.Redis[bytes] | None = None
+        """The link while :meth:`run` runs."""
 
     async def run(self, link: coredis.Redis[bytes]) -> None:
         """Sync once a second while the link is up (in the link's nursery)."""
         self._written.clear()  # Redis may have restarted: write everything again
         from coredis.exceptions import ResponseError
 
+        self._link = link
         try:
             while True:
                 try:
                     await self._sync(link)
                 except ResponseError as exc:
                     # Redis refuses writes (maxmemory, READONLY): presence waits, the
-                    # link stays up (a command error is not a lost link).
+                    # link stays up (a command error is not a lost link). Part of the
+                    # pipeline may have been refused, and our alive key may expire
+                    # meanwhile (then the others delete our fields as a dead
+                    # process's): the next sync writes all of ours again.
+                    self._rewrite = True
                     logger.debug("presence: Redis refused a write: %s", exc)
                 await trio.sleep(SYNC_INTERVAL)
         finally:
+            self._link = None
             with (
                 trio.CancelScope(shield=True),
                 trio.move_on_after(1),
@@ -91,12 +106,17 @@ class SharedPresence:
         if refresh:
             self._refreshed = now_clock
         expiry = int(self.ttl * 2000)
+        rewrite, self._rewrite = self._rewrite, False
         async with link.pipeline(transaction=False) as pipe:
             pipe.set(alive_key(self._process), b"1", px=int(self.ttl * 1000))
             for room in set(wanted) | set(self._written):
                 now, before = wanted.get(room, {}), self._written.get(room, {})
                 # Only who came and went is encoded and written, not everyone each second.
-                added = {member: self._field(member) for member in now if member not in before}
+                added = {
+                    member: before.get(member) or self._field(member)
+                    for member in now
+                    if rewrite or member not in before
+                }
                 gone = [field for member, field in before.items() if member not in now]
                 if added:
                     pipe.hset(
@@ -141,19 +161,13 @@ class SharedPresence:
         dead: dict[str, list[str]] = {}
         malformed = 0
         for room, fields in zip(rooms, tables, strict=True):
-            remote: dict[str, tuple[str, float]] = {}
-            for field, value in fields.items():
-                process = field.partition(":")[0]
-                if process == self._process:
-                    continue
-                if process not in alive:
-                    dead.setdefault(room.name, []).append(field)
-                    continue
-                member = _member(value)
-                if member is None:
-                    malformed += 1
-                else:
-                    remote[field] = member
+            mine = self._written.get(room.name, {})
+            if any(field not in fields for field in mine.values()):
+                self._rewrite = True  # deleted (taken for a dead process's): write again
+            remote, dead_fields, skipped = self._others(fields, alive)
+            malformed += skipped
+            if dead_fields:
+                dead[room.name] = dead_fields
             before = room.remote_members
             joined = [remote[f][0] for f in remote if f not in before]
             left = [before[f][0] for f in before if f not in remote]
@@ -169,6 +183,41 @@ class SharedPresence:
             async with link.pipeline(transaction=False) as pipe:
                 for room_name, dead_fields in dead.items():
                     pipe.hdel(members_key(room_name), dead_fields)
+
+    def _others(
+        self, fields: dict[str, str], alive: set[str]
+    ) -> tuple[dict[str, tuple[str, float]], list[str], int]:
+        """Of a members hash: the other live processes' members (field ->
+        ``(name, since)``), the fields of dead ones, and how many were malformed."""
+        remote: dict[str, tuple[str, float]] = {}
+        dead: list[str] = []
+        malformed = 0
+        for field, value in fields.items():
+            process = field.partition(":")[0]
+            if process == self._process:
+                continue
+            if process not in alive:
+                dead.append(field)
+                continue
+            member = _member(value)
+            if member is None:
+                malformed += 1
+            else:
+                remote[field] = member
+        return remote, dead, malformed
+
+    async def elsewhere(self, room: str) -> list[tuple[str, float]]:
+        """Who is in *room* on the other live processes, read from Redis now
+        (for ``GET /rooms/ROOM`` where this process has no client of the room,
+        so that it does not sync it). Empty while the link is down."""
+        link = self._link
+        if link is None:
+            return []
+        fields = {_text(f): _text(v) for f, v in (await link.hgetall(members_key(room))).items()}
+        ordered = sorted({f.partition(":")[0] for f in fields} - {self._process})
+        values = await link.mget([alive_key(p) for p in ordered]) if ordered else []
+        alive = {p for p, value in zip(ordered, values, strict=True) if value is not None}
+        return list(self._others(fields, alive)[0].values())
 
     async def _leave(self, link: coredis.Redis[bytes]) -> None:
         """A clean stop: our members leave everyone's list at once."""

@@ -79,8 +79,8 @@ class Outbound:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._waiting: deque[Pending] = deque()
-        self.in_flight: list[Pending] = []
-        """The batch the writer is sending: not confirmed yet."""
+        self._in_flight: list[Pending] = []
+        self._idle: trio.Event | None = None
         self.wake = trio.Event()
         """Set when something was queued (the writer makes a new one)."""
         self._seq = 0
@@ -90,6 +90,26 @@ class Outbound:
 
     def __len__(self) -> int:
         return len(self._waiting)
+
+    @property
+    def in_flight(self) -> list[Pending]:
+        """The batch the writer is sending: not confirmed yet."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, batch: list[Pending]) -> None:
+        self._in_flight = batch
+        if not batch and not self._waiting and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    async def idle(self) -> None:
+        """Return once nothing waits and nothing is in flight (Redis answered,
+        or :meth:`unsent` took it all)."""
+        if self._waiting or self._in_flight:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
 
     def has_room_for(self, count: int) -> bool:
         return len(self._waiting) + count <= self.limit
@@ -120,7 +140,8 @@ class Outbound:
     def unsent(self) -> list[Pending]:
         """Everything in flight or waiting, in order; the queue is empty after."""
         unsent = [*self.in_flight, *self._waiting]
-        self.in_flight, self._waiting = [], deque()
+        self._waiting = deque()
+        self.in_flight = []
         return unsent
 
     def delivered_here(self, seq: int, mark: Mark) -> None:

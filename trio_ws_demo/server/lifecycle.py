@@ -25,12 +25,16 @@ Shutdown: cancelling :meth:`BroadcastServer.run` stops accepting at once and
 cancels handshakes in progress; every client then gets close 1001 ``server
 shutting down`` after its queue is flushed. The pool is shielded from the
 cancellation so that clients can be told, but never for longer than
-``shutdown_timeout``.
+``shutdown_timeout``. With ``--redis``, the backplane runs outside the pool's
+services and stops last: what waits for Redis is written and read back into
+the rooms before the clients are told to close (within the link's timeout;
+else delivered here), and the backplane is cancelled once the pool is empty.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import socket
 
 import trio
@@ -107,10 +111,6 @@ class BroadcastServer:
         self.connections_total = 0
         """WebSocket connections admitted so far."""
         self.connection_errors = 0
-        self.web = WebRoutes(self.statistics, self.rooms, options, lambda: self.instance)
-        self.front_door = FrontDoor(
-            options, self.web, lambda: self.clients, self.rooms, self.memory
-        )
         self.keepalive = (
             Keepalive(options.ping_interval, options.ping_timeout)
             if options.ping_interval
@@ -131,6 +131,16 @@ class BroadcastServer:
             )
             if options.redis
             else None
+        )
+        self.web = WebRoutes(
+            self.statistics,
+            self.rooms,
+            options,
+            lambda: self.instance,
+            self.backplane.presence.elsewhere if self.backplane is not None else None,
+        )
+        self.front_door = FrontDoor(
+            options, self.web, lambda: self.clients, self.rooms, self.memory
         )
         self.broker: Broker = (
             self.backplane
@@ -161,6 +171,9 @@ class BroadcastServer:
         """One slot per accepted connection until its request head is read."""
         self._pool_scope: trio.CancelScope | None = None
         self._stopping = trio.Event()
+        self._deadline = math.inf
+        """When shutdown drops whoever is still connected."""
+        self._backplane_scope: trio.CancelScope | None = None
         self._serving = False
         self._settings = ConnectionSettings(
             echo=options.echo,
@@ -256,17 +269,21 @@ class BroadcastServer:
     async def _serve(
         self, listeners: list[socket.socket], task_status: trio.TaskStatus[int]
     ) -> None:
-        """Run the connection pool, the backplane (it must be up before the first
-        client, unless optional), the keepalive and the accept loops."""
+        """Run the backplane (it must be up before the first client, unless
+        optional), the connection pool, the keepalive and the accept loops.
+
+        The backplane is not a service: it outlives the clients (see
+        :meth:`_connection_pool`), so that what they sent just before the
+        shutdown still reaches this process's listeners through Redis."""
         async with trio.open_nursery() as nursery:
+            if self.backplane is not None:
+                try:
+                    await nursery.start(self._run_backplane, self.backplane)
+                except BackplaneUnavailable as exc:
+                    raise ServerStartupError(str(exc)) from None
             pool: trio.Nursery = await nursery.start(self._connection_pool)
             try:
                 async with trio.open_nursery() as services:
-                    if self.backplane is not None:
-                        try:
-                            await services.start(self.backplane.run)
-                        except BackplaneUnavailable as exc:
-                            raise ServerStartupError(str(exc)) from None
                     services.start_soon(self.presence.run)
                     if self.keepalive is not None:
                         services.start_soon(self.keepalive.run)
@@ -286,6 +303,15 @@ class BroadcastServer:
             finally:
                 self._begin_shutdown()
 
+    async def _run_backplane(
+        self, backplane: RedisBackplane, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """The backplane, shielded once it is up: the pool cancels it when the
+        last client is gone (or at once, with :meth:`abort`)."""
+        scope = self._backplane_scope = trio.CancelScope()
+        with scope:
+            await backplane.run(task_status=task_status)
+
     async def _expire_rooms(self, ttl: float) -> None:
         """Free rooms idle for *ttl*, checking a few times per *ttl* (at most once a minute)."""
         while True:
@@ -298,9 +324,20 @@ class BroadcastServer:
         # One shield for every connection: cancelling run() must not drop a
         # client before it has been told; _begin_shutdown() bounds the wait.
         with trio.CancelScope(shield=True) as self._pool_scope:
-            async with trio.open_nursery() as pool:
-                task_status.started(pool)
-                await self._stopping.wait()
+            try:
+                async with trio.open_nursery() as pool:
+                    task_status.started(pool)
+                    if self._backplane_scope is not None:
+                        self._backplane_scope.shield = True  # up: it stops after the pool
+                    await self._stopping.wait()
+                    if self.backplane is not None and self._serving:
+                        # What waits for Redis reaches this process's clients
+                        # before they leave their rooms (finding R13).
+                        await self.backplane.flush()
+                    self._close_connections()
+            finally:
+                if self._backplane_scope is not None:
+                    self._backplane_scope.cancel()
 
     def abort(self) -> None:
         """Drop every connection now, without closing handshakes (a second Ctrl-C)."""
@@ -323,12 +360,16 @@ class BroadcastServer:
         )
         self.front_door.close()
         self.publisher.close()
-        deadline = trio.current_time() + self.options.shutdown_timeout
+        self._deadline = deadline = trio.current_time() + self.options.shutdown_timeout
         if self._pool_scope is not None:
             self._pool_scope.deadline = deadline
+        if self.backplane is None or self._pool_scope is None:
+            self._close_connections()  # else the pool does, once the backplane is flushed
+
+    def _close_connections(self) -> None:
         for connection in list(self._connections):
             # Also for connections handed to handle_stream() outside the pool.
-            connection.request_shutdown(deadline)
+            connection.request_shutdown(self._deadline)
 
     async def handle_stream(
         self,

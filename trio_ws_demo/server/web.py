@@ -40,9 +40,10 @@ this side simple, and browsers open the WebSocket on a new connection anyway.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import cache
 from importlib import resources
 
@@ -63,6 +64,8 @@ from ..stats import ServerStatistics
 from ..tokens import Grant
 from .http_io import send_response
 from .options import ServerOptions
+
+logger = logging.getLogger("trio_ws_demo.server")
 
 __all__ = ["WebRoutes"]
 
@@ -177,8 +180,11 @@ class WebRoutes:
         rooms: Rooms,
         options: ServerOptions,
         instance: Callable[[], str] = lambda: "",
+        elsewhere: Callable[[str], Awaitable[list[tuple[str, float]]]] | None = None,
     ) -> None:
         self._statistics = statistics
+        self._elsewhere = elsewhere
+        """Who is in a room on the other processes (with --redis), read on demand."""
         self._instance = instance
         self._rooms = rooms
         self._options = options
@@ -251,7 +257,7 @@ class WebRoutes:
                     return 400
                 body, content_type = page, "application/json"
             else:
-                who = self._who(name, head.query)
+                who = await self._who(name, head.query)
                 if who is None:
                     body = b"400 ?limit= takes a number from 1 to 1000\n"
                     await send_response(stream, 400, body=body, head_only=head_only)
@@ -272,7 +278,7 @@ class WebRoutes:
         )
         return 200
 
-    def _who(self, name: str, query: dict[str, list[str]]) -> bytes | None:
+    async def _who(self, name: str, query: dict[str, list[str]]) -> bytes | None:
         """One page of room *name*'s members, earliest first; None for a bad ``?limit=``.
 
         Paged like ``/rooms`` (``?limit=``, at most :data:`ROOMS_PAGE`, and
@@ -286,7 +292,11 @@ class WebRoutes:
         if limit is None:
             return None
         room = self._rooms.get(name)
-        members = sorted(room.who() if room is not None else [], key=lambda m: (m[1], m[0]))
+        found = room.who() if room is not None else []
+        if (room is None or not room.clients) and self._elsewhere is not None:
+            # Presence syncs only the rooms with clients here: ask Redis.
+            found += await self._read_elsewhere(name)
+        members = sorted(found, key=lambda m: (m[1], m[0]))
         cursor = query.get("after", [None])[0]
         if cursor is not None:
             after = _member_cursor(cursor)
@@ -303,6 +313,15 @@ class WebRoutes:
                 "members": [{"name": who, "since": round(since, 3)} for who, since in page],
             }
         ).encode()
+
+    async def _read_elsewhere(self, name: str) -> list[tuple[str, float]]:
+        assert self._elsewhere is not None
+        try:
+            with trio.fail_after(2.0):
+                return await self._elsewhere(name)
+        except Exception as exc:  # Redis is slow or refuses: this process's own only
+            logger.debug("could not read room %r's members from Redis: %s", name, exc)
+            return []
 
     def _rooms_page(self, query: dict[str, list[str]], grant: Grant) -> bytes | None:
         """One page of the rooms *grant* may read, by name; None for a bad ``?limit=``."""
