@@ -53,7 +53,19 @@ Faults, and what each does:
   backoff), one WARNING; ``/healthz`` says degraded while any room is not followed.
 - **The stream is deleted** (or emptied): the next write starts a new epoch,
   and readers switch to it at its marker entry (``up: true, recovered: false``).
+- **Redis forgot entries** (a restart from a snapshot, a lagging replica
+  promoted): this process remembers the highest ID it read or wrote in each
+  room (:meth:`RedisBackplane._saw`) and gives it to every write; the Redis
+  function starts a new epoch if the stream ends below it, and so does a room
+  loaded after a reconnect (``trio_ws_demo_fence``). No offset names two messages.
+- **A client joined during an outage**: a message delivered here unconfirmed is
+  marked with who had it (:data:`~.outbound.Mark`); when Redis's copy is read
+  back it goes to the clients that joined since and were not replayed it.
 - **A malformed entry**: skipped and counted, never fatal.
+
+Nothing but a publish writes a room's stream (a join writes nothing), each
+publish refreshes its TTL (``--stream-ttl``), and it holds at most
+``--stream-bytes``; reads ask for about :data:`READ_BYTES` at a time.
 
 coredis runs natively under Trio (through anyio); its retry policy is off, so a
 timed-out write is never sent twice by coredis itself.
