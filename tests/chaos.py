@@ -696,6 +696,16 @@ async def restart_redis(c: Cluster, _: list[Listener]) -> None:
     await c.redis.start()
 
 
+async def snapshot_restart(c: Cluster, _: list[Listener]) -> None:
+    """Redis is SAVEd, takes a second more of messages (which the processes
+    read), and is killed and started again from the snapshot: it has forgotten
+    that second. The fence must start new epochs, not reuse its offsets."""
+    await c.redis_cli("SAVE")
+    await trio.sleep(1.0)
+    await c.redis.kill()
+    await c.redis.start()
+
+
 async def maxmemory(c: Cluster, _: list[Listener], seconds: float = 2.0) -> None:
     """Redis reaches ``maxmemory`` (noeviction) for a while: it refuses writes."""
     await c.redis_cli("CONFIG", "SET", "maxmemory", "1")
@@ -749,6 +759,7 @@ SCENARIOS: dict[str, Fault] = {
     "DEL stream": delete_streams,
     "kill -9 server": kill_server,
     "Redis restart": restart_redis,
+    "restart from a snapshot": snapshot_restart,
     "maxmemory": maxmemory,
     "Sentinel failover": sentinel_failover,
     "lagging replica promoted": lagging_replica_promoted,
