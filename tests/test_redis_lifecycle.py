@@ -318,6 +318,55 @@ async def redis_output_bytes(redis: RedisServer) -> int:
     return await info_field(redis, "stats", "total_net_output_bytes")
 
 
+async def resume(server: BroadcastServer, room: str, since: int, epoch: str) -> dict[str, Any]:
+    """Resume in *room* from *since*: the resume frame, with the offsets of the
+    messages that came after it if it recovered."""
+    url = url_of(server, f"/{room}?since={since}&epoch={epoch}")
+    async with connect(url, subprotocols=V1, proxy=None, max_size=None) as ws:  # type: ignore[list-item]
+        answer: dict[str, Any] = json.loads(await ws.recv())
+        assert answer["type"] == "resume", answer
+        offsets: list[int] = []
+        while answer["recovered"] and (not offsets or offsets[-1] < answer["offset"]):
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "message":
+                offsets.append(frame["offset"])
+    answer["offsets"] = offsets
+    return answer
+
+
+async def test_resumes_read_their_gap_in_pages_within_one_bound(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    """T11: a resume read its whole gap in one XRANGE whatever its size, and
+    only then compared it with BACKFILL_BYTES: four resumes at once across 39
+    MiB read 156 MiB. Now each reads pages and stops past BACKFILL_BYTES, and
+    all of a process's resumes share one bound of BACKFILL_BYTES in flight."""
+    from trio_ws_demo.backplane.link import BACKFILL_BYTES
+
+    message = "z" * (1024 * 1024 - 64)  # one per POST: a body is at most 1 MiB
+    writer = await start_server(ServerOptions(redis=redis.url, stream_bytes=64 * 1024 * 1024))
+    with trio.fail_after(TIMEOUT):
+        for _ in range(40):
+            status, answer = await post(writer, "gap", message)
+            assert status == 200
+        epoch = answer["epoch"]
+        reader = await start_server(ServerOptions(redis=redis.url, history=5))
+        async with connect(url_of(reader, "/gap"), subprotocols=V1, proxy=None) as ws:  # type: ignore[list-item]
+            assert json.loads(await ws.recv())["type"] == "joined"
+            sent_before = await redis_output_bytes(redis)
+            answers: list[dict[str, Any]] = []
+
+            async def far(_: int) -> None:  # 39 MiB behind the history
+                answers.append(await resume(reader, "gap", 0, epoch))
+
+            await at_once(4, far)
+            sent = await redis_output_bytes(redis) - sent_before
+            near = await resume(reader, "gap", 30, epoch)  # 9 MiB: several pages
+    assert [a["recovered"] for a in answers] == [False] * 4
+    assert sent < 2 * BACKFILL_BYTES, sent
+    assert near["recovered"] is True and near["offsets"] == list(range(31, 41)), near
+
+
 # -- a join during a frozen Redis ---------------------------------------------------
 
 

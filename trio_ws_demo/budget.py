@@ -13,7 +13,10 @@ What counts, each where it is held:
   and every queue holds the same bytes (:class:`QueuedFrames`);
 * TLS records waiting behind a stuck write (:mod:`trio_ws_demo.server.outbox`);
 * the Redis backfill handed to a joining client (:mod:`trio_ws_demo.server.lifecycle`);
-* publish request bodies (:mod:`trio_ws_demo.server.publish`).
+* publish request bodies (:mod:`trio_ws_demo.server.publish`);
+* the pages of a resume gap being read from Redis
+  (:meth:`trio_ws_demo.backplane.link.RedisBackplane.backfill`, with a
+  :class:`Holding`).
 
 Past the limit the server refuses work instead of growing: a message that
 does not fit closes its sender with 1013, a join or a POST gets 503. What is
@@ -23,7 +26,7 @@ accepted. Pure: plain ``def`` s that never wait.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_MEMORY", "MemoryBudget", "QueuedFrames"]
+__all__ = ["DEFAULT_MAX_MEMORY", "Holding", "MemoryBudget", "QueuedFrames"]
 
 #: 256 MiB: room for 25,000 clients each with a 10 KiB backlog, or a hundred
 #: 1 MiB messages being assembled at once, on a machine of a few GiB.
@@ -66,6 +69,45 @@ class MemoryBudget:
 
     def release(self, size: int) -> None:
         self.used -= size
+
+
+class Holding:
+    """The bytes one task holds in one or more budgets at once (all or none).
+
+    ``take`` holds a size in every budget or in none; ``force`` holds bytes
+    that are here already; ``release`` gives back everything held (call it in
+    a ``finally``). Pure: plain ``def`` s that never wait.
+    """
+
+    __slots__ = ("_budgets", "held")
+
+    def __init__(self, *budgets: MemoryBudget) -> None:
+        self._budgets = budgets
+        self.held = 0
+        """Bytes held now (the same in each budget)."""
+
+    def take(self, size: int) -> bool:
+        """Hold *size* more bytes in every budget if they fit in each; False
+        (and nothing more held) if one refuses."""
+        for index, budget in enumerate(self._budgets):
+            if not budget.take(size):
+                for taken in self._budgets[:index]:
+                    taken.release(size)
+                return False
+        self.held += size
+        return True
+
+    def force(self, size: int) -> None:
+        """Hold *size* more bytes that are held already, fit or not."""
+        for budget in self._budgets:
+            budget.force(size)
+        self.held += size
+
+    def release(self) -> None:
+        """Give back everything held."""
+        for budget in self._budgets:
+            budget.release(self.held)
+        self.held = 0
 
 
 class QueuedFrames:

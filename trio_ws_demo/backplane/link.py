@@ -90,6 +90,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL, Backfill, LocalBroker
+from ..budget import Holding, MemoryBudget
 from ..errors import BackplaneUnavailable
 from ..hub import Subscriber
 from ..redact import redact_url
@@ -134,7 +135,9 @@ DEFAULT_OUTBOUND_LIMIT = 10_000
 #: back than memory reaches, can still read what it missed.
 MIN_STREAM_LENGTH = 1_000
 #: At most this many bytes of messages are read from Redis for one resuming
-#: client (beyond it the resume is ``recovered: false``).
+#: client (beyond it the resume is ``recovered: false``); and at most this many
+#: for all the resuming clients of a process at once (a resume that would pass
+#: it is ``recovered: false`` too).
 BACKFILL_BYTES = 16 * 1024 * 1024
 #: About this many bytes of messages are asked for in one read from Redis (a
 #: read of every followed room, or one page of a room's history).
@@ -173,6 +176,7 @@ class RedisBackplane:
         presence_ttl: float = 39.0,
         stream_bytes: int = DEFAULT_STREAM_BYTES,
         stream_ttl: float = DEFAULT_STREAM_TTL,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
@@ -225,6 +229,10 @@ class RedisBackplane:
         URL, the master the sentinels named)."""
         self._local = LocalBroker(rooms, history=history)
         """Where a message goes while it cannot go to Redis: this process only."""
+        self._backfills = MemoryBudget(BACKFILL_BYTES)
+        """The bytes of resume gaps being read now, by every resuming client."""
+        self._memory = memory
+        """The server's memory budget, charged too while a gap is read (if given)."""
 
     # -- the broker: where messages go (a plain def never awaits) -------------------
 
@@ -354,21 +362,57 @@ class RedisBackplane:
             return None
         if oldest - 1 - offset > self._stream_length:
             return None
-        shared = int(epoch)
+        budgets = [self._backfills] if self._memory is None else [self._backfills, self._memory]
+        held = Holding(*budgets)
         try:
             with trio.fail_after(self._timeout):
-                entries = await link.xrange(
-                    stream_key(name),
-                    start=f"{shared}-{offset + 1}",
-                    end=f"{shared}-{oldest - 1}",
-                    count=oldest - 1 - offset,
-                )
+                return await self._read_gap(link, name, int(epoch), offset, oldest, held)
         except Exception as exc:
             logger.debug("backplane: could not read the resume gap of %r: %s", name, exc)
             return None
-        messages, size, skipped = messages_in(entries, shared)
-        self.skipped += skipped
-        return messages if size <= BACKFILL_BYTES else None
+        finally:
+            held.release()
+
+    async def _read_gap(
+        self,
+        link: coredis.Redis[bytes],
+        name: str,
+        epoch: int,
+        offset: int,
+        oldest: int,
+        held: Holding,
+    ) -> Backfill | None:
+        """The messages of *epoch* after *offset* and before *oldest*, read
+        oldest first in pages sized from the average message so far (the
+        first page is one entry, and each is at most four times the one
+        before): None as soon as they pass ``BACKFILL_BYTES``, or if what the
+        next page should need does not fit in *held*'s budgets."""
+        key, end = stream_key(name), f"{epoch}-{oldest - 1}"
+        start = f"{epoch}-{offset + 1}"
+        gap = oldest - 1 - offset
+        messages: Backfill = []
+        size = read = 0
+        count = 1
+        while True:
+            expected = max(count * (size // len(messages)) if messages else 1, 1)
+            if not held.take(expected):
+                return None
+            page = await link.xrange(key, start=start, end=end, count=count)
+            found, page_size, skipped = messages_in(page, epoch)
+            self.skipped += skipped
+            if page_size > expected:
+                held.force(page_size - expected)  # here already: counted
+            messages.extend(found)
+            size += page_size
+            read += len(page)
+            if size > BACKFILL_BYTES:
+                return None
+            if len(page) < count or read >= gap:
+                return messages
+            start = "(" + text(page[-1].identifier)  # exclusive: after the page
+            average = max(size // max(len(messages), 1), 1)
+            fit = min(READ_BYTES, BACKFILL_BYTES - size) // average
+            count = min(_PAGE, gap - read, 4 * count, max(1, fit))
 
     def statistics(self) -> BackplaneStatistics:
         now = trio.current_time()

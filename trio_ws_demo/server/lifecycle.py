@@ -126,6 +126,7 @@ class BroadcastServer:
                 stream_bytes=options.stream_bytes,
                 stream_ttl=options.stream_ttl,
                 outbound_limit=options.redis_queue,
+                memory=self.memory,
                 # A SIGKILLed process's members leave within 2 x --ping-interval.
                 presence_ttl=2 * (options.ping_interval or 20.0) - 1.0,
             )
