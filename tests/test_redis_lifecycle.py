@@ -405,3 +405,32 @@ async def test_a_client_that_joined_during_the_outage_gets_the_message_redis_com
     assert got_late == ["in flight", "after"]
     assert got_present == ["after"]  # not "in flight" a second time
     assert got_far == ["in flight", "after"]
+
+
+# -- --redis-wait -----------------------------------------------------------------
+
+
+async def test_redis_wait_confirms_a_post_only_once_a_replica_has_it(
+    nursery: trio.Nursery, start_server: StartServer
+) -> None:
+    """What a failover can lose is what only the master had: with --redis-wait 1
+    a POST is answered 200 once a replica has its messages, and 503 when none
+    confirms them in time (the replica frozen)."""
+    master = RedisServer(nursery)
+    await master.start()
+    replica = RedisServer(nursery, replica_of=master.port)  # started once in sync
+    await replica.start()
+    try:
+        server = await start_server(
+            ServerOptions(redis=f"redis://127.0.0.1:{master.port}/0", redis_wait=1)
+        )
+        with trio.fail_after(TIMEOUT):
+            status, answer = await post(server, "safe", "one", "two")
+            assert (status, answer["offset"]) == (200, 2)
+            replica.freeze()
+            status, answer = await post(server, "safe", "three")
+            assert status == 503 and "only 0 of 1 Redis replicas" in json.dumps(answer)
+    finally:
+        replica.thaw()
+        await replica.kill()
+        await master.kill()

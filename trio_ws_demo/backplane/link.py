@@ -83,6 +83,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
@@ -177,6 +178,7 @@ class RedisBackplane:
         stream_bytes: int = DEFAULT_STREAM_BYTES,
         stream_ttl: float = DEFAULT_STREAM_TTL,
         memory: MemoryBudget | None = None,
+        redis_wait: int = 0,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
@@ -188,6 +190,8 @@ class RedisBackplane:
         self._stream_bytes = max(stream_bytes, history_bytes)
         self._stream_ttl_ms = round(stream_ttl * 1000)
         self._stream_ttl = stream_ttl
+        self._redis_wait = redis_wait
+        """Replicas that must have a published message before its publisher is told."""
         self._seen: OrderedDict[str, StreamId] = OrderedDict()
         """The highest entry ID this process has read or written in each room
         (least recently used first; at most ``2 * max_rooms``). Given to every
@@ -821,6 +825,7 @@ class RedisBackplane:
                     outbound.in_flight = []
                     raise
                 outbound.in_flight = []
+                confirmed: list[tuple[Receipt, StreamId]] = []
                 for index, (item, request) in enumerate(zip(batch, requests, strict=True)):
                     try:
                         identifier = await request
@@ -834,7 +839,30 @@ class RedisBackplane:
                         written = parse_id(text(identifier))
                         self._saw(item.room, written)
                         if item.receipt is not None:
-                            item.receipt.settle(written)
+                            confirmed.append((item.receipt, written))
+                await self._confirm(link, confirmed)
+
+    async def _confirm(
+        self, link: coredis.Redis[bytes], confirmed: list[tuple[Receipt, StreamId]]
+    ) -> None:
+        """Tell publishers where their messages landed; with ``--redis-wait N``,
+        only once ``WAIT`` says N replicas have them (else they are told it was
+        not confirmed: the message is in the master's stream, and may be lost
+        with it)."""
+        if confirmed and self._redis_wait:
+            with warnings.catch_warnings():
+                # coredis points to ensure_replication(), which raises instead
+                # of saying how many replicas have it.
+                warnings.simplefilter("ignore", UserWarning)
+                waiting = link.wait(self._redis_wait, int(self._timeout * 500))
+            replicas = int(await waiting)  # within half the timeout: below stream_timeout
+            if replicas < self._redis_wait:
+                why = f"only {replicas} of {self._redis_wait} Redis replicas confirmed it in time"
+                for receipt, _ in confirmed:
+                    receipt.settle(error=why)
+                return
+        for receipt, written in confirmed:
+            receipt.settle(written)
 
     def _fields(self, item: Pending) -> list[str | bytes | int]:
         return entry_fields(item.message, item.at, self.writer_id, item.seq)

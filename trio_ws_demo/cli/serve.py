@@ -294,6 +294,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="a room's Redis stream is deleted this long after its last message (0: never)",
     )
     serve.add_argument(
+        "--redis-wait",
+        type=non_negative_int,
+        default=ServerOptions.redis_wait,
+        metavar="N",
+        help="answer a POST only once N Redis replicas have its messages (WAIT); "
+        "0: once the master has them",
+    )
+    serve.add_argument(
         "--reuse-port",
         action="store_true",
         help="let several server processes listen on the same port (SO_REUSEPORT); "
@@ -411,6 +419,7 @@ def run(args: argparse.Namespace) -> int:
         redis_queue=args.redis_queue,
         stream_bytes=args.stream_bytes,
         stream_ttl=args.stream_ttl,
+        redis_wait=args.redis_wait,
         reuse_port=args.reuse_port,
         instance=args.instance,
     )

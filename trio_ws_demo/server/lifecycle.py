@@ -125,6 +125,7 @@ class BroadcastServer:
                 history_bytes=options.history_bytes,
                 stream_bytes=options.stream_bytes,
                 stream_ttl=options.stream_ttl,
+                redis_wait=options.redis_wait,
                 outbound_limit=options.redis_queue,
                 memory=self.memory,
                 # A SIGKILLed process's members leave within 2 x --ping-interval.

@@ -92,6 +92,9 @@ class ServerOptions:
     """Bytes of messages a room's Redis stream holds (at least ``history_bytes``);
     the oldest go first."""
     stream_ttl: float = DEFAULT_STREAM_TTL
+    redis_wait: int = 0
+    """A POST is answered 200 only once this many Redis replicas have its messages
+    (``WAIT``); 0: once the master has them."""
     """Seconds a room's Redis stream lives after its last message (0: for ever)."""
     instance: str | None = None
     """This process's name in /healthz (default: the address it listens on)."""
