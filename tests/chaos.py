@@ -218,6 +218,10 @@ class Listener:
     stop: trio.Event = field(default_factory=trio.Event)
     drop_once: trio.Event | None = None
     """When set, the listener drops its connection once and resumes."""
+    away: float = 0.0
+    """Seconds it stays away after that drop before it resumes (a late resume)."""
+    baseline: set[str] = field(default_factory=set)
+    """What Redis had accepted when it joined: a late joiner is not owed it."""
     progress: Progress | None = None
 
     def texts(self) -> list[str]:
@@ -268,7 +272,8 @@ class Listener:
                             self._note(json.loads(await ws.recv()))
             except* (ConnectionClosed, InvalidHandshake, OSError):
                 pass
-            await trio.sleep(0.1)
+            away, self.away = (self.away, 0.0) if self.drop_once is None else (0.0, self.away)
+            await trio.sleep(0.1 + away)  # a client's reconnect pause, or the late resume's absence
 
     def _note(self, frame: dict[str, Any]) -> dict[str, Any]:
         if self.progress is not None:
@@ -355,7 +360,7 @@ def judge(listeners: list[Listener], publishers: list[Publisher], tap: Tap) -> F
             continue
         got = Counter(listener.texts())
         figures.duplicates += sum(count - 1 for count in got.values() if count > 1)
-        accepted = tap.texts(listener.room)
+        accepted = tap.texts(listener.room) - listener.baseline
         figures.lost += len(accepted - got.keys())
         by_key = tap.accepted[listener.room]
         previous: tuple[str, int] | None = None
@@ -395,6 +400,8 @@ class Cluster:
     cut: Callable[[int], Awaitable[None]]
     """Cut server *i* off from Redis (its clients keep it)."""
     heal: Callable[[int], Awaitable[None]]
+    join: Callable[[str, int], Awaitable[None]] | None = None
+    """A new listener joins room *name* on server *i* now (set by :func:`campaign`)."""
 
     async def redis_cli(self, *args: str) -> str:
         return await redis_cli(self.redis.port, *args, host=self.redis.host)
@@ -630,6 +637,19 @@ async def campaign(
             ]
             for publisher in publishers:
                 nursery.start_soon(publisher.run)
+
+            async def join(room: str, index: int) -> None:
+                late = Listener(
+                    f"{room}@{index}j",
+                    room,
+                    [c.bases[index], *c.bases],
+                    progress=progress,
+                    baseline=set(tap.texts(room)),
+                )
+                listeners.append(late)
+                await nursery.start(late.run)
+
+            c.join = join
             await trio.sleep(seconds / 2)
             await fault(c, listeners)
             for listener in listeners:
@@ -655,7 +675,9 @@ async def settle(
     watch a further 0.3 s: a duplicate arriving late must be counted too."""
     with trio.move_on_after(limit):
         while not all(
-            tap.texts(ls.room) <= set(ls.texts()) for ls in listeners if not ls.announced
+            tap.texts(ls.room) - ls.baseline <= set(ls.texts())
+            for ls in listeners
+            if not ls.announced
         ):
             await progress.wait()
     await trio.sleep(0.3)  # the observation window for late duplicates, not a wait
@@ -704,6 +726,31 @@ async def snapshot_restart(c: Cluster, _: list[Listener]) -> None:
     await trio.sleep(1.0)
     await c.redis.kill()
     await c.redis.start()
+
+
+async def late_resume(c: Cluster, listeners: list[Listener], seconds: float = 3.0) -> None:
+    """No fault in Redis: the resuming listeners stay away *seconds* (about 300
+    messages per room, far beyond ``--history 20``) and resume from the stream."""
+    for listener in listeners:
+        if listener.drop_once is not None:
+            listener.away = seconds
+
+
+async def join_while_frozen(c: Cluster, listeners: list[Listener], seconds: float = 3.0) -> None:
+    """Redis is frozen; once both processes have gone local, a new listener
+    joins each room on each process; then Redis thaws and commits the writes
+    that timed out. The joiners are owed every message Redis accepted after
+    they came (bug B: the writer's own in-flight message never reached them)."""
+    c.redis.freeze()
+    try:
+        await trio.sleep(2.5)  # past the 2 s detection: the servers serve locally
+        assert c.join is not None
+        for room in sorted({listener.room for listener in listeners}):
+            for index in range(len(c.bases)):
+                await c.join(room, index)
+        await trio.sleep(seconds - 2.5)
+    finally:
+        c.redis.thaw()
 
 
 async def maxmemory(c: Cluster, _: list[Listener], seconds: float = 2.0) -> None:
@@ -761,6 +808,8 @@ SCENARIOS: dict[str, Fault] = {
     "Redis restart": restart_redis,
     "restart from a snapshot": snapshot_restart,
     "maxmemory": maxmemory,
+    "late resume beyond --history": late_resume,
+    "join while Redis is frozen": join_while_frozen,
     "Sentinel failover": sentinel_failover,
     "lagging replica promoted": lagging_replica_promoted,
 }

@@ -88,6 +88,25 @@ async def test_a_killed_server_costs_resuming_clients_nothing() -> None:
     assert clean(figures) == (0, 0, 0, 0)
 
 
+async def test_a_late_resume_beyond_history_under_publishers_is_recovered_exactly() -> None:
+    """Issue 27, bug A and after: resumes from ~300 behind (--history 20) while
+    publishers run. Before, some were recovered: true over a hole; then, with a
+    paged backfill that stopped where the history began, every one was
+    recovered: false (the history had moved on). Now each reads to the stream's
+    end, meets the history, and misses nothing."""
+    figures = await run(chaos.late_resume, seconds=8.0)
+    assert clean(figures) == (0, 0, 0, 0)
+    assert figures.announced == 0
+
+
+async def test_a_join_while_redis_is_frozen_gets_what_redis_committed_later() -> None:
+    """Issue 27, bug B as a campaign: listeners that join while Redis is frozen
+    are owed every message Redis accepted after they came, its writer's own
+    in-flight messages included."""
+    figures = await run(chaos.join_while_frozen, seconds=8.0)
+    assert clean(figures) == (0, 0, 0, 0)
+
+
 # -- rows with a closer look: servers in this process, one Redis -------------------------
 
 

@@ -86,7 +86,8 @@ class Broker(Protocol):
 
     async def backfill(self, room: str, since: tuple[int, str]) -> Backfill | None:
         """For a client resuming after *since* ``(offset, epoch)``: the messages
-        it missed from before the room's history, or None (not needed, or not
+        it missed from before the room's history (and maybe on into it: the
+        join leaves out what the history holds), or None (not needed, or not
         to be had). Raises nothing but Cancelled."""
         ...
 

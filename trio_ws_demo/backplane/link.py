@@ -370,7 +370,7 @@ class RedisBackplane:
         held = Holding(*budgets)
         try:
             with trio.fail_after(self._timeout):
-                return await self._read_gap(link, name, int(epoch), offset, oldest, held)
+                return await self._read_gap(link, name, int(epoch), offset, held)
         except Exception as exc:
             logger.debug("backplane: could not read the resume gap of %r: %s", name, exc)
             return None
@@ -383,19 +383,23 @@ class RedisBackplane:
         name: str,
         epoch: int,
         offset: int,
-        oldest: int,
         held: Holding,
     ) -> Backfill | None:
-        """The messages of *epoch* after *offset* and before *oldest*, read
+        """The messages of *epoch* after *offset*, up to the stream's end, read
         oldest first in pages sized from the average message so far (the
         first page is one entry, and each is at most four times the one
         before): None as soon as they pass ``BACKFILL_BYTES``, or if what the
-        next page should need does not fit in *held*'s budgets."""
-        key, end = stream_key(name), f"{epoch}-{oldest - 1}"
+        next page should need does not fit in *held*'s budgets.
+
+        To the end, not to *oldest*: while the pages are read (and until the
+        client joins), the room's history moves on, and a backfill that stops
+        where the history began when it started would no longer meet it (the
+        join then says ``recovered: false``). What overlaps the history is
+        left out by the join."""
+        key, end = stream_key(name), f"({epoch + 1}-0"  # the whole epoch, exclusive
         start = f"{epoch}-{offset + 1}"
-        gap = oldest - 1 - offset
         messages: Backfill = []
-        size = read = 0
+        size = 0
         count = 1
         while True:
             expected = max(count * (size // len(messages)) if messages else 1, 1)
@@ -408,15 +412,14 @@ class RedisBackplane:
                 held.force(page_size - expected)  # here already: counted
             messages.extend(found)
             size += page_size
-            read += len(page)
             if size > BACKFILL_BYTES:
                 return None
-            if len(page) < count or read >= gap:
+            if len(page) < count:  # the stream's end
                 return messages
             start = "(" + text(page[-1].identifier)  # exclusive: after the page
             average = max(size // max(len(messages), 1), 1)
             fit = min(READ_BYTES, BACKFILL_BYTES - size) // average
-            count = min(_PAGE, gap - read, 4 * count, max(1, fit))
+            count = min(_PAGE, 4 * count, max(1, fit))
 
     def statistics(self) -> BackplaneStatistics:
         now = trio.current_time()
