@@ -153,6 +153,15 @@ class Tap:
         """Every message Redis accepted in *room* (also one whose key was reused)."""
         return self._texts[room]
 
+    def owed(self, listener: Listener) -> set[str]:
+        """What Redis accepted that *listener* must get (a late joiner: what
+        came after the stream ID it joined at)."""
+        after = listener.owed_after
+        if after is None:
+            return self._texts[listener.room]
+        accepted = self.accepted[listener.room].items()
+        return {text for (epoch, offset), text in accepted if (int(epoch), offset) > after}
+
     async def run(self) -> None:
         import coredis
 
@@ -220,8 +229,9 @@ class Listener:
     """When set, the listener drops its connection once and resumes."""
     away: float = 0.0
     """Seconds it stays away after that drop before it resumes (a late resume)."""
-    baseline: set[str] = field(default_factory=set)
-    """What Redis had accepted when it joined: a late joiner is not owed it."""
+    owed_after: tuple[int, int] | None = None
+    """A late joiner is owed only the entries after this stream ID (what Redis
+    held when it came); None: every message Redis accepted."""
     progress: Progress | None = None
 
     def texts(self) -> list[str]:
@@ -360,7 +370,7 @@ def judge(listeners: list[Listener], publishers: list[Publisher], tap: Tap) -> F
             continue
         got = Counter(listener.texts())
         figures.duplicates += sum(count - 1 for count in got.values() if count > 1)
-        accepted = tap.texts(listener.room) - listener.baseline
+        accepted = tap.owed(listener)
         figures.lost += len(accepted - got.keys())
         by_key = tap.accepted[listener.room]
         previous: tuple[str, int] | None = None
@@ -400,8 +410,9 @@ class Cluster:
     cut: Callable[[int], Awaitable[None]]
     """Cut server *i* off from Redis (its clients keep it)."""
     heal: Callable[[int], Awaitable[None]]
-    join: Callable[[str, int], Awaitable[None]] | None = None
-    """A new listener joins room *name* on server *i* now (set by :func:`campaign`)."""
+    join: Callable[[str, int, tuple[int, int]], Awaitable[None]] | None = None
+    """A new listener joins room *name* on server *i* now, owed what comes after
+    a stream ID (set by :func:`campaign`)."""
 
     async def redis_cli(self, *args: str) -> str:
         return await redis_cli(self.redis.port, *args, host=self.redis.host)
@@ -638,13 +649,13 @@ async def campaign(
             for publisher in publishers:
                 nursery.start_soon(publisher.run)
 
-            async def join(room: str, index: int) -> None:
+            async def join(room: str, index: int, after: tuple[int, int]) -> None:
                 late = Listener(
                     f"{room}@{index}j",
                     room,
                     [c.bases[index], *c.bases],
                     progress=progress,
-                    baseline=set(tap.texts(room)),
+                    owed_after=after,
                 )
                 listeners.append(late)
                 await nursery.start(late.run)
@@ -674,11 +685,7 @@ async def settle(
     """Wait until every listener has what Redis accepted (or *limit* seconds), then
     watch a further 0.3 s: a duplicate arriving late must be counted too."""
     with trio.move_on_after(limit):
-        while not all(
-            tap.texts(ls.room) - ls.baseline <= set(ls.texts())
-            for ls in listeners
-            if not ls.announced
-        ):
+        while not all(tap.owed(ls) <= set(ls.texts()) for ls in listeners if not ls.announced):
             await progress.wait()
     await trio.sleep(0.3)  # the observation window for late duplicates, not a wait
 
@@ -741,13 +748,21 @@ async def join_while_frozen(c: Cluster, listeners: list[Listener], seconds: floa
     joins each room on each process; then Redis thaws and commits the writes
     that timed out. The joiners are owed every message Redis accepted after
     they came (bug B: the writer's own in-flight message never reached them)."""
+    # Writes wait while the streams' ends are read (what the joiners are not
+    # owed); those that waited, like those in flight, are committed on thawing.
+    await c.redis_cli("CLIENT", "PAUSE", "1000", "WRITE")
+    rooms = sorted({listener.room for listener in listeners})
+    tops = {}
+    for room in rooms:
+        newest = await c.redis_cli("XREVRANGE", f"trio-ws-demo:room:{room}", "+", "-", "COUNT", "1")
+        tops[room] = _id(newest.splitlines()[0])
     c.redis.freeze()
     try:
         await trio.sleep(2.5)  # past the 2 s detection: the servers serve locally
         assert c.join is not None
-        for room in sorted({listener.room for listener in listeners}):
+        for room in rooms:
             for index in range(len(c.bases)):
-                await c.join(room, index)
+                await c.join(room, index, tops[room])
         await trio.sleep(seconds - 2.5)
     finally:
         c.redis.thaw()
