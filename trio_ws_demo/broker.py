@@ -29,14 +29,26 @@ waits, and :class:`LocalBroker`'s ``async`` methods never checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from .errors import BackplaneUnavailable
 from .hub import Subscriber
+from .idempotency import DEFAULT_IDEMPOTENCY_WINDOW, Landings
 from .rooms import Kept, Room, Rooms
 from .stats import BackplaneStatistics
 
-__all__ = ["DEFAULT_STREAM_BYTES", "DEFAULT_STREAM_TTL", "Backfill", "Broker", "LocalBroker"]
+__all__ = [
+    "DEFAULT_STREAM_BYTES",
+    "DEFAULT_STREAM_TTL",
+    "Backfill",
+    "Broker",
+    "LocalBroker",
+    "OnLanded",
+]
+
+#: Told where a client's keyed message landed: its room's epoch and its offset.
+OnLanded = Callable[[str, int], None]
 
 #: Messages read for a resuming client: ``(offset, time, message)``, oldest first.
 Backfill = list[Kept]
@@ -62,11 +74,17 @@ class Broker(Protocol):
         frame: bytes | None = None,
         sender: Subscriber[bytes] | None = None,
         author: str = "",
+        key: str | None = None,
+        landed: OnLanded | None = None,
     ) -> int:
         """A client's *message* (already encoded as *frame*, if the caller has it)
         for *room*, from *sender* (told if it is refused), whose name is *author*
         (the v1 envelope's ``from``); never waits. Returns how many clients here
-        took it now (0 if it is delivered later)."""
+        took it now (0 if it is delivered later).
+
+        With *key* (a v1 ``publish``'s ``id``), the same key in the same room
+        within the idempotency window is not delivered again; *landed* is told
+        where it landed (the first time's place, for a repeat)."""
         ...
 
     def send_to(self, room_name: str, message: str | bytes, author: str = "server") -> int:
@@ -75,9 +93,14 @@ class Broker(Protocol):
         ...
 
     async def publish(
-        self, room_name: str, messages: list[str | bytes], author: str = "api"
+        self,
+        room_name: str,
+        messages: list[str | bytes],
+        author: str = "api",
+        key: str | None = None,
     ) -> tuple[str, int]:
-        """Publish *messages* (from *author*) in order and return the epoch and offset of the last
+        """Publish *messages* (from *author*; with an idempotency *key*, only
+        the first time within the window) in order and return the epoch and offset of the last
         once they are delivered (or taken by the shared stream). Raises
         :class:`~trio_ws_demo.errors.BackplaneUnavailable` (with the reason for a
         person) when they cannot be taken now: the caller may retry."""
@@ -112,9 +135,17 @@ class LocalBroker:
     message for a room with no clients here still makes the room and is kept.
     """
 
-    def __init__(self, rooms: Rooms, *, history: int = 0) -> None:
+    def __init__(
+        self,
+        rooms: Rooms,
+        *,
+        history: int = 0,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+    ) -> None:
         self._rooms = rooms
         self._history = history
+        self.landings = Landings(idempotency_window)
+        """Where keyed publishes landed (a repeat is answered from here)."""
 
     def send(
         self,
@@ -123,8 +154,21 @@ class LocalBroker:
         frame: bytes | None = None,
         sender: Subscriber[bytes] | None = None,
         author: str = "",
+        key: str | None = None,
+        landed: OnLanded | None = None,
     ) -> int:
-        return room.deliver(message, frame, sender=author)
+        if key is None:
+            taken = room.deliver(message, frame, sender=author)
+        elif (earlier := self.landings.get(room.name, key)) is not None:
+            if landed is not None:
+                landed(*earlier)
+            return 0
+        else:
+            taken = room.deliver(message, frame, sender=author)
+            self.landings.put(room.name, key, (room.epoch, room.last_offset))
+        if landed is not None:
+            landed(room.epoch, room.last_offset)
+        return taken
 
     def send_to(self, room_name: str, message: str | bytes, author: str = "server") -> int:
         existing = self._rooms.get(room_name)
@@ -137,8 +181,14 @@ class LocalBroker:
         return self._rooms.room(room_name).deliver(message, sender=author)
 
     async def publish(
-        self, room_name: str, messages: list[str | bytes], author: str = "api"
+        self,
+        room_name: str,
+        messages: list[str | bytes],
+        author: str = "api",
+        key: str | None = None,
     ) -> tuple[str, int]:
+        if key is not None and (earlier := self.landings.get(room_name, key)) is not None:
+            return earlier
         room = self._rooms.get(room_name)
         if room is None:
             if not self._rooms.has_room_for(room_name):
@@ -147,6 +197,8 @@ class LocalBroker:
         for message in messages:
             room.deliver(message, sender=author)
         epoch, offset = room.epoch, room.last_offset
+        if key is not None:
+            self.landings.put(room_name, key, (epoch, offset))
         self._rooms.prune(room_name)  # nobody there and nothing kept: no room to keep
         return epoch, offset
 

@@ -39,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "GREETINGS",
+    "MAX_PUBLISH_ID",
     "SUBPROTOCOL",
     "BackplaneFrame",
     "ErrorFrame",
@@ -46,9 +47,12 @@ __all__ = [
     "JoinedFrame",
     "MessageFrame",
     "PresenceFrame",
+    "PublishCommand",
     "ResumeFrame",
     "carries",
     "decode",
+    "decode_publish",
+    "encode_ack",
     "encode_backplane",
     "encode_error",
     "encode_joined",
@@ -145,6 +149,50 @@ def encode_backplane(
 def encode_error(room: str, reason: str) -> str:
     """About something this client did, e.g. a message Redis refused."""
     return json.dumps({"type": "error", "reason": reason, "room": room})
+
+
+def encode_ack(room: str, identifier: str | int, epoch: str, offset: int) -> str:
+    """Where a client's ``publish`` (with its *identifier*) landed: sent to it
+    alone, once its message has its offset (or had it, for an *identifier*
+    seen before: nothing was published again)."""
+    return json.dumps(
+        {"type": "ack", "id": identifier, "room": room, "epoch": epoch, "offset": offset}
+    )
+
+
+#: The longest ``id`` of a client's publish (and ``Idempotency-Key`` of a POST).
+MAX_PUBLISH_ID = 128
+
+
+@dataclass(frozen=True)
+class PublishCommand:
+    """A v1 client's ``{"type": "publish", "id": …, "text" | "base64": …}``."""
+
+    identifier: str | int
+    message: str | bytes
+
+
+def decode_publish(message: str | bytes) -> PublishCommand | None:
+    """A v1 client's publish command; None if *message* is not one (it is then
+    an ordinary message). ValueError, with what to fix, for a malformed one."""
+    if not isinstance(message, str) or not message.startswith("{") or "publish" not in message:
+        return None  # the cheap test first: most messages are not commands
+    data = _json_object(message)
+    if data is None or data.get("type") != "publish":
+        return None
+    identifier = data.get("id")
+    if isinstance(identifier, bool) or not isinstance(identifier, (str, int)):
+        raise ValueError('a publish needs an "id": a string or an integer')
+    if isinstance(identifier, str) and not 0 < len(identifier) <= MAX_PUBLISH_ID:
+        raise ValueError(f'a publish "id" has 1 to {MAX_PUBLISH_ID} characters')
+    if isinstance(data.get("text"), str):
+        return PublishCommand(identifier, data["text"])
+    if isinstance(data.get("base64"), str):
+        try:
+            return PublishCommand(identifier, base64.b64decode(data["base64"], validate=True))
+        except ValueError:
+            raise ValueError('a publish "base64" must be base64') from None
+    raise ValueError('a publish needs "text" (a string) or "base64"')
 
 
 # -- how the client reads them -----------------------------------------------------

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from .envelopes import SUBPROTOCOL as SUBPROTOCOL
 from .envelopes import (
+    encode_ack,
     encode_backplane,
     encode_error,
     encode_joined,
@@ -383,6 +384,14 @@ class Room:
         message); nothing for a plain client, which has no frame for it."""
         if subscriber in self.v1:
             frame = encode_frame(encode_error(self.name, reason))
+            self.v1.offer(subscriber, frame, len(frame))
+
+    def ack(
+        self, subscriber: Subscriber[bytes], identifier: str | int, epoch: str, offset: int
+    ) -> None:
+        """Tell one v1 client where its ``publish`` landed (if it is still here)."""
+        if subscriber in self.v1:
+            frame = encode_frame(encode_ack(self.name, identifier, epoch, offset))
             self.v1.offer(subscriber, frame, len(frame))
 
     def notify_backplane(self, *, up: bool, recovered: bool | None = None) -> None:

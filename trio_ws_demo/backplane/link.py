@@ -90,10 +90,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL, Backfill, LocalBroker
+from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL, Backfill, LocalBroker, OnLanded
 from ..budget import Holding, MemoryBudget
 from ..errors import BackplaneUnavailable
 from ..hub import Subscriber
+from ..idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from ..redact import redact_url
 from ..rooms import Kept, Room, Rooms
 from ..stats import BackplaneStatistics
@@ -112,6 +113,7 @@ from .streams import (
     decode_entry,
     entry_fields,
     format_id,
+    idempotency_key,
     messages_in,
     parse_id,
     room_of_key,
@@ -179,6 +181,7 @@ class RedisBackplane:
         stream_ttl: float = DEFAULT_STREAM_TTL,
         memory: MemoryBudget | None = None,
         redis_wait: int = 0,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
@@ -191,6 +194,7 @@ class RedisBackplane:
         self._stream_ttl_ms = round(stream_ttl * 1000)
         self._stream_ttl = stream_ttl
         self._redis_wait = redis_wait
+        self._idempotency_ms = round(idempotency_window * 1000)
         """Replicas that must have a published message before its publisher is told."""
         self._seen: OrderedDict[str, StreamId] = OrderedDict()
         """The highest entry ID this process has read or written in each room
@@ -231,7 +235,7 @@ class RedisBackplane:
         self.master: str | None = None
         """The address of the Redis last reached ("HOST:PORT"; with a sentinel
         URL, the master the sentinels named)."""
-        self._local = LocalBroker(rooms, history=history)
+        self._local = LocalBroker(rooms, history=history, idempotency_window=idempotency_window)
         """Where a message goes while it cannot go to Redis: this process only."""
         self._backfills = MemoryBudget(BACKFILL_BYTES)
         """The bytes of resume gaps being read now, by every resuming client."""
@@ -247,12 +251,16 @@ class RedisBackplane:
         frame: bytes | None = None,
         sender: Subscriber[bytes] | None = None,
         author: str = "",
+        key: str | None = None,
+        landed: OnLanded | None = None,
     ) -> int:
         """A client's message: to Redis if the room is followed (0 clients took it
         yet: it comes back from the reader), else delivered here at once."""
-        if self._relay(room, message, sender, author):
+        feed = self._feeds.get(room.name)
+        if self.up and feed is not None and feed.state is FOLLOWED and feed.room is room:
+            self._queue(room.name, message, sender, author, key, landed)
             return 0
-        return self._local.send(room, message, frame, sender, author)
+        return self._local.send(room, message, frame, sender, author, key, landed)
 
     def send_to(self, room_name: str, message: str | bytes, author: str = "server") -> int:
         """The application's message: as :meth:`send` if the room is here, else
@@ -264,16 +272,6 @@ class RedisBackplane:
         if self._relay_to(room_name, message, author):
             return 0
         return self._local.send_to(room_name, message, author)
-
-    def _relay(
-        self, room: Room, message: str | bytes, sender: Subscriber[bytes] | None, author: str
-    ) -> bool:
-        """Queue a client's message for Redis: False unless the room is FOLLOWED
-        (it is then delivered here only)."""
-        feed = self._feeds.get(room.name)
-        if not self.up or feed is None or feed.state is not FOLLOWED or feed.room is not room:
-            return False
-        return self._queue(room.name, message, sender, author)
 
     def _relay_to(self, room: str, message: str | bytes, author: str) -> bool:
         """Queue *message* for room *room*, which has no clients here; False if
@@ -301,16 +299,26 @@ class RedisBackplane:
         return True
 
     def _queue(
-        self, room: str, message: str | bytes, sender: Subscriber[bytes] | None, author: str
+        self,
+        room: str,
+        message: str | bytes,
+        sender: Subscriber[bytes] | None,
+        author: str,
+        key: str | None = None,
+        landed: OnLanded | None = None,
     ) -> bool:
         if not self._outbound.has_room_for(1):
             self.dropped += 1
             return True  # taken, and lost: counted
-        self._outbound.add(room, message, sender, author=author)
+        self._outbound.add(room, message, sender, None, author, key, landed)
         return True
 
     async def publish(
-        self, room: str, messages: list[str | bytes], author: str = "api"
+        self,
+        room: str,
+        messages: list[str | bytes],
+        author: str = "api",
+        key: str | None = None,
     ) -> tuple[str, int]:
         """Publish *messages* into *room* through Redis and wait until Redis took
         them: the epoch and offset of the last. Raises :class:`BackplaneUnavailable`
@@ -324,8 +332,10 @@ class RedisBackplane:
         if self._rooms.get(room) is None and not self._may_write_to(room):
             raise BackplaneUnavailable("too many rooms")
         receipt = Receipt(len(messages))
-        for message in messages:
-            self._outbound.add(room, message, None, receipt, author)
+        for index, message in enumerate(messages):
+            # Each message of a keyed batch is keyed: a retry writes none again.
+            each = None if key is None else f"{key}:{index}"
+            self._outbound.add(room, message, None, receipt, author, each)
         with trio.move_on_after(self._timeout * 2):
             await receipt.done.wait()
         if receipt.error is not None or receipt.last_id is None:
@@ -816,12 +826,13 @@ class RedisBackplane:
                         requests = [
                             pipe.fcall(
                                 PUBLISH_FUNCTION,
-                                keys=[stream_key(item.room)],
+                                keys=self._keys(item),
                                 args=[
                                     self._stream_length,
                                     self._stream_bytes,
                                     self._stream_ttl_ms,
                                     format_id(self._seen.get(item.room, (UNBORN, 0))),
+                                    self._idempotency_ms,
                                     *self._fields(item),
                                 ],
                             )
@@ -848,6 +859,8 @@ class RedisBackplane:
                         self.sent += 1
                         written = parse_id(text(identifier))
                         self._saw(item.room, written)
+                        if item.landed is not None:
+                            item.landed(str(written[0]), written[1])
                         if item.receipt is not None:
                             confirmed.append((item.receipt, written))
                 await self._confirm(link, confirmed)
@@ -873,6 +886,12 @@ class RedisBackplane:
                 return
         for receipt, written in confirmed:
             receipt.settle(written)
+
+    @staticmethod
+    def _keys(item: Pending) -> list[str]:
+        if item.key is None:
+            return [stream_key(item.room)]
+        return [stream_key(item.room), idempotency_key(item.room, item.key)]
 
     def _fields(self, item: Pending) -> list[str | bytes | int]:
         return entry_fields(item.message, item.at, self.writer_id, item.seq, item.author)

@@ -19,6 +19,7 @@ from collections import deque
 
 import trio
 
+from ..broker import OnLanded
 from ..hub import Subscriber
 from .streams import StreamId
 
@@ -55,7 +56,7 @@ class Receipt:
 class Pending:
     """A message waiting for Redis."""
 
-    __slots__ = ("at", "author", "message", "receipt", "room", "sender", "seq")
+    __slots__ = ("at", "author", "key", "landed", "message", "receipt", "room", "sender", "seq")
 
     def __init__(
         self,
@@ -65,11 +66,17 @@ class Pending:
         sender: Subscriber[bytes] | None,
         receipt: Receipt | None = None,
         author: str = "",
+        key: str | None = None,
+        landed: OnLanded | None = None,
     ) -> None:
         self.room = room
         self.message = message
         self.author = author
         """Who sent it (the envelope's ``from``)."""
+        self.key = key
+        """Its idempotency key, if any (a repeat within the window is not written)."""
+        self.landed = landed
+        """Told where it landed, once Redis says."""
         self.at = time.time()
         self.seq = seq
         self.sender = sender
@@ -124,11 +131,14 @@ class Outbound:
         sender: Subscriber[bytes] | None,
         receipt: Receipt | None = None,
         author: str = "",
+        key: str | None = None,
+        landed: OnLanded | None = None,
     ) -> None:
         """Queue *message* under the next sequence number (the caller checked
         :meth:`has_room_for`), and wake the writer."""
         self._seq += 1
-        self._waiting.append(Pending(room, message, self._seq, sender, receipt, author))
+        pending = Pending(room, message, self._seq, sender, receipt, author, key, landed)
+        self._waiting.append(pending)
         self.wake.set()
 
     def take(self, most: int) -> list[Pending]:

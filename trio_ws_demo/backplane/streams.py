@@ -43,6 +43,7 @@ __all__ = [
     "decode_entry",
     "entry_fields",
     "format_id",
+    "idempotency_key",
     "members_key",
     "messages_in",
     "parse_id",
@@ -73,6 +74,12 @@ def room_of_key(key: str) -> str:
 def wake_key(token: str) -> str:
     """The key of a reader's wake stream (see ``RedisBackplane._poke``)."""
     return f"{PREFIX}:wake:{token}"
+
+
+def idempotency_key(room: str, key: str) -> str:
+    """Where a keyed publish in *room* landed, for the idempotency window (it
+    expires): the Redis publish function answers a repeat from it."""
+    return f"{PREFIX}:idem:{room}:{key}"
 
 
 def members_key(room: str) -> str:
@@ -116,10 +123,15 @@ PUBLISH_FUNCTION = "trio_ws_demo_publish"
 #: Redis. Neither function is ``allow-oom``: past ``maxmemory`` Redis refuses
 #: them, and nothing is written.
 #:
+#: **Once.** With a second key (:func:`idempotency_key`), a publish whose key
+#: is there writes nothing and answers the ID it names; else it writes, and
+#: sets the key to the new ID for the window (``PX``): the check and the write
+#: are one step, so a retry to another process publishes once.
+#:
 #: ``trio_ws_demo_publish``'s arguments: MAXLEN, the byte bound, the TTL in ms
-#: (0: none), the caller's seen ID, then the entry's fields (:func:`entry_fields`,
-#: the message first). ``trio_ws_demo_fence``'s: the seen ID; it answers 1 if
-#: it began a new epoch.
+#: (0: none), the caller's seen ID, the idempotency window in ms, then the
+#: entry's fields (:func:`entry_fields`, the message first).
+#: ``trio_ws_demo_fence``'s: the seen ID; it answers 1 if it began a new epoch.
 LIBRARY = """#!lua name=trio_ws_demo
 local function id_of(text)
   local epoch, offset = string.match(text, '^(%d+)%-(%d+)$')
@@ -207,11 +219,16 @@ redis.register_function{
   function_name = 'trio_ws_demo_publish',
   callback = function(keys, args)
     local key = keys[1]
+    if keys[2] then
+      local earlier = redis.call('GET', keys[2])
+      if earlier then return earlier end
+    end
     local max_bytes, ttl = tonumber(args[2]), tonumber(args[3])
     local epoch, total = writable(key, args[4])
-    total = total + #args[6]
+    total = total + #args[7]
     local id = redis.call('XADD', key, 'MAXLEN', '~', args[1], epoch .. '-*',
-      'c', string.format('%.0f', total), unpack(args, 5))
+      'c', string.format('%.0f', total), unpack(args, 6))
+    if keys[2] then redis.call('SET', keys[2], id, 'PX', args[5]) end
     local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)[1]
     if total - (total_of(oldest) - #(field(oldest, 'm') or '')) > max_bytes then
       trim_bytes(key, total, max_bytes)

@@ -294,6 +294,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="a room's Redis stream is deleted this long after its last message (0: never)",
     )
     serve.add_argument(
+        "--idempotency-window",
+        type=positive_float,
+        default=ServerOptions.idempotency_window,
+        metavar="SECONDS",
+        help="a POST's Idempotency-Key (or a v1 publish's id) names its first publish "
+        "in a room this long: a repeat publishes nothing and gets the same answer",
+    )
+    serve.add_argument(
         "--redis-wait",
         type=non_negative_int,
         default=ServerOptions.redis_wait,
@@ -420,6 +428,7 @@ def run(args: argparse.Namespace) -> int:
         stream_bytes=args.stream_bytes,
         stream_ttl=args.stream_ttl,
         redis_wait=args.redis_wait,
+        idempotency_window=args.idempotency_window,
         reuse_port=args.reuse_port,
         instance=args.instance,
     )

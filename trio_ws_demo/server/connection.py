@@ -44,6 +44,7 @@ import trio
 
 from ..broker import Broker
 from ..budget import MemoryBudget, QueuedFrames
+from ..envelopes import decode_publish
 from ..hub import InboxBudget
 from ..protocol import (
     CLOSE_TABLE,
@@ -357,6 +358,28 @@ class Connection:
             self._rooms.leave(self._room, self.outbox)
             self._room = None
 
+    def _published(self, room: Room, message: str | bytes) -> bool:
+        """If *message* is a v1 client's ``publish`` command: publish it once
+        (by its ``id``) and ack where it landed, or answer a malformed one
+        with an error frame; True. False for an ordinary message."""
+        outbox = self.outbox
+        assert outbox is not None
+        try:
+            command = decode_publish(message)
+        except ValueError as exc:
+            room.tell(outbox, f"not delivered: {exc}")
+            return True
+        if command is None:
+            return False
+        identifier = command.identifier
+
+        def landed(epoch: str, offset: int) -> None:
+            room.ack(outbox, identifier, epoch, offset)
+
+        key = str(identifier)
+        self._broker.send(room, command.message, None, outbox, self._author, key, landed)
+        return True
+
     async def _read(self, room: Room) -> Closed | None:
         """Bytes in, protocol events out, until the connection is CLOSED: the
         event that closed it, or None at the end of the stream."""
@@ -385,6 +408,8 @@ class Connection:
                         self._close_soon(refused)  # the message is never delivered
                     elif echo:
                         room.plain.offer(outbox, frame, len(frame))
+                    elif self.v1 and self._published(room, event.message):
+                        pass  # a publish command, with its ack
                     else:
                         self._broker.send(room, event.message, frame, outbox, self._author)
                 elif kind is PingReceived:

@@ -126,6 +126,7 @@ class BroadcastServer:
                 stream_bytes=options.stream_bytes,
                 stream_ttl=options.stream_ttl,
                 redis_wait=options.redis_wait,
+                idempotency_window=options.idempotency_window,
                 outbound_limit=options.redis_queue,
                 memory=self.memory,
                 # A SIGKILLed process's members leave within 2 x --ping-interval.
@@ -147,7 +148,9 @@ class BroadcastServer:
         self.broker: Broker = (
             self.backplane
             if self.backplane is not None
-            else LocalBroker(self.rooms, history=options.history)
+            else LocalBroker(
+                self.rooms, history=options.history, idempotency_window=options.idempotency_window
+            )
         )
         """Where every message goes first: Redis with --redis, else this process only
         (the one place that chooses; nothing after it asks which)."""

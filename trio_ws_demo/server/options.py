@@ -11,6 +11,7 @@ from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL
 from ..budget import DEFAULT_MAX_MEMORY
 from ..http import DEFAULT_MAX_REQUEST_HEAD
 from ..hub import InboxBudget, SlowClientPolicy
+from ..idempotency import DEFAULT_IDEMPOTENCY_WINDOW
 from ..rooms import (
     DEFAULT_HISTORY_BYTES,
     DEFAULT_MAX_ROOM_NAME,
@@ -93,6 +94,9 @@ class ServerOptions:
     the oldest go first."""
     stream_ttl: float = DEFAULT_STREAM_TTL
     redis_wait: int = 0
+    idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW
+    """Seconds a POST's ``Idempotency-Key`` (or a v1 publish's ``id``) names its
+    first publish in a room: a repeat publishes nothing and gets the same answer."""
     """A POST is answered 200 only once this many Redis replicas have its messages
     (``WAIT``); 0: once the master has them."""
     """Seconds a room's Redis stream lives after its last message (0: for ever)."""

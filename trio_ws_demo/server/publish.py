@@ -60,6 +60,7 @@ import trio
 from ..access import AccessPolicy, Use
 from ..broker import Broker
 from ..budget import MemoryBudget
+from ..envelopes import MAX_PUBLISH_ID
 from ..errors import BackplaneUnavailable
 from ..http import HttpRefusal, RequestHead
 from ..protocol import FRAME_COST
@@ -305,6 +306,7 @@ class PublishApi:
         grant = settings.access.admit(head, room, time.time(), Use.PUBLISH)
         if isinstance(grant, HttpRefusal):
             raise _Answer(grant.status, grant.reason, close=True, headers=grant.headers)
+        key = _idempotency_key(head)
         kind = (head.header("content-type") or _TEXT).partition(";")[0].strip().lower()
         if kind not in (_TEXT, _BINARY, _NDJSON):
             raise _Answer(415, f"send {_TEXT}, {_BINARY} or {_NDJSON}", close=True)
@@ -312,7 +314,7 @@ class PublishApi:
         body = await _body(connection, stream, settings.max_message_size, head, memory)
         try:
             messages = _messages(body, kind, settings.max_batch)
-            epoch, offset = await self._publish(room, messages, grant.publisher)
+            epoch, offset = await self._publish(room, messages, grant.publisher, key)
         finally:
             if memory is not None:
                 memory.release(len(body))
@@ -323,14 +325,27 @@ class PublishApi:
         return 200, answer
 
     async def _publish(
-        self, name: str, messages: list[str | bytes], author: str
+        self, name: str, messages: list[str | bytes], author: str, key: str | None
     ) -> tuple[str, int]:
         if not messages:
             raise _Answer(400, "no message in the body")
         try:
-            return await self._broker.publish(name, messages, author)
+            return await self._broker.publish(name, messages, author, key)
         except BackplaneUnavailable as exc:  # Redis, or too many rooms here
             raise _Answer(503, str(exc), headers=_RETRY) from None
+
+
+def _idempotency_key(head: RequestHead) -> str | None:
+    """The request's ``Idempotency-Key``: the same key in the same room within
+    ``--idempotency-window`` publishes once, and answers the first time's place."""
+    key = head.header("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_PUBLISH_ID or not all("!" <= c <= "~" for c in key):
+        raise _Answer(
+            400, f"Idempotency-Key: 1 to {MAX_PUBLISH_ID} visible ASCII characters", close=True
+        )
+    return key
 
 
 def _messages(body: bytes, kind: str, max_batch: int) -> list[str | bytes]:
