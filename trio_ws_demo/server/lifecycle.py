@@ -229,6 +229,7 @@ class BroadcastServer:
             memory_used=self.memory.used,
             memory_limit=self.memory.limit,
             memory_refused=self.memory.refused,
+            http_published=self.publisher.published,
             backplane=self.broker.statistics(),
         )
 
