@@ -181,6 +181,7 @@ async def test_row17_without_history_the_resume_says_so_not_that_it_was_lost() -
     the reason (no history kept), not a lost history the server never had."""
     from .conftest import free_port
     from .rigs import Cable
+    from .wsraw import http_exchange
 
     port = free_port()
     with trio.fail_after(30):
@@ -199,6 +200,13 @@ async def test_row17_without_history_the_resume_says_so_not_that_it_was_lost() -
                 # One line for one event: the reconnect line says the connection was lost.
                 lost = await echo.log.readline()
                 assert lost.startswith("Connection lost (") and "reconnecting in" in lost
+                # A message while it is away, which no history keeps (without one,
+                # nothing was missed, and the resume says so: issue 28 item 6).
+                body = b"while you were away"
+                sent = await http_exchange(port, (
+                    f"POST /r HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                    "Connection: close\r\n\r\n").encode() + body)  # fmt: skip
+                assert sent.startswith(b"HTTP/1.1 200 OK\r\n")
                 cable.restore()
                 line = await echo.log.wait_for("Reconnected")
                 echo.interrupt()

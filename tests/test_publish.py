@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 
 import jwt
 import trio
@@ -39,6 +40,8 @@ class Http:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.buffer = b""
+        self.status_line = ""
+        """The status line of the last response, as it came."""
 
     @classmethod
     @asynccontextmanager
@@ -61,6 +64,7 @@ class Http:
             self.buffer += chunk
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         status_line, *fields = head.decode().split("\r\n")
+        self.status_line = status_line
         headers = {k.lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
         length = int(headers["content-length"])
         while len(self.buffer) < length:
@@ -213,3 +217,69 @@ async def test_a_post_over_tls_is_kept_alive_too(start_server: StartServer, ca: 
             assert (await http.post("/secure", b"one"))[0] == 200
             status, _, answer = await http.post("/secure", b"two\n", "application/x-ndjson")
     assert status == 200 and answer["count"] == 1
+
+
+async def test_json_and_form_bodies_are_published_as_sent_and_bad_json_is_400(
+    start_server: StartServer,
+) -> None:
+    """What backends send: a JSON body (checked to be one JSON value) and
+    ``curl -d``'s form type, each one text message, the body's text as sent."""
+    server = await start_server()
+    json_body = '{"order": 17, "state": "shipped", "note": "caf\u00e9"}'.encode()
+    form_body = b"order=17&state=shipped%20today"
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/orders"), subprotocols=V1, proxy=None) as v1:  # type: ignore[list-item]
+            json.loads(await v1.recv())
+            async with Http.open(server.port) as http:
+                ok_json = await http.post("/orders", json_body, "application/json; charset=utf-8")
+                bad = [
+                    await http.post("/orders", body, "application/json")
+                    for body in (b'{"order": ', b"", b"NaN", b"1 2", b'"\xff"')
+                ]
+                bad_lines = [http.status_line for _ in bad[-1:]]
+                ok_form = await http.post("/orders", form_body, "application/x-www-form-urlencoded")
+            got = [await next_v1(v1), await next_v1(v1)]
+    assert ok_json[0] == 200 and ok_json[2]["offset"] == 1
+    assert [(status, sorted(answer)) for status, _, answer in bad] == [(400, ["error"])] * 5
+    assert "not one JSON value" in str(bad[0][2]["error"])
+    assert bad_lines == ["HTTP/1.1 400 Bad Request"]
+    assert ok_form[0] == 200 and ok_form[2]["offset"] == 2  # nothing bad was published
+    assert [(m["offset"], m["text"]) for m in got] == [
+        (1, json_body.decode()), (2, form_body.decode()),
+    ]  # fmt: skip
+
+
+async def test_a_batch_skips_empty_lines(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(max_batch=2))
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, "/feed"), proxy=None) as ws:
+            async with Http.open(server.port) as http:
+                status, _, answer = await http.post(
+                    "/feed", b"\none\n\n\r\ntwo\r\n\n\n", "application/x-ndjson"
+                )
+                assert status == 200, answer  # before waiting for what it published
+                empty = await http.post("/feed", b"\n\r\n\n", "application/x-ndjson")
+                after = await http.post("/feed", b"three", "text/plain")
+            got = [await ws.recv() for _ in range(3)]
+    assert (status, answer["count"], answer["offset"]) == (200, 2, 2)  # 2 <= --max-batch
+    assert (empty[0], empty[2]) == (400, {"error": "no message in the body"})
+    assert after[0] == 200 and got == ["one", "two", "three"]
+
+
+async def test_every_publish_answer_has_its_reason_phrase(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(max_message_size=10))
+    with trio.fail_after(TIMEOUT):
+        async with Http.open(server.port) as http:
+            await http.post("/a", b"fine")
+            ok = http.status_line
+        async with Http.open(server.port) as http:
+            await http.post("/a", b"x" * 11)
+            too_big = http.status_line
+        async with Http.open(server.port) as http:
+            await http.post("/a", b"<p>", "text/html")
+            unsupported = http.status_line
+    assert (ok, too_big, unsupported) == (
+        "HTTP/1.1 200 OK",
+        f"HTTP/1.1 413 {HTTPStatus(413).phrase}",  # its name depends on Python's version
+        "HTTP/1.1 415 Unsupported Media Type",
+    )

@@ -205,6 +205,26 @@ def test_a_room_is_freed_when_it_has_no_clients_and_no_history() -> None:
     assert len(kept) == 1  # it still has history
 
 
+def test_without_a_backplane_a_freed_room_is_remembered_at_most_max_rooms_times() -> None:
+    rooms = Rooms(
+        budget=InboxBudget(), policy=SlowClientPolicy.CLOSE, max_rooms=2, remember_freed=True
+    )
+    inbox: Inbox[bytes] = Inbox()
+    was: dict[str, tuple[str, int]] = {}
+    for name in ("a", "b", "c"):  # each is freed as its client leaves
+        room = rooms.room(name)
+        room.join(inbox, v1=False)
+        room.deliver("x")
+        was[name] = (room.epoch, room.last_offset)
+        rooms.leave(room, inbox)
+    assert len(rooms) == 0
+    again = {name: rooms.room(name) for name in ("c", "b", "a")}
+    assert (again["c"].epoch, again["c"].last_offset) == was["c"]  # goes on counting
+    assert (again["b"].epoch, again["b"].last_offset) == was["b"]
+    assert (again["a"].epoch, again["a"].last_offset) != was["a"]  # forgotten: LRU of 2
+    assert again["a"].last_offset == 0
+
+
 # -- on loopback -----------------------------------------------------------------
 
 
@@ -560,3 +580,62 @@ async def test_s7_room_slots_never_fill_up_for_good() -> None:
             async with connect(f"{base}/b", subprotocols=[SUBPROTOCOL], proxy=None) as ws:  # type: ignore[list-item]
                 joined = json.loads(await ws.recv())
                 assert joined["history"] == 1  # "a", the oldest, gave way; "b" kept its own
+
+
+async def post(server: BroadcastServer, path: str, body: bytes) -> dict[str, object]:
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    head, _, answer = (await http_exchange(server.port, request)).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return json.loads(answer)  # type: ignore[no-any-return]
+
+
+async def test_a_resume_into_a_room_freed_meanwhile_is_recovered_when_nothing_was_lost(
+    start_server: StartServer,
+) -> None:
+    """The ux audit's finding 23: a lone client's link drops, so its room (no
+    history yet) is freed; a POST makes it again. Its resume got recovered:
+    false (a new epoch) although the one message it missed was replayed."""
+    server = await start_server(ServerOptions(history=10))
+    with trio.fail_after(TIMEOUT):
+        async with v1(server, "/jr") as ws:
+            joined = await recv_json(ws)
+        # The server left the room before it answered the close: it is freed now.
+        posted = await post(server, "/jr", b"while you were away")
+        since = f"/jr?since={joined['offset']}&epoch={joined['epoch']}"
+        async with v1(server, since) as ws:
+            resume, missed = await recv_json(ws), await recv_json(ws)
+    assert posted == {"room": "jr", "epoch": joined["epoch"], "offset": 1}
+    assert (resume["type"], resume["recovered"], resume["epoch"], resume["offset"]) == (
+        "resume", True, joined["epoch"], 1,
+    )  # fmt: skip
+    assert (missed["offset"], missed["text"]) == (1, "while you were away")
+
+
+async def test_a_resume_into_a_room_remade_says_exactly_whether_something_was_lost(
+    start_server: StartServer,
+) -> None:
+    """Without history a freed room keeps nothing but its epoch and last offset:
+    a resume from that offset is recovered with nothing missed; one from
+    before a message published while nobody was there is not."""
+    server = await start_server(ServerOptions(history=0))
+    with trio.fail_after(TIMEOUT):
+        async with v1(server, "/q") as ws:
+            epoch = (await recv_json(ws))["epoch"]
+            await post(server, "/q", b"one")
+            assert (await recv_json(ws))["offset"] == 1
+        async with v1(server, f"/q?since=1&epoch={epoch}") as ws:
+            nothing_missed = await recv_json(ws)
+            await post(server, "/q", b"two")
+            live = await recv_json(ws)  # the next frame: nothing was replayed before it
+        unseen = await post(server, "/q", b"three")  # nobody there, nothing kept
+        async with v1(server, f"/q?since=2&epoch={epoch}") as ws:
+            lost = await recv_json(ws)
+    assert (nothing_missed["recovered"], nothing_missed["epoch"]) == (True, epoch)
+    assert (live["offset"], live["text"]) == (2, "two")
+    assert unseen["epoch"] == epoch and unseen["offset"] == 3
+    assert (lost["type"], lost["recovered"], lost["epoch"], lost["offset"]) == (
+        "resume", False, epoch, 3,
+    )  # fmt: skip

@@ -174,3 +174,80 @@ async def test_every_log_line_and_healthz_name_the_instance() -> None:
     lines = log.splitlines()
     assert lines and all(" [eu-1] " in line for line in lines)
     assert records and all(r["instance"] == f"127.0.0.1:{port}" for r in records[1:])
+
+
+async def test_every_error_answered_here_is_json_like_the_publish_errors(
+    start_server: StartServer,
+) -> None:
+    open_server = await start_server()
+    guarded = await start_server(ServerOptions(access=AccessPolicy(token="s3cret")))
+    cases = [  # (server, method, path, status line, error)
+        (open_server, "GET", "/not//a%20room", "HTTP/1.1 404 Not Found", "not found"),
+        (open_server, "HEAD", "/not//a%20room", "HTTP/1.1 404 Not Found", None),
+        (open_server, "PUT", "/", "HTTP/1.1 405 Method Not Allowed", "method not allowed"),
+        (open_server, "GET", "/rooms/a//b", "HTTP/1.1 404 Not Found", "not a room"),
+        (open_server, "GET", "/rooms?limit=0", "HTTP/1.1 400 Bad Request",
+         "?limit= takes a number from 1 to 1000"),
+        (open_server, "GET", "/rooms/r?limit=x", "HTTP/1.1 400 Bad Request",
+         "?limit= takes a number from 1 to 1000"),
+        (guarded, "GET", "/metrics", "HTTP/1.1 401 Unauthorized", "missing or wrong token"),
+    ]  # fmt: skip
+    with trio.fail_after(TIMEOUT):
+        for server, method, path, status_line, error in cases:
+            status, headers, body = await get(server, path, method)
+            assert (status, headers["content-type"]) == (status_line, "application/json"), path
+            if error is None:  # HEAD: the head only, as for the GET
+                assert body == b"" and int(headers["content-length"]) > 0
+            else:
+                assert json.loads(body) == {"error": error}
+                assert int(headers["content-length"]) == len(body)
+
+
+async def test_rooms_pages_by_an_opaque_cursor_that_the_lobby_cannot_be_mistaken_for(
+    start_server: StartServer,
+) -> None:
+    """The lobby is the room "": a page that ended with it said ``next: ""``,
+    which read as "no more pages", and ``?after=`` (empty) was the first page
+    again. ``next`` is now a token; no cursor is the first page."""
+    server = await start_server(ServerOptions(history=1))
+    for name in ("", "a", "after", "b"):
+        server.broadcast("kept", room=name)
+
+    async def page(query: str) -> tuple[str, dict[str, object]]:
+        status, _, body = await get(server, f"/rooms{query}")
+        return status, json.loads(body)
+
+    with trio.fail_after(TIMEOUT):
+        seen: list[object] = []
+        cursors: list[object] = []
+        _, answer = await page("?limit=1")
+        for _ in range(6):  # 4 rooms: a cursor that went round would go on for ever
+            seen += [room["room"] for room in answer["rooms"]]  # type: ignore[attr-defined]
+            if answer["next"] is None:
+                break
+            cursors.append(answer["next"])
+            _, answer = await page(f"?limit=1&cursor={answer['next']}")
+        _, two = await page("?limit=2")
+        _, rest = await page(f"?cursor={two['next']}")
+        refused = [await page(query) for query in ("?cursor=", "?cursor=nonsense", "?after=a")]
+    assert seen == ["", "a", "after", "b"]
+    assert all(isinstance(cursor, str) and cursor for cursor in cursors)
+    assert [room["room"] for room in rest["rooms"]] == ["after", "b"]  # type: ignore[attr-defined]
+    assert rest["next"] is None and rest["total"] == 4
+    assert [status for status, _ in refused] == ["HTTP/1.1 400 Bad Request"] * 3
+    assert all(set(answer) == {"error"} for _, answer in refused)
+
+
+async def test_posted_messages_are_counted_in_the_metrics(start_server: StartServer) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        for body, kind in ((b"one", "text/plain"), (b"a\nb\n\nc\n", "application/x-ndjson")):
+            request = (
+                f"POST /feed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode() + body
+            assert split(await http_exchange(server.port, request))[0] == "HTTP/1.1 200 OK"
+        _, _, body = await get(server, "/metrics")
+    m = metrics(body.decode())
+    assert m[("trio_ws_demo_http_published_total", ())] == 4
+    assert m[("trio_ws_demo_messages_received_total", ())] == 0  # from WebSocket clients

@@ -7,10 +7,15 @@ a JSON envelope, written by :mod:`.envelopes`) and the room's history. Each
 message is encoded at most once per room and form: the plain frame always, the
 envelope only when a v1 client or the history needs it.
 
-Offsets count the messages of a room from 1. The *epoch* names one lifetime
-of a room's history: it changes whenever that history is lost (the room was
-freed, or the server restarted), so an offset is only meaningful with its
-epoch. A room lives while it has clients or history.
+Offsets count the messages of a room from 1. The *epoch* names one run of a
+room's offsets: it changes whenever they start again (the server restarted,
+or a room was freed and forgotten), so an offset is only meaningful with its
+epoch. A room lives while it has clients or history. Without a backplane
+(``remember_freed``), :class:`Rooms` remembers the epoch and last offset of
+the rooms it freed (the most recent ``max_rooms``): a room made again takes
+them and counts on, so a resume from its last offset is recovered with
+nothing missed, and one from further back (what was lost with the room's
+history) is not.
 
 Joining is one synchronous step: the history (or the part a resuming client
 missed) is handed to the subscriber and the subscriber is added to the hub
@@ -25,7 +30,7 @@ import math
 import re
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -485,6 +490,7 @@ class Rooms:
         clock: Callable[[], float] = time.monotonic,
         on_freed: Callable[[Room], None] | None = None,
         on_presence: Callable[[Room], None] | None = None,
+        remember_freed: bool = False,
     ) -> None:
         self._budget = budget
         self.room_ttl = room_ttl
@@ -501,6 +507,11 @@ class Rooms:
         """Given to every room: presence changed there."""
         # Counters of rooms already freed, so that totals never go down.
         self._retired = (0, 0, 0)  # published, dropped, slow closed
+        self._freed: OrderedDict[str, tuple[str, int]] | None = (
+            OrderedDict() if remember_freed else None
+        )
+        """The (epoch, last offset) of rooms freed, least recently freed first, at
+        most ``max_rooms``; None with a backplane, which holds the rooms' state."""
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -541,6 +552,8 @@ class Rooms:
             room = self._rooms[name] = Room(
                 name, self._budget, self._policy, self._history, self._history_bytes
             )
+            if self._freed is not None and (was := self._freed.pop(name, None)) is not None:
+                room.epoch, room.last_offset = was  # its offsets go on: no false alarm
             room.on_presence = self.on_presence
             room.idle_since = self._clock()  # until a client joins
         return room
@@ -568,6 +581,11 @@ class Rooms:
             del self._rooms[room.name]
             if self.on_freed is not None:
                 self.on_freed(room)
+            if self._freed is not None:
+                self._freed[room.name] = (room.epoch, room.last_offset)
+                self._freed.move_to_end(room.name)
+                while len(self._freed) > max(self.max_rooms, 1):
+                    self._freed.popitem(last=False)
             published, dropped, slow = self._retired
             plain, v1 = room.plain.statistics(), room.v1.statistics()
             self._retired = (

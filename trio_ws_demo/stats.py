@@ -70,6 +70,7 @@ class ServerStatistics:
     """Clients the hub is still delivering to."""
     connections_total: int
     messages_in: int
+    """Messages received from WebSocket clients."""
     bytes_in: int
     published: int
     delivered: int
@@ -92,6 +93,8 @@ class ServerStatistics:
     memory_limit: int = 0
     memory_refused: int = 0
     """Requests for room the memory budget refused."""
+    http_published: int = 0
+    """Messages published by ``POST /<room>`` (a batch counts each line)."""
     backplane: BackplaneStatistics | None = None
     """None without ``--redis``."""
     """Connections ended by an unexpected error in the server (logged, closed 1011)."""

@@ -9,12 +9,20 @@ one way to read and answer.
 from __future__ import annotations
 
 import contextlib
+import json
 
 import trio
 
 from ..http import DEFAULT_MAX_REQUEST_HEAD, HeadReader, HttpRefusal, RequestHead, response
 
-__all__ = ["LINGER_BYTES", "LINGER_SECONDS", "linger", "read_request_head", "send_response"]
+__all__ = [
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "linger",
+    "read_request_head",
+    "send_error",
+    "send_response",
+]
 
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 256 * 1024
@@ -50,6 +58,27 @@ async def send_response(
         status, headers=headers, body=body, content_type=content_type, head_only=head_only
     )
     await stream.send_all(answer)
+
+
+async def send_error(
+    stream: trio.abc.Stream,
+    status: int,
+    reason: str,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+    head_only: bool = False,
+) -> None:
+    """Write an error answer whose body is ``{"error": reason}``, as the publish
+    API's errors are: one JSON shape for every HTTP error a program reads."""
+    body = json.dumps({"error": reason}).encode()
+    await send_response(
+        stream,
+        status,
+        headers=headers,
+        body=body,
+        content_type="application/json",
+        head_only=head_only,
+    )
 
 
 async def linger(stream: trio.abc.Stream) -> None:

@@ -98,6 +98,9 @@ class BroadcastServer:
             clock=trio.current_time,
             on_freed=lambda room: self.broker.forget(room),  # the broker stops following it
             on_presence=self.presence.changed,  # its presence frame is sent within 1 s
+            # Without Redis a room's offsets are this process's own: a room freed
+            # and made again goes on counting in its epoch (issue 28 item 6).
+            remember_freed=not options.redis,
         )
         self.port: int | None = None
         self.addresses: list[str] = []
@@ -232,6 +235,7 @@ class BroadcastServer:
             memory_used=self.memory.used,
             memory_limit=self.memory.limit,
             memory_refused=self.memory.refused,
+            http_published=self.publisher.published,
             backplane=self.broker.statistics(),
         )
 

@@ -6,10 +6,16 @@ room gets it exactly as if a WebSocket client had sent it (history, offsets,
 v1 envelopes; with ``--redis``, on every process).
 
 - ``text/plain`` (or no type): one text message, which must be UTF-8;
+  ``application/json``: one text message, the body as sent, which must be one
+  UTF-8 JSON value (400 otherwise; ``NaN`` and ``Infinity`` are not JSON);
+  ``application/x-www-form-urlencoded`` (what ``curl -d`` sends): one text
+  message, the body's text as sent (not decoded: ``a=1&b=2`` is the message);
   ``application/octet-stream``: one binary message;
-  ``application/x-ndjson``: one text message per line, in order (a batch).
+  ``application/x-ndjson``: one text message per line, in order (a batch);
+  empty lines are skipped (no message, not counted against ``--max-batch``).
 - ``200 {"room", "epoch", "offset"}``: the offset of the last message; a batch
-  also has ``"count"``.
+  also has ``"count"``. Every error is ``{"error": "..."}`` (JSON), and every
+  status line has its reason phrase (``HTTP/1.1 400 Bad Request``).
 - 401 no or bad credential, 403 no right to publish there (a signed token
   needs ``publish: true`` and the write right), 400 a bad room name or body,
   413 a body over ``--max-message-size`` (each chunk of a chunked body after
@@ -53,6 +59,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import h11
 import trio
@@ -75,6 +82,9 @@ logger = logging.getLogger("trio_ws_demo.server")
 _NDJSON = "application/x-ndjson"
 _BINARY = "application/octet-stream"
 _TEXT = "text/plain"
+_JSON = "application/json"
+_FORM = "application/x-www-form-urlencoded"
+_KINDS = (_TEXT, _JSON, _FORM, _BINARY, _NDJSON)
 _RETRY = [("Retry-After", "5")]
 
 
@@ -308,8 +318,8 @@ class PublishApi:
             raise _Answer(grant.status, grant.reason, close=True, headers=grant.headers)
         key = _idempotency_key(head)
         kind = (head.header("content-type") or _TEXT).partition(";")[0].strip().lower()
-        if kind not in (_TEXT, _BINARY, _NDJSON):
-            raise _Answer(415, f"send {_TEXT}, {_BINARY} or {_NDJSON}", close=True)
+        if kind not in _KINDS:
+            raise _Answer(415, f"send {', '.join(_KINDS[:-1])} or {_KINDS[-1]}", close=True)
         memory = settings.memory
         body = await _body(connection, stream, settings.max_message_size, head, memory)
         try:
@@ -355,14 +365,24 @@ def _messages(body: bytes, kind: str, max_batch: int) -> list[str | bytes]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise _Answer(400, "a text message must be UTF-8") from None
-    if kind == _TEXT:
-        return [text]
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line
+    if kind == _JSON:
+        try:  # one JSON value (RFC 8259: no NaN or Infinity), published as sent
+            json.loads(text, parse_constant=_no_constant)
+        except ValueError as exc:
+            raise _Answer(400, f"the body is not one JSON value: {exc}") from None
+    if kind != _NDJSON:
+        return [text]  # text/plain, JSON, and a form as curl -d sent it
+    # One message per line; an empty line (or a blank "\r") is no message.
+    lines: list[str | bytes] = [
+        line for line in (raw.removesuffix("\r") for raw in text.split("\n")) if line
+    ]
     if len(lines) > max_batch:
         raise _Answer(413, f"a batch has at most {max_batch} lines (--max-batch)")
-    return [line.removesuffix("\r") for line in lines]
+    return lines
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 async def _body(
@@ -453,7 +473,9 @@ async def _respond(
     try:
         if connection.our_state not in (h11.SEND_RESPONSE, h11.IDLE):  # IDLE: after bad input
             return False
-        data = connection.send(h11.Response(status_code=status, headers=all_headers))
+        phrase = HTTPStatus(status).phrase.encode()  # "200 OK", not "200 "
+        response = h11.Response(status_code=status, headers=all_headers, reason=phrase)
+        data = connection.send(response)
         data += connection.send(h11.Data(data=body)) or b""
         data += connection.send(h11.EndOfMessage()) or b""
         with trio.move_on_after(timeout) as writing:

@@ -20,9 +20,10 @@ path           answer                                           methods
                token that may read ``**``, when one is set)
 ``/rooms``     JSON: each room's clients and history size,      GET, HEAD
                by name, at most ``?limit=`` (default and
-               most: 1000) after ``?after=NAME``; ``next`` names
-               where the next page starts (behind the token:
-               the rooms its credential may read)
+               most: 1000); ``next`` is an opaque cursor (null
+               on the last page): ``?cursor=NEXT`` is the page
+               after it, no cursor the first (behind the
+               token: the rooms its credential may read)
 ``/rooms/R``   JSON: who is in room R (``name``, ``since``),    GET, HEAD
                on every process with ``--redis``, earliest
                first, paged like ``/rooms`` (``next`` is the
@@ -33,16 +34,20 @@ anything else  404                                              (405 for
                                                                 other methods)
 =============  ===============================================  ==========
 
+Every error answered here is JSON, ``{"error": "..."}``, as the publish API's are.
+
 Every answer carries ``Connection: close``: one request per connection keeps
 this side simple, and browsers open the WebSocket on a new connection anyway.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from functools import cache
 from importlib import resources
@@ -62,7 +67,7 @@ from ..http import HttpRefusal, RequestHead
 from ..rooms import RESERVED_PREFIX, Rooms, room_from_path
 from ..stats import ServerStatistics
 from ..tokens import Grant
-from .http_io import send_response
+from .http_io import send_error, send_response
 from .options import ServerOptions
 
 logger = logging.getLogger("trio_ws_demo.server")
@@ -72,6 +77,8 @@ __all__ = ["WebRoutes"]
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 #: Rooms in one /rooms answer (at 10,000 rooms the whole list was 2.1 MB).
 ROOMS_PAGE = 1000
+_BAD_LIMIT = f"?limit= takes a number from 1 to {ROOMS_PAGE}"
+_BAD_CURSOR = "?cursor= takes the next of a previous page"
 
 
 @cache
@@ -97,7 +104,14 @@ class _ServerCollector(Collector):
 
         yield gauge("clients", "WebSocket clients connected now.", s.clients)
         yield counter("connections", "WebSocket connections accepted.", s.connections_total)
-        yield counter("messages_received", "Messages received from clients.", s.messages_in)
+        yield counter(
+            "messages_received", "Messages received from WebSocket clients.", s.messages_in
+        )
+        yield counter(
+            "http_published",
+            "Messages published by HTTP POST (each line of a batch counts).",
+            s.http_published,
+        )
         yield counter("received_bytes", "Bytes of messages received (as frames).", s.bytes_in)
         yield counter("messages_delivered", "Messages written to clients.", s.delivered)
         yield counter("delivered_bytes", "Bytes of frames written to clients.", s.delivered_bytes)
@@ -201,7 +215,7 @@ class WebRoutes:
         """Write the response; return its status."""
         if head.method not in ("GET", "HEAD"):
             allow = [("Allow", "GET, HEAD")]
-            await send_response(stream, 405, headers=allow, body=b"405 method not allowed\n")
+            await send_error(stream, 405, "method not allowed", headers=allow)
             return 405
         head_only = head.method == "HEAD"
         path = head.path
@@ -235,38 +249,34 @@ class WebRoutes:
             if path not in ("/metrics", "/rooms") and not _is_room(
                 "/" + name, self._options.max_room_name
             ):
-                await send_response(stream, 404, body=b"404 not a room\n", head_only=head_only)
+                await send_error(stream, 404, "not a room", head_only=head_only)
                 return 404
             use = {"/metrics": Use.METRICS, "/rooms": Use.ROOMS}.get(path, Use.ROOM)
             room = name if use is Use.ROOM else None
             grant = self._options.access.admit(head, room, time.time(), use)
             if isinstance(grant, HttpRefusal):
-                body = f"{grant.status} {grant.reason}\n".encode()
-                headers = grant.headers
-                await send_response(
-                    stream, grant.status, headers=headers, body=body, head_only=head_only
+                await send_error(
+                    stream, grant.status, grant.reason, headers=grant.headers, head_only=head_only
                 )
                 return grant.status
             if path == "/metrics":
                 body, content_type = self.metrics_text(), PROMETHEUS_TEXT
             elif path == "/rooms":
-                page = self._rooms_page(head.query, grant)
-                if page is None:
-                    body = b"400 ?limit= takes a number from 1 to 1000\n"
-                    await send_response(stream, 400, body=body, head_only=head_only)
+                page = self._rooms_page(head.query_string, grant)
+                if isinstance(page, str):
+                    await send_error(stream, 400, page, head_only=head_only)
                     return 400
                 body, content_type = page, "application/json"
             else:
                 who = await self._who(name, head.query)
                 if who is None:
-                    body = b"400 ?limit= takes a number from 1 to 1000\n"
-                    await send_response(stream, 400, body=body, head_only=head_only)
+                    await send_error(stream, 400, _BAD_LIMIT, head_only=head_only)
                     return 400
                 body, content_type = who, "application/json"
         elif _is_room(path, self._options.max_room_name):
             body, content_type = chat_page(), "text/html; charset=utf-8"
         else:
-            await send_response(stream, 404, body=b"404 not found\n", head_only=head_only)
+            await send_error(stream, 404, "not found", head_only=head_only)
             return 404
         await send_response(
             stream,
@@ -323,12 +333,26 @@ class WebRoutes:
             logger.debug("could not read room %r's members from Redis: %s", name, exc)
             return []
 
-    def _rooms_page(self, query: dict[str, list[str]], grant: Grant) -> bytes | None:
-        """One page of the rooms *grant* may read, by name; None for a bad ``?limit=``."""
+    def _rooms_page(self, query_string: str, grant: Grant) -> bytes | str:
+        """One page of the rooms *grant* may read, by name; the error's text
+        for a bad ``?limit=`` or ``?cursor=``.
+
+        The cursor is opaque (:func:`_room_cursor`): the lobby's name is "",
+        so a cursor that was the name itself could not tell "after the lobby"
+        from "from the start". No ``?cursor=`` is the first page; an empty or
+        unknown one is an error, never silently the first page again.
+        """
+        query = urllib.parse.parse_qs(query_string, keep_blank_values=True)
+        if "after" in query:
+            return "/rooms pages with ?cursor= (the next of the previous page), not ?after="
         limit = _limit(query)
         if limit is None:
-            return None
-        after = query.get("after", [None])[0]
+            return _BAD_LIMIT
+        after: str | None = None
+        if "cursor" in query:
+            after = _after_room(query["cursor"][0])
+            if after is None:
+                return _BAD_CURSOR
         rooms = sorted(
             (
                 room
@@ -341,7 +365,7 @@ class WebRoutes:
         return json.dumps(
             {
                 "total": len(self._rooms),
-                "next": page[-1].name if len(rooms) > limit else None,
+                "next": _room_cursor(page[-1].name) if len(rooms) > limit else None,
                 "rooms": [
                     {
                         "room": room.name,
@@ -355,6 +379,25 @@ class WebRoutes:
                 ],
             }
         ).encode()
+
+
+def _room_cursor(name: str) -> str:
+    """The ``next`` of a /rooms page that ends with room *name*: ``r`` and the
+    name in unpadded base64url, never empty (the lobby's is ``r``)."""
+    return "r" + base64.urlsafe_b64encode(name.encode()).decode("ascii").rstrip("=")
+
+
+def _after_room(cursor: str) -> str | None:
+    """The room name a :func:`_room_cursor` token names; None if it is not one."""
+    if not cursor.startswith("r") or not cursor.isascii():
+        return None
+    encoded = cursor[1:]
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        name = raw.decode("utf-8")
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+        return None
+    return name if _room_cursor(name) == cursor else None  # one spelling per name
 
 
 def _limit(query: dict[str, list[str]]) -> int | None:
