@@ -21,7 +21,7 @@ from trio_ws_demo.idempotency import Landings
 from .backplane_rigs import V1, frames, until_frame
 from .conftest import StartServer, url_of
 from .redis_server import RedisServer, require_redis
-from .wsraw import http_exchange
+from .wsraw import post_once
 
 TIMEOUT = 15
 
@@ -29,14 +29,8 @@ TIMEOUT = 15
 async def post(
     server: BroadcastServer, room: str, body: bytes, key: str | None = None
 ) -> tuple[int, dict[str, Any]]:
-    extra = f"Idempotency-Key: {key}\r\n" if key is not None else ""
-    request = (
-        f"POST /{room} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n{extra}"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
-    answer = await http_exchange(server.port or 0, request)
-    head, _, payload = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(payload)
+    headers = () if key is None else (f"Idempotency-Key: {key}",)
+    return await post_once(server.port or 0, f"/{room}", body, "text/plain", *headers)
 
 
 async def next_kind(ws: ClientConnection, *kinds: str) -> dict[str, Any]:

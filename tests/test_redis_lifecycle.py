@@ -31,7 +31,7 @@ from . import chaos
 from .backplane_rigs import V1, frames, until_frame
 from .conftest import StartServer, url_of
 from .redis_server import RedisServer, require_redis
-from .wsraw import http_exchange
+from .wsraw import post_once
 
 TIMEOUT = 30
 
@@ -44,13 +44,7 @@ def _redis() -> None:
 async def post(server: BroadcastServer, room: str, *messages: str) -> tuple[int, dict[str, Any]]:
     """POST *messages* (one per line) to *room*: the status and the JSON answer."""
     body = "".join(f"{m}\n" for m in messages).encode()
-    request = (
-        f"POST /{room} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
-    answer = await http_exchange(server.port or 0, request)
-    head, _, payload = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(payload)
+    return await post_once(server.port or 0, f"/{room}", body, "application/x-ndjson")
 
 
 async def cli(redis: RedisServer, *args: str) -> str:
@@ -182,7 +176,7 @@ async def test_joining_writes_nothing_and_a_stream_leaves_after_its_ttl(
     """R8: 500 bare joins made 500 streams, and every POST's stream stayed for
     ever. Now joins write no key, and a stream expires --stream-ttl after its
     last message: DBSIZE and used_memory come back down."""
-    server = await start_server(ServerOptions(redis=redis.url, stream_ttl=1.0))
+    server = await start_server(ServerOptions(redis=redis.url, stream_ttl=3.0))
     with trio.fail_after(TIMEOUT):
         memory_before = await used_memory(redis)
         await at_once(1000, lambda n: join(server, f"joined-{n}"))
@@ -197,13 +191,14 @@ async def test_joining_writes_nothing_and_a_stream_leaves_after_its_ttl(
         expired_before = await info_field(redis, "stats", "expired_keys")
         await at_once(1000, publish)
         streams = [key for key in await keys(redis) if ":room:posted-" in key]
-        # The first may have expired already, if the thousand took over a second.
+        # The first may have expired already, if the thousand took over the TTL.
         expired = await info_field(redis, "stats", "expired_keys") - expired_before
         assert len(streams) + expired == 1000
         memory_full = await used_memory(redis)
         ttls = [int(await cli(redis, "PTTL", key)) for key in streams[:20]]
-        assert all(0 < ttl <= 1000 for ttl in ttls), ttls
-        await trio.sleep(1.0)  # the TTL itself: the time under test, not a wait for an event
+        assert all(0 < ttl <= 3000 or ttl == -2 for ttl in ttls), ttls  # -2: gone already
+        assert any(ttl > 0 for ttl in ttls), ttls
+        await trio.sleep(3.0)  # the TTL itself: the time under test, not a wait for an event
         # SCAN deletes what has expired as it meets it; the members left by HDEL.
         assert not [k for k in await keys(redis) if ":room:" in k or ":members:" in k]
         grown, left = memory_full - memory_before, await used_memory(redis) - memory_before

@@ -6,8 +6,10 @@ frame in one write; tests use it to drive the server into those corners.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
+from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -169,3 +171,17 @@ def upgrade_request(
     if key is not None:
         lines.append(f"Sec-WebSocket-Key: {key}")
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+
+
+async def post_once(
+    port: int, path: str, body: bytes, content_type: str, *headers: str
+) -> tuple[int, Any]:
+    """One ``POST`` on its own connection: the status and the decoded JSON answer."""
+    extra = "".join(f"{header}\r\n" for header in headers)
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n{extra}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    answer = await http_exchange(port, request)
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
