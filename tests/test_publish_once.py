@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import trio
+from websockets.exceptions import InvalidStatus
 from websockets.trio.client import ClientConnection, connect
 
 from trio_ws_demo import BroadcastServer, ServerOptions
@@ -144,3 +146,50 @@ async def test_with_redis_a_retry_to_another_process_publishes_once(
     offset = first[1]["offset"]
     expected = [(offset, "pay once"), (ack["offset"], "from bo"), (ack["offset"] + 1, "marker")]
     assert near_got == far_got == expected
+
+
+async def quiet_sender_sees(server: BroadcastServer, other: BroadcastServer) -> list[str]:
+    """A ``?self=0`` client publishes (with an id, and a bare message) and then
+    someone else sends a marker: what the quiet client gets, in order."""
+    async with (
+        connect(url_of(server, "/q?self=0&name=quiet"), subprotocols=V1, proxy=None) as quiet,  # type: ignore[list-item]
+        connect(url_of(other, "/q?name=loud"), subprotocols=V1, proxy=None) as loud,  # type: ignore[list-item]
+    ):
+        await until_frame(quiet, "joined")
+        await until_frame(loud, "joined")
+        await quiet.send(json.dumps({"type": "publish", "id": "q1", "text": "mine"}))
+        await quiet.send("mine too")
+        heard = [f["text"] for f in await frames(loud, 2)]
+        assert heard == ["mine", "mine too"]  # everyone else gets them
+        await loud.send("marker")
+        seen: list[str] = []
+        while "marker" not in seen:
+            frame = await next_kind(quiet, "ack", "message")
+            seen.append(f"ack {frame['offset']}" if frame["type"] == "ack" else frame["text"])
+    return seen
+
+
+async def test_a_client_can_ask_not_to_get_its_own_messages(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions())
+    with trio.fail_after(TIMEOUT):
+        seen = await quiet_sender_sees(server, server)
+    assert seen == ["ack 1", "marker"]  # the ack says where; its own never come back
+
+
+async def test_self_0_holds_through_redis_too(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    require_redis()
+    a = await start_server(ServerOptions(redis=redis.url))
+    b = await start_server(ServerOptions(redis=redis.url))
+    with trio.fail_after(TIMEOUT):
+        seen = await quiet_sender_sees(a, b)
+    assert seen == ["ack 1", "marker"]
+
+
+async def test_self_takes_0_or_1_on_a_v1_connection(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions())
+    with trio.fail_after(TIMEOUT), pytest.raises(InvalidStatus) as refused:
+        async with connect(url_of(server, "/q?self=no"), subprotocols=V1, proxy=None):  # type: ignore[list-item]
+            pass
+    assert refused.value.response.status_code == 400

@@ -158,13 +158,13 @@ class LocalBroker:
         landed: OnLanded | None = None,
     ) -> int:
         if key is None:
-            taken = room.deliver(message, frame, sender=author)
+            taken = room.deliver(message, frame, sender=author, origin=sender)
         elif (earlier := self.landings.get(room.name, key)) is not None:
             if landed is not None:
                 landed(*earlier)
             return 0
         else:
-            taken = room.deliver(message, frame, sender=author)
+            taken = room.deliver(message, frame, sender=author, origin=sender)
             self.landings.put(room.name, key, (room.epoch, room.last_offset))
         if landed is not None:
             landed(room.epoch, room.last_offset)

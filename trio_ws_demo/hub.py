@@ -135,12 +135,15 @@ class Hub(Generic[T]):
         """Stop offering items to *subscriber* (idempotent)."""
         self._subscribers.discard(subscriber)
 
-    def publish(self, item: T, size: int) -> int:
-        """Offer *item* to every subscriber without waiting; return how many took it."""
+    def publish(self, item: T, size: int, skip: Subscriber[T] | None = None) -> int:
+        """Offer *item* to every subscriber (but *skip*) without waiting; return
+        how many took it."""
         self._published += 1
         taken = 0
         # Copy: a slow subscriber is removed from the set while we loop.
         for subscriber in list(self._subscribers):
+            if subscriber is skip:
+                continue
             if subscriber.offer(item, size):  # the hot path: one call per delivery
                 taken += 1
             else:

@@ -189,6 +189,8 @@ class Room:
         """Messages delivered or kept here so far, in order: every client has
         each one from its :attr:`_has_from` on (live, or replayed at its join)."""
         self._has_from: dict[Subscriber[bytes], int] = {}
+        self._quiet: set[Subscriber[bytes]] = set()
+        """Clients that asked not to get their own messages (``?self=0``)."""
         self._epoch_began = 1
         """The first delivery in the current epoch: a client that resumed in
         it, recovered, has every one since."""
@@ -242,6 +244,7 @@ class Room:
         offset: int | None = None,
         at: float | None = None,
         sender: str = "",
+        origin: Subscriber[bytes] | None = None,
     ) -> int:
         """Deliver *message* (from *sender*) to everyone in the room, here and now, and keep it;
         never waits. The brokers' delivery call: only a broker
@@ -270,8 +273,13 @@ class Room:
                 self._remember(entry)
             if len(self.v1):
                 json_frame = self._json_frame(entry, message)
-                taken += self.v1.publish(json_frame, len(json_frame))
+                skip = origin if origin is not None and origin in self._quiet else None
+                taken += self.v1.publish(json_frame, len(json_frame), skip)
         return taken
+
+    def is_quiet(self, subscriber: Subscriber[bytes]) -> bool:
+        """Whether *subscriber* asked not to get its own messages back."""
+        return subscriber in self._quiet
 
     def join(
         self,
@@ -281,6 +289,7 @@ class Room:
         since: tuple[int, str] | None = None,
         backfill: list[Kept] | None = None,
         name: str | None = None,
+        own: bool = True,
     ) -> Joined:
         """Subscribe, and return what to send first (history, or what a resume missed).
 
@@ -290,6 +299,8 @@ class Room:
         when the two together reach back to the client's offset.
         """
         self.idle_since = None
+        if not own:
+            self._quiet.add(subscriber)
         if name is not None:
             self.members[subscriber] = (name, time.time())
             self.presence_changed(joined=[name])
@@ -411,6 +422,7 @@ class Room:
 
     def leave(self, subscriber: Subscriber[bytes]) -> None:
         self._has_from.pop(subscriber, None)
+        self._quiet.discard(subscriber)
         self.plain.unsubscribe(subscriber)
         self.v1.unsubscribe(subscriber)
         member = self.members.pop(subscriber, None)

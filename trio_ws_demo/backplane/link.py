@@ -258,7 +258,8 @@ class RedisBackplane:
         yet: it comes back from the reader), else delivered here at once."""
         feed = self._feeds.get(room.name)
         if self.up and feed is not None and feed.state is FOLLOWED and feed.room is room:
-            self._queue(room.name, message, sender, author, key, landed)
+            quiet = sender is not None and room.is_quiet(sender)
+            self._queue(room.name, message, sender, author, key, landed, quiet)
             return 0
         return self._local.send(room, message, frame, sender, author, key, landed)
 
@@ -306,11 +307,12 @@ class RedisBackplane:
         author: str,
         key: str | None = None,
         landed: OnLanded | None = None,
+        quiet: bool = False,
     ) -> bool:
         if not self._outbound.has_room_for(1):
             self.dropped += 1
             return True  # taken, and lost: counted
-        self._outbound.add(room, message, sender, None, author, key, landed)
+        self._outbound.add(room, message, sender, None, author, key, landed, quiet)
         return True
 
     async def publish(
@@ -668,7 +670,7 @@ class RedisBackplane:
                 continue
             local = self._rooms.get(item.room)
             if local is not None:
-                local.deliver(item.message, sender=item.author)
+                local.deliver(item.message, sender=item.author, origin=item.sender)
                 # Who has it: everyone here now. A client that joins later and
                 # is not replayed it gets it when Redis's copy is read (_deliver).
                 self._outbound.delivered_here(item.seq, (local.incarnation, local.deliveries))
@@ -997,7 +999,8 @@ class RedisBackplane:
                 room.record(identifier[1], at, message, after=after, sender=author)
                 self.own_recognised += 1
                 continue
-            room.deliver(message, offset=identifier[1], at=at, sender=author)
+            origin = self._outbound.origin(seq) if writer == self.writer_id else None
+            room.deliver(message, offset=identifier[1], at=at, sender=author, origin=origin)
             self.received += 1
         if identifier is not None:
             self._saw(name, identifier)

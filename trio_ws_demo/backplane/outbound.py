@@ -94,6 +94,9 @@ class Outbound:
         self.wake = trio.Event()
         """Set when something was queued (the writer makes a new one)."""
         self._seq = 0
+        self._origins: dict[int, Subscriber[bytes]] = {}
+        """Own messages (by sequence number) whose sender asked not to get them
+        back (``?self=0``): skipped when read back (ordered, bounded)."""
         self._delivered_here: dict[int, Mark] = {}
         """Own messages delivered here unconfirmed: sequence number -> who had
         it then (ordered, bounded)."""
@@ -133,12 +136,18 @@ class Outbound:
         author: str = "",
         key: str | None = None,
         landed: OnLanded | None = None,
+        quiet: bool = False,
     ) -> None:
         """Queue *message* under the next sequence number (the caller checked
-        :meth:`has_room_for`), and wake the writer."""
+        :meth:`has_room_for`), and wake the writer. *quiet*: its sender does
+        not get it back (see :meth:`origin`)."""
         self._seq += 1
         pending = Pending(room, message, self._seq, sender, receipt, author, key, landed)
         self._waiting.append(pending)
+        if quiet and sender is not None:
+            self._origins[self._seq] = sender
+            while len(self._origins) > SEEN_BOUND * self.limit:
+                del self._origins[next(iter(self._origins))]
         self.wake.set()
 
     def take(self, most: int) -> list[Pending]:
@@ -164,6 +173,10 @@ class Outbound:
         self._delivered_here[seq] = mark
         while len(self._delivered_here) > SEEN_BOUND * self.limit:
             del self._delivered_here[next(iter(self._delivered_here))]
+
+    def origin(self, seq: int) -> Subscriber[bytes] | None:
+        """The sender of own message *seq* if it asked not to get it back."""
+        return self._origins.pop(seq, None)
 
     def recognise(self, seq: int) -> Mark | None:
         """If own message *seq*, read back from Redis, was delivered here

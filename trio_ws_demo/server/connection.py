@@ -113,6 +113,7 @@ class Connection:
         "_grant",
         "_nursery",
         "_opened",
+        "_own",
         "_response",
         "_room",
         "_rooms",
@@ -144,6 +145,7 @@ class Connection:
         room: str,
         v1: bool = False,
         since: tuple[int, str] | None = None,
+        own: bool = True,
         backfill: list[Kept] | None = None,
         grant: Grant = EVERY_RIGHT,
         settings: ConnectionSettings,
@@ -162,6 +164,7 @@ class Connection:
         self._room: Room | None = None
         self.v1 = v1
         self._since = since
+        self._own = own
         self._backfill = backfill
         self._grant = grant
         # Who its messages are from (the v1 envelope's "from"): never what the
@@ -318,6 +321,7 @@ class Connection:
                     since=self._since,
                     backfill=self._backfill,
                     name=self._grant.name,
+                    own=self._own,
                 )
                 self._backfill = None
                 outbox.preload(joined.frames)

@@ -74,6 +74,9 @@ class Admission:
     """``?since=N&epoch=E``: resume after offset N of that epoch."""
     grant: Grant
     """What the client may do (from its credential)."""
+    own: bool = True
+    """It gets its own messages back (``?self=0``: a v1 client that does not;
+    it still gets the ack of a ``publish``, so it knows each one's offset)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,8 @@ class PublishRequest:
     head: RequestHead
 
 
-#: An admitted upgrade's room, v1, since and grant (the fields of Admission after head).
-_Upgrade = tuple[str, bool, tuple[int, str] | None, Grant]
+#: An admitted upgrade's room, v1, since, grant and own (the fields of Admission after head).
+_Upgrade = tuple[str, bool, tuple[int, str] | None, Grant, bool]
 
 
 class FrontDoor:
@@ -254,7 +257,12 @@ class FrontDoor:
                 since = (int(query["since"][0]), query["epoch"][0])
             except (KeyError, ValueError):
                 return HttpRefusal(400, "resume needs ?since=OFFSET&epoch=EPOCH")
-        return self._limits_refusal(room) or (room, v1, since, grant)
+        own = True
+        if "self=" in head.target and "self" in query:  # (most handshakes have no query)
+            if query["self"][0] not in ("0", "1") or not v1:
+                return HttpRefusal(400, "?self= is 0 or 1, for a trio-ws-demo.v1 client")
+            own = query["self"][0] == "1"
+        return self._limits_refusal(room) or (room, v1, since, grant, own)
 
     async def _refuse(
         self, stream: trio.abc.Stream, refusal: HttpRefusal, peer: Peer, head: RequestHead | None

@@ -436,6 +436,7 @@ class BroadcastServer:
                 room=admitted.room,
                 v1=admitted.v1,
                 since=admitted.since,
+                own=admitted.own,
                 backfill=backfill,
                 grant=admitted.grant,
                 settings=self._settings,
