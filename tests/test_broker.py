@@ -215,7 +215,7 @@ async def test_redis_backfills_what_the_history_no_longer_holds(nursery: trio.Nu
         missed = await broker.backfill("r", since)
         assert missed is not None
         # To the stream's end: it meets the history however far that moved meanwhile.
-        assert [(offset, message) for offset, _, message in missed] == [
+        assert [(kept.offset, kept.message) for kept in missed] == [
             (n, f"m{n}") for n in range(2, 6)
         ]
         joined = room.join(Inbox[bytes](), v1=True, since=since, backfill=missed)

@@ -87,6 +87,17 @@ def test_message_round_trip_text_and_binary() -> None:
     assert not envelopes.is_greeting(binary)
 
 
+def test_a_message_says_who_sent_it() -> None:
+    stamped = envelopes.encode_message("r", 7, 2.0, "hi", "alice")
+    assert stamped == (
+        '{"type": "message", "room": "r", "offset": 7, "time": 2.0, "from": "alice", "text": "hi"}'
+    )
+    frame = decode(stamped)
+    assert isinstance(frame, MessageFrame) and (frame.sender, frame.message) == ("alice", "hi")
+    unstamped = decode(envelopes.encode_message("r", 8, 2.0, "hi"))
+    assert isinstance(unstamped, MessageFrame) and unstamped.sender is None
+
+
 def test_presence_round_trip() -> None:
     one = envelopes.encode_presence("r", ["alice"], [], 2, 100)
     assert one == (

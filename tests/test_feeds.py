@@ -10,7 +10,7 @@ import pytest
 from trio_ws_demo import Inbox, InboxBudget, SlowClientPolicy
 from trio_ws_demo.backplane.feeds import LOCAL, TRANSITIONS, RoomFeed
 from trio_ws_demo.frames import frame_message
-from trio_ws_demo.rooms import Room
+from trio_ws_demo.rooms import Kept, Room
 
 
 def make_room(history: int = 10) -> Room:
@@ -29,7 +29,7 @@ async def v1_frames(inbox: Inbox[bytes]) -> list[dict[str, object]]:
 def followed(room: Room, epoch: int = 1700, offset: int = 5) -> RoomFeed:
     feed = RoomFeed(room)
     feed.begin_load()
-    feed.loaded(epoch, (epoch, offset), [(offset, 0.0, "last")], continued=False)
+    feed.loaded(epoch, (epoch, offset), [Kept(offset, 0.0, "last")], continued=False)
     return feed
 
 
@@ -141,7 +141,7 @@ def test_a_resume_from_before_the_history_is_filled_from_the_stream() -> None:
     room = make_room(history=2)
     for offset in range(1, 11):
         room.deliver(f"m{offset}", offset=offset)
-    backfill = [(n, 0.0, f"m{n}") for n in range(4, 9)]
+    backfill = [Kept(n, 0.0, f"m{n}") for n in range(4, 9)]
     joined = room.join(Inbox(), v1=True, since=(3, room.epoch), backfill=backfill)
     texts = [json.loads(frame_message(f)).get("text") for f in joined.frames[1:]]
     assert joined.recovered is True and texts == [f"m{n}" for n in range(4, 11)]

@@ -24,7 +24,7 @@ from trio_ws_demo import (
     SlowClientPolicy,
 )
 from trio_ws_demo.frames import encode_frame
-from trio_ws_demo.rooms import ENTRY_OVERHEAD, SUBPROTOCOL, Rooms, room_from_path
+from trio_ws_demo.rooms import ENTRY_OVERHEAD, SUBPROTOCOL, Kept, Rooms, room_from_path
 
 from .conftest import StartServer, url_of
 from .wsraw import http_exchange
@@ -136,15 +136,15 @@ def test_a_backfill_the_history_has_moved_past_is_no_recovery() -> None:
     room = make_rooms(history=2).room("r")
     for n in range(10):  # offsets 1..10; the history keeps 9, 10
         room.deliver(f"m{n + 1}")
-    stale = [(n, 0.0, f"m{n}") for n in (4, 5, 6)]
+    stale = [Kept(n, 0.0, f"m{n}") for n in (4, 5, 6)]
     joined = room.join(Inbox(), v1=True, since=(3, room.epoch), backfill=stale)
     assert joined.recovered is False
     assert [e.get("offset") for e in envelopes(joined.frames)[1:]] == [9, 10]
-    whole = [(n, 0.0, f"m{n}") for n in range(4, 9)]  # 4..8: meets the history at 9
+    whole = [Kept(n, 0.0, f"m{n}") for n in range(4, 9)]  # 4..8: meets the history at 9
     joined = room.join(Inbox(), v1=True, since=(3, room.epoch), backfill=whole)
     assert joined.recovered is True
     assert [e.get("offset") for e in envelopes(joined.frames)[1:]] == [4, 5, 6, 7, 8, 9, 10]
-    holed = [(n, 0.0, f"m{n}") for n in (4, 5, 7, 8)]  # 6 is missing
+    holed = [Kept(n, 0.0, f"m{n}") for n in (4, 5, 7, 8)]  # 6 is missing
     joined = room.join(Inbox(), v1=True, since=(3, room.epoch), backfill=holed)
     assert joined.recovered is False
 

@@ -62,9 +62,9 @@ def test_stream_ids_are_epoch_and_offset() -> None:
 
 @pytest.mark.parametrize("message", ["héllo", b"\x00\xff binary"])
 def test_an_entry_round_trips(message: str | bytes) -> None:
-    fields = entry_fields(message, 1764600000.1234, b"writer1", 17)
+    fields = entry_fields(message, 1764600000.1234, b"writer1", 17, "zoë")
     entry = decode_entry(as_redis_returns(fields))
-    assert entry == Entry(message, 1764600000.123, b"writer1", 17)
+    assert entry == Entry(message, 1764600000.123, b"writer1", 17, "zoë")
 
 
 def test_an_epoch_marker_is_no_message() -> None:
@@ -100,6 +100,6 @@ def test_messages_in_an_epoch_skip_markers_and_count_malformed() -> None:
         message(1, "elsewhere", epoch=4),
     ]
     messages, size, skipped = messages_in(entries, 5)
-    assert messages == [(1, 1.0, "one"), (3, 1.0, "three")]
+    assert messages == [(1, 1.0, "one", ""), (3, 1.0, "three", "")]
     assert size == len("one") + len("three")
     assert skipped == 2

@@ -33,13 +33,13 @@ from typing import Protocol
 
 from .errors import BackplaneUnavailable
 from .hub import Subscriber
-from .rooms import Room, Rooms
+from .rooms import Kept, Room, Rooms
 from .stats import BackplaneStatistics
 
 __all__ = ["DEFAULT_STREAM_BYTES", "DEFAULT_STREAM_TTL", "Backfill", "Broker", "LocalBroker"]
 
 #: Messages read for a resuming client: ``(offset, time, message)``, oldest first.
-Backfill = list[tuple[int, float, str | bytes]]
+Backfill = list[Kept]
 
 # The shared history a broker across processes keeps beyond a room's own (in
 # Redis: the room's stream), and for how long. Here, not in backplane/, since
@@ -61,19 +61,23 @@ class Broker(Protocol):
         message: str | bytes,
         frame: bytes | None = None,
         sender: Subscriber[bytes] | None = None,
+        author: str = "",
     ) -> int:
         """A client's *message* (already encoded as *frame*, if the caller has it)
-        for *room*, from *sender* (told if it is refused); never waits. Returns
-        how many clients here took it now (0 if it is delivered later)."""
+        for *room*, from *sender* (told if it is refused), whose name is *author*
+        (the v1 envelope's ``from``); never waits. Returns how many clients here
+        took it now (0 if it is delivered later)."""
         ...
 
-    def send_to(self, room_name: str, message: str | bytes) -> int:
+    def send_to(self, room_name: str, message: str | bytes, author: str = "server") -> int:
         """The application's *message* for room *room_name*, which may have no
         clients here (or not exist); never waits. Returns as :meth:`send`."""
         ...
 
-    async def publish(self, room_name: str, messages: list[str | bytes]) -> tuple[str, int]:
-        """Publish *messages* in order and return the epoch and offset of the last
+    async def publish(
+        self, room_name: str, messages: list[str | bytes], author: str = "api"
+    ) -> tuple[str, int]:
+        """Publish *messages* (from *author*) in order and return the epoch and offset of the last
         once they are delivered (or taken by the shared stream). Raises
         :class:`~trio_ws_demo.errors.BackplaneUnavailable` (with the reason for a
         person) when they cannot be taken now: the caller may retry."""
@@ -118,27 +122,30 @@ class LocalBroker:
         message: str | bytes,
         frame: bytes | None = None,
         sender: Subscriber[bytes] | None = None,
+        author: str = "",
     ) -> int:
-        return room.deliver(message, frame)
+        return room.deliver(message, frame, sender=author)
 
-    def send_to(self, room_name: str, message: str | bytes) -> int:
+    def send_to(self, room_name: str, message: str | bytes, author: str = "server") -> int:
         existing = self._rooms.get(room_name)
         if existing is not None:
-            return existing.deliver(message)
+            return existing.deliver(message, sender=author)
         if not self._history:
             return 0  # nobody to tell, nothing to keep
         if not self._rooms.has_room_for(room_name):
             return 0
-        return self._rooms.room(room_name).deliver(message)
+        return self._rooms.room(room_name).deliver(message, sender=author)
 
-    async def publish(self, room_name: str, messages: list[str | bytes]) -> tuple[str, int]:
+    async def publish(
+        self, room_name: str, messages: list[str | bytes], author: str = "api"
+    ) -> tuple[str, int]:
         room = self._rooms.get(room_name)
         if room is None:
             if not self._rooms.has_room_for(room_name):
                 raise BackplaneUnavailable("too many rooms")
             room = self._rooms.room(room_name)
         for message in messages:
-            room.deliver(message)
+            room.deliver(message, sender=author)
         epoch, offset = room.epoch, room.last_offset
         self._rooms.prune(room_name)  # nobody there and nothing kept: no room to keep
         return epoch, offset

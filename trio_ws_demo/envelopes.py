@@ -89,14 +89,20 @@ def encode_resume(room: str, recovered: bool, offset: int, epoch: str, keeps: in
     )
 
 
-def encode_message(room: str, offset: int, at: float, message: str | bytes) -> str:
-    """The envelope of one message sent at *at* (UNIX time) with its *offset*."""
+def encode_message(
+    room: str, offset: int, at: float, message: str | bytes, sender: str = ""
+) -> str:
+    """The envelope of one message sent at *at* (UNIX time) with its *offset*,
+    by *sender* (``from``: the server's word for who sent it, never the
+    client's; left out if unknown, as for messages kept before it was stamped)."""
     envelope: dict[str, object] = {
         "type": "message",
         "room": room,
         "offset": offset,
         "time": round(at, 3),
     }
+    if sender:
+        envelope["from"] = sender
     if isinstance(message, str):
         envelope["text"] = message
     else:
@@ -196,6 +202,12 @@ class MessageFrame(Frame):
     @property
     def offset(self) -> int:
         return int(self.fields.get("offset", 0))
+
+    @property
+    def sender(self) -> str | None:
+        """Who sent it, as the server says (``from``)."""
+        value = self.fields.get("from")
+        return value if isinstance(value, str) else None
 
     @property
     def message(self) -> str | bytes:

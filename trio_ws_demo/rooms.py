@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .envelopes import SUBPROTOCOL as SUBPROTOCOL
 from .envelopes import (
@@ -51,6 +52,7 @@ __all__ = [
     "RESERVED_PATHS",
     "RESERVED_PREFIX",
     "Joined",
+    "Kept",
     "Room",
     "RoomNameError",
     "Rooms",
@@ -124,6 +126,17 @@ class Joined:
     """For a resume: whether everything after the given offset was still there."""
 
 
+class Kept(NamedTuple):
+    """A message as a broker keeps or reads it (a history entry, a backfill)."""
+
+    offset: int
+    at: float
+    """When it was sent (UNIX time)."""
+    message: str | bytes
+    sender: str = ""
+    """Who sent it (the v1 envelope's ``from``)."""
+
+
 #: What one history entry costs beyond its frames' bytes: the entry, its
 #: offset and time, and the two bytes objects' headers (measured with
 #: sys.getsizeof on CPython 3.11; counted so that --history-bytes bounds memory).
@@ -134,12 +147,15 @@ class _Entry:
     """One kept message: its frame is the only copy (the text is decoded from
     it when an envelope is made), so history holds what it counts."""
 
-    __slots__ = ("delivery", "json_frame", "offset", "plain_frame", "time")
+    __slots__ = ("delivery", "json_frame", "offset", "plain_frame", "sender", "time")
 
-    def __init__(self, offset: int, at: float, plain_frame: bytes, delivery: int = 0) -> None:
+    def __init__(
+        self, offset: int, at: float, plain_frame: bytes, delivery: int = 0, sender: str = ""
+    ) -> None:
         self.offset = offset
         self.time = at
         self.plain_frame = plain_frame
+        self.sender = sender
         self.json_frame: bytes | None = None
         self.delivery = delivery
         """The room's delivery count when it was kept (0: never delivered here)."""
@@ -219,8 +235,9 @@ class Room:
         *,
         offset: int | None = None,
         at: float | None = None,
+        sender: str = "",
     ) -> int:
-        """Deliver *message* to everyone in the room, here and now, and keep it;
+        """Deliver *message* (from *sender*) to everyone in the room, here and now, and keep it;
         never waits. The brokers' delivery call: only a broker
         (:mod:`trio_ws_demo.broker`, :mod:`trio_ws_demo.backplane`) calls it,
         once it has decided where the message goes (anyone else would skip
@@ -242,7 +259,7 @@ class Room:
         taken = self.plain.publish(plain_frame, len(plain_frame))
         if self._max_history or len(self.v1):  # else nothing more to encode or keep
             at = time.time() if at is None else at
-            entry = _Entry(self.last_offset, at, plain_frame, self.deliveries)
+            entry = _Entry(self.last_offset, at, plain_frame, self.deliveries, sender)
             if self._max_history:
                 self._remember(entry)
             if len(self.v1):
@@ -256,7 +273,7 @@ class Room:
         *,
         v1: bool,
         since: tuple[int, str] | None = None,
-        backfill: list[tuple[int, float, str | bytes]] | None = None,
+        backfill: list[Kept] | None = None,
         name: str | None = None,
     ) -> Joined:
         """Subscribe, and return what to send first (history, or what a resume missed).
@@ -282,9 +299,9 @@ class Room:
             oldest = entries[0].offset if entries else self.last_offset + 1
             if backfill and epoch == self.epoch and offset < oldest - 1:
                 older = [
-                    _Entry(number, at, encode_frame(message))
-                    for number, at, message in backfill
-                    if offset < number < oldest
+                    _Entry(kept.offset, kept.at, encode_frame(kept.message), sender=kept.sender)
+                    for kept in backfill
+                    if offset < kept.offset < oldest
                 ]
                 # Accepted only if it fills the whole gap as the history is *now*:
                 # read before the join awaited its checks, the history may have
@@ -317,9 +334,7 @@ class Room:
         first = first or self.deliveries + 1
         self._has_from[subscriber] = first if has is None else min(first, has)
 
-    def follow(
-        self, epoch: str, last_offset: int, entries: list[tuple[int, float, str | bytes]]
-    ) -> None:
+    def follow(self, epoch: str, last_offset: int, entries: list[Kept]) -> None:
         """Take the shared state a backplane holds, in one step: epoch, last offset
         and history (``(offset, time, message)``, oldest first). Live clients
         stay; v1 clients learn of it from the backplane's frame."""
@@ -329,10 +344,13 @@ class Room:
         self._history.clear()
         self.history_bytes = 0
         if self._max_history:
-            for offset, at, message in entries:
-                self._remember(_Entry(offset, at, encode_frame(message)))
+            for kept in entries:
+                frame = encode_frame(kept.message)
+                self._remember(_Entry(kept.offset, kept.at, frame, sender=kept.sender))
 
-    def record(self, offset: int, at: float, message: str | bytes, *, after: int) -> int:
+    def record(
+        self, offset: int, at: float, message: str | bytes, *, after: int, sender: str = ""
+    ) -> int:
         """Keep a message at its shared *offset*: this process delivered it
         already, as delivery number *after*, while Redis had not confirmed it
         (see the backplane). It is sent only to the clients that do not have
@@ -342,7 +360,7 @@ class Room:
             return 0
         self.last_offset = offset
         self.deliveries += 1
-        entry = _Entry(offset, at, encode_frame(message), self.deliveries)
+        entry = _Entry(offset, at, encode_frame(message), self.deliveries, sender)
         if self._max_history:
             self._remember(entry)
         taken = 0
@@ -429,7 +447,7 @@ class Room:
         if entry.json_frame is None:
             if message is None:
                 message = frame_message(entry.plain_frame)
-            envelope = encode_message(self.name, entry.offset, entry.time, message)
+            envelope = encode_message(self.name, entry.offset, entry.time, message, entry.sender)
             entry.json_frame = encode_frame(envelope)
             if self._history and entry.offset >= self._history[0].offset:
                 self.history_bytes += len(entry.json_frame)  # kept with its entry
@@ -439,7 +457,8 @@ class Room:
     @staticmethod
     def _size(entry: _Entry) -> int:
         json_frame = entry.json_frame
-        return ENTRY_OVERHEAD + len(entry.plain_frame) + (len(json_frame) if json_frame else 0)
+        size = ENTRY_OVERHEAD + len(entry.plain_frame) + len(entry.sender)
+        return size + (len(json_frame) if json_frame else 0)
 
 
 class Rooms:

@@ -35,6 +35,7 @@ from typing import Any
 from .errors import TokenError
 
 __all__ = [
+    "ANONYMOUS",
     "EVERY_RIGHT",
     "MAX_EXP",
     "Grant",
@@ -87,11 +88,16 @@ def matches(pattern: str, room: str) -> bool:
     )
 
 
+#: The name of a client that gave none (no ``?name=``, no signed token).
+ANONYMOUS = "anonymous"
+
+
 @dataclass(frozen=True)
 class Grant:
     """What one client may do."""
 
-    name: str = "anonymous"
+    name: str = ANONYMOUS
+    """Who it is: a signed token's ``sub``, else ``?name=``, else :data:`ANONYMOUS`."""
     rooms: tuple[tuple[str, str], ...] = ()
     """(pattern, rights) pairs from the token."""
     publish: bool = False
@@ -100,6 +106,12 @@ class Grant:
     """When the token expires (UNIX time); None: never."""
     everything: bool = False
     """Every right (no credential required, or the shared ``--token``)."""
+
+    @property
+    def publisher(self) -> str:
+        """Who an HTTP publish is from (the envelope's ``from``): the signed
+        token's ``sub``, else ``"api"``."""
+        return self.name if not self.everything else "api"
 
     def _rights(self, room: str) -> str:
         return "".join(rights for pattern, rights in self.rooms if matches(pattern, room))

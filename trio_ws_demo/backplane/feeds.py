@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ..rooms import Room
+from ..rooms import Kept, Room
 from .streams import StreamId
 
 __all__ = ["TRANSITIONS", "FeedState", "RoomFeed", "Transition"]
@@ -112,7 +112,7 @@ class RoomFeed:
         self,
         epoch: int,
         position: StreamId,
-        history: list[tuple[int, float, str | bytes]],
+        history: list[Kept],
         continued: bool,
     ) -> None:
         """The load read the stream: follow it from *position* (an ID in *epoch*).

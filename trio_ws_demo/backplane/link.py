@@ -95,7 +95,7 @@ from ..budget import Holding, MemoryBudget
 from ..errors import BackplaneUnavailable
 from ..hub import Subscriber
 from ..redact import redact_url
-from ..rooms import Room, Rooms
+from ..rooms import Kept, Room, Rooms
 from ..stats import BackplaneStatistics
 from .faults import LinkLost, describe, is_link_error, lost_on_error
 from .feeds import FOLLOWED, LOADING, LOCAL, RoomFeed
@@ -246,33 +246,36 @@ class RedisBackplane:
         message: str | bytes,
         frame: bytes | None = None,
         sender: Subscriber[bytes] | None = None,
+        author: str = "",
     ) -> int:
         """A client's message: to Redis if the room is followed (0 clients took it
         yet: it comes back from the reader), else delivered here at once."""
-        if self._relay(room, message, sender):
+        if self._relay(room, message, sender, author):
             return 0
-        return self._local.send(room, message, frame, sender)
+        return self._local.send(room, message, frame, sender, author)
 
-    def send_to(self, room_name: str, message: str | bytes) -> int:
+    def send_to(self, room_name: str, message: str | bytes, author: str = "server") -> int:
         """The application's message: as :meth:`send` if the room is here, else
         to Redis for the other processes' clients (and history); locally while
         the link is down."""
         existing = self._rooms.get(room_name)
         if existing is not None:
-            return self.send(existing, message)
-        if self._relay_to(room_name, message):
+            return self.send(existing, message, author=author)
+        if self._relay_to(room_name, message, author):
             return 0
-        return self._local.send_to(room_name, message)
+        return self._local.send_to(room_name, message, author)
 
-    def _relay(self, room: Room, message: str | bytes, sender: Subscriber[bytes] | None) -> bool:
+    def _relay(
+        self, room: Room, message: str | bytes, sender: Subscriber[bytes] | None, author: str
+    ) -> bool:
         """Queue a client's message for Redis: False unless the room is FOLLOWED
         (it is then delivered here only)."""
         feed = self._feeds.get(room.name)
         if not self.up or feed is None or feed.state is not FOLLOWED or feed.room is not room:
             return False
-        return self._queue(room.name, message, sender)
+        return self._queue(room.name, message, sender, author)
 
-    def _relay_to(self, room: str, message: str | bytes) -> bool:
+    def _relay_to(self, room: str, message: str | bytes, author: str) -> bool:
         """Queue *message* for room *room*, which has no clients here; False if
         the link is down. A room past ``max_rooms`` is taken and dropped."""
         if not self.up:
@@ -280,7 +283,7 @@ class RedisBackplane:
         if not self._may_write_to(room):
             self.dropped += 1
             return True
-        return self._queue(room, message, None)
+        return self._queue(room, message, None, author)
 
     def _may_write_to(self, room: str) -> bool:
         """Whether this process may make (or keep alive) the stream of *room*,
@@ -297,14 +300,18 @@ class RedisBackplane:
         written[room] = now
         return True
 
-    def _queue(self, room: str, message: str | bytes, sender: Subscriber[bytes] | None) -> bool:
+    def _queue(
+        self, room: str, message: str | bytes, sender: Subscriber[bytes] | None, author: str
+    ) -> bool:
         if not self._outbound.has_room_for(1):
             self.dropped += 1
             return True  # taken, and lost: counted
-        self._outbound.add(room, message, sender)
+        self._outbound.add(room, message, sender, author=author)
         return True
 
-    async def publish(self, room: str, messages: list[str | bytes]) -> tuple[str, int]:
+    async def publish(
+        self, room: str, messages: list[str | bytes], author: str = "api"
+    ) -> tuple[str, int]:
         """Publish *messages* into *room* through Redis and wait until Redis took
         them: the epoch and offset of the last. Raises :class:`BackplaneUnavailable`
         (with the reason) if the link is down, the queue is full, Redis refused
@@ -318,7 +325,7 @@ class RedisBackplane:
             raise BackplaneUnavailable("too many rooms")
         receipt = Receipt(len(messages))
         for message in messages:
-            self._outbound.add(room, message, None, receipt)
+            self._outbound.add(room, message, None, receipt, author)
         with trio.move_on_after(self._timeout * 2):
             await receipt.done.wait()
         if receipt.error is not None or receipt.last_id is None:
@@ -651,7 +658,7 @@ class RedisBackplane:
                 continue
             local = self._rooms.get(item.room)
             if local is not None:
-                local.deliver(item.message)
+                local.deliver(item.message, sender=item.author)
                 # Who has it: everyone here now. A client that joins later and
                 # is not replayed it gets it when Redis's copy is read (_deliver).
                 self._outbound.delivered_here(item.seq, (local.incarnation, local.deliveries))
@@ -720,7 +727,7 @@ class RedisBackplane:
 
     async def _read_state(
         self, link: coredis.Redis[bytes], feed: RoomFeed
-    ) -> tuple[int, StreamId, list[tuple[int, float, str | bytes]], bool]:
+    ) -> tuple[int, StreamId, list[Kept], bool]:
         """The stream's epoch, where to read from, the history before it, and
         whether that continues where this process left off.
 
@@ -757,12 +764,12 @@ class RedisBackplane:
 
     async def _history_upto(
         self, link: coredis.Redis[bytes], key: str, end: StreamId
-    ) -> list[tuple[int, float, str | bytes]]:
+    ) -> list[Kept]:
         """The room's history: the messages of *end*'s epoch up to *end*, at
         most ``history`` of them and about ``history_bytes``, read newest first
         in pages sized to what is left of the byte bound."""
         epoch = end[0]
-        kept: list[tuple[int, float, str | bytes]] = []
+        kept: list[Kept] = []
         size = 0
         cursor = format_id(end)
         count = min(16, self._history)
@@ -868,7 +875,7 @@ class RedisBackplane:
             receipt.settle(written)
 
     def _fields(self, item: Pending) -> list[str | bytes | int]:
-        return entry_fields(item.message, item.at, self.writer_id, item.seq)
+        return entry_fields(item.message, item.at, self.writer_id, item.seq, item.author)
 
     def _refused(self, item: Pending, exc: Exception) -> None:
         """Redis refused to take a message: it goes nowhere (never to some
@@ -959,7 +966,7 @@ class RedisBackplane:
                 continue
             if parsed is None:
                 continue  # an epoch's marker
-            message, at, writer, seq = parsed
+            message, at, writer, seq, author = parsed
             largest = max(largest, len(message))
             mark = self._outbound.recognise(seq) if writer == self.writer_id else None
             if mark is not None:
@@ -968,10 +975,10 @@ class RedisBackplane:
                 # not replayed it (all of them, if the room was made again).
                 incarnation, delivery = mark
                 after = delivery if incarnation == room.incarnation else 0
-                room.record(identifier[1], at, message, after=after)
+                room.record(identifier[1], at, message, after=after, sender=author)
                 self.own_recognised += 1
                 continue
-            room.deliver(message, offset=identifier[1], at=at)
+            room.deliver(message, offset=identifier[1], at=at, sender=author)
             self.received += 1
         if identifier is not None:
             self._saw(name, identifier)

@@ -55,7 +55,7 @@ class Receipt:
 class Pending:
     """A message waiting for Redis."""
 
-    __slots__ = ("at", "message", "receipt", "room", "sender", "seq")
+    __slots__ = ("at", "author", "message", "receipt", "room", "sender", "seq")
 
     def __init__(
         self,
@@ -64,9 +64,12 @@ class Pending:
         seq: int,
         sender: Subscriber[bytes] | None,
         receipt: Receipt | None = None,
+        author: str = "",
     ) -> None:
         self.room = room
         self.message = message
+        self.author = author
+        """Who sent it (the envelope's ``from``)."""
         self.at = time.time()
         self.seq = seq
         self.sender = sender
@@ -120,11 +123,12 @@ class Outbound:
         message: str | bytes,
         sender: Subscriber[bytes] | None,
         receipt: Receipt | None = None,
+        author: str = "",
     ) -> None:
         """Queue *message* under the next sequence number (the caller checked
         :meth:`has_room_for`), and wake the writer."""
         self._seq += 1
-        self._waiting.append(Pending(room, message, self._seq, sender, receipt))
+        self._waiting.append(Pending(room, message, self._seq, sender, receipt, author))
         self.wake.set()
 
     def take(self, most: int) -> list[Pending]:

@@ -15,8 +15,9 @@ A room's stream has one order, and its entry IDs are ``EPOCH-OFFSET``
 (:data:`StreamId`): an epoch's marker entry ``EPOCH-0`` (field ``e``), then its
 messages ``EPOCH-1``, ``EPOCH-2``, …, written by :data:`LIBRARY`'s
 ``trio_ws_demo_publish``. A message entry's fields are ``m`` (the message),
-``b`` (``1`` if it is binary), ``t`` (its time), ``w`` (the writer's id) and
-``s`` (the writer's sequence number), see :func:`entry_fields` and
+``b`` (``1`` if it is binary), ``t`` (its time), ``w`` (the writer's id),
+``s`` (the writer's sequence number) and ``f`` (who sent it: the envelope's
+``from``, so every process stamps the same name), see :func:`entry_fields` and
 :func:`decode_entry`; every entry also has ``c``, the stream's running total
 of message bytes, which the publish function writes and reads (its bounds).
 """
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, NamedTuple
+
+from ..rooms import Kept
 
 # Its exception is for the backplane only (never reaches a caller of the
 # library), so it is not exported: see tests/test_errors.py.
@@ -50,6 +53,9 @@ __all__ = [
 ]
 
 PREFIX = "trio-ws-demo"
+#: A sender name read back is cut to this many characters (a ``?name=`` has at
+#: most 64; a message is never lost for its name).
+MAX_SENDER = 256
 
 # -- key names ------------------------------------------------------------------
 
@@ -256,12 +262,15 @@ class Entry(NamedTuple):
     """The id of the process that wrote it."""
     seq: int
     """That writer's sequence number."""
+    sender: str = ""
+    """Who sent it (the v1 envelope's ``from``)."""
 
 
 def entry_fields(
-    message: str | bytes, at: float, writer: bytes, seq: int
+    message: str | bytes, at: float, writer: bytes, seq: int, sender: str = ""
 ) -> list[str | bytes | int]:
-    """A message entry's fields and values, in ``XADD`` order."""
+    """A message entry's fields and values, in ``XADD`` order (the message
+    first: the publish function sizes it)."""
     binary = isinstance(message, bytes)
     return [
         b"m",
@@ -274,6 +283,8 @@ def entry_fields(
         writer,
         b"s",
         seq,
+        b"f",
+        sender.encode(),
     ]
 
 
@@ -289,23 +300,22 @@ def decode_entry(fields: Any) -> Entry | None:
         at = float(fields.get(b"t", b"0") or 0)
         writer = fields.get(b"w", b"")
         seq = int(fields.get(b"s", b"0") or 0)
+        sender = fields.get(b"f", b"").decode("utf-8")[:MAX_SENDER]  # never lost for it
         if fields.get(b"b") == b"1":
-            return Entry(message, at, writer, seq)
-        return Entry(message.decode("utf-8"), at, writer, seq)
+            return Entry(message, at, writer, seq, sender)
+        return Entry(message.decode("utf-8"), at, writer, seq, sender)
     except MalformedEntry:
         raise
     except (ValueError, TypeError, AttributeError) as exc:  # UnicodeDecodeError too
         raise MalformedEntry(f"{type(exc).__name__}: {exc}") from exc
 
 
-def messages_in(
-    entries: Iterable[Any], epoch: int
-) -> tuple[list[tuple[int, float, str | bytes]], int, int]:
+def messages_in(entries: Iterable[Any], epoch: int) -> tuple[list[Kept], int, int]:
     """The messages among *entries* (each with ``identifier`` and
-    ``field_values``, as coredis reads them) in *epoch*, as (offset, time,
-    message); their size in bytes; and how many entries were malformed (left
+    ``field_values``, as coredis reads them) in *epoch*, as :class:`Kept`;
+    their size in bytes; and how many entries were malformed (left
     out, as are markers and other epochs' entries)."""
-    messages: list[tuple[int, float, str | bytes]] = []
+    messages: list[Kept] = []
     size = skipped = 0
     for entry in entries:
         try:
@@ -316,6 +326,6 @@ def messages_in(
             continue
         if parsed is None or identifier[0] != epoch:
             continue
-        messages.append((identifier[1], parsed.at, parsed.message))
+        messages.append(Kept(identifier[1], parsed.at, parsed.message, parsed.sender))
         size += len(parsed.message)
     return messages, size, skipped

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -55,9 +56,9 @@ from ..protocol import (
     State,
 )
 from ..redact import redact
-from ..rooms import Room, Rooms
+from ..rooms import Kept, Room, Rooms
 from ..stats import Traffic
-from ..tokens import EVERY_RIGHT, Grant
+from ..tokens import ANONYMOUS, EVERY_RIGHT, Grant
 from .frontdoor import Peer
 from .outbox import Outbox
 from .transport import Transport
@@ -103,6 +104,7 @@ class Connection:
     __slots__ = (
         "_allowance",
         "_allowance_at",
+        "_author",
         "_backfill",
         "_broker",
         "_can_write",
@@ -141,7 +143,7 @@ class Connection:
         room: str,
         v1: bool = False,
         since: tuple[int, str] | None = None,
-        backfill: list[tuple[int, float, str | bytes]] | None = None,
+        backfill: list[Kept] | None = None,
         grant: Grant = EVERY_RIGHT,
         settings: ConnectionSettings,
         traffic: Traffic,
@@ -161,6 +163,9 @@ class Connection:
         self._since = since
         self._backfill = backfill
         self._grant = grant
+        # Who its messages are from (the v1 envelope's "from"): never what the
+        # client writes in a message, always the server's word.
+        self._author = grant.name if grant.name != ANONYMOUS else f"guest-{secrets.token_hex(3)}"
         self._can_write = grant.everything or grant.can_write(room)
         """The grant's rights for this room, matched once (finding T13)."""
         self._charged = 0
@@ -381,7 +386,7 @@ class Connection:
                     elif echo:
                         room.plain.offer(outbox, frame, len(frame))
                     else:
-                        self._broker.send(room, event.message, frame, outbox)
+                        self._broker.send(room, event.message, frame, outbox, self._author)
                 elif kind is PingReceived:
                     assert isinstance(event, PingReceived)
                     outbox.send_pong_nowait(event.pong)

@@ -408,7 +408,7 @@ class BroadcastServer:
                 if admitted.since is not None:
                     backfill = await self.broker.backfill(admitted.room, admitted.since)
                 # Others may have taken the last places while this awaited.
-                needed = sum(len(payload) for _, _, payload in backfill or ())
+                needed = sum(len(kept.message) for kept in backfill or ())
                 if await self.front_door.refuse_if_full(stream, peer, head, admitted.room, needed):
                     self.rooms.prune(admitted.room)
                     return

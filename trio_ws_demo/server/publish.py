@@ -312,7 +312,7 @@ class PublishApi:
         body = await _body(connection, stream, settings.max_message_size, head, memory)
         try:
             messages = _messages(body, kind, settings.max_batch)
-            epoch, offset = await self._publish(room, messages)
+            epoch, offset = await self._publish(room, messages, grant.publisher)
         finally:
             if memory is not None:
                 memory.release(len(body))
@@ -322,11 +322,13 @@ class PublishApi:
             answer["count"] = len(messages)
         return 200, answer
 
-    async def _publish(self, name: str, messages: list[str | bytes]) -> tuple[str, int]:
+    async def _publish(
+        self, name: str, messages: list[str | bytes], author: str
+    ) -> tuple[str, int]:
         if not messages:
             raise _Answer(400, "no message in the body")
         try:
-            return await self._broker.publish(name, messages)
+            return await self._broker.publish(name, messages, author)
         except BackplaneUnavailable as exc:  # Redis, or too many rooms here
             raise _Answer(503, str(exc), headers=_RETRY) from None
 
