@@ -123,8 +123,6 @@ def test_two_pages_and_a_terminal_chat(browser_pages: tuple[Page, Page]) -> None
             # Own messages are marked as such; others' are not.
             expect(first.locator("#messages li.mine")).to_have_text(["hello from page one"])
             expect(second.locator("#messages li.mine")).to_have_count(1)
-            if SCREENSHOT:
-                first.screenshot(path=SCREENSHOT)
         finally:
             listener.send_signal(signal.SIGINT)  # a clean close
             out, _ = listener.communicate(timeout=20)
@@ -438,9 +436,36 @@ def test_messages_show_the_senders_name_when_the_frame_carries_one(
             expect(other).not_to_have_attribute("data-from", re.compile(".*"))
 
 
+def test_two_pages_chat_by_name_at_desktop_size(browser_pages: tuple[Page, Page]) -> None:
+    """What docs/chat.png shows (TRIO_WS_DEMO_SCREENSHOT=docs/chat.png refreshes it)."""
+    alice, bob = browser_pages
+    for page in (alice, bob):
+        page.set_viewport_size({"width": 1000, "height": 560})
+    port = free_port()
+    lines = [
+        (alice, "morning! the 10:00 deploy is out"),
+        (bob, "thanks, any errors?"),
+        (alice, "none so far: 0 failed, 410 passed"),
+        (bob, "great, I'll tell the others in #ops"),
+    ]
+    with serve_process(port, "--history", "10"):
+        join(port, (alice, "/team?name=alice"), (bob, "/team?name=bob"))
+        expect(bob.locator("#people li")).to_have_text(["alice", "bob"])
+        for page, text in lines:
+            send(page, text)
+            expect(bob.locator("#messages li").last).to_have_text(text)
+        theirs = bob.locator("#messages li:not(.mine)")
+        expect(theirs).to_have_text([lines[0][1], lines[2][1]])
+        for index in (0, 1):
+            expect(theirs.nth(index)).to_have_attribute("data-from", "alice")
+        expect(bob.locator("#messages li.mine")).to_have_text([lines[1][1], lines[3][1]])
+        if SCREENSHOT:
+            bob.screenshot(path=SCREENSHOT)
+
+
 def test_sender_names_on_a_real_server(browser_pages: tuple[Page, Page]) -> None:
-    """End to end: the page shows what the server stamps in ``from`` (the sender's
-    ``?name=``), and no name while the server stamps none."""
+    """End to end: the server stamps the sender's ``?name=`` in ``from``, and the other
+    page shows it (one's own messages need no name)."""
     alice, bob = browser_pages
     port = free_port()
     with serve_process(port):
@@ -450,13 +475,10 @@ def test_sender_names_on_a_real_server(browser_pages: tuple[Page, Page]) -> None
             send(alice, "who said this?")
             while (frame := json.loads(raw.recv(timeout=10)))["type"] != "message":
                 pass
+        assert frame["from"] == "alice", frame
         item = bob.locator("#messages li", has_text="who said this?")
-        expect(item).to_have_count(1)
-        if "from" in frame:
-            assert frame["from"] == "alice", frame
-            expect(item).to_have_attribute("data-from", "alice")
-        else:  # before the server stamps senders: the page shows none
-            expect(item).not_to_have_attribute("data-from", re.compile(".*"))
+        expect(item).to_have_attribute("data-from", "alice")
+        expect(alice.locator("#messages li.mine")).to_have_text(["who said this?"])
         expect(alice.locator("#messages li.mine")).not_to_have_attribute(
             "data-from", re.compile(".*")
         )
