@@ -80,6 +80,15 @@ def browser_pages() -> Iterator[tuple[Page, Page]]:
             browser.close()
 
 
+JWT_KEY = "k" * 32
+
+
+def signed_token(sub: str, rooms: dict[str, str], seconds: int = 600) -> str:
+    """A token signed with JWT_KEY (``serve --jwt-key``) for *sub*, good for *seconds*."""
+    claims = {"exp": int(time.time()) + seconds, "sub": sub, "rooms": rooms}
+    return jwt.encode(claims, JWT_KEY, algorithm="HS256")
+
+
 def send(page: Page, text: str) -> None:
     page.fill("#input", text)
     page.press("#input", "Enter")
@@ -351,13 +360,11 @@ def test_a_read_only_token_greys_out_the_input_and_names_come_from_the_token(
 ) -> None:
     reader, writer = browser_pages
     port = free_port()
-    key = "k" * 32
 
     def signed(sub: str, rights: str) -> str:
-        claims = {"exp": int(time.time()) + 600, "sub": sub, "rooms": {"news": rights}}
-        return jwt.encode(claims, key, algorithm="HS256")
+        return signed_token(sub, {"news": rights})
 
-    with serve_process(port, "--jwt-key", key):
+    with serve_process(port, "--jwt-key", JWT_KEY):
         reader.goto(f"http://127.0.0.1:{port}/news?token={signed('viewer', 'r')}")
         writer.goto(f"http://127.0.0.1:{port}/news?token={signed('editor', 'rw')}")
         for page in (reader, writer):
@@ -532,10 +539,8 @@ def test_refused_pages_take_the_input_away_and_say_why(browser_pages: tuple[Page
         expect(failed).to_have_text(["typed while away"])
         after = failed.evaluate("li => getComputedStyle(li, '::after').content")
         assert "not sent: not authorized (missing or wrong token)" in after, after
-    key = "k" * 32
-    claims = {"exp": int(time.time()) + 600, "sub": "viewer", "rooms": {"news": "r"}}
-    with serve_process(port, "--jwt-key", key):  # a token for another room: 403
-        reader.goto(f"http://127.0.0.1:{port}/ops?token={jwt.encode(claims, key)}")
+    with serve_process(port, "--jwt-key", JWT_KEY):  # a token for another room: 403
+        reader.goto(f"http://127.0.0.1:{port}/ops?token={signed_token('viewer', {'news': 'r'})}")
         expect(reader.locator("#status")).to_have_text(
             "not authorized (not allowed to read this room): enter another token"
         )
@@ -636,3 +641,39 @@ def test_the_page_is_usable_at_phone_width(browser_pages: tuple[Page, Page]) -> 
         assert sizes["message"] >= 260, sizes  # a long one wraps at ~40 characters, not 12
         assert sizes["input"] >= 150 and sizes["send"] <= 360, sizes
         assert sizes["aside"] <= 100, sizes  # who is here: a strip, not half the screen
+
+
+def test_an_expired_token_takes_the_input_away_until_a_new_one_is_typed(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    page, _ = browser_pages
+    port = free_port()
+    with serve_process(port, "--jwt-key", JWT_KEY):
+        join(port, (page, f"/news?token={signed_token('ed', {'news': 'rw'}, seconds=3)}"))
+        expect(page.locator("#count")).to_have_text("who is here (1)")
+        expect(page.locator("#status")).to_have_text("your token expired: enter a new one")
+        expect(page.locator("#input")).to_be_disabled()
+        expect(page.locator("aside")).to_have_class(re.compile("stale"))
+        page.fill("#token", signed_token("ed", {"news": "rw"}))
+        page.press("#token", "Enter")
+        expect(page.locator("#status")).to_have_text("connected")
+        expect(page.locator("#input")).to_be_enabled()
+        expect(page.locator("aside")).not_to_have_class(re.compile("stale"))
+
+
+def test_text_sent_on_reconnect_is_drawn_after_the_reconnect_note(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    page, _ = browser_pages
+    port = free_port()
+    with serve_process(port, "--history", "10"):
+        join(port, (page, "/ops"))
+    send(page, "typed while away")
+    expect(page.locator("#messages li.unsent")).to_have_text(["typed while away"])
+    with serve_process(port, "--history", "10"):  # a new process: its history is new
+        expect(page.locator("#messages li")).to_have_text(
+            [
+                "reconnected, the server lost its history: messages may be missing",
+                "typed while away",
+            ]
+        )
