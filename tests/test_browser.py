@@ -470,6 +470,35 @@ def test_two_pages_chat_by_name_at_desktop_size(browser_pages: tuple[Page, Page]
             bob.screenshot(path=SCREENSHOT)
 
 
+def test_someone_elses_same_text_is_not_taken_for_ones_own(
+    browser_pages: tuple[Page, Page],
+) -> None:
+    """bob's "hi" arrives before alice's own "hi" comes back: it is bob's, not hers."""
+    page, _ = browser_pages
+    port = free_port()
+
+    def stand_in(ws: WebSocketRoute) -> None:
+        joined = {"type": "joined", "room": "", "offset": 0, "epoch": "e1", "history": 0}
+        ws.send(json.dumps(joined))
+
+        def echo(text: str | bytes) -> None:
+            for offset, sender in ((1, "bob"), (2, "alice")):
+                frame = {"type": "message", "room": "", "offset": offset, "time": 1.0}
+                ws.send(json.dumps({**frame, "text": text, "from": sender}))
+
+        ws.on_message(echo)
+
+    with serve_process(port):
+        page.route_web_socket(re.compile(r"^ws://"), stand_in)
+        join(port, (page, "/?name=alice"))
+        send(page, "hi")
+        items = page.locator("#messages li")
+        expect(items).to_have_text(["hi", "hi"])
+        expect(items.nth(0)).to_have_attribute("data-from", "bob")
+        expect(items.nth(0)).not_to_have_class("mine")
+        expect(items.nth(1)).to_have_class("mine")
+
+
 def test_sender_names_on_a_real_server(browser_pages: tuple[Page, Page]) -> None:
     """End to end: the server stamps the sender's ``?name=`` in ``from``, and the other
     page shows it (one's own messages need no name)."""
@@ -592,7 +621,7 @@ def test_who_is_here_is_marked_stale_while_disconnected(browser_pages: tuple[Pag
 def test_a_new_name_takes_effect_quietly(browser_pages: tuple[Page, Page]) -> None:
     page, other = browser_pages
     port = free_port()
-    with serve_process(port, "--history", "10"):
+    with serve_process(port):
         join(port, (page, "/lobby?name=alice"), (other, "/lobby?name=bob"))
         send(page, "hi")
         expect(page.locator("#messages li")).to_have_text(["hi"])
