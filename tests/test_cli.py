@@ -118,7 +118,8 @@ async def test_serve_and_echo_end_to_end() -> None:
             log = await serve.stderr()
     assert "connected (path /, 1 clients)" in log
     assert (
-        "disconnected (path /, code 1000, " in log and "1 messages in, 1 out; peer closed)" in log
+        # echo speaks v1 to check its echo: joined, presence, the echo, its ack.
+        "disconnected (path /, code 1000, " in log and "1 messages in, 4 out; peer closed)" in log
     )
     assert "Traceback" not in log
 

@@ -9,7 +9,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from trio_ws_demo import BroadcastServer, ClientError, run_client
-from trio_ws_demo.client import Closed, Opened, Received, Sent, parse_url
+from trio_ws_demo.client import Closed, Echoed, Opened, Received, Sent, parse_url
 
 from .conftest import url_of
 
@@ -29,6 +29,7 @@ async def test_events_follow_the_article(server: BroadcastServer) -> None:
         Opened(url_of(server), None),
         Sent("Hello, WebSocket!"),
         Received("Hello, WebSocket!"),
+        Echoed("Hello, WebSocket!"),  # the client recognised it as its own
         Closed(1000, None, False),
     ]
     assert result.ok

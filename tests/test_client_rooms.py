@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
+import jwt
 import trio
 import trio.testing
 from websockets.trio.client import connect
 
-from trio_ws_demo import BroadcastServer, ServerOptions, run_client
+from trio_ws_demo import AccessPolicy, BroadcastServer, ServerOptions, run_client
 from trio_ws_demo.client import Event, Opened, Received, Reconnecting, Resumed
 
 from .conftest import StartServer, url_of
@@ -30,17 +32,21 @@ async def test_echo_json_prints_one_event_per_line(start_server: StartServer) ->
             lines = await echo.rest()
             assert await echo.process.wait() == 0
     events = [json.loads(line) for line in lines]  # every stdout line is JSON
+    # The greeting first (it says the server speaks v1), then the send as a
+    # publish: its echo is the message at the offset the ack names.
     assert [e["event"] for e in events] == [
-        "opened", "sent", "joined", "message", "message", "closed",
+        "opened", "joined", "sent", "message", "message", "ack", "closed",
     ]  # fmt: skip
-    opened, sent, joined, *messages, closed = events
+    opened, joined, sent, earlier, hello, ack, closed = events
     assert opened["subprotocol"] == "trio-ws-demo.v1"
     assert sent == {"event": "sent", "text": "hello"}
     assert joined["room"] == "ops" and joined["history"] == 1
-    assert [(m["room"], m["offset"], m["text"]) for m in messages] == [
+    assert [(m["room"], m["offset"], m["text"]) for m in (earlier, hello)] == [
         ("ops", 1, "earlier"),
         ("ops", 2, "hello"),
     ]
+    assert str(hello["from"]).startswith("guest-") and earlier["from"] != hello["from"]
+    assert (ack["offset"], ack["epoch"]) == (2, joined["epoch"])
     assert closed == {"event": "closed", "code": 1000, "reason": None, "by": "client"}
 
 
@@ -158,3 +164,25 @@ async def test_after_a_server_restart_the_client_says_messages_may_be_missing() 
             nursery.cancel_scope.cancel()
     resumed = [e for e in events.seen if isinstance(e, Resumed)]
     assert resumed == [Resumed(recovered=False, missing=None)]
+
+
+async def test_a_history_copy_of_the_same_text_is_never_taken_for_the_echo(
+    start_server: StartServer,
+) -> None:
+    """A monitor running ``echo URL ping`` passed for ever once ``ping`` was in
+    the history, although its own message reached nobody. Now the echo is the
+    message at the offset its ack names."""
+    key = "m" * 32
+    server = await start_server(ServerOptions(history=5, access=AccessPolicy(jwt_secret=key)))
+    claims = {"exp": int(time.time() + 60)}
+    writer = jwt.encode({**claims, "rooms": {"probe": "rw"}}, key, algorithm="HS256")
+    reader = jwt.encode({**claims, "rooms": {"probe": "r"}}, key, algorithm="HS256")
+    with trio.fail_after(TIMEOUT):
+        async with connect(url_of(server, f"/probe?token={writer}"), proxy=None) as ws:
+            await ws.send("ping")
+            assert await ws.recv() == "ping"  # in the history now
+        async with run_cli("echo", "--token", reader, url_of(server, "/probe"), "ping") as echo:
+            lines = await echo.rest()
+            status = await echo.process.wait()
+    assert status != 0, lines  # its own ping reached nobody (no write right)
+    assert "Server sent:  ping" not in lines

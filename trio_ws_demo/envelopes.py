@@ -41,6 +41,7 @@ __all__ = [
     "GREETINGS",
     "MAX_PUBLISH_ID",
     "SUBPROTOCOL",
+    "AckFrame",
     "BackplaneFrame",
     "ErrorFrame",
     "Frame",
@@ -58,6 +59,7 @@ __all__ = [
     "encode_joined",
     "encode_message",
     "encode_presence",
+    "encode_publish",
     "encode_resume",
     "is_greeting",
     "unwrap",
@@ -164,6 +166,14 @@ def encode_ack(room: str, identifier: str | int, epoch: str, offset: int) -> str
 MAX_PUBLISH_ID = 128
 
 
+def encode_publish(identifier: str, message: str | bytes) -> str:
+    """A client's ``publish`` command: *message*, published once by *identifier*."""
+    if isinstance(message, str):
+        return json.dumps({"type": "publish", "id": identifier, "text": message})
+    encoded = base64.b64encode(message).decode("ascii")
+    return json.dumps({"type": "publish", "id": identifier, "base64": encoded})
+
+
 @dataclass(frozen=True)
 class PublishCommand:
     """A v1 client's ``{"type": "publish", "id": …, "text" | "base64": …}``."""
@@ -265,6 +275,18 @@ class MessageFrame(Frame):
         return base64.b64decode(str(self.fields.get("base64", "")))
 
 
+class AckFrame(Frame):
+    """Where this client's ``publish`` landed."""
+
+    @property
+    def identifier(self) -> object:
+        return self.fields.get("id")
+
+    @property
+    def offset(self) -> int:
+        return int(self.fields.get("offset", 0))
+
+
 class PresenceFrame(Frame):
     @property
     def joined(self) -> list[str]:
@@ -312,6 +334,7 @@ _KINDS: dict[str, type[Frame]] = {
     "presence": PresenceFrame,
     "backplane": BackplaneFrame,
     "error": ErrorFrame,
+    "ack": AckFrame,
 }
 
 

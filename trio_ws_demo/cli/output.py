@@ -22,6 +22,7 @@ from typing import TextIO, TypeGuard
 from ..client import (
     Closed,
     ControlFrame,
+    Echoed,
     Event,
     Message,
     Notice,
@@ -84,7 +85,6 @@ class Printer:
         self._only_echoes = only_echoes
         """Send-and-check (no --listen): show what was sent and its echoes; other
         traffic, a room's history or other clients' messages, is for --listen."""
-        self._unechoed: list[str | bytes] = []
         self.editor: LineEditor | None = None
         """On a terminal in -i mode: lines are printed above the one being typed."""
         self._err = err
@@ -124,15 +124,13 @@ class Printer:
             if fields is not None:
                 self._write(json.dumps(fields, ensure_ascii=False) + "\n")
         elif (
-            isinstance(event, Received)
+            isinstance(event, Received | Echoed)
             and isinstance(event.message, bytes)
             and self._binary == "raw"
         ):
-            if self._only_echoes:
-                if event.message not in self._unechoed:
-                    return  # not an echo of ours
-                self._unechoed.remove(event.message)
-            self._write(event.message)
+            # Send-and-check shows our echoes only, as the client recognised them.
+            if isinstance(event, Echoed) is self._only_echoes:
+                self._write(event.message)
         else:
             shown = self._as_text(event)
             if shown is not None:
@@ -152,17 +150,19 @@ class Printer:
             # In raw mode stdout is the messages' bytes and nothing else: what we
             # sent is a status line then.
             shown = f"Client sends: {escape(event.message, self._binary)}"
-            if self._only_echoes:
-                self._unechoed.append(event.message)
             return shown, self._binary != "raw"
+        if isinstance(event, Echoed):
+            # Recognised by the client (by its ack's offset on a v1 server): a
+            # history copy with the same text is never taken for it.
+            if not self._only_echoes:
+                return None  # shown as it arrived
+            return f"Server sent:  {escape(event.message, self._binary)}", True
         if isinstance(event, Received):
             message = unwrap(event.message) if self._envelopes else event.message
             if message is None:
                 return None  # a joined or resume frame: said by other lines
             if self._only_echoes:
-                if message not in self._unechoed:
-                    return None  # not an echo of ours: history or another client
-                self._unechoed.remove(message)
+                return None  # history or another client: its echo is said by Echoed
             return f"Server sent:  {escape(message, self._binary)}", True
         if isinstance(event, Opened):
             return "Connection opened", False

@@ -18,6 +18,7 @@ from .echo import DEFAULT_MESSAGE as DEFAULT_MESSAGE
 from .echo import run_client as run_client
 from .events import Closed as Closed
 from .events import ControlFrame as ControlFrame
+from .events import Echoed as Echoed
 from .events import EchoResult as EchoResult
 from .events import Event as Event
 from .events import Message as Message
@@ -42,6 +43,7 @@ __all__ = [
     "Closed",
     "ControlFrame",
     "EchoResult",
+    "Echoed",
     "Event",
     "Message",
     "Notice",

@@ -14,6 +14,7 @@ This module owns the echo conversation only: send a message, await its echo
 
 from __future__ import annotations
 
+import secrets
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import aclosing
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..envelopes import SUBPROTOCOL, carries
-from .events import EchoResult, Event, Message, Sent
+from ..envelopes import SUBPROTOCOL, AckFrame, MessageFrame, carries, encode_publish
+from .events import Echoed, EchoResult, Event, Message, Sent
 from .resume import Position, resuming
 from .session import receive, record_server_close, run_session
 
@@ -79,19 +80,22 @@ async def run_client(
     :class:`Resumed` event says whether everything was recovered.
     """
     report = on_event or (lambda event: None)
+    unechoed: dict[str, Message] = {}
     if not resume:
         return await _run_once(
             url, messages, timeout, interval, listen, ssl_context, headers,
             [*subprotocols, *([SUBPROTOCOL] if envelopes else [])], report, stop,
-            Position() if envelopes else None,
+            Position() if envelopes else None, unechoed,
         )  # fmt: skip
     first = [messages]
 
     def session(at: str, position: Position) -> Awaitable[EchoResult]:
-        sending, first[:] = first[0], [()]  # sent once; a reconnect only listens
+        # Sent once; a reconnect sends again, with the same id, only what was
+        # not acked (the server publishes an id once), then listens.
+        sending, first[:] = first[0], [()]
         return _run_once(
             at, sending, timeout, interval, True, ssl_context, headers,
-            [*subprotocols, SUBPROTOCOL], report, stop, position,
+            [*subprotocols, SUBPROTOCOL], report, stop, position, unechoed,
         )  # fmt: skip
 
     return await resuming(url, session, report, stop)
@@ -109,6 +113,7 @@ async def _run_once(
     report: Callable[[Event], None],
     stop: trio.Event | None,
     position: Position | None,
+    unechoed: dict[str, Message],
 ) -> EchoResult:
     async def talk(
         ws: WebSocketConnection, result: EchoResult, conversation: trio.Nursery
@@ -120,71 +125,105 @@ async def _run_once(
             reading = Position()  # offered with --subprotocol: read envelopes too
         if reading is not None:
             reading.speaks_v1 = None  # this server's first frame will tell
-        await _converse(ws, messages, result, report, timeout, interval, listen, reading)
+        echo = _Echoes(ws, result, report, timeout, reading, unechoed)
+        try:
+            await echo.converse(messages, interval, listen)
+        except tw.ConnectionClosed as exc:
+            record_server_close(result, exc)
         return 1000, None
 
     return await run_session(url, timeout, ssl_context, headers, subprotocols, report, stop, talk)
 
 
-async def _converse(
-    ws: WebSocketConnection,
-    messages: Iterable[Message] | AsyncIterable[Message],
-    result: EchoResult,
-    report: Callable[[Event], None],
-    timeout: float,
-    interval: float,
-    listen: bool,
-    position: Position | None,
-) -> None:
-    try:
-        await _send_and_listen(ws, messages, result, report, timeout, interval, listen, position)
-    except tw.ConnectionClosed as exc:
-        record_server_close(result, exc)
+class _Echoes:
+    """One connection's conversation: send each message, await its echo.
+
+    On a ``trio-ws-demo.v1`` server a message goes out as a ``publish`` with
+    an id, and its echo is the message at the offset the ack names: never a
+    history copy with the same text, nor another client's. Ids not acked yet
+    are kept in *unechoed* (shared by the connections of one ``--resume``
+    run): the next connection sends them again, and the server publishes
+    each id once. Elsewhere the echo is the first message equal to it.
+    """
+
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        result: EchoResult,
+        report: Callable[[Event], None],
+        timeout: float,
+        position: Position | None,
+        unechoed: dict[str, Message],
+    ) -> None:
+        self._ws, self._result, self._report = ws, result, report
+        self._timeout, self._position, self._unechoed = timeout, position, unechoed
+
+    async def converse(
+        self, messages: Iterable[Message] | AsyncIterable[Message], interval: float, listen: bool
+    ) -> None:
+        position = self._position
+        if position is not None and position.speaks_v1 is None:
+            # Its first frame says whether it speaks v1 (a server that merely
+            # took the subprotocol sends nothing first: then it does not).
+            with trio.move_on_after(min(self._timeout, _GREETING_WAIT)):
+                await self._receive()
+        for identifier, message in list(self._unechoed.items()):
+            await self._send(message, identifier)  # again: published once, by its id
+        first = True
+        async with aclosing(_iterate(messages)) as iterator:
+            async for message in iterator:
+                if not first and interval > 0:
+                    await trio.sleep(interval)
+                first = False
+                self._report(Sent(message))
+                self._result.sent.append(message)
+                await self._send(message, secrets.token_hex(6))
+        if listen:
+            while True:
+                await self._receive()
+
+    def _v1(self) -> bool:
+        return self._position is not None and bool(self._position.speaks_v1)
+
+    async def _send(self, message: Message, identifier: str) -> None:
+        result = self._result
+        # Counted as missing until its echo arrives, even if the server closes first.
+        result.missing.append(message)
+        if self._v1():
+            self._unechoed[identifier] = message
+            await self._ws.send_message(encode_publish(identifier, message))
+        else:
+            await self._ws.send_message(message)
+        if await self._await_echo(message, identifier):
+            result.missing.remove(message)
+            self._unechoed.pop(identifier, None)
+            self._report(Echoed(message))
+
+    async def _receive(self) -> tuple[Message, object]:
+        return await receive(self._ws, self._result, self._report, self._position)
+
+    async def _await_echo(self, message: Message, identifier: str) -> bool:
+        """Report everything that arrives until *message* comes back; False on timeout."""
+        at: int | None = None  # the offset its ack named
+        carrying: set[int] = set()  # offsets of messages with its text, seen meanwhile
+        with trio.move_on_after(self._timeout):
+            while True:
+                received, data = await self._receive()
+                if not self._v1():
+                    if received == message:
+                        return True
+                elif isinstance(data, AckFrame) and data.identifier == identifier:
+                    at = data.offset
+                    if at in carrying:  # the message came first: it was delivered, then acked
+                        return True
+                elif isinstance(data, MessageFrame) and carries(data, message):
+                    if at is not None and data.offset == at:
+                        return True
+                    carrying.add(data.offset)
+        return False
 
 
-async def _send_and_listen(
-    ws: WebSocketConnection,
-    messages: Iterable[Message] | AsyncIterable[Message],
-    result: EchoResult,
-    report: Callable[[Event], None],
-    timeout: float,
-    interval: float,
-    listen: bool,
-    position: Position | None,
-) -> None:
-    first = True
-    async with aclosing(_iterate(messages)) as iterator:
-        async for message in iterator:
-            if not first and interval > 0:
-                await trio.sleep(interval)
-            first = False
-            await ws.send_message(message)
-            result.sent.append(message)
-            report(Sent(message))
-            # Counted as missing until its echo arrives, even if the server closes first.
-            result.missing.append(message)
-            if await _await_echo(ws, message, result, report, timeout, position):
-                result.missing.pop()
-    if listen:
-        while True:
-            await receive(ws, result, report, position)
-
-
-async def _await_echo(
-    ws: WebSocketConnection,
-    message: Message,
-    result: EchoResult,
-    report: Callable[[Event], None],
-    timeout: float,
-    position: Position | None,
-) -> bool:
-    """Report everything that arrives until *message* comes back; False on timeout."""
-    with trio.move_on_after(timeout):
-        while True:
-            received, data = await receive(ws, result, report, position)
-            if position is None or not position.speaks_v1:
-                if received == message:
-                    return True
-            elif carries(data, message):
-                return True
-    return False
+#: Seconds a v1 server's first frame is awaited before the first send. It
+#: sends it right after the 101 (with the history), so it is there at once;
+#: a server that took the subprotocol without speaking it costs this once.
+_GREETING_WAIT = 0.25

@@ -15,6 +15,7 @@ __all__ = [
     "Closed",
     "ControlFrame",
     "EchoResult",
+    "Echoed",
     "Event",
     "Message",
     "Notice",
@@ -41,6 +42,15 @@ class Opened:
 
 @dataclass(frozen=True)
 class Sent:
+    message: Message
+
+
+@dataclass(frozen=True)
+class Echoed:
+    """The server sent one of our messages back: on a ``trio-ws-demo.v1``
+    server, the message at the offset its ack named (never a history copy
+    with the same text); on another, the first message equal to it."""
+
     message: Message
 
 
@@ -101,7 +111,18 @@ class ControlFrame:
     payload: bytes
 
 
-Event = Opened | Sent | Received | Closed | Resumed | Reconnecting | Ponged | Notice | ControlFrame
+Event = (
+    Opened
+    | Sent
+    | Received
+    | Echoed
+    | Closed
+    | Resumed
+    | Reconnecting
+    | Ponged
+    | Notice
+    | ControlFrame
+)
 
 
 # -- what a run returns -------------------------------------------------------
