@@ -4,6 +4,7 @@ the client (once, listening, or interactively) until done or interrupted."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import re
@@ -357,41 +358,43 @@ async def _run_interactive(
     first: list[str],
 ) -> EchoResult | ClientError | None:
     """A wscat-like session on stdin, after the *first* lines. On a terminal, lines
-    are read with the standard library's readline: editing, Up/Down through the
-    history (kept between runs), Ctrl-R to search it."""
-    editor = LineEditor.for_terminal() if sys.stdin.isatty() else None
+    are read by :class:`LineEditor`: editing, Up/Down through the history (kept
+    between runs), Ctrl-R to search it; the terminal's mode is put back however
+    the session ends."""
+    editor = LineEditor.for_terminal()
     printer.editor = editor
 
     async def lines() -> AsyncIterator[str]:
         for line in first:
             yield line
         while True:
-            # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
             if editor is not None:
-                typed = await trio.to_thread.run_sync(editor.read, abandon_on_cancel=True)
+                typed = await editor.read()
                 if typed is None:
                     return
                 yield typed
                 continue
+            # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
             line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
             if not line:
                 return
             yield line.rstrip("\r\n")
 
-    return await _until_interrupted(
-        lambda stop: run_interactive(
-            args.url,
-            lines(),
-            timeout=args.timeout,
-            ssl_context=ssl_context,
-            headers=headers,
-            subprotocols=args.subprotocol,
-            on_event=printer.report,
-            stop=stop,
-            resume=args.resume,
-        ),
-        printer,
-    )
+    with editor.terminal() if editor is not None else contextlib.nullcontext():
+        return await _until_interrupted(
+            lambda stop: run_interactive(
+                args.url,
+                lines(),
+                timeout=args.timeout,
+                ssl_context=ssl_context,
+                headers=headers,
+                subprotocols=args.subprotocol,
+                on_event=printer.report,
+                stop=stop,
+                resume=args.resume,
+            ),
+            printer,
+        )
 
 
 async def _until_interrupted(
