@@ -89,6 +89,9 @@ async def test_every_way_out_puts_the_terminal_mode_back(tmp_path: Path, way: st
     before, after = re.findall(MODE_SHOWN, screen)
     assert before == ("icanon", "echo")
     assert after == before, screen
+    if way == "server shutdown":  # one close, one line
+        assert 'Disconnected (code: 1001, reason: "server shutting down")' in screen
+        assert "Connection error" not in screen
     # The shell's line starts on a clean line: no prompt left in front of it.
     assert [line for line in screen.splitlines() if "EXIT=" in line][-1].startswith("EXIT=")
 

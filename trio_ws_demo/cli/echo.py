@@ -42,7 +42,7 @@ from .flags import (
     positive_float,
     read_token,
 )
-from .output import Printer, escape
+from .output import Printer, close_error, escape
 
 __all__ = ["add_parser", "run"]
 
@@ -301,13 +301,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     if result.closed_by_server and result.close_code != 1000:
         # One reason for one event: the close says why echoes are missing.
-        if result.close_code != 1006:  # no close frame: "Connection lost" said it
-            reason = f" ({escape(result.close_reason)})" if result.close_reason else ""
-            print(
-                f"Connection error: the server closed the connection with code "
-                f"{result.close_code}{reason}",
-                file=sys.stderr,
-            )
+        if result.close_code != 1006 and not printer.said_close:  # else it is said
+            print(close_error(result.close_code, result.close_reason), file=sys.stderr)
         return EXIT_FAILURE
     status = EXIT_OK
     for message in result.missing:
