@@ -21,6 +21,7 @@ import errno
 import importlib
 import socket
 import ssl
+import unicodedata
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -106,8 +107,10 @@ def parse_url(url: str) -> Target:
         raise ValueError(
             f"invalid URL {url!r}: a space or control character in the path; write it as %20"
         )
-    # Non-ASCII (café) goes on the wire percent-encoded as UTF-8, as a browser does;
-    # what is already ASCII, %-escapes included, is left as it is.
+    # Non-ASCII (café) goes on the wire percent-encoded as UTF-8, as a browser does,
+    # normalised to NFC first (as the server names rooms: café typed with a combining
+    # accent is the same room); what is ASCII, %-escapes included, is left as it is.
+    resource = unicodedata.normalize("NFC", resource)
     resource = urllib.parse.quote(resource, safe="".join(map(chr, range(0x21, 0x7F))))
     return Target(
         url=url,
