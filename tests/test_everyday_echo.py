@@ -81,6 +81,30 @@ async def test_row11_host_port_without_a_scheme_asks_what_was_meant(address: str
     assert err == f"error: {address!r} has no scheme: did you mean ws://{address} ?\n"
 
 
+@pytest.mark.parametrize(
+    ("typed", "meant", "what"),
+    [
+        (["ws:/127.0.0.1:8080", "hi"], "ws://127.0.0.1:8080", "is not a WebSocket URL"),
+        (["wss:example.com", "hi"], "wss://example.com", "is not a WebSocket URL"),
+        (["http://127.0.0.1:8080"], "ws://127.0.0.1:8080", "is not a WebSocket URL"),
+        (["//127.0.0.1:8080", "hi"], "ws://127.0.0.1:8080", "has no scheme"),
+        (["//localhost/room"], "ws://localhost/room", "has no scheme"),
+        (["localhost", "hi"], "ws://localhost", "has no scheme"),
+        (["example.com", "hi"], "ws://example.com", "has no scheme"),
+        (["10.0.0.7", "hi"], "ws://10.0.0.7", "has no scheme"),
+    ],
+)
+async def test_a_mistyped_url_asks_what_was_meant_not_sends_it(
+    typed: list[str], meant: str, what: str
+) -> None:
+    """Not sent to the default server as a message: one line, exit 2."""
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", *typed) as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert err == f"error: {typed[0]!r} {what}: did you mean {meant} ?\n"
+
+
 async def test_row16_a_certificate_without_its_key_says_to_add_keyfile(
     ca: trustme.CA, tmp_path: Path
 ) -> None:
@@ -118,6 +142,19 @@ async def test_row14_raw_output_is_only_what_the_server_sent(start_server: Start
             ["echo", "--lisen"],
             "trio-ws-demo echo: error: unrecognized arguments: --lisen (did you mean --listen?)",
         ),
+        (
+            ["serve", "8080"],
+            "trio-ws-demo serve: error: unrecognized arguments: 8080 (did you mean --port 8080?)",
+        ),
+        (
+            ["serve", "--port", "99999"],
+            "trio-ws-demo serve: error: argument --port: must be between 0 and 65535, not 99999",
+        ),
+        (
+            ["token", "--ttl", "x"],
+            "trio-ws-demo token: error: argument --ttl: must be a duration like 90s, 15m, 1h "
+            "or 2d, not 'x'",
+        ),
     ],
 )
 async def test_row15_a_typo_gets_the_commands_usage_and_a_suggestion(
@@ -127,8 +164,8 @@ async def test_row15_a_typo_gets_the_commands_usage_and_a_suggestion(
         async with run_cli(*argv) as cli:
             assert await cli.process.wait() == 2
             err = await cli.stderr()
-    assert err.startswith(f"usage: trio-ws-demo {argv[0]} ")
-    assert err.splitlines()[-1] == wanted
+    # One line: the error and where to read more, not the usage first (24 lines for serve).
+    assert err == f"{wanted}; see trio-ws-demo {argv[0]} --help\n"
 
 
 async def test_row9_a_dropped_connection_is_one_line(nursery: trio.Nursery) -> None:

@@ -162,18 +162,42 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 #: host:port[/path]: what a URL without its scheme looks like.
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}(?:/\S*)?")
+#: A host alone: localhost, an IPv4 address, or a dotted name ending in letters.
+_HOST = re.compile(
+    r"localhost|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}",
+    re.IGNORECASE,
+)
+#: A scheme with one slash or none (ws:/host, wss:host), or a web scheme.
+_ALMOST = re.compile(r"(wss?|https?):/{0,1}(?!/)(\S+)|(https?)://(\S+)", re.IGNORECASE)
+
+
+def _meant_url(text: str, more: bool) -> tuple[str, str] | None:
+    """The URL *text* most likely meant, if it looks like a mistyped one: host:port
+    or //host (no scheme), ws:/host (one slash), http://host, or a host alone followed
+    by messages (``echo localhost hi``), and what is wrong with it; else None (a
+    message, or a good URL)."""
+    almost = _ALMOST.fullmatch(text)
+    if almost:
+        scheme, rest = (almost[1], almost[2]) if almost[1] else (almost[3], almost[4])
+        secure = scheme.lower() in ("wss", "https")
+        return f"{'wss' if secure else 'ws'}://{rest}", "is not a WebSocket URL"
+    if "://" in text:
+        return None
+    bare = text[2:] if text.startswith("//") else text
+    looks = _HOST_PORT.fullmatch(bare) or (
+        _HOST.fullmatch(bare.split("/", 1)[0]) and (more or text.startswith("//"))
+    )
+    return (f"ws://{bare}", "has no scheme") if looks else None
 
 
 def run(args: argparse.Namespace) -> int:
+    meant = _meant_url(args.url, bool(getattr(args, "messages", None)))
+    if meant is not None:
+        print(f"error: {args.url!r} {meant[1]}: did you mean {meant[0]} ?", file=sys.stderr)
+        return EXIT_USAGE
     if "://" not in args.url:
         # One rule: a URL has a scheme. `echo hello.` or `echo "note: disk full"` are
-        # messages to the default URL; only host:port looks enough like a URL to ask.
-        if _HOST_PORT.fullmatch(args.url):
-            print(
-                f"error: {args.url!r} has no scheme: did you mean ws://{args.url} ?",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+        # messages to the default URL; only what looks enough like a URL asks.
         args.messages = [args.url, *getattr(args, "messages", [])]
         args.url = DEFAULT_URL
     try:
