@@ -27,6 +27,7 @@ from ..client import (
     run_client,
     run_interactive,
 )
+from ..client.session import TRUST_HINT
 from .editor import LineEditor
 from .flags import (
     EXIT_FAILURE,
@@ -321,7 +322,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if isinstance(result, ClientError):
         # A refusal quotes the server's answer: escaped like everything remote.
-        print(f"Connection error: {escape(str(result))}", file=sys.stderr)
+        said = str(result)
+        if args.cacert and said.endswith(TRUST_HINT):  # it was passed: not that advice
+            said = said.removesuffix(TRUST_HINT) + f"{args.cacert} did not issue it"
+        print(f"Connection error: {escape(said)}", file=sys.stderr)
         return EXIT_FAILURE
     if result.closed_by_server and result.close_code != 1000:
         # One reason for one event: the close says why echoes are missing.

@@ -372,6 +372,10 @@ async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
+#: How a certificate that does not verify can be trusted; the CLI says something else
+#: when it was given a --cacert already.
+TRUST_HINT = "pass --cacert FILE or --insecure"
+
 #: What OpenSSL says when the answer to our ClientHello was not TLS at all
 #: (an HTTP error page, say), or the peer hung up on it.
 _NOT_TLS_REASONS = frozenset(
@@ -392,7 +396,7 @@ def _describe_connect_failure(exc: BaseException, target: Target) -> str:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (
                 f"TLS certificate verification failed for {where}: {cause.verify_message}; "
-                "pass --cacert FILE or --insecure"
+                + TRUST_HINT
             )
         if isinstance(cause, ssl.SSLError):
             if cause.reason in _NOT_TLS_REASONS:
