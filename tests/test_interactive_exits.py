@@ -122,3 +122,22 @@ async def test_the_prompt_is_drawn_once_and_an_empty_line_sends_nothing(
     notice = next(n for n, line in enumerate(lines) if "unknown command /foo" in line)
     assert lines[notice].startswith("! unknown command"), screen
     assert "> after" in lines[notice + 1 :], screen
+
+
+async def test_ctrl_z_gives_the_shell_its_mode_and_fg_comes_back_to_the_line(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with session(tmp_path) as (terminal, _, url):
+            await terminal.shows("Connection opened")
+            async with connect(url, proxy=None) as other:
+                terminal.type_only("half")
+                await terminal.shows("half")
+                terminal.keys("C-z")  # stopped: the shell runs the rest of its line
+                screen = await terminal.matches(r"EXIT=\d+[\s\S]*" + MODE_SHOWN)
+                before, stopped = re.findall(MODE_SHOWN, screen)
+                assert stopped == before == ("icanon", "echo"), screen
+                terminal.type("fg")
+                await terminal.shows("> half")  # the line being typed, drawn again
+                terminal.type(" done")
+                assert await other.recv() == "half done"

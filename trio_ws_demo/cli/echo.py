@@ -403,7 +403,7 @@ async def _run_interactive(
                 return
             yield line.rstrip("\r\n")
 
-    with editor.terminal() if editor is not None else contextlib.nullcontext():
+    async with editor.terminal() if editor is not None else contextlib.nullcontext():
         return await _until_interrupted(
             lambda stop: run_interactive(
                 args.url,

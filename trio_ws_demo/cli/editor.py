@@ -24,11 +24,12 @@ from __future__ import annotations
 import codecs
 import contextlib
 import os
+import signal
 import sys
 import termios
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 
@@ -71,6 +72,7 @@ class LineEditor:
         self._found = -1  # where in the history the search stands
         self.reading = False
         """The prompt and the line being typed are on the screen."""
+        self._saved: list[Any] = []  # the terminal's mode, as found
         self._pending = ""  # keys read but not handled yet
         self._incomplete = False  # they end with an escape sequence cut in two
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -82,25 +84,49 @@ class LineEditor:
             return None
         return cls(sys.stdin.fileno(), history_path(), out)
 
-    @contextlib.contextmanager
-    def terminal(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def terminal(self) -> AsyncIterator[None]:
         """Cbreak mode for the session; the terminal's own mode is put back on the
-        way out, however the session ends, and the prompt is cleared."""
-        saved = termios.tcgetattr(self._fd)
+        way out, however the session ends, and the prompt is cleared. Ctrl-Z
+        puts it back too while the client is stopped (the shell needs it)."""
+        self._saved = termios.tcgetattr(self._fd)
+        self._enter()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._stop_on_ctrl_z)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._leave()
+
+    def _enter(self) -> None:
         mode = termios.tcgetattr(self._fd)
         mode[3] &= ~(termios.ECHO | termios.ICANON | termios.IEXTEN)  # ISIG kept: Ctrl-C
         mode[6] = list(mode[6])
         mode[6][termios.VMIN] = 1
         mode[6][termios.VTIME] = 0
         termios.tcsetattr(self._fd, termios.TCSANOW, mode)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                if self.reading:
-                    self._write("\r\x1b[K")  # the shell starts on a clean line
-                self.reading = False
-            termios.tcsetattr(self._fd, termios.TCSADRAIN, saved)
+
+    def _leave(self) -> bool:
+        """The terminal as found, the prompt cleared; whether a line was being read."""
+        reading, self.reading = self.reading, False  # what follows prints plainly
+        with contextlib.suppress(OSError):
+            if reading:
+                self._write("\r\x1b[K")  # the shell starts on a clean line
+        termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+        return reading
+
+    async def _stop_on_ctrl_z(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTSTP) as signals:
+            async for _ in signals:
+                reading = self._leave()
+                os.kill(os.getpid(), signal.SIGSTOP)  # returns after fg (SIGCONT)
+                self._enter()
+                if reading:
+                    self.reading = True
+                    self._redraw()
 
     async def read(self) -> str | None:
         """One typed line, never empty (None at end of input: Ctrl-D on an empty line);
