@@ -39,6 +39,7 @@ async def session(tmp_path: Path, *flags: str) -> AsyncIterator[tuple[Terminal, 
         )
         terminal = Terminal(command, tmp_path / "pane")
         try:
+            await terminal.shows("Connection opened")
             yield terminal, server, url
         finally:
             await terminal.close()
@@ -80,7 +81,6 @@ async def test_every_way_out_puts_the_terminal_mode_back(tmp_path: Path, way: st
     flags, leave = WAYS_OUT[way]
     with trio.fail_after(TIMEOUT):
         async with session(tmp_path, *flags) as (terminal, server, _):
-            await terminal.shows("Connection opened")
             terminal.type("hello")
             await terminal.shows("Server sent:  hello")
             await terminal.shows("> ")
@@ -101,7 +101,6 @@ async def test_the_prompt_is_drawn_once_and_an_empty_line_sends_nothing(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with session(tmp_path) as (terminal, _, url):
-            await terminal.shows("Connection opened")
             async with connect(url, proxy=None) as other:
                 terminal.keys("Enter")  # nothing typed: nothing sent, a new prompt
                 terminal.type("/foo")
@@ -128,16 +127,17 @@ async def test_ctrl_z_gives_the_shell_its_mode_and_fg_comes_back_to_the_line(
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(TIMEOUT):
-        async with session(tmp_path) as (terminal, _, url):
-            await terminal.shows("Connection opened")
-            async with connect(url, proxy=None) as other:
-                terminal.type_only("half")
-                await terminal.shows("half")
-                terminal.keys("C-z")  # stopped: the shell runs the rest of its line
-                screen = await terminal.matches(r"EXIT=\d+[\s\S]*" + MODE_SHOWN)
-                before, stopped = re.findall(MODE_SHOWN, screen)
-                assert stopped == before == ("icanon", "echo"), screen
-                terminal.type("fg")
-                await terminal.shows("> half")  # the line being typed, drawn again
-                terminal.type(" done")
-                assert await other.recv() == "half done"
+        async with (
+            session(tmp_path) as (terminal, _, url),
+            connect(url, proxy=None) as other,
+        ):
+            terminal.type_only("half")
+            await terminal.shows("half")
+            terminal.keys("C-z")  # stopped: the shell runs the rest of its line
+            screen = await terminal.matches(r"EXIT=\d+[\s\S]*" + MODE_SHOWN)
+            before, stopped = re.findall(MODE_SHOWN, screen)
+            assert stopped == before == ("icanon", "echo"), screen
+            terminal.type("fg")
+            await terminal.shows("> half")  # the line being typed, drawn again
+            terminal.type(" done")
+            assert await other.recv() == "half done"
