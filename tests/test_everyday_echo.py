@@ -168,6 +168,16 @@ async def test_row15_a_typo_gets_the_commands_usage_and_a_suggestion(
     assert err == f"{wanted}; see trio-ws-demo {argv[0]} --help\n"
 
 
+async def test_a_mistyped_command_gets_one_line_and_a_suggestion() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("server", "--port", "8080") as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+    assert err.count("\n") == 1 and not err.startswith("usage:")
+    assert err.startswith("trio-ws-demo: error: argument COMMAND: invalid choice: ")
+    assert err.endswith(" (did you mean serve?); see trio-ws-demo --help\n")
+
+
 async def test_row9_a_dropped_connection_is_one_line(nursery: trio.Nursery) -> None:
     """The server's TCP connection ends without a close frame: one line says so."""
     opened = trio.Event()

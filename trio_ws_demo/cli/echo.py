@@ -100,9 +100,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     echo.add_argument(
         "--json",
         action="store_true",
-        help="print each event as one JSON object per line on stdout, for scripts: "
-        "opened, sent, message (text, or base64 for binary), closed; offers the server's "
-        "trio-ws-demo.v1 subprotocol, whose frames add room, offset and time",
+        help="print each event as one JSON object per line on stdout, for scripts; its "
+        '"event" is opened, sent, message (text, or base64 for binary), closed, pong '
+        "(/ping), notice, reconnecting (--resume), ping and pong (--show-ping); offers the "
+        "server's trio-ws-demo.v1 subprotocol, whose frames add joined, resume, join, leave, "
+        "changes (presence), backplane and error, and room, offset and time to messages",
     )
     echo.add_argument(
         "--resume",

@@ -106,9 +106,9 @@ class OneLineParser(argparse.ArgumentParser):
     usage first (24 lines for serve) buried it."""
 
     def error(self, message: str) -> NoReturn:
-        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        choice = re.search(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)", message)
         if choice:  # trio-ws-demo server: did you mean serve?
-            names = re.findall(r"'([^']*)'", choice[2])
+            names = re.findall(r"[\w-]+", choice[2])
             close = difflib.get_close_matches(choice[1], names, n=1)
             if close:
                 message += f" (did you mean {close[0]}?)"

@@ -66,9 +66,12 @@ class Printer:
     so a terminal shows both while a pipe gets only the conversation.
 
     For a script (``json_lines``) every event is one JSON object on stdout, with an
-    ``event`` field: ``opened``, ``sent``, ``message``, ``closed``, ``pong``, ``notice``,
-    ``reconnecting``, and for trio-ws-demo.v1 frames their own ``type`` (``joined``,
-    ``resume``) with the frame's fields. Text is ``"text"``; binary is ``"base64"``.
+    ``event`` field: ``opened``, ``sent``, ``message``, ``closed``, ``pong`` (``ms``, for
+    ``/ping``), ``notice``, ``reconnecting``, ``ping`` and ``pong`` (``hex``, with
+    --show-ping), and for trio-ws-demo.v1 frames their own ``type`` with the frame's
+    fields (``joined``, ``resume``, ``message``, ``backplane``, ``error``), except a
+    presence frame, whose own ``event`` field (``join``, ``leave``, ``changes``) names
+    it. Text is ``"text"``; binary is ``"base64"``.
     """
 
     def __init__(
