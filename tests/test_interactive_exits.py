@@ -141,3 +141,29 @@ async def test_ctrl_z_gives_the_shell_its_mode_and_fg_comes_back_to_the_line(
             await terminal.shows("> half")  # the line being typed, drawn again
             terminal.type(" done")
             assert await other.recv() == "half done"
+
+
+async def test_a_line_wider_than_the_terminal_stays_one_line_when_a_message_arrives(
+    tmp_path: Path,
+) -> None:
+    typed = "x" * 60 + "日本" * 15 + "END"  # 123 columns: wider than the terminal's 80
+    with trio.fail_after(TIMEOUT):
+        async with (
+            session(tmp_path) as (terminal, _, url),
+            connect(url, proxy=None) as other,
+        ):
+            terminal.type_only(typed)
+            await terminal.shows("END")
+            await other.send("from someone else")
+            await terminal.shows("Server sent:  from someone else")
+            terminal.type(" more")
+            assert await other.recv() == "from someone else"
+            assert await other.recv() == typed + " more"  # the line was kept whole
+            await terminal.shows(typed[-20:] + " more")
+            screen = terminal.screen()
+    lines = screen.splitlines()
+    message = lines.index("Server sent:  from someone else")
+    # Nothing of the line being typed is left above the message (it was drawn on one
+    # row, scrolled sideways, and that row was cleared); it is whole below.
+    assert not any("xxxxxxxxxx" in line for line in lines[:message]), screen
+    assert any("xxxxxxxxxx" in line for line in lines[message:]), screen

@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import termios
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -283,11 +284,20 @@ class LineEditor:
             width = os.get_terminal_size(self._out.fileno()).columns
         except (OSError, ValueError):
             width = 80
-        room = max(8, width - len(prompt) - 1)  # one line, scrolled sideways if need be
-        start = max(0, self._cursor - room)
-        shown = self._buffer[start : start + room]
-        back = len(shown) - (self._cursor - start)
-        self._write("\r" + prompt + shown + "\x1b[K" + (f"\x1b[{back}D" if back > 0 else ""))
+        room = max(8, width - _columns(prompt) - 1)  # one line, scrolled sideways
+        buffer, cursor = self._buffer, self._cursor
+        start, used = cursor, 0
+        while start > 0 and used + _columns(buffer[start - 1]) <= room:
+            start -= 1
+            used += _columns(buffer[start])
+        end = cursor
+        while end < len(buffer) and used + _columns(buffer[end]) <= room:
+            used += _columns(buffer[end])
+            end += 1
+        back = _columns(buffer[cursor:end])
+        self._write(
+            "\r" + prompt + buffer[start:end] + "\x1b[K" + (f"\x1b[{back}D" if back else "")
+        )
 
     def _write(self, text: str) -> None:
         self._out.write(text)
@@ -300,3 +310,16 @@ class LineEditor:
         with contextlib.suppress(OSError):  # a history that cannot be kept is no error
             self._history_file.parent.mkdir(parents=True, exist_ok=True)
             self._history_file.write_text("\n".join(self._history) + "\n", "utf-8")
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns *text* takes: 2 for wide letters (CJK, most emoji),
+    0 for combining marks, 1 for the rest."""
+    return sum(
+        2
+        if unicodedata.east_asian_width(ch) in "WF"
+        else 0
+        if unicodedata.category(ch) in ("Mn", "Me", "Cf")
+        else 1
+        for ch in text
+    )
