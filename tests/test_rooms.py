@@ -57,7 +57,19 @@ def envelopes(frames: list[bytes]) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize(
     ("path", "room"),
-    [("/", ""), ("/ops", "ops"), ("/ops/alerts", "ops/alerts"), ("/a.b-c_d~e", "a.b-c_d~e")],
+    [
+        ("/", ""),
+        ("/ops", "ops"),
+        ("/ops/alerts", "ops/alerts"),
+        ("/a.b-c_d~e", "a.b-c_d~e"),
+        ("/ops/", "ops"),  # a trailing / names the same room
+        ("/ops/alerts/", "ops/alerts"),
+        ("/caf%C3%A9", "café"),  # as a client sends it: percent-encoded UTF-8
+        ("/cafe%CC%81", "café"),  # e and a combining accent: NFC, the same room
+        ("/café", "café"),
+        ("/%E6%97%A5%E6%9C%AC/%E9%83%A8%E5%B1%8B2", "日本/部屋2"),
+        ("/%41", "A"),
+    ],
 )
 def test_a_path_names_a_room(path: str, room: str) -> None:
     assert room_from_path(path) == room
@@ -65,7 +77,10 @@ def test_a_path_names_a_room(path: str, room: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/healthz", "/metrics", "/rooms", "//", "/a//b", "/a/", "/./a", "/a/..", "/a%20b", "/ü"],
+    [
+        *["/healthz", "/metrics", "/rooms", "//", "/a//b", "/./a", "/a/..", "/a%20b"],
+        *["/%ff", "/a/%2F", "/%2E%2E", "/healthz/", "/%68ealthz", "/a%00", "/a%E2%82%AC"],
+    ],  # not UTF-8, a / or .. in disguise, a reserved path in disguise, no letter
 )
 def test_reserved_and_malformed_paths_are_not_rooms(path: str) -> None:
     with pytest.raises(ValueError):
@@ -76,6 +91,9 @@ def test_a_room_name_has_at_most_max_bytes() -> None:
     assert room_from_path("/" + "a" * 128) == "a" * 128
     with pytest.raises(ValueError, match="at most 128 bytes"):
         room_from_path("/" + "a" * 129)
+    assert room_from_path("/" + "é" * 64) == "é" * 64  # bytes, as UTF-8
+    with pytest.raises(ValueError, match="at most 128 bytes"):
+        room_from_path("/" + "%C3%A9" * 65)
 
 
 def test_history_is_bounded_by_count_and_bytes() -> None:

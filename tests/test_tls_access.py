@@ -69,6 +69,20 @@ async def test_echo_cli_cacert_and_insecure(
     assert err.count("\n") == 1
 
 
+async def test_a_cacert_that_did_not_issue_the_certificate_is_named_not_advised(
+    tls_server: BroadcastServer, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", wss_url(tls_server), "--cacert", str(other)) as echo:
+            assert await echo.process.wait() == 1
+            err = await echo.stderr()
+    assert err.startswith("Connection error: TLS certificate verification failed")
+    assert err.endswith(f"; {other} did not issue it\n")  # not "pass --cacert FILE"
+    assert "pass --cacert" not in err
+
+
 async def test_serve_cli_over_tls(ca: trustme.CA, tmp_path: Path) -> None:
     cert = ca.issue_cert("127.0.0.1")
     cert_file, key_file, ca_file = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"

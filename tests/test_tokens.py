@@ -197,8 +197,43 @@ async def test_token_without_a_key_is_a_usage_error() -> None:
             assert await cli.process.wait() == 2
             err = await cli.stderr()
     assert err.strip().splitlines() == [
-        "error: pass one of --jwt-key SECRET (or $TRIO_WS_DEMO_JWT_KEY) and --jwt-private-key FILE"
+        "error: pass one of --jwt-key SECRET (or $TRIO_WS_DEMO_JWT_KEY) or --jwt-private-key FILE"
     ]
+
+
+async def test_a_token_without_a_room_is_refused_it_could_do_nothing() -> None:
+    with trio.fail_after(10):
+        async with run_cli("token", "--sub", "bob", env={"TRIO_WS_DEMO_JWT_KEY": KEY}) as cli:
+            assert await cli.process.wait() == 2
+            err = await cli.stderr()
+            assert await cli.rest() == []  # no token printed
+    assert err == (
+        "error: a token without --room can read and write nothing; add one, "
+        "e.g. --room 'chat/*=rw' (or --room '**=r' for every room)\n"
+    )
+
+
+async def test_room_patterns_are_read_as_the_server_reads_room_names() -> None:
+    with trio.fail_after(10):
+        async with run_cli("token", "--room", "/ops/=rw", "--room", "cafe\u0301=r",
+                           env={"TRIO_WS_DEMO_JWT_KEY": KEY}) as minted:  # fmt: skip
+            signed = (await minted.readline()).strip()
+    assert jwt.decode(signed, KEY, algorithms=["HS256"])["rooms"] == {"ops": "rw", "café": "r"}
+
+
+@pytest.mark.parametrize("malformed", ["x.\xb7y.z", "not-a-token", "a.b", "e30.!!.e30"])
+async def test_a_malformed_token_is_not_a_signed_token_without_the_librarys_words(
+    start_server: StartServer, malformed: str
+) -> None:
+    server = await start_server(with_jwt())
+    with trio.fail_after(TIMEOUT):
+        async with run_cli("echo", "--token", malformed, url_of(server, "/lobby"), "hi") as echo:
+            assert await echo.process.wait() == 1
+            err = await echo.stderr()
+    assert (
+        err
+        == f"Connection error: refused: HTTP 401 not a signed token ({url_of(server, '/lobby')})\n"
+    )
 
 
 async def test_a_rate_over_max_message_rate_closes_1008_and_is_not_delivered(

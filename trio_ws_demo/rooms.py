@@ -30,6 +30,8 @@ import math
 import re
 import secrets
 import time
+import unicodedata
+import urllib.parse
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -79,9 +81,12 @@ RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/rooms", "/favicon.ico"})
 RESERVED_PREFIX = "/rooms/"
 
 # A room name: "/"-separated segments of RFC 3986 unreserved characters
-# (letters, digits, - . _ ~), so it needs no escaping in a URL; "" is the
-# default room (path "/").
+# (letters, digits, - . _ ~) and of letters and digits of any script (sent
+# percent-encoded as UTF-8, decoded and normalised to NFC here); "" is the
+# default room (path "/"), and a trailing "/" names the same room.
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+#: The Unicode categories a segment may use beyond ASCII: letters and decimal digits.
+_LETTERS_AND_DIGITS = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nd"})
 
 
 class RoomNameError(ValueError):
@@ -101,19 +106,44 @@ def room_from_path(path: str, max_length: int = DEFAULT_MAX_ROOM_NAME) -> str:
     if path in RESERVED_PATHS or path.startswith(RESERVED_PREFIX):
         raise RoomNameError("this path is reserved, not a room", Reason.RESERVED_PATH)
     name = path[1:] if path.startswith("/") else path
-    if name and any(
-        not _SEGMENT.fullmatch(segment) or segment in (".", "..") for segment in name.split("/")
+    if len(name) > 1 and name.endswith("/"):
+        name = name[:-1]  # /ops/ is /ops, as a person types it
+    segments = [_decoded(segment) for segment in name.split("/")] if name else []
+    if any(
+        segment is None or not _is_segment(segment) or segment in (".", "..")
+        for segment in segments
     ):
         raise RoomNameError(
-            "a room name is /-separated segments of letters, digits and - . _ ~ "
-            "(no empty, '.' or '..' segments)",
+            "a room name is /-separated segments of letters (any language), digits "
+            "and - . _ ~, percent-encoded as UTF-8 (no empty, '.' or '..' segments)",
             Reason.BAD_ROOM_NAME,
         )
+    name = "/".join(segment for segment in segments if segment is not None)
+    if f"/{name}" in RESERVED_PATHS or f"/{name}".startswith(RESERVED_PREFIX):
+        raise RoomNameError("this path is reserved, not a room", Reason.RESERVED_PATH)
     if len(name.encode()) > max_length:
         raise RoomNameError(
             f"a room name has at most {max_length} bytes", Reason.ROOM_NAME_TOO_LONG
         )
     return name
+
+
+def _decoded(segment: str) -> str | None:
+    """A path segment with its %-escapes decoded (UTF-8) and normalised to NFC, so
+    that café typed either way, or sent percent-encoded, is one room; None if the
+    escapes are not UTF-8."""
+    try:
+        text = urllib.parse.unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return unicodedata.normalize("NFC", text)
+
+
+def _is_segment(segment: str) -> bool:
+    """Letters (any script), decimal digits, and - . _ ~ (a decoded "/" is none)."""
+    return bool(segment) and all(
+        _SEGMENT.fullmatch(ch) or unicodedata.category(ch) in _LETTERS_AND_DIGITS for ch in segment
+    )
 
 
 @dataclass(frozen=True)

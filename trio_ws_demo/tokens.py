@@ -211,6 +211,8 @@ class TokenVerifier:
             raise TokenError("token signed with a wrong algorithm") from None
         except jwt.InvalidSignatureError:
             raise TokenError("token signature does not verify") from None
+        except jwt.DecodeError:  # not header.payload.signature in base64url JSON
+            raise TokenError("not a signed token") from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"not an acceptable token ({exc})") from None
         expires = claims.get("exp")

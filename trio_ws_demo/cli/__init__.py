@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 from .. import __version__
 from . import echo, serve, token
-from .flags import EXIT_USAGE, CommandParser
+from .flags import EXIT_USAGE, CommandParser, OneLineParser
 from .output import escape
 
 __all__ = ["build_parser", "escape", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="trio-ws-demo",
         description="A Trio WebSocket broadcast server and echo test client.",
     )

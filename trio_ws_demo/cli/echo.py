@@ -4,6 +4,7 @@ the client (once, listening, or interactively) until done or interrupted."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import re
@@ -26,6 +27,7 @@ from ..client import (
     run_client,
     run_interactive,
 )
+from ..client.session import TRUST_HINT
 from .editor import LineEditor
 from .flags import (
     EXIT_FAILURE,
@@ -41,7 +43,7 @@ from .flags import (
     positive_float,
     read_token,
 )
-from .output import Printer, escape
+from .output import Printer, close_error, escape
 
 __all__ = ["add_parser", "run"]
 
@@ -98,9 +100,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     echo.add_argument(
         "--json",
         action="store_true",
-        help="print each event as one JSON object per line on stdout, for scripts: "
-        "opened, sent, message (text, or base64 for binary), closed; offers the server's "
-        "trio-ws-demo.v1 subprotocol, whose frames add room, offset and time",
+        help="print each event as one JSON object per line on stdout, for scripts; its "
+        '"event" is opened, sent, message (text, or base64 for binary), closed, pong '
+        "(/ping), notice, reconnecting (--resume), ping and pong (--show-ping); offers the "
+        "server's trio-ws-demo.v1 subprotocol, whose frames add joined, resume, join, leave, "
+        "changes (presence), backplane and error, and room, offset and time to messages",
     )
     echo.add_argument(
         "--resume",
@@ -161,18 +165,42 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 #: host:port[/path]: what a URL without its scheme looks like.
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}(?:/\S*)?")
+#: A host alone: localhost, an IPv4 address, or a dotted name ending in letters.
+_HOST = re.compile(
+    r"localhost|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}",
+    re.IGNORECASE,
+)
+#: A scheme with one slash or none (ws:/host, wss:host), or a web scheme.
+_ALMOST = re.compile(r"(wss?|https?):/{0,1}(?!/)(\S+)|(https?)://(\S+)", re.IGNORECASE)
+
+
+def _meant_url(text: str, more: bool) -> tuple[str, str] | None:
+    """The URL *text* most likely meant, if it looks like a mistyped one: host:port
+    or //host (no scheme), ws:/host (one slash), http://host, or a host alone followed
+    by messages (``echo localhost hi``), and what is wrong with it; else None (a
+    message, or a good URL)."""
+    almost = _ALMOST.fullmatch(text)
+    if almost:
+        scheme, rest = (almost[1], almost[2]) if almost[1] else (almost[3], almost[4])
+        secure = scheme.lower() in ("wss", "https")
+        return f"{'wss' if secure else 'ws'}://{rest}", "is not a WebSocket URL"
+    if "://" in text:
+        return None
+    bare = text[2:] if text.startswith("//") else text
+    looks = _HOST_PORT.fullmatch(bare) or (
+        _HOST.fullmatch(bare.split("/", 1)[0]) and (more or text.startswith("//"))
+    )
+    return (f"ws://{bare}", "has no scheme") if looks else None
 
 
 def run(args: argparse.Namespace) -> int:
+    meant = _meant_url(args.url, bool(getattr(args, "messages", None)))
+    if meant is not None:
+        print(f"error: {args.url!r} {meant[1]}: did you mean {meant[0]} ?", file=sys.stderr)
+        return EXIT_USAGE
     if "://" not in args.url:
         # One rule: a URL has a scheme. `echo hello.` or `echo "note: disk full"` are
-        # messages to the default URL; only host:port looks enough like a URL to ask.
-        if _HOST_PORT.fullmatch(args.url):
-            print(
-                f"error: {args.url!r} has no scheme: did you mean ws://{args.url} ?",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+        # messages to the default URL; only what looks enough like a URL asks.
         args.messages = [args.url, *getattr(args, "messages", [])]
         args.url = DEFAULT_URL
     try:
@@ -296,17 +324,15 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if isinstance(result, ClientError):
         # A refusal quotes the server's answer: escaped like everything remote.
-        print(f"Connection error: {escape(str(result))}", file=sys.stderr)
+        said = str(result)
+        if args.cacert and said.endswith(TRUST_HINT):  # it was passed: not that advice
+            said = said.removesuffix(TRUST_HINT) + f"{args.cacert} did not issue it"
+        print(f"Connection error: {escape(said)}", file=sys.stderr)
         return EXIT_FAILURE
     if result.closed_by_server and result.close_code != 1000:
         # One reason for one event: the close says why echoes are missing.
-        if result.close_code != 1006:  # no close frame: "Connection lost" said it
-            reason = f" ({escape(result.close_reason)})" if result.close_reason else ""
-            print(
-                f"Connection error: the server closed the connection with code "
-                f"{result.close_code}{reason}",
-                file=sys.stderr,
-            )
+        if result.close_code != 1006 and not printer.said_close:  # else it is said
+            print(close_error(result.close_code, result.close_reason), file=sys.stderr)
         return EXIT_FAILURE
     status = EXIT_OK
     for message in result.missing:
@@ -359,41 +385,43 @@ async def _run_interactive(
     first: list[str],
 ) -> EchoResult | ClientError | None:
     """A wscat-like session on stdin, after the *first* lines. On a terminal, lines
-    are read with the standard library's readline: editing, Up/Down through the
-    history (kept between runs), Ctrl-R to search it."""
-    editor = LineEditor.for_terminal() if sys.stdin.isatty() else None
+    are read by :class:`LineEditor`: editing, Up/Down through the history (kept
+    between runs), Ctrl-R to search it; the terminal's mode is put back however
+    the session ends."""
+    editor = LineEditor.for_terminal()
     printer.editor = editor
 
     async def lines() -> AsyncIterator[str]:
         for line in first:
             yield line
         while True:
-            # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
             if editor is not None:
-                typed = await trio.to_thread.run_sync(editor.read, abandon_on_cancel=True)
+                typed = await editor.read()
                 if typed is None:
                     return
                 yield typed
                 continue
+            # A thread reads stdin, so stdout stays blocking (see trio's FdStream).
             line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
             if not line:
                 return
             yield line.rstrip("\r\n")
 
-    return await _until_interrupted(
-        lambda stop: run_interactive(
-            args.url,
-            lines(),
-            timeout=args.timeout,
-            ssl_context=ssl_context,
-            headers=headers,
-            subprotocols=args.subprotocol,
-            on_event=printer.report,
-            stop=stop,
-            resume=args.resume,
-        ),
-        printer,
-    )
+    async with editor.terminal() if editor is not None else contextlib.nullcontext():
+        return await _until_interrupted(
+            lambda stop: run_interactive(
+                args.url,
+                lines(),
+                timeout=args.timeout,
+                ssl_context=ssl_context,
+                headers=headers,
+                subprotocols=args.subprotocol,
+                on_event=printer.report,
+                stop=stop,
+                resume=args.resume,
+            ),
+            printer,
+        )
 
 
 async def _until_interrupted(

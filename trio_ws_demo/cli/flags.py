@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from ..errors import TrioWsDemoError
 
@@ -21,6 +23,7 @@ __all__ = [
     "CommandParser",
     "EmptySecret",
     "HelpFormatter",
+    "OneLineParser",
     "head_size",
     "header",
     "non_negative_float",
@@ -98,7 +101,21 @@ def header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-class CommandParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line, the error and where to read more: argparse's
+    usage first (24 lines for serve) buried it."""
+
+    def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)", message)
+        if choice:  # trio-ws-demo server: did you mean serve?
+            names = re.findall(r"[\w-]+", choice[2])
+            close = difflib.get_close_matches(choice[1], names, n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+class CommandParser(OneLineParser):
     """A command's parser that takes positionals after options, as people type them
     (``echo URL --binary hi``); plain argparse stops at the first option."""
 
@@ -122,6 +139,8 @@ class CommandParser(argparse.ArgumentParser):
         """ "(did you mean --history?)" for a mistyped option, if one is close."""
         options = [o for o in self._option_string_actions if o.startswith("--")]
         for extra in extras:
+            if extra.isdigit() and "--port" in options:  # serve 8080
+                return f" (did you mean --port {extra}?)"
             if extra.startswith("--"):
                 close = difflib.get_close_matches(extra.split("=", 1)[0], options, n=1)
                 if close:

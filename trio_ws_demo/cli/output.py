@@ -37,7 +37,7 @@ from ..envelopes import SUBPROTOCOL, decode, is_greeting, unwrap
 from ..redact import escape_for_terminal
 from .editor import LineEditor
 
-__all__ = ["Printer", "escape"]
+__all__ = ["Printer", "close_error", "escape"]
 
 
 def escape(message: Message, binary: str = "repr") -> str:
@@ -52,6 +52,12 @@ def escape(message: Message, binary: str = "repr") -> str:
     return escape_for_terminal(message)
 
 
+def close_error(code: int | None, reason: str | None) -> str:
+    """The line for a server that closed with *code*, not 1000: the error, and why."""
+    why = f" ({escape(reason)})" if reason else ""
+    return f"Connection error: the server closed the connection with code {code}{why}"
+
+
 class Printer:
     """Prints the client's events for a person or for a script.
 
@@ -61,9 +67,12 @@ class Printer:
     so a terminal shows both while a pipe gets only the conversation.
 
     For a script (``json_lines``) every event is one JSON object on stdout, with an
-    ``event`` field: ``opened``, ``sent``, ``message``, ``closed``, ``pong``, ``notice``,
-    ``reconnecting``, and for trio-ws-demo.v1 frames their own ``type`` (``joined``,
-    ``resume``) with the frame's fields. Text is ``"text"``; binary is ``"base64"``.
+    ``event`` field: ``opened``, ``sent``, ``message``, ``closed``, ``pong`` (``ms``, for
+    ``/ping``), ``notice``, ``reconnecting``, ``ping`` and ``pong`` (``hex``, with
+    --show-ping), and for trio-ws-demo.v1 frames their own ``type`` with the frame's
+    fields (``joined``, ``resume``, ``message``, ``backplane``, ``error``), except a
+    presence frame, whose own ``event`` field (``join``, ``leave``, ``changes``) names
+    it. Text is ``"text"``; binary is ``"base64"``.
     """
 
     def __init__(
@@ -80,8 +89,10 @@ class Printer:
         self._out = out
         self._show_ping = show_ping
         self._lost: Closed | None = None
-        """A connection lost without a close frame, held until the next event: one
-        line for one event ("reconnecting" says it, when a reconnect follows)."""
+        """A connection the server ended, held until the next event: one line for
+        one event ("reconnecting" says it, when a reconnect follows)."""
+        self.said_close = False
+        """The server's close has had its line (the caller adds none)."""
         self._only_echoes = only_echoes
         """Send-and-check (no --listen): show what was sent and its echoes; other
         traffic, a room's history or other clients' messages, is for --listen."""
@@ -100,7 +111,7 @@ class Printer:
 
     def report(self, event: Event) -> None:
         lost, self._lost = self._lost, None
-        if not self._json and isinstance(event, Closed) and event.by_server and event.code == 1006:
+        if not self._json and isinstance(event, Closed) and event.by_server:
             self._lost = event  # said by the reconnect line, if one follows (see flush)
             return
         if lost is not None and not isinstance(event, Reconnecting):
@@ -167,6 +178,7 @@ class Printer:
         if isinstance(event, Opened):
             return "Connection opened", False
         if isinstance(event, Closed):
+            self.said_close = event.by_server
             if event.by_server and event.code == 1006:
                 return "Connection lost (no close frame)", False
             line = "Connection closed"
@@ -174,6 +186,9 @@ class Printer:
                 # What the user or the server said: as wscat writes it.
                 why = f', reason: "{escape(event.reason)}"' if event.reason else ""
                 line = f"Disconnected (code: {event.code}{why})"
+            elif event.by_server and event.code not in (None, 1000):
+                # One line for one event: the close is the error, and says why.
+                line = close_error(event.code, event.reason)
             return line, False
         if isinstance(event, Ponged):
             return f"Pong after {event.seconds * 1000:.1f} ms", False
@@ -182,6 +197,7 @@ class Printer:
         if isinstance(event, Notice):
             return f"! {escape(event.text)}", False
         if isinstance(event, Reconnecting):
+            self.said_close = False  # a new connection is tried
             why = escape(event.why)
             return f"Connection lost ({why}); reconnecting in {event.delay:g} s", False
         if isinstance(event, ControlFrame):

@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 import time
+import unicodedata
 from typing import Any
 
 from ..tokens import RIGHTS, mint
@@ -33,6 +34,10 @@ def room_right(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(
             f"expected PATTERN=RIGHTS with RIGHTS r, w or rw (e.g. 'chat/*=rw'), not {text!r}"
         )
+    # Room names as the server reads them: NFC, and /ops/ is the room ops.
+    pattern = unicodedata.normalize("NFC", pattern.lstrip("/"))
+    if len(pattern) > 1 and pattern.endswith("/"):
+        pattern = pattern[:-1]
     return pattern, rights
 
 
@@ -79,8 +84,15 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
     if (secret is None) == (private_key is None):
         print(
-            "error: pass one of --jwt-key SECRET (or $TRIO_WS_DEMO_JWT_KEY) and "
+            "error: pass one of --jwt-key SECRET (or $TRIO_WS_DEMO_JWT_KEY) or "
             "--jwt-private-key FILE",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not args.room:
+        print(
+            "error: a token without --room can read and write nothing; add one, "
+            "e.g. --room 'chat/*=rw' (or --room '**=r' for every room)",
             file=sys.stderr,
         )
         return EXIT_USAGE

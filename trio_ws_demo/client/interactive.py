@@ -135,6 +135,8 @@ async def _send_lines(
 ) -> tuple[int, str | None]:
     """Send each line (or run it as a command); return the close code and reason to use."""
     async for line in lines:
+        if not line.strip():
+            continue  # an empty line sends nothing (Enter pressed twice)
         message: Message = line
         if line.startswith("//"):
             message = line[1:]

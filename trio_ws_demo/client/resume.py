@@ -124,6 +124,14 @@ def _presence_text(data: PresenceFrame) -> str:
     return f"{', '.join(parts) or 'presence changed'} {here}"
 
 
+def _close_text(result: EchoResult) -> str:
+    """How the server ended a connection, in the words used without --resume too."""
+    if result.close_code == 1006:
+        return "no close frame"
+    reason = f" ({result.close_reason})" if result.close_reason else ""
+    return f"the server closed the connection with code {result.close_code}{reason}"
+
+
 async def resuming(
     url: str,
     session: Callable[[str, Position], Awaitable[EchoResult]],
@@ -147,7 +155,7 @@ async def resuming(
             if (stop is not None and stop.is_set()) or not result.closed_by_server:
                 return result
             delay = _BACKOFF_FIRST
-            why = f"the server closed the connection with code {result.close_code}"
+            why = _close_text(result)
         report(Reconnecting(delay, why))
         with trio.move_on_after(delay):
             if stop is not None:

@@ -21,6 +21,7 @@ import errno
 import importlib
 import socket
 import ssl
+import unicodedata
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -106,8 +107,10 @@ def parse_url(url: str) -> Target:
         raise ValueError(
             f"invalid URL {url!r}: a space or control character in the path; write it as %20"
         )
-    # Non-ASCII (café) goes on the wire percent-encoded as UTF-8, as a browser does;
-    # what is already ASCII, %-escapes included, is left as it is.
+    # Non-ASCII (café) goes on the wire percent-encoded as UTF-8, as a browser does,
+    # normalised to NFC first (as the server names rooms: café typed with a combining
+    # accent is the same room); what is ASCII, %-escapes included, is left as it is.
+    resource = unicodedata.normalize("NFC", resource)
     resource = urllib.parse.quote(resource, safe="".join(map(chr, range(0x21, 0x7F))))
     return Target(
         url=url,
@@ -369,6 +372,10 @@ async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
+#: How a certificate that does not verify can be trusted; the CLI says something else
+#: when it was given a --cacert already.
+TRUST_HINT = "pass --cacert FILE or --insecure"
+
 #: What OpenSSL says when the answer to our ClientHello was not TLS at all
 #: (an HTTP error page, say), or the peer hung up on it.
 _NOT_TLS_REASONS = frozenset(
@@ -389,7 +396,7 @@ def _describe_connect_failure(exc: BaseException, target: Target) -> str:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (
                 f"TLS certificate verification failed for {where}: {cause.verify_message}; "
-                "pass --cacert FILE or --insecure"
+                + TRUST_HINT
             )
         if isinstance(cause, ssl.SSLError):
             if cause.reason in _NOT_TLS_REASONS:
