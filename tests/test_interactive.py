@@ -156,3 +156,18 @@ async def test_an_interactive_session_survives_a_server_restart_while_the_user_t
                 assert await other.recv() == "typed across the restart"
                 await terminal.shows("Server sent:  typed across the restart")
             second.interrupt()
+
+
+async def test_a_session_shows_who_sent_each_message(
+    server: BroadcastServer, terminal_factory: Callable[..., Terminal]
+) -> None:
+    """Issue 28, item 1: the server's ``from`` beside each message (a chosen
+    name; a guest's id is left out as noise)."""
+    terminal = terminal_factory(url_of(server, "/?name=ann"))
+    with trio.fail_after(TIMEOUT):
+        await terminal.shows("Connection opened")
+        async with connect(url_of(server, "/?name=bob"), proxy=None) as bob:
+            await bob.send("hello ann")
+            await terminal.shows("Server sent:  bob: hello ann")
+            terminal.type("hi bob")
+            await terminal.shows("Server sent:  ann: hi bob")

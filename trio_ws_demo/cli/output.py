@@ -33,7 +33,7 @@ from ..client import (
     Reconnecting,
     Sent,
 )
-from ..envelopes import SUBPROTOCOL, decode, is_greeting, unwrap
+from ..envelopes import SUBPROTOCOL, MessageFrame, decode, is_greeting, unwrap
 from ..redact import escape_for_terminal
 from .editor import LineEditor
 
@@ -174,7 +174,14 @@ class Printer:
                 return None  # a joined or resume frame: said by other lines
             if self._only_echoes:
                 return None  # history or another client: its echo is said by Echoed
-            return f"Server sent:  {escape(message, self._binary)}", True
+            shown = escape(message, self._binary)
+            if self._interactive and self._envelopes and isinstance(event.message, str):
+                frame = decode(event.message)  # who sent it, in the server's word
+                # A chosen name (a token's sub, ?name=): a guest's id is noise.
+                if isinstance(frame, MessageFrame) and frame.sender:
+                    if not frame.sender.startswith("guest-"):
+                        shown = f"{escape(frame.sender)}: {shown}"
+            return f"Server sent:  {shown}", True
         if isinstance(event, Opened):
             return "Connection opened", False
         if isinstance(event, Closed):

@@ -57,9 +57,11 @@ async def run_interactive(
     """
     report = on_event or (lambda event: None)
     if not resume:
+        # v1 too, for the server's word on who sent each message (``from``).
         return await _interactive_once(
-            url, lines, timeout, ssl_context, headers, list(subprotocols), report, stop, None
-        )
+            url, lines, timeout, ssl_context, headers, [*subprotocols, SUBPROTOCOL], report,
+            stop, Position(),
+        )  # fmt: skip
     send, receive = trio.open_memory_channel[str](math.inf)
 
     async def pump() -> None:  # one reader of *lines* for every session: none is lost
