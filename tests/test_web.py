@@ -145,7 +145,8 @@ async def test_json_logs_one_line_per_lifecycle_event_and_never_the_token() -> N
     assert opened["path"] == "/room?token=***"
     assert closed["peer"] == opened["peer"] and closed["path"] == "/room?token=***"
     assert closed["code"] == 1000 and closed["reason"] is None
-    assert closed["messages_in"] == 30 and closed["messages_out"] == 30
+    # echo speaks v1: the joined frame, a presence frame, each echo and its ack.
+    assert closed["messages_in"] == 30 and closed["messages_out"] == 1 + 1 + 30 + 30
     assert closed["slow"] is False and closed["duration_s"] >= 0
     assert all(r["level"] == "info" for r in records)
 
