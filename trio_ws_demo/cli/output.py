@@ -178,9 +178,9 @@ class Printer:
             if self._interactive and self._envelopes and isinstance(event.message, str):
                 frame = decode(event.message)  # who sent it, in the server's word
                 # A chosen name (a token's sub, ?name=): a guest's id is noise.
-                if isinstance(frame, MessageFrame) and frame.sender:
-                    if not frame.sender.startswith("guest-"):
-                        shown = f"{escape(frame.sender)}: {shown}"
+                sender = frame.sender if isinstance(frame, MessageFrame) else None
+                if sender and not sender.startswith("guest-"):
+                    shown = f"{escape(sender)}: {shown}"
             return f"Server sent:  {shown}", True
         if isinstance(event, Opened):
             return "Connection opened", False
