@@ -171,3 +171,4 @@ async def test_a_session_shows_who_sent_each_message(
             await terminal.shows("Server sent:  bob: hello ann")
             terminal.type("hi bob")
             await terminal.shows("Server sent:  ann: hi bob")
+            await terminal.shows("Delivered as offset 2")  # the ack of ann's line

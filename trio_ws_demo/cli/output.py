@@ -33,7 +33,7 @@ from ..client import (
     Reconnecting,
     Sent,
 )
-from ..envelopes import SUBPROTOCOL, MessageFrame, decode, is_greeting, unwrap
+from ..envelopes import SUBPROTOCOL, AckFrame, MessageFrame, decode, is_greeting, unwrap
 from ..redact import escape_for_terminal
 from .editor import LineEditor
 
@@ -171,6 +171,10 @@ class Printer:
         if isinstance(event, Received):
             message = unwrap(event.message) if self._envelopes else event.message
             if message is None:
+                if self._interactive and self._envelopes and isinstance(event.message, str):
+                    frame = decode(event.message)
+                    if isinstance(frame, AckFrame):  # where a line of ours landed
+                        return f"Delivered as offset {frame.offset}", False
                 return None  # a joined or resume frame: said by other lines
             if self._only_echoes:
                 return None  # history or another client: its echo is said by Echoed

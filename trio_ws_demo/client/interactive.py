@@ -12,13 +12,14 @@ typed between two connections is lost.
 from __future__ import annotations
 
 import math
+import secrets
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
 
-from ..envelopes import SUBPROTOCOL
+from ..envelopes import SUBPROTOCOL, encode_publish
 from ..errors import ClientError
 from .events import EchoResult, Event, Message, Notice, Ponged, Sent
 from .resume import Position, resuming
@@ -107,7 +108,7 @@ async def _interactive_once(
         conversation.start_soon(
             _print_incoming, ws, result, report, conversation.cancel_scope, position
         )
-        return await _send_lines(ws, lines, result, report, timeout)
+        return await _send_lines(ws, lines, result, report, timeout, position)
 
     return await run_session(url, timeout, ssl_context, headers, subprotocols, report, stop, talk)
 
@@ -134,8 +135,11 @@ async def _send_lines(
     result: EchoResult,
     report: Callable[[Event], None],
     timeout: float,
+    position: Position | None = None,
 ) -> tuple[int, str | None]:
-    """Send each line (or run it as a command); return the close code and reason to use."""
+    """Send each line (or run it as a command); return the close code and reason to use.
+    To a v1 server a line goes as a ``publish`` with an id: its ack says where it
+    landed, and a resend after a reconnect is not delivered twice."""
     async for line in lines:
         if not line.strip():
             continue  # an empty line sends nothing (Enter pressed twice)
@@ -181,7 +185,10 @@ async def _send_lines(
                 report(Notice(f"unknown command {command}; try /ping, /close, /binary, //text"))
                 continue
         try:
-            await ws.send_message(message)
+            if position is not None and position.speaks_v1:
+                await ws.send_message(encode_publish(secrets.token_hex(6), message))
+            else:
+                await ws.send_message(message)
         except tw.ConnectionClosed:
             break  # the reader reports how the server closed
         result.sent.append(message)
