@@ -252,3 +252,22 @@ async def test_posted_messages_are_counted_in_the_metrics(start_server: StartSer
     m = metrics(body.decode())
     assert m[("trio_ws_demo_http_published_total", ())] == 4
     assert m[("trio_ws_demo_messages_received_total", ())] == 0  # from WebSocket clients
+
+
+async def test_a_refused_upgrade_answers_json_too(start_server: StartServer) -> None:
+    """Issue 28: every HTTP error body is JSON, the front door's refusals too
+    (they were "401 missing or wrong token" as text); echo still says why."""
+    server = await start_server(ServerOptions(access=AccessPolicy(token="s3cret-token-xyz")))
+    request = (
+        b"GET /r HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with trio.fail_after(10):
+        answer = await http_exchange(server.port or 0, request)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        async with run_cli("echo", url_of(server, "/r"), "hi") as echo:
+            said = await echo.process.wait(), await echo.stderr()
+    assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body) == {"error": "missing or wrong token"}
+    assert said[0] == 1 and "refused: HTTP 401 missing or wrong token (" in said[1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import json
 import socket
 import ssl
 import unicodedata
@@ -354,9 +355,16 @@ def _describe_refusal(rejection: tw.ConnectionRejected, target: Target) -> str:
         return f"not a WebSocket endpoint (HTTP {status} from {target.url})"
     why = ""
     if rejection.body:
-        first = rejection.body.decode("utf-8", "replace").strip().splitlines()[:1]
-        # Our server's bodies start with the status again: "401 missing or wrong token".
-        why = first[0].removeprefix(str(status)).strip()[:200] if first else ""
+        text = rejection.body.decode("utf-8", "replace").strip()
+        try:  # ours: {"error": "missing or wrong token"}
+            said = json.loads(text).get("error")
+        except (ValueError, AttributeError):
+            said = None
+        if isinstance(said, str):
+            why = said.splitlines()[0][:200] if said.strip() else ""
+        else:  # another server's first line (it may start with the status again)
+            first = text.splitlines()[:1]
+            why = first[0].removeprefix(str(status)).strip()[:200] if first else ""
     return f"refused: HTTP {status}" + (f" {why}" if why else "") + f" ({target.url})"
 
 

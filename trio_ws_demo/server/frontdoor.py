@@ -51,7 +51,7 @@ from ..reasons import Reason, Refusal, reason_of
 from ..redact import escape, redact
 from ..rooms import RESERVED_PATHS, RoomNameError, Rooms, room_from_path
 from ..tokens import Grant
-from .http_io import linger, read_request_head, send_response
+from .http_io import linger, read_request_head, send_error
 from .options import ServerOptions
 from .tls import TlsChannel
 from .web import WebRoutes
@@ -287,8 +287,7 @@ class FrontDoor:
                 "reason": str(reason),
             },
         )
-        body = f"{refusal.status} {refusal.reason}\n".encode()
-        await send_response(stream, refusal.status, headers=refusal.headers, body=body)
+        await send_error(stream, refusal.status, refusal.reason, headers=refusal.headers)
         await linger(stream)
 
 
