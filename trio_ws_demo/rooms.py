@@ -76,7 +76,9 @@ PRESENCE_NAMES = 100
 #: Seconds a room without clients keeps its history before it is freed.
 DEFAULT_ROOM_TTL = 3600.0
 #: Paths the server answers itself; they cannot be rooms.
-RESERVED_PATHS = frozenset({"/healthz", "/metrics", "/rooms", "/favicon.ico"})
+RESERVED_PATHS = frozenset(
+    {"/healthz", "/livez", "/readyz", "/health", "/metrics", "/rooms", "/favicon.ico"}
+)
 #: Paths under this prefix are answered by the server (``GET /rooms/<room>``: who is there).
 RESERVED_PREFIX = "/rooms/"
 

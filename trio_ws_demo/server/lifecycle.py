@@ -144,6 +144,7 @@ class BroadcastServer:
             options,
             lambda: self.instance,
             self.backplane.presence.elsewhere if self.backplane is not None else None,
+            ready=lambda: self._serving and not self._stopping.is_set(),
         )
         self.front_door = FrontDoor(
             options, self.web, lambda: self.clients, self.rooms, self.memory

@@ -15,6 +15,13 @@ path           answer                                           methods
                with ``"backplane": "down"`` while Redis is away;
                ``"redis": {"master": "HOST:PORT"}`` names the
                Redis last reached (the sentinels' master)
+``/livez``     200 ``{"status": "alive"}`` while the event      GET, HEAD
+               loop answers
+``/readyz``    200 ``{"status": "ready"}`` while serving, 503    GET, HEAD
+               while starting or shutting down; a Redis
+               outage does not make it 503 (``"backplane":
+               "down"`` says it)
+``/health``    404: reserved, so a mistyped probe fails         GET, HEAD
 ``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
                (behind the shared ``--token``, or a signed
                token that may read ``**``, when one is set)
@@ -195,8 +202,11 @@ class WebRoutes:
         options: ServerOptions,
         instance: Callable[[], str] = lambda: "",
         elsewhere: Callable[[str], Awaitable[list[tuple[str, float]]]] | None = None,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._statistics = statistics
+        self._ready = ready
+        """Serving, and not shutting down: what ``/readyz`` says."""
         self._elsewhere = elsewhere
         """Who is in a room on the other processes (with --redis), read on demand."""
         self._instance = instance
@@ -219,6 +229,8 @@ class WebRoutes:
             return 405
         head_only = head.method == "HEAD"
         path = head.path
+        if path in ("/livez", "/readyz"):
+            return await self._probe(stream, path, head_only)
         if path == "/healthz":
             stats = self._statistics()
             health: dict[str, object] = {"status": "ok", "clients": stats.clients}
@@ -287,6 +299,29 @@ class WebRoutes:
             headers=[("X-Content-Type-Options", "nosniff")],
         )
         return 200
+
+    async def _probe(self, stream: trio.abc.Stream, path: str, head_only: bool) -> int:
+        """``/livez``: 200 while the event loop answers (this answer is the
+        proof). ``/readyz``: 200 while serving, 503 while starting or shutting
+        down. A Redis outage leaves a process ready, since it still serves its
+        own clients (behind a load balancer, one outage must not pull the
+        whole fleet): it shows as ``"backplane": "down"`` here and in /metrics."""
+        if path == "/livez":
+            status, answer = 200, {"status": "alive"}
+        else:
+            ready = self._ready()
+            status = 200 if ready else 503
+            answer = {"status": "ready" if ready else "not ready"}
+            backplane = self._statistics().backplane
+            if backplane is not None:
+                answer["backplane"] = backplane.health
+        if self._instance():
+            answer["instance"] = self._instance()
+        body = json.dumps(answer).encode()
+        await send_response(
+            stream, status, body=body, content_type="application/json", head_only=head_only
+        )
+        return status
 
     async def _who(self, name: str, query: dict[str, list[str]]) -> bytes | None:
         """One page of room *name*'s members, earliest first; None for a bad ``?limit=``.
