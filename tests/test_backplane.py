@@ -30,6 +30,7 @@ from .backplane_rigs import (
 from .conftest import StartServer, url_of
 from .processes import run_cli
 from .redis_server import RedisServer, free_port, require_redis
+from .wsraw import http_exchange
 
 TIMEOUT = 20
 # -- two processes, one Redis ----------------------------------------------------
@@ -305,6 +306,15 @@ async def test_reuse_port_lets_two_processes_share_a_port(redis: RedisServer) ->
                 "serve", "--port", port, "--redis", redis.url, "--reuse-port"
             ) as second:
                 assert (await second.readline()).startswith(f"Listening on ws://127.0.0.1:{port}")
+                # Each process is its own instance (its pid), in /healthz and every log line.
+                seen = set()
+                with trio.fail_after(TIMEOUT):
+                    while len(seen) < 2:  # the kernel spreads connections over both
+                        answer = await http_exchange(
+                            int(port), b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                        )
+                        seen.add(json.loads(answer.partition(b"\r\n\r\n")[2])["instance"])
+                assert all(name.startswith(f"127.0.0.1:{port}/") for name in seen), seen
             async with run_cli("serve", "--port", port, "--redis", redis.url) as refused:
                 assert await refused.process.wait() == 1
                 assert "the port is in use" in await refused.stderr()

@@ -474,8 +474,7 @@ async def _run_server(
                     else:
                         gc.freeze()  # what start-up made lives for good: never scan it again
                         if instance is not None and not options.instance:
-                            instance.instance = f"{format_host(host or '0.0.0.0')}:{bound}"
-                            server.instance = instance.instance
+                            instance.instance = server.instance  # HOST:PORT, /PID with --reuse-port
                         print(listening_line(options, host, bound), flush=True)
                         warn_if_open(options, server.addresses)
             outer.cancel_scope.cancel()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 
 import trio
@@ -257,6 +258,8 @@ class BroadcastServer:
         self.addresses = [listener.getsockname()[0] for listener in listeners]
         if not self.instance:
             self.instance = f"{format_host(host or '0.0.0.0')}:{self.port}"
+            if self.options.reuse_port:  # several processes on one port: each its own name
+                self.instance += f"/{os.getpid()}"
         url = f"{self.options.scheme}://{format_host(host or '0.0.0.0')}:{self.port}"
         logger.debug(  # the command line prints it; a library user has the port
             "listening on %s (%s)",
