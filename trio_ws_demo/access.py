@@ -112,6 +112,16 @@ class AccessPolicy:
     def verifier(self) -> TokenVerifier:
         return TokenVerifier(self.token, self.jwt_secret, self.jwt_public_key)
 
+    def reload_keys(self, jwt_secret: str | None, jwt_public_key: bytes | None) -> None:
+        """Take new JWT keys (SIGHUP), in place, so that every holder of this
+        policy verifies the next handshake with them: the one change a frozen
+        policy allows. ValueError (and nothing changed) for keys it refuses."""
+        check_secrets(self.token, jwt_secret, jwt_public_key)
+        verifier = TokenVerifier(self.token, jwt_secret, jwt_public_key)
+        object.__setattr__(self, "jwt_secret", jwt_secret)
+        object.__setattr__(self, "jwt_public_key", jwt_public_key)
+        self.__dict__["verifier"] = verifier  # the cached property's value
+
     def admit(
         self, head: RequestHead, room: str | None, now: float, use: Use = Use.CONNECT
     ) -> Grant | HttpRefusal:

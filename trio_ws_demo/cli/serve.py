@@ -11,6 +11,7 @@ import signal
 import ssl
 import sys
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -435,7 +436,9 @@ def run(args: argparse.Namespace) -> int:
     _raise_open_file_limit()
     _tune_garbage_collection()
     try:
-        error = trio.run(_run_server, options, args.host, args.port, instance)
+        error = trio.run(
+            _run_server, options, args.host, args.port, instance, lambda: _reload(args, options)
+        )
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     if error is not None:
@@ -445,18 +448,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run_server(
-    options: ServerOptions, host: str, port: int, instance: InstanceFilter | None = None
+    options: ServerOptions,
+    host: str,
+    port: int,
+    instance: InstanceFilter | None = None,
+    reload: Callable[[], None] | None = None,
 ) -> ServerStartupError | None:
-    """Serve until SIGINT or SIGTERM (a second one: stop at once); return a startup error."""
+    """Serve until SIGINT or SIGTERM (a second one: stop at once), reloading on
+    SIGHUP; return a startup error."""
     server = BroadcastServer(options)
     error: ServerStartupError | None = None
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             serving = trio.CancelScope()
 
             async def on_signals() -> None:
                 async for signum in signals:
-                    if serving.cancel_called:
+                    if signum == signal.SIGHUP:
+                        if reload is not None:
+                            reload()
+                    elif serving.cancel_called:
                         server.abort()
                     else:
                         logging.getLogger(__name__).debug(
@@ -545,3 +556,29 @@ def _raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, ValueError, OSError):
         pass
+
+
+def _reload(args: argparse.Namespace, options: ServerOptions) -> None:
+    """SIGHUP: read the TLS certificate and key, and the JWT keys, again. New
+    handshakes use the new ones and no connection is dropped; a file that does
+    not load keeps the old ones, with one ERROR line (a renewal gone wrong must
+    not take the service down)."""
+    log = logging.getLogger("trio_ws_demo.server")
+    context = options.ssl_context
+    if args.certfile and context is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.certfile, args.keyfile
+            )  # a trial first: a failed load must not leave the live context half done
+            context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("SIGHUP: kept the old certificate (%s: %s)", args.certfile, exc)
+        else:
+            log.info("SIGHUP: reloaded the certificate from %s", args.certfile)
+    if options.access.jwt_secret is not None or options.access.jwt_public_key is not None:
+        try:
+            options.access.reload_keys(jwt_secret(args, strict=True), jwt_public_key(args))
+        except (KeyError_, EmptySecret, ValueError) as exc:
+            log.error("SIGHUP: kept the old JWT keys (%s)", exc)
+        else:
+            log.info("SIGHUP: reloaded the JWT keys")
