@@ -54,6 +54,7 @@ from .connection import Connection, ConnectionSettings
 from .frontdoor import FrontDoor, Peer, PublishRequest
 from .keepalive import Keepalive
 from .listen import accept_loop, open_listeners
+from .notify import Notifier
 from .options import ServerOptions
 from .presence import PresenceSender
 from .publish import PublishApi, PublishSettings
@@ -185,6 +186,8 @@ class BroadcastServer:
         """When shutdown drops whoever is still connected."""
         self._backplane_scope: trio.CancelScope | None = None
         self._serving = False
+        self.notifier = Notifier()
+        """systemd's $NOTIFY_SOCKET: READY=1, STOPPING=1, WATCHDOG=1 (a no-op without it)."""
         self._settings = ConnectionSettings(
             echo=options.echo,
             budget=options.budget,
@@ -277,6 +280,7 @@ class BroadcastServer:
         finally:
             for listener in listeners:
                 listener.close()
+            self.notifier.close()
             logger.debug("server stopped")
 
     async def _serve(
@@ -302,6 +306,7 @@ class BroadcastServer:
                         services.start_soon(self.keepalive.run)
                     if self.options.room_ttl is not None:
                         services.start_soon(self._expire_rooms, self.options.room_ttl)
+                    services.start_soon(self.notifier.watchdog)
                     for listener in listeners:
                         services.start_soon(
                             accept_loop,
@@ -313,6 +318,7 @@ class BroadcastServer:
                         )
                     self._serving = True
                     task_status.started(listeners[0].getsockname()[1])
+                    self.notifier.send("READY=1")
             finally:
                 self._begin_shutdown()
 
@@ -366,6 +372,7 @@ class BroadcastServer:
         self._stopping.set()
         if self.port is None or not self._serving:
             return  # never served (a start-up error): nobody to close
+        self.notifier.send("STOPPING=1")
         logger.info(
             "shutting down: closing %d connections",
             self.clients,
