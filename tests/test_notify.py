@@ -133,4 +133,4 @@ def test_the_dockerfile_names_what_it_should() -> None:
     text = "\n".join(lines)
     assert "FROM python:3.11-slim" in text
     assert "STOPSIGNAL SIGTERM" in text and "EXPOSE 8080" in text
-    assert "/healthz" in text and "pip install" in text
+    assert "/livez" in text and "pip install" in text
