@@ -26,6 +26,7 @@ import trio
 from websockets.trio.client import ClientConnection, connect
 
 from trio_ws_demo import BroadcastServer, ServerOptions
+from trio_ws_demo.hub import InboxBudget
 
 from . import chaos
 from .backplane_rigs import V1, frames, until_frame
@@ -444,7 +445,14 @@ async def test_a_message_up_to_max_message_size_crosses_processes(
     """Any message up to --max-message-size passes through Redis (1.5 MiB was
     reported refused with "invalid bulk length"; here with Redis 7.0, text and
     binary, at 1.5 MiB and at the limit itself)."""
-    options = ServerOptions(redis=redis.url, max_message_size=size, stream_bytes=4 * size)
+    # Room for both in a client's queue (the default holds less than two 4 MiB
+    # messages: a client that reads them slowly would be closed as slow).
+    options = ServerOptions(
+        redis=redis.url,
+        max_message_size=size,
+        stream_bytes=4 * size,
+        budget=InboxBudget(max_bytes=4 * size),
+    )
     a, b = await start_server(options), await start_server(options)
     text, binary = "t" * size, bytes(range(256)) * (size // 256)
     with trio.fail_after(TIMEOUT):
