@@ -48,6 +48,7 @@ from .envelopes import (
     encode_resume,
 )
 from .frames import encode_frame, frame_message
+from .histogram import BROADCAST_BUCKETS, LATENCY_BUCKETS, Histogram
 from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy, Subscriber
 from .reasons import Reason
 
@@ -59,6 +60,7 @@ __all__ = [
     "ENTRY_OVERHEAD",
     "RESERVED_PATHS",
     "RESERVED_PREFIX",
+    "DeliveryTimings",
     "Joined",
     "Kept",
     "Room",
@@ -202,6 +204,26 @@ class _Entry:
 _incarnations = itertools.count(1)
 
 
+class DeliveryTimings:
+    """How late and how long each fan-out on this process was (``/metrics``).
+
+    Observed once per message per process in :meth:`Room.deliver`, never per
+    client: two clock reads and two histogram observations per message,
+    whatever the room's size. "Delivered" means handed to every local
+    client's outbox (the hub's fan-out); the write to each socket comes after,
+    in that client's own task, and is not timed per message (that would cost a
+    clock read per client).
+    """
+
+    __slots__ = ("broadcast", "lag")
+
+    def __init__(self) -> None:
+        self.lag = Histogram(LATENCY_BUCKETS)
+        """Seconds from the message's own time (:attr:`Kept.at`) to its fan-out here."""
+        self.broadcast = Histogram(BROADCAST_BUCKETS)
+        """Seconds one fan-out took: encoding once, offering to every local client, keeping."""
+
+
 class Room:
     """One room: its subscribers (plain and v1), offsets and history."""
 
@@ -212,8 +234,11 @@ class Room:
         policy: SlowClientPolicy,
         history: int,
         history_bytes: int,
+        timings: DeliveryTimings | None = None,
     ) -> None:
         self.name = name
+        self.timings = timings
+        """Where :meth:`deliver` records its lag and duration (shared by the rooms)."""
         self.incarnation = next(_incarnations)
         """Unique to this room object in this process (a room freed and made
         again is another one)."""
@@ -293,6 +318,13 @@ class Room:
         elif offset <= self.last_offset:
             self.stale += 1
             return 0
+        timings = self.timings
+        if timings is not None:
+            began = time.perf_counter()
+            # A message with no time of its own is stamped now (below): no lag.
+            # One stamped on another host may look early by that host's clock
+            # skew: counted as 0, not as a negative lag.
+            timings.lag.observe(0.0 if at is None else max(time.time() - at, 0.0))
         self.last_offset = offset
         self.deliveries += 1
         if plain_frame is None:
@@ -307,6 +339,8 @@ class Room:
                 json_frame = self._json_frame(entry, message)
                 skip = origin if origin is not None and origin in self._quiet else None
                 taken += self.v1.publish(json_frame, len(json_frame), skip)
+        if timings is not None:
+            timings.broadcast.observe(time.perf_counter() - began)
         return taken
 
     def is_quiet(self, subscriber: Subscriber[bytes]) -> bool:
@@ -545,6 +579,8 @@ class Rooms:
         self._history = history
         self._history_bytes = history_bytes
         self._rooms: dict[str, Room] = {}
+        self.timings = DeliveryTimings()
+        """Every room's fan-outs, timed (one observation per message each)."""
         self.on_freed = on_freed
         """Told when a room is freed (the broker forgets it)."""
         self.on_presence = on_presence
@@ -594,7 +630,7 @@ class Rooms:
         room = self._rooms.get(name)
         if room is None:
             room = self._rooms[name] = Room(
-                name, self._budget, self._policy, self._history, self._history_bytes
+                name, self._budget, self._policy, self._history, self._history_bytes, self.timings
             )
             if self._freed is not None and (was := self._freed.pop(name, None)) is not None:
                 room.epoch, room.last_offset = was  # its offsets go on: no false alarm

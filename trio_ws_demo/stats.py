@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .histogram import HistogramSnapshot
+
 __all__ = ["BackplaneStatistics", "ServerStatistics", "Traffic"]
 
 
@@ -95,6 +97,14 @@ class ServerStatistics:
     """Requests for room the memory budget refused."""
     http_published: int = 0
     """Messages published by ``POST /<room>`` (a batch counts each line)."""
+    http_publishes: dict[int, int] = field(default_factory=dict)
+    """``POST /<room>`` requests answered, by the answer's status."""
+    delivery_lag: HistogramSnapshot | None = None
+    """Seconds from each message's own time to its fan-out on this process."""
+    broadcast_duration: HistogramSnapshot | None = None
+    """Seconds each fan-out to this process's clients took."""
+    handshake_duration: HistogramSnapshot | None = None
+    """Seconds from accepting a connection to its 101 written (TLS included)."""
     backplane: BackplaneStatistics | None = None
     """None without ``--redis``."""
     """Connections ended by an unexpected error in the server (logged, closed 1011)."""

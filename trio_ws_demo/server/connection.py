@@ -45,6 +45,7 @@ import trio
 from ..broker import Broker
 from ..budget import MemoryBudget, QueuedFrames
 from ..envelopes import decode_publish
+from ..histogram import Histogram
 from ..hub import InboxBudget
 from ..protocol import (
     CLOSE_TABLE,
@@ -93,6 +94,8 @@ class ConnectionSettings:
     """The process's memory budget (partial messages, TLS records, refusals)."""
     queued: QueuedFrames | None = None
     """The budget's count of queued frames, each once."""
+    handshakes: Histogram | None = None
+    """Where each connection's accept-to-101 time goes (``/metrics``)."""
 
 
 #: Why a connection may end with its last messages not delivered.
@@ -153,6 +156,7 @@ class Connection:
         peer: Peer,
         target: str,
         early: bytes = b"",
+        accepted: float | None = None,
     ) -> None:
         self.transport = transport
         """The connection's socket, plain or TLS: every byte in or out passes it."""
@@ -193,8 +197,10 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._opened = False
         self.outbox: Outbox | None = None
-        self._started = self.last_seen = trio.current_time()
-        """last_seen: when the peer last sent anything (the keepalive reads this)."""
+        self.last_seen = trio.current_time()
+        """When the peer last sent anything (the keepalive reads this)."""
+        self._started = self.last_seen if accepted is None else accepted
+        """When its socket was accepted (trio time): where its handshake began."""
         self.pinged_at = -1.0
         """When the keepalive last pinged this peer."""
 
@@ -330,6 +336,8 @@ class Connection:
                 assert response is not None
                 await outbox.send_control(response)
                 del response  # an open connection keeps as little as it can
+                if settings.handshakes is not None:
+                    settings.handshakes.observe(trio.current_time() - self._started)
                 self._opened = True
                 outbox.opened()
                 self._log_opened()

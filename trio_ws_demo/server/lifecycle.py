@@ -46,6 +46,7 @@ from ..budget import MemoryBudget, QueuedFrames
 from ..envelopes import SUBPROTOCOL
 from ..errors import BackplaneUnavailable, ServerStartupError
 from ..handshake import accept_response
+from ..histogram import LATENCY_BUCKETS, Histogram
 from ..http import format_host
 from ..protocol import End
 from ..rooms import Rooms
@@ -116,6 +117,8 @@ class BroadcastServer:
         self.connections_total = 0
         """WebSocket connections admitted so far."""
         self.connection_errors = 0
+        self.handshakes = Histogram(LATENCY_BUCKETS)
+        """Seconds from accept to the 101 written, per WebSocket opened."""
         self.keepalive = (
             Keepalive(options.ping_interval, options.ping_timeout)
             if options.ping_interval
@@ -198,6 +201,7 @@ class BroadcastServer:
             close_over_rate=options.rate_limit_action == "close",
             memory=self.memory,
             queued=self.queued_frames,
+            handshakes=self.handshakes,
         )
 
     def broadcast(self, message: str | bytes, room: str = "") -> int:
@@ -241,6 +245,10 @@ class BroadcastServer:
             memory_limit=self.memory.limit,
             memory_refused=self.memory.refused,
             http_published=self.publisher.published,
+            http_publishes=dict(self.publisher.answers),
+            delivery_lag=self.rooms.timings.lag.snapshot(),
+            broadcast_duration=self.rooms.timings.broadcast.snapshot(),
+            handshake_duration=self.handshakes.snapshot(),
             backplane=self.broker.statistics(),
         )
 
@@ -405,6 +413,7 @@ class BroadcastServer:
         at most its own connection. *pending* is the slot this connection
         holds until its head is read (see :func:`~trio_ws_demo.server.listen.accept_loop`).
         """
+        accepted = trio.current_time()  # the handshake's clock starts (TLS included)
         peer = Peer(stream)
         connection = None
         try:
@@ -455,6 +464,7 @@ class BroadcastServer:
                 peer=peer,
                 target=head.target,
                 early=head.extra,
+                accepted=accepted,
             )
         except BaseException as exc:
             if isinstance(exc, Exception):

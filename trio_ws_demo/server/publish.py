@@ -54,6 +54,7 @@ as a WebSocket is (issue 25, findings R6, R7, R13, R16):
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -166,6 +167,9 @@ class PublishApi:
         self.published = 0
         """Messages published over HTTP (all connections)."""
         self.requests = 0
+        self.answers: collections.Counter[int] = collections.Counter()
+        """Requests answered, by status (``/metrics``): counted when the answer
+        is decided, whether or not the client stayed to read it."""
         self.connections = 0
         """Publishing connections open now (kept alive between requests)."""
         self.throttled = 0
@@ -198,6 +202,7 @@ class PublishApi:
             payload: dict[str, object] = {"error": "too many publishing connections"}
             with contextlib.suppress(_Answer):  # (the head is in h11's buffer already)
                 if isinstance(await _next_event(connection, stream), h11.Request):
+                    self.answers[503] += 1
                     timeout = settings.write_timeout
                     if await _respond(connection, stream, 503, payload, _RETRY, True, timeout):
                         await linger(stream)
@@ -223,6 +228,7 @@ class PublishApi:
             try:
                 request = await self._next_request(connection, stream, delay, between)
             except _Answer as bad:  # not HTTP: say so, and close
+                self.answers[bad.status] += 1
                 payload: dict[str, object] = {"error": bad.reason}
                 if await _respond(
                     connection, stream, bad.status, payload, [], True, settings.write_timeout
@@ -249,6 +255,7 @@ class PublishApi:
                     extra={"event": "publish", "peer": str(peer), "path": target,
                            "status": status, "reason": answer.reason},
                 )  # fmt: skip
+            self.answers[status] += 1
             first = None  # a later request is h11's parse, made into a head once
             close = close or self._stopping
             if not await _respond(

@@ -64,12 +64,14 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
 from ..access import Use
+from ..histogram import HistogramSnapshot
 from ..http import HttpRefusal, RequestHead
 from ..rooms import RESERVED_PREFIX, Rooms, room_from_path
 from ..stats import ServerStatistics
@@ -119,6 +121,15 @@ class _ServerCollector(Collector):
             "Messages published by HTTP POST (each line of a batch counts).",
             s.http_published,
         )
+        publishes = CounterMetricFamily(
+            "trio_ws_demo_http_publishes",
+            "POST /<room> requests answered, by HTTP status.",
+            labels=["status"],
+        )
+        for status, count in sorted(s.http_publishes.items()):
+            publishes.add_metric([str(status)], float(count))
+        yield publishes
+        yield from _histograms(s)
         yield counter("received_bytes", "Bytes of messages received (as frames).", s.bytes_in)
         yield counter("messages_delivered", "Messages written to clients.", s.delivered)
         yield counter("delivered_bytes", "Bytes of frames written to clients.", s.delivered_bytes)
@@ -190,6 +201,35 @@ class _ServerCollector(Collector):
                     "sentinels named).",
                     value={"address": b.master},
                 )
+
+
+def _histograms(s: ServerStatistics) -> Iterator[Metric]:
+    """The three durations (see docs/metrics.md), as Prometheus histograms."""
+    for name, doc, snapshot in (
+        (
+            "delivery_lag_seconds",
+            "Seconds from a message's own time (its publisher's clock) to its fan-out here.",
+            s.delivery_lag,
+        ),
+        (
+            "broadcast_duration_seconds",
+            "Seconds one message's fan-out to this process's clients took.",
+            s.broadcast_duration,
+        ),
+        (
+            "handshake_duration_seconds",
+            "Seconds from accepting a connection to its 101 written (TLS included).",
+            s.handshake_duration,
+        ),
+    ):
+        if snapshot is not None:
+            yield _histogram(f"trio_ws_demo_{name}", doc, snapshot)
+
+
+def _histogram(name: str, doc: str, snapshot: HistogramSnapshot) -> HistogramMetricFamily:
+    buckets = [(repr(bound), float(count)) for bound, count in snapshot.buckets]
+    buckets.append(("+Inf", float(snapshot.count)))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=snapshot.sum)
 
 
 class WebRoutes:
