@@ -1,0 +1,154 @@
+"""``/metrics`` beyond counters: HTTP publishes by status, the delivery lag,
+broadcast and handshake histograms, and the backplane gauge through an outage.
+
+Real servers on real sockets, scraped over HTTP and parsed with
+prometheus_client's own parser (so the text format itself is checked too).
+Durations are asserted by their counts, never by their values (the machine's
+speed is not the test's business), except for robust lower bounds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.trio.client import connect
+
+from trio_ws_demo import AccessPolicy, BroadcastServer, ServerOptions
+from trio_ws_demo.histogram import Histogram
+
+from .conftest import StartServer, url_of
+from .redis_server import RedisServer
+from .wsraw import http_exchange
+
+TIMEOUT = 20
+TOKEN = "s3cret-token-xyz"
+V1 = ["trio-ws-demo.v1"]
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(server: BroadcastServer, token: str | None = None) -> Samples:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n".encode()
+    answer = await http_exchange(server.port or 0, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+async def post(
+    server: BroadcastServer, path: str, body: bytes, kind: str = "text/plain", token: str = ""
+) -> int:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n{auth}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    answer = await http_exchange(server.port or 0, request)
+    return int(answer.split(b" ", 2)[1])
+
+
+def count(samples: Samples, histogram: str) -> float:
+    return samples[(f"trio_ws_demo_{histogram}_seconds_count", ())]
+
+
+async def test_http_publishes_are_counted_by_status(start_server: StartServer) -> None:
+    server = await start_server(ServerOptions(access=AccessPolicy(token=TOKEN)))
+    with trio.fail_after(TIMEOUT):
+        assert await post(server, "/feed", b"one", token=TOKEN) == 200
+        assert await post(server, "/feed", b"a\nb\n", "application/x-ndjson", TOKEN) == 200
+        assert await post(server, "/feed", b"no credential") == 401
+        assert await post(server, "/feed", b"x", "image/png", TOKEN) == 415
+        assert await post(server, "/not//a%room", b"x", token=TOKEN) == 400
+        m = await scrape(server, TOKEN)
+    publishes = {
+        dict(labels)["status"]: value
+        for (name, labels), value in m.items()
+        if name == "trio_ws_demo_http_publishes_total"
+    }
+    assert publishes == {"200": 2, "400": 1, "401": 1, "415": 1}
+    assert m[("trio_ws_demo_http_published_total", ())] == 3  # messages, not requests
+
+
+async def test_a_websocket_message_and_a_post_are_timed(start_server: StartServer) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        before = await scrape(server)
+        async with connect(url_of(server, "/r"), proxy=None) as ws:
+            opened = await scrape(server)
+            await ws.send("from a socket")
+            assert await ws.recv() == "from a socket"
+            assert await post(server, "/r", b"from a POST") == 200
+            assert await ws.recv() == "from a POST"
+            after = await scrape(server)
+    assert count(before, "handshake_duration") == 0
+    assert count(opened, "handshake_duration") == 1
+    assert opened[("trio_ws_demo_handshake_duration_seconds_sum", ())] > 0
+    for histogram in ("delivery_lag", "broadcast_duration"):
+        assert count(before, histogram) == 0
+        assert count(after, histogram) == 2, histogram  # one per message, not per client
+        infinity = after[(f"trio_ws_demo_{histogram}_seconds_bucket", (("le", "+Inf"),))]
+        assert infinity == 2
+    assert after[("trio_ws_demo_broadcast_duration_seconds_sum", ())] > 0
+
+
+async def test_one_fan_out_to_many_clients_is_one_observation(start_server: StartServer) -> None:
+    server = await start_server()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(url_of(server, "/r"), proxy=None) as a,
+            connect(url_of(server, "/r"), proxy=None) as b,
+            connect(url_of(server, "/r"), subprotocols=V1, proxy=None) as c,  # type: ignore[list-item]
+        ):
+            assert json.loads(await c.recv())["type"] == "joined"
+            assert await post(server, "/r", b"to three") == 200
+            assert [await a.recv(), await b.recv()] == ["to three"] * 2
+            while json.loads(await c.recv())["type"] != "message":
+                pass
+            m = await scrape(server)
+    assert count(m, "broadcast_duration") == 1
+    assert count(m, "delivery_lag") == 1
+    assert count(m, "handshake_duration") == 3
+
+
+async def test_the_lag_of_a_message_from_another_process_and_the_backplane_gauge(
+    redis: RedisServer, start_server: StartServer
+) -> None:
+    options = ServerOptions(redis=redis.url)
+    a = await start_server(options)
+    b = await start_server(options)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(url_of(b, "/x"), subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
+            connect(url_of(a, "/x"), proxy=None) as talker,
+        ):
+            await talker.send("across")
+            while (frame := json.loads(await far.recv()))["type"] != "message":
+                pass
+            assert frame["text"] == "across"
+            m = await scrape(b)
+            assert count(m, "delivery_lag") == 1  # fanned out on B, published on A
+            assert count(m, "broadcast_duration") == 1
+            assert m[("trio_ws_demo_backplane_up", ())] == 1
+            await redis.kill()
+            while (frame := json.loads(await far.recv()))["type"] != "backplane":
+                pass
+            assert frame["up"] is False
+            down = await scrape(b)
+    assert down[("trio_ws_demo_backplane_up", ())] == 0
+
+
+def test_a_bucket_is_an_upper_bound_and_counts_are_cumulative() -> None:
+    histogram = Histogram((0.001, 0.01))
+    for seconds in (0.0, 0.001, 0.002, 0.01, 3.0):
+        histogram.observe(seconds)
+    snapshot = histogram.snapshot()
+    assert snapshot.buckets == ((0.001, 2), (0.01, 4))  # le: 0.001 itself is in the first
+    assert snapshot.count == 5 and snapshot.sum == pytest.approx(3.013)
