@@ -10,6 +10,7 @@ speed is not the test's business), except for robust lower bounds.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import trio
@@ -152,3 +153,21 @@ def test_a_bucket_is_an_upper_bound_and_counts_are_cumulative() -> None:
     snapshot = histogram.snapshot()
     assert snapshot.buckets == ((0.001, 2), (0.01, 4))  # le: 0.001 itself is in the first
     assert snapshot.count == 5 and snapshot.sum == pytest.approx(3.013)
+
+
+async def test_every_metric_is_documented(redis: RedisServer, start_server: StartServer) -> None:
+    """docs/metrics.md is the reference: a metric the server exports and the
+    page does not name fails here (with --redis, so the backplane's are there)."""
+    server = await start_server(ServerOptions(redis=redis.url))
+    with trio.fail_after(TIMEOUT):  # (the server starts once Redis answered: master known)
+        request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        text = await http_exchange(server.port or 0, request)
+    page = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    body = text.partition(b"\r\n\r\n")[2].decode()
+    names = {
+        family.name + suffix
+        for family in text_string_to_metric_families(body)
+        for suffix in [{"counter": "_total", "info": "_info"}.get(family.type, "")]
+    }
+    assert len(names) > 40
+    assert sorted(name for name in names if f"`{name}`" not in page) == []
