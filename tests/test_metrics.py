@@ -9,18 +9,20 @@ speed is not the test's business), except for robust lower bounds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 import trio
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.trio.client import connect
 
 from trio_ws_demo import AccessPolicy, BroadcastServer, ServerOptions
 from trio_ws_demo.histogram import Histogram
 
-from .conftest import StartServer, url_of
+from .conftest import StartServer, client_context, server_context, url_of
 from .redis_server import RedisServer
 from .wsraw import http_exchange
 
@@ -117,6 +119,33 @@ async def test_one_fan_out_to_many_clients_is_one_observation(start_server: Star
     assert count(m, "broadcast_duration") == 1
     assert count(m, "delivery_lag") == 1
     assert count(m, "handshake_duration") == 3
+
+
+async def scrape_over_tls(port: int, ca: trustme.CA) -> bytes:
+    """/metrics over a TLS connection that never becomes a WebSocket."""
+    tcp = await trio.open_tcp_stream("127.0.0.1", port)
+    answer = b""
+    async with trio.SSLStream(tcp, client_context(ca), server_hostname="127.0.0.1") as tls:
+        await tls.send_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        with contextlib.suppress(trio.BrokenResourceError):
+            while chunk := await tls.receive_some(65536):
+                answer += chunk
+    return answer
+
+
+async def test_a_wss_handshake_is_timed_once_it_is_open(
+    start_server: StartServer, ca: trustme.CA
+) -> None:
+    server = await start_server(ServerOptions(ssl_context=server_context(ca)))
+    port = server.port or 0
+    with trio.fail_after(TIMEOUT):
+        before = await scrape_over_tls(port, ca)  # TLS, but no WebSocket: not observed
+        async with connect(f"wss://127.0.0.1:{port}/r", ssl=client_context(ca), proxy=None) as ws:
+            await ws.send("over TLS")
+            assert await ws.recv() == "over TLS"
+        after = await scrape_over_tls(port, ca)
+    assert b"\ntrio_ws_demo_handshake_duration_seconds_count 0.0\n" in before
+    assert b"\ntrio_ws_demo_handshake_duration_seconds_count 1.0\n" in after
 
 
 async def test_the_lag_of_a_message_from_another_process_and_the_backplane_gauge(
