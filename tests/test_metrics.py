@@ -85,9 +85,9 @@ async def test_a_websocket_message_and_a_post_are_timed(start_server: StartServe
     with trio.fail_after(TIMEOUT):
         before = await scrape(server)
         async with connect(url_of(server, "/r"), proxy=None) as ws:
-            opened = await scrape(server)
-            await ws.send("from a socket")
+            await ws.send("from a socket")  # its echo: the server's reader runs, past the 101
             assert await ws.recv() == "from a socket"
+            opened = await scrape(server)
             assert await post(server, "/r", b"from a POST") == 200
             assert await ws.recv() == "from a POST"
             after = await scrape(server)
@@ -96,6 +96,7 @@ async def test_a_websocket_message_and_a_post_are_timed(start_server: StartServe
     assert opened[("trio_ws_demo_handshake_duration_seconds_sum", ())] > 0
     for histogram in ("delivery_lag", "broadcast_duration"):
         assert count(before, histogram) == 0
+        assert count(opened, histogram) == 1, histogram
         assert count(after, histogram) == 2, histogram  # one per message, not per client
         infinity = after[(f"trio_ws_demo_{histogram}_seconds_bucket", (("le", "+Inf"),))]
         assert infinity == 2
