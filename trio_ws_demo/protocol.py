@@ -198,6 +198,19 @@ _CLOSE_ONLY = frozenset({0x8})
 _FAILURE_REASONS = {1002: "protocol error", 1007: "invalid UTF-8", 1009: "message too big"}
 
 
+def _between_messages(parser: FrameProtocol) -> bool:
+    """Nothing of a frame or a fragmented message is in *parser*: a new one
+    would carry on exactly where it stands. (wsproto 1.2 and 1.3: the frame
+    under way is ``_frame_decoder.header``, its bytes ``.buffer``, a
+    fragmented message's opcode ``_message_decoder.opcode``.)"""
+    decoder = parser._frame_decoder
+    return (
+        decoder.header is None
+        and not decoder.buffer.buffer
+        and parser._message_decoder.opcode is None
+    )
+
+
 class ServerProtocol:
     """One connection's WebSocket protocol after the handshake (server side)."""
 
@@ -220,7 +233,10 @@ class ServerProtocol:
     ) -> None:
         self.max_message_size = max_message_size
         self.state = State.OPEN
-        self._parser = FrameProtocol(client=False, extensions=[])
+        self._parser: FrameProtocol | None = None
+        """wsproto's parser, while a frame or message is under way; between
+        messages (where an idle connection spends its life) there is none: it
+        is about 800 bytes in 11 objects, and a new one is the same parser."""
         self._parts: bytearray | None = None
         """The message so far, once it spans more than one event."""
         self._cost = 0
@@ -236,7 +252,7 @@ class ServerProtocol:
         self.frames_in = 0
         """Complete frames read from the peer, of any kind: what its rate limit counts."""
         if early:  # frames sent in the same packet as the request head
-            self._parser.receive_bytes(early)
+            self.receive_data(early)
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the peer (never after CLOSED)."""
@@ -245,7 +261,10 @@ class ServerProtocol:
         if self._scanner is not None:
             self._scanner.feed(data)
             return
-        self._parser.receive_bytes(bytes(data))
+        parser = self._parser
+        if parser is None:
+            self._parser = parser = FrameProtocol(client=False, extensions=[])
+        parser.receive_bytes(bytes(data))
         if self.state is State.CLOSING:
             self._start_scanning()
 
@@ -263,6 +282,9 @@ class ServerProtocol:
         it can take over: anywhere but inside a control frame (at most 125 bytes)."""
         # wsproto's FrameDecoder keeps what it has not parsed in .buffer and the
         # frame under way in .header / .payload_consumed (wsproto 1.2 and 1.3).
+        if self._parser is None:  # between messages: nothing of a frame is here
+            self._scanner = FrameScanner(_CLOSE_ONLY, b"", 0)
+            return
         decoder = self._parser._frame_decoder
         header = decoder.header
         if header is not None and header.opcode.iscontrol():
@@ -293,8 +315,11 @@ class ServerProtocol:
                     yield self._closed(int.from_bytes(payload[:2], "big"), reason)
 
     def _parsed_events(self) -> Iterator[Event]:
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            for frame in self._parser.received_frames():
+            for frame in parser.received_frames():
                 if self.state is State.CLOSED or self._scanner is not None:
                     return
                 if frame.frame_finished:
@@ -320,6 +345,8 @@ class ServerProtocol:
                     yield self._closed(int(close[0]), close[1])
                     return
                 # PONG: the read itself was the sign of life the keepalive wanted.
+            if self.state is State.OPEN and _between_messages(parser):
+                self._parser = None
         except ParseFailed as exc:  # the peer broke a rule: 1002, or 1007 for UTF-8
             if self.state is State.CLOSING:  # our close is under way: no second one
                 self.state = State.CLOSED

@@ -341,13 +341,15 @@ class Connection:
                 self._opened = True
                 outbox.opened()
                 self._log_opened()
-                expiry = trio.CancelScope()
+                expiry = None  # a CancelScope is 360 bytes: only a grant that ends needs one
                 if self._grant.expires is not None:
+                    expiry = trio.CancelScope()
                     nursery.start_soon(self._expire, self._grant.expires, expiry)
                 try:
                     ended = await self._read(room)
                 finally:
-                    expiry.cancel()  # the connection ends first: nothing to expire
+                    if expiry is not None:
+                        expiry.cancel()  # the connection ends first: nothing to expire
                     self._leave_room()
                 # The one rule for a connection's end: the reader has stopped, so
                 # whatever is still under way (a flush, our close frame, a write
