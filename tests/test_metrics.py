@@ -201,3 +201,34 @@ async def test_every_metric_is_documented(redis: RedisServer, start_server: Star
     }
     assert len(names) > 40
     assert sorted(name for name in names if f"`{name}`" not in page) == []
+
+
+async def test_the_lag_is_measured_against_redis_clock_not_the_publishers(
+    redis: RedisServer, start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publishing host whose clock is an hour behind must not make every
+    message look an hour late elsewhere: Redis stamps the entry."""
+    import time as real_time
+
+    from trio_ws_demo.backplane import outbound
+
+    class HourBehind:
+        @staticmethod
+        def time() -> float:
+            return real_time.time() - 3600
+
+    monkeypatch.setattr(outbound, "time", HourBehind)
+    options = ServerOptions(redis=redis.url)
+    a = await start_server(options)
+    b = await start_server(options)
+    with trio.fail_after(TIMEOUT):
+        async with (
+            connect(url_of(b, "/x"), subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
+            connect(url_of(a, "/x"), proxy=None) as talker,
+        ):
+            await talker.send("across")
+            while json.loads(await far.recv())["type"] != "message":
+                pass
+            m = await scrape(b)
+    assert count(m, "delivery_lag") == 1
+    assert m[("trio_ws_demo_delivery_lag_seconds_bucket", (("le", "10.0"),))] == 1

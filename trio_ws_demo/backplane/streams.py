@@ -128,6 +128,11 @@ PUBLISH_FUNCTION = "trio_ws_demo_publish"
 #: sets the key to the new ID for the window (``PX``): the check and the write
 #: are one step, so a retry to another process publishes once.
 #:
+#: **Time.** The publish function stamps the entry's ``t`` with Redis's own
+#: clock (``TIME``), whatever the writer sent: every process then measures a
+#: message's age (the delivery-lag histogram, the history's age) against one
+#: clock, not against each publishing host's.
+#:
 #: ``trio_ws_demo_publish``'s arguments: MAXLEN, the byte bound, the TTL in ms
 #: (0: none), the caller's seen ID, the idempotency window in ms, then the
 #: entry's fields (:func:`entry_fields`, the message first).
@@ -226,6 +231,12 @@ redis.register_function{
     local max_bytes, ttl = tonumber(args[2]), tonumber(args[3])
     local epoch, total = writable(key, args[4])
     total = total + #args[7]
+    local now = redis.call('TIME')  -- the entry's time is Redis's: one clock for every host
+    for i = 6, #args - 1, 2 do
+      if args[i] == 't' then
+        args[i + 1] = string.format('%s.%03d', now[1], math.floor(tonumber(now[2]) / 1000))
+      end
+    end
     local id = redis.call('XADD', key, 'MAXLEN', '~', args[1], epoch .. '-*',
       'c', string.format('%.0f', total), unpack(args, 6))
     if keys[2] then redis.call('SET', keys[2], id, 'PX', args[5]) end
