@@ -218,17 +218,13 @@ async def test_the_lag_is_measured_against_redis_clock_not_the_publishers(
             return real_time.time() - 3600
 
     monkeypatch.setattr(outbound, "time", HourBehind)
-    options = ServerOptions(redis=redis.url)
-    a = await start_server(options)
-    b = await start_server(options)
+    publisher = await start_server(ServerOptions(redis=redis.url))
+    far = await start_server(ServerOptions(redis=redis.url))
     with trio.fail_after(TIMEOUT):
-        async with (
-            connect(url_of(b, "/x"), subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
-            connect(url_of(a, "/x"), proxy=None) as talker,
-        ):
-            await talker.send("across")
-            while json.loads(await far.recv())["type"] != "message":
+        async with connect(url_of(far, "/x"), subprotocols=V1, proxy=None) as listener:  # type: ignore[list-item]
+            assert await post(publisher, "/x", b"across") == 200
+            while json.loads(await listener.recv())["type"] != "message":
                 pass
-            m = await scrape(b)
+            m = await scrape(far)
     assert count(m, "delivery_lag") == 1
     assert m[("trio_ws_demo_delivery_lag_seconds_bucket", (("le", "10.0"),))] == 1
