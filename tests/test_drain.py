@@ -18,11 +18,15 @@ import signal
 import pytest
 import trio
 import trio.testing
+from websockets.exceptions import ConnectionClosed
+from websockets.trio.client import connect
 from wsproto.events import CloseConnection
 
 from trio_ws_demo import BroadcastServer, ServerOptions
 
+from .backplane_rigs import V1, frames, serve, until_frame
 from .processes import Process, listening_port, run_cli
+from .redis_server import RedisServer, require_redis
 from .wsraw import RawClient, http_exchange, upgrade_request
 
 TIMEOUT = 30
@@ -128,6 +132,34 @@ async def test_sigint_or_a_second_sigterm_does_not_wait_for_the_window(
     # close frame (the first close of the drain was 200 s away).
     expected = 1001 if signals == ["SIGINT"] else None
     assert [code for _, code in closes] == [expected] * 3
+
+
+async def test_with_redis_the_clients_are_served_until_their_turn(redis: RedisServer) -> None:
+    """The backplane stops after the clients (finding R13), and during a drain it
+    is fully up: what another process publishes reaches each client here until
+    its 1001."""
+    require_redis()
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serve(redis.url, "--log-level", "warning") as (a, base_a),
+            serve(redis.url, "--log-level", "warning") as (_, base_b),
+            connect(f"{base_a}/q", subprotocols=V1, proxy=None) as first,  # type: ignore[list-item]
+            connect(f"{base_a}/q", subprotocols=V1, proxy=None) as second,  # type: ignore[list-item]
+            connect(f"{base_b}/q", subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]
+        ):
+            for ws in (first, second, far):
+                await until_frame(ws, "joined")
+            a.process.send_signal(signal.SIGTERM)
+            await until_not_ready(int(base_a.rsplit(":", 1)[1]))  # the first close: 2.5 s on
+            await far.send("during the drain")
+            for ws in (first, second):
+                seen = []
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        seen += [frame["text"] for frame in await frames(ws, 1)]
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+                assert seen == ["during the drain"]
+            assert await a.process.wait() == 0
 
 
 async def test_drain_closes_the_kth_of_n_at_k_nths_of_the_window(
