@@ -399,6 +399,7 @@ class BroadcastServer:
             self._run_scope.cancel()  # nothing to spread: the ordinary shutdown
             return
         self._draining = True
+        self._deadline = trio.current_time() + window + self.options.shutdown_timeout
         self.front_door.drain()
         self.notifier.send("STOPPING=1")
         logger.info(
@@ -410,7 +411,6 @@ class BroadcastServer:
         self._services.start_soon(self._drain, window)
 
     async def _drain(self, window: float) -> None:
-        self._deadline = trio.current_time() + window + self.options.shutdown_timeout
         await close_spread(list(self._connections), window, self._deadline)
         # Whoever joined meanwhile and the backplane (last) go as at any shutdown.
         self._run_scope.cancel()
