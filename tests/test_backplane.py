@@ -392,11 +392,13 @@ async def test_what_waits_for_redis_at_shutdown_reaches_every_listener(
     """Finding R13: the backplane stopped before the clients were closed, so what
     was still queued for Redis at SIGTERM reached no one (0 of 20 here, on this
     process or the other). Now the clients are closed after it is written and
-    read back: all 20 arrive on both (the sender's too), then the close 1001."""
+    read back: all 20 arrive on both (the sender's too), then the close 1001.
+    (All at once, as SIGINT closes: a drain keeps the backplane up meanwhile,
+    test_drain.py.)"""
     count = 20
     with trio.fail_after(TIMEOUT):
         async with (
-            serve(redis.url, "--log-level", "info") as (a, base_a),
+            serve(redis.url, "--log-level", "info", "--drain-window", "0") as (a, base_a),
             serve(redis.url) as (_, base_b),
             connect(f"{base_a}/q", subprotocols=V1, proxy=None) as near,  # type: ignore[list-item]
             connect(f"{base_b}/q", subprotocols=V1, proxy=None) as far,  # type: ignore[list-item]

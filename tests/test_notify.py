@@ -117,8 +117,8 @@ def test_the_unit_is_type_notify_and_its_command_line_parses() -> None:
     command = shlex.split(service["ExecStart"])
     assert command[1:4] == ["-m", "trio_ws_demo", "serve"], command
     args = build_parser().parse_args(command[3:])
-    # Longer than the shutdown it asks for, so systemd never SIGKILLs a clean stop.
-    assert float(service["TimeoutStopSec"]) > args.shutdown_timeout
+    # Longer than the drain and shutdown it asks for, so systemd never SIGKILLs a clean stop.
+    assert float(service["TimeoutStopSec"]) > args.drain_window + args.shutdown_timeout
     # Each TRIO_WS_DEMO_ name it sets is one that serve reads.
     known = {TOKEN_ENV, JWT_KEY_ENV, JWT_PUBLIC_KEY_ENV, REDIS_ENV}
     names = [shlex.split(line)[0].split("=", 1)[0] for line in unit["Service"]["Environment"]]

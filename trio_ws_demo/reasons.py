@@ -53,6 +53,8 @@ class Reason(enum.StrEnum):
     TOO_MANY_ROOMS = "too many rooms"
     OVERLOADED = "server overloaded"
     """--max-memory has no room for the joiner's backfill, or is full."""
+    DRAINING = "server draining"
+    """A drain is under way (SIGTERM): the process is about to go."""
     # Access
     ORIGIN_NOT_ALLOWED = "origin not allowed"
     NOT_ALLOWED_TO_READ = "not allowed to read this room"

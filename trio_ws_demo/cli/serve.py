@@ -183,7 +183,17 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         type=non_negative_float,
         default=ServerOptions.shutdown_timeout,
         metavar="SECONDS",
-        help="on SIGINT/SIGTERM, time to close every client with 1001 (a second Ctrl-C: at once)",
+        help="time the 1001 closes may take: on SIGINT from the start, on SIGTERM after "
+        "--drain-window; then whoever is left is dropped (a second signal: at once)",
+    )
+    serve.add_argument(
+        "--drain-window",
+        type=non_negative_float,
+        default=ServerOptions.drain_window,
+        metavar="SECONDS",
+        help="on SIGTERM, /readyz answers 503 and new WebSocket handshakes 503 with "
+        "Retry-After, and the clients are closed with 1001 one by one over this long, "
+        "so that they reconnect elsewhere gradually (0: all at once, as SIGINT does)",
     )
     serve.add_argument(
         "--allow-origin",
@@ -410,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
         ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout,
         shutdown_timeout=args.shutdown_timeout,
+        drain_window=args.drain_window,
         access=AccessPolicy(
             allow_origins=frozenset(args.allow_origin),
             token=token,
@@ -454,26 +465,37 @@ async def _run_server(
     instance: InstanceFilter | None = None,
     reload: Callable[[], None] | None = None,
 ) -> ServerStartupError | None:
-    """Serve until SIGINT or SIGTERM (a second one: stop at once), reloading on
-    SIGHUP; return a startup error."""
+    """Serve until SIGINT or SIGTERM, reloading on SIGHUP; return a startup error.
+
+    SIGTERM (what systemd, Docker and Kubernetes send) drains: the clients are
+    closed over --drain-window, so they reconnect elsewhere gradually. SIGINT
+    (a person's Ctrl-C) closes them all at once, as a person wants it gone.
+    A second signal of either kind stops at once."""
     server = BroadcastServer(options)
     error: ServerStartupError | None = None
+    started = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as outer:
             serving = trio.CancelScope()
 
             async def on_signals() -> None:
+                stopping = False
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         if reload is not None:
                             reload()
-                    elif serving.cancel_called:
+                    elif stopping:
                         server.abort()
+                        serving.cancel()
                     else:
+                        stopping = True
                         logging.getLogger(__name__).debug(
                             "%s received: shutting down", signal.Signals(signum).name
                         )
-                        serving.cancel()
+                        if signum == signal.SIGTERM and started:
+                            server.drain()  # run() returns once the clients are closed
+                        else:
+                            serving.cancel()
 
             outer.start_soon(on_signals)
             with serving:
@@ -483,6 +505,7 @@ async def _run_server(
                     except ServerStartupError as exc:
                         error = exc
                     else:
+                        started = True
                         gc.freeze()  # what start-up made lives for good: never scan it again
                         if instance is not None and not options.instance:
                             instance.instance = server.instance  # HOST:PORT, /PID with --reuse-port

@@ -20,6 +20,7 @@ an ``Origin`` not on the allow-list (when one is set)        403
 no valid token (when one is set)                            401
 a ``?name=`` or ``sub`` with control or bidi characters     400
 one client too many                                         503
+an upgrade while the server drains (SIGTERM)                503
 a valid upgrade                                             admitted
 ==========================================================  ======
 
@@ -114,6 +115,14 @@ class FrontDoor:
         self._in_progress: dict[trio.CancelScope, float] = {}
         """Handshakes in progress and when each began, oldest first."""
         self._closed = False
+        self._draining = False
+
+    def drain(self) -> None:
+        """Refuse new WebSocket upgrades with 503 and ``Retry-After`` (a drain):
+        a client that a load balancer still sends here, or that reconnects at
+        once, is told to go elsewhere rather than admitted only to be closed.
+        Plain HTTP (``/readyz``, a ``POST``) is answered as before."""
+        self._draining = True
 
     def close(self) -> None:
         """Stop admitting: cancel the handshakes in progress (for shutdown)."""
@@ -189,6 +198,8 @@ class FrontDoor:
         return True
 
     def _limits_refusal(self, room: str, needed: int = 0) -> HttpRefusal | None:
+        if self._draining:  # soon gone: come back in a second (through the balancer)
+            return HttpRefusal(503, "server draining", [("Retry-After", "1")])
         if self._clients() >= self._options.max_clients:
             return HttpRefusal(503, "too many clients", [("Retry-After", "5")])
         memory = self._memory

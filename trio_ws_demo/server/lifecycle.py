@@ -29,6 +29,15 @@ cancellation so that clients can be told, but never for longer than
 services and stops last: what waits for Redis is written and read back into
 the rooms before the clients are told to close (within the link's timeout;
 else delivered here), and the backplane is cancelled once the pool is empty.
+
+A drain (:meth:`BroadcastServer.drain`, what SIGTERM does on the command line)
+comes before that shutdown: ``/readyz`` says 503 ``draining`` at once, new
+WebSocket upgrades get 503 with ``Retry-After`` (the listeners stay open, so
+probes and ``POST`` are still answered), and the clients are closed with 1001
+one by one over ``drain_window`` (:mod:`.drain`). Then the shutdown above runs
+for whoever is left, within ``shutdown_timeout``: a drain takes at most
+``drain_window + shutdown_timeout``. :meth:`BroadcastServer.abort` (a second
+signal) ends either at once.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from ..protocol import End
 from ..rooms import Rooms
 from ..stats import ServerStatistics, Traffic
 from .connection import Connection, ConnectionSettings
+from .drain import close_spread
 from .frontdoor import FrontDoor, Peer, PublishRequest
 from .keepalive import Keepalive
 from .listen import accept_loop, open_listeners
@@ -149,7 +159,7 @@ class BroadcastServer:
             options,
             lambda: self.instance,
             self.backplane.presence.elsewhere if self.backplane is not None else None,
-            ready=lambda: self._serving and not self._stopping.is_set(),
+            readiness=self._readiness,
         )
         self.front_door = FrontDoor(
             options, self.web, lambda: self.clients, self.rooms, self.memory
@@ -189,6 +199,10 @@ class BroadcastServer:
         """When shutdown drops whoever is still connected."""
         self._backplane_scope: trio.CancelScope | None = None
         self._serving = False
+        self._run_scope = trio.CancelScope()
+        """Around :meth:`run`'s serving: :meth:`drain` and :meth:`abort` end it here."""
+        self._services: trio.Nursery | None = None
+        self._draining = False
         self.notifier = Notifier()
         """systemd's $NOTIFY_SOCKET: READY=1, STOPPING=1, WATCHDOG=1 (a no-op without it)."""
         self._settings = ConnectionSettings(
@@ -279,7 +293,8 @@ class BroadcastServer:
             extra={"event": "listening", "url": url},
         )
         try:
-            await self._serve(listeners, task_status)
+            with self._run_scope:
+                await self._serve(listeners, task_status)
         except* ServerStartupError as group:  # raised inside the nurseries: unwrap
             error: BaseException = group
             while isinstance(error, BaseExceptionGroup):
@@ -309,6 +324,7 @@ class BroadcastServer:
             pool: trio.Nursery = await nursery.start(self._connection_pool)
             try:
                 async with trio.open_nursery() as services:
+                    self._services = services
                     services.start_soon(self.presence.run)
                     if self.keepalive is not None:
                         services.start_soon(self.keepalive.run)
@@ -366,8 +382,57 @@ class BroadcastServer:
                 if self._backplane_scope is not None:
                     self._backplane_scope.cancel()
 
+    def drain(self, window: float | None = None) -> None:
+        """Stop gracefully; :meth:`run` returns once done. Never waits.
+
+        ``/readyz`` answers 503 ``draining`` from now on, and new WebSocket
+        upgrades 503 with ``Retry-After`` (the listeners stay open, so that
+        probes are answered). The clients are closed with 1001 one by one,
+        evenly over *window* seconds (default ``drain_window``) in random order,
+        so that they reconnect to the other processes gradually, not all in one
+        second. Then whoever is left gets the ordinary shutdown, within
+        ``shutdown_timeout``. A *window* of 0 stops as cancelling :meth:`run`
+        does; a second call does nothing, and :meth:`abort` ends a drain at once.
+        Only once :meth:`run` has reported that it listens: before that, there
+        is nobody to drain, and cancelling :meth:`run` is the way to stop it.
+        """
+        window = self.options.drain_window if window is None else window
+        if window < 0:
+            raise ValueError("the drain window must not be negative")
+        if self._draining or self._stopping.is_set():
+            return
+        if not self._serving or self._services is None:
+            raise RuntimeError("drain() before run() is serving: cancel run() instead")
+        if not window:
+            self._run_scope.cancel()  # nothing to spread: the ordinary shutdown
+            return
+        self._draining = True
+        self._deadline = trio.current_time() + window + self.options.shutdown_timeout
+        self.front_door.drain()
+        self.notifier.send("STOPPING=1")
+        logger.info(
+            "draining: closing %d connections over %g s",
+            self.clients,
+            window,
+            extra={"event": "drain", "clients": self.clients, "window": window},
+        )
+        self._services.start_soon(self._drain, window)
+
+    async def _drain(self, window: float) -> None:
+        await close_spread(list(self._connections), window, self._deadline)
+        # Whoever joined meanwhile and the backplane (last) go as at any shutdown.
+        self._run_scope.cancel()
+
+    def _readiness(self) -> str:
+        """What ``/readyz`` says (see :mod:`.web`)."""
+        if self._draining:
+            return "draining"
+        return "ready" if self._serving and not self._stopping.is_set() else "not ready"
+
     def abort(self) -> None:
-        """Drop every connection now, without closing handshakes (a second Ctrl-C)."""
+        """Drop every connection now, without closing handshakes (a second Ctrl-C);
+        :meth:`run` returns."""
+        self._run_scope.cancel()
         self._begin_shutdown()
         if self._pool_scope is not None:
             self._pool_scope.cancel()
@@ -380,7 +445,8 @@ class BroadcastServer:
         self._stopping.set()
         if self.port is None or not self._serving:
             return  # never served (a start-up error): nobody to close
-        self.notifier.send("STOPPING=1")
+        if not self._draining:  # (a drain said so when it began)
+            self.notifier.send("STOPPING=1")
         logger.info(
             "shutting down: closing %d connections",
             self.clients,
@@ -480,6 +546,8 @@ class BroadcastServer:
         watch = None
         if self._stopping.is_set():
             connection.request_shutdown()
+        elif self._draining:  # (admitted as the drain began: it would be refused now)
+            connection.request_shutdown(self._deadline)
         elif self.keepalive is not None:
             watch = self.keepalive.watch(connection)
         try:

@@ -18,6 +18,7 @@ from ..rooms import (
     DEFAULT_MAX_ROOMS,
     DEFAULT_ROOM_TTL,
 )
+from .drain import DEFAULT_DRAIN_WINDOW
 
 __all__ = ["ServerOptions"]
 
@@ -50,7 +51,11 @@ class ServerOptions:
     ping_timeout: float = 20.0
     """Seconds a pinged peer may stay silent before it counts as gone."""
     shutdown_timeout: float = 5.0
-    """Seconds that closing every client may take when the server stops."""
+    """Seconds that closing every client may take when the server stops (after a
+    drain's window, the time its last closes may still take)."""
+    drain_window: float = DEFAULT_DRAIN_WINDOW
+    """Seconds :meth:`~trio_ws_demo.server.BroadcastServer.drain` spreads its 1001
+    closes over, so that clients reconnect elsewhere gradually (0: all at once)."""
     max_rooms: int = DEFAULT_MAX_ROOMS
     """Rooms at once; a handshake that would open one more gets HTTP 503."""
     max_room_name: int = DEFAULT_MAX_ROOM_NAME
@@ -130,7 +135,7 @@ class ServerOptions:
         if self.history_bytes < 1:
             raise ValueError("history_bytes must be positive")
         timeouts = [self.handshake_timeout, self.close_timeout, self.ping_timeout]
-        if min(timeouts) <= 0 or self.shutdown_timeout < 0:
+        if min(timeouts) <= 0 or self.shutdown_timeout < 0 or self.drain_window < 0:
             raise ValueError("timeouts must be positive")
         if self.ping_interval is not None and self.ping_interval <= 0:
             raise ValueError("ping_interval must be positive (or None to disable)")

@@ -18,9 +18,10 @@ path           answer                                           methods
 ``/livez``     200 ``{"status": "alive"}`` while the event      GET, HEAD
                loop answers
 ``/readyz``    200 ``{"status": "ready"}`` while serving, 503    GET, HEAD
-               while starting or shutting down; a Redis
-               outage does not make it 503 (``"backplane":
-               "down"`` says it)
+               ``"draining"`` from the start of a drain
+               (SIGTERM), 503 ``"not ready"`` while starting
+               or shutting down; a Redis outage does not make
+               it 503 (``"backplane": "down"`` says it)
 ``/health``    404: reserved, so a mistyped probe fails         GET, HEAD
 ``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
                (behind the shared ``--token``, or a signed
@@ -242,11 +243,12 @@ class WebRoutes:
         options: ServerOptions,
         instance: Callable[[], str] = lambda: "",
         elsewhere: Callable[[str], Awaitable[list[tuple[str, float]]]] | None = None,
-        ready: Callable[[], bool] = lambda: True,
+        readiness: Callable[[], str] = lambda: "ready",
     ) -> None:
         self._statistics = statistics
-        self._ready = ready
-        """Serving, and not shutting down: what ``/readyz`` says."""
+        self._readiness = readiness
+        """What ``/readyz`` says: ``"ready"`` (200), else ``"draining"`` or
+        ``"not ready"`` (503)."""
         self._elsewhere = elsewhere
         """Who is in a room on the other processes (with --redis), read on demand."""
         self._instance = instance
@@ -342,16 +344,18 @@ class WebRoutes:
 
     async def _probe(self, stream: trio.abc.Stream, path: str, head_only: bool) -> int:
         """``/livez``: 200 while the event loop answers (this answer is the
-        proof). ``/readyz``: 200 while serving, 503 while starting or shutting
-        down. A Redis outage leaves a process ready, since it still serves its
-        own clients (behind a load balancer, one outage must not pull the
-        whole fleet): it shows as ``"backplane": "down"`` here and in /metrics."""
+        proof). ``/readyz``: 200 while serving, 503 while starting, draining or
+        shutting down (a drain says so: a load balancer that reads it has the
+        drain's window to send new clients elsewhere). A Redis outage leaves a
+        process ready, since it still serves its own clients (behind a load
+        balancer, one outage must not pull the whole fleet): it shows as
+        ``"backplane": "down"`` here and in /metrics."""
         if path == "/livez":
             status, answer = 200, {"status": "alive"}
         else:
-            ready = self._ready()
-            status = 200 if ready else 503
-            answer = {"status": "ready" if ready else "not ready"}
+            readiness = self._readiness()
+            status = 200 if readiness == "ready" else 503
+            answer = {"status": readiness}
             backplane = self._statistics().backplane
             if backplane is not None:
                 answer["backplane"] = backplane.health
