@@ -75,8 +75,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--check-config",
         action="store_true",
-        help="check every setting (files and keys included) without listening: "
-        "'config OK' and exit 0, or the error",
+        help="check every setting, and load the certificate and the keys, without "
+        "listening: 'config OK' and exit 0, or the one-line error",
     )
     return serve
 
