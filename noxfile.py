@@ -62,3 +62,10 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".", "websockets>=14")
     session.run("npm", "ci", "--prefix", "benchmarks", "--no-audit", "--no-fund", external=True)
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate the settings table of docs/configuration.md from the option schema."""
+    session.install("-e", ".")
+    session.run("python", "-m", "trio_ws_demo.cli.reference", "--write", "docs/configuration.md")

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import TrioWsDemoError
 from .flags import read_secret
+from .schema import by_key
 
 __all__ = [
     "JWT_KEY_ENV",
@@ -22,8 +23,8 @@ __all__ = [
     "warn_if_short",
 ]
 
-JWT_KEY_ENV = "TRIO_WS_DEMO_JWT_KEY"
-JWT_PUBLIC_KEY_ENV = "TRIO_WS_DEMO_JWT_PUBLIC_KEY"
+JWT_KEY_ENV = by_key()["jwt-key"].env
+JWT_PUBLIC_KEY_ENV = by_key()["jwt-public-key"].env
 MIN_SECRET_BYTES = 32
 
 
@@ -31,27 +32,18 @@ class KeyError_(TrioWsDemoError):
     """A key option that cannot be used; ``str()`` is the one line to print."""
 
 
-def add_key_flags(parser: argparse.ArgumentParser, *, private: bool) -> None:
+def add_key_flags(parser: argparse.ArgumentParser) -> None:
+    """``token``'s key flags: ``--jwt-key`` as ``serve`` declares it (one help
+    text for both commands), and the private key only ``token`` signs with."""
+    jwt_key = by_key()["jwt-key"]
     parser.add_argument(
-        "--jwt-key",
-        default=argparse.SUPPRESS,
-        metavar="SECRET",
-        help=f"the HS256 secret of signed tokens (default: from ${JWT_KEY_ENV})",
+        jwt_key.flag, default=argparse.SUPPRESS, metavar=jwt_key.metavar, help=jwt_key.help
     )
-    if private:
-        parser.add_argument(
-            "--jwt-private-key",
-            metavar="FILE",
-            help="sign with this RSA or EC private key (PEM): RS256 or ES256",
-        )
-    else:
-        parser.add_argument(
-            "--jwt-public-key",
-            default=argparse.SUPPRESS,
-            metavar="FILE",
-            help="accept tokens signed with the private half of this RSA or EC public key "
-            f"(PEM): RS256 or ES256 (default: the file named by ${JWT_PUBLIC_KEY_ENV})",
-        )
+    parser.add_argument(
+        "--jwt-private-key",
+        metavar="FILE",
+        help="sign with this RSA or EC private key (PEM): RS256 or ES256",
+    )
 
 
 def jwt_secret(args: Any, *, strict: bool = False) -> str | None:

@@ -1,4 +1,6 @@
-"""``trio-ws-demo serve``: its flags, and running the server until a signal."""
+"""``trio-ws-demo serve``: its flags (declared in :mod:`.schema`, resolved from
+flags, environment and file in :mod:`.config`), and running the server until a
+signal."""
 
 from __future__ import annotations
 
@@ -20,35 +22,30 @@ from ..access import AccessPolicy, origin_of
 from ..backplane.sentinel_url import is_sentinel_url, parse_sentinel_url
 from ..errors import BackplaneUnavailable
 from ..http import format_host
-from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
+from ..hub import InboxBudget, SlowClientPolicy
 from ..redact import redact_url
-from ..server import DEFAULT_HOST, DEFAULT_PORT, BroadcastServer, ServerOptions, ServerStartupError
+from ..server import BroadcastServer, ServerOptions, ServerStartupError
+from .config import CONFIG_ENV, ConfigError, resolve, unknown_variables
+from .effective import print_config, settings_line
 from .flags import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    TOKEN_ENV,
     EmptySecret,
     HelpFormatter,
-    head_size,
-    non_negative_float,
-    non_negative_float_rate,
-    non_negative_int,
-    port,
-    positive_float,
-    positive_int,
     read_server_token,
 )
-from .jwtkeys import KeyError_, add_key_flags, jwt_public_key, jwt_secret, warn_if_short
+from .jwtkeys import KeyError_, jwt_public_key, jwt_secret, warn_if_short
 from .logs import InstanceFilter
 from .logs import configure as configure_logging
+from .schema import ENV_PREFIX, add_flags, by_key
 
 __all__ = ["REDIS_ENV", "add_parser", "listening_line", "run"]
 
-REDIS_ENV = "TRIO_WS_DEMO_REDIS"
-REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+REDIS_ENV = by_key()["redis"].env
 """Read when the server starts, like the token: ``--help`` never shows a password."""
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -58,301 +55,81 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="run the broadcast server",
         description="Relay every message from any client to all connected clients.",
         formatter_class=HelpFormatter,
+        epilog=f"Each flag can also be set by a variable, --max-queue-bytes by "
+        f"${ENV_PREFIX}MAX_QUEUE_BYTES (a repeatable one: comma-separated), or by a "
+        "--config file key, max-queue-bytes. A flag wins over the variable, the "
+        "variable over the file. See docs/configuration.md.",
     )
-    serve.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
-    serve.add_argument("--port", type=port, default=DEFAULT_PORT, help="port (0 picks a free one)")
+    add_flags(serve)
     serve.add_argument(
-        "--echo", action="store_true", help="send each message back to its sender only"
-    )
-    serve.add_argument(
-        "--slow-client",
-        choices=[p.value for p in SlowClientPolicy],
-        default=SlowClientPolicy.CLOSE.value,
-        help="what to do with a client over its queue budget: close it with 1008, "
-        "or drop messages for it",
-    )
-    serve.add_argument(
-        "--max-queue",
-        type=positive_int,
-        default=DEFAULT_MAX_QUEUE_MESSAGES,
-        metavar="N",
-        help="messages that may wait for one client before it counts as slow",
-    )
-    serve.add_argument(
-        "--max-queue-bytes",
-        type=positive_int,
-        default=DEFAULT_MAX_QUEUE_BYTES,
-        metavar="BYTES",
-        help="bytes that may wait for one client before it counts as slow",
-    )
-    serve.add_argument(
-        "--max-message-size",
-        type=positive_int,
-        default=ServerOptions.max_message_size,
-        metavar="BYTES",
-        help="largest message accepted from a client; larger ones close with 1009",
-    )
-    serve.add_argument(
-        "--max-clients",
-        type=positive_int,
-        default=ServerOptions.max_clients,
-        metavar="N",
-        help="WebSocket clients at once; one more gets HTTP 503",
-    )
-    serve.add_argument(
-        "--max-rooms",
-        type=positive_int,
-        default=ServerOptions.max_rooms,
-        metavar="N",
-        help="rooms at once (a room is the URL path); a new one past this gets HTTP 503",
-    )
-    serve.add_argument(
-        "--max-room-name",
-        type=positive_int,
-        default=ServerOptions.max_room_name,
-        metavar="BYTES",
-        help="longest room name; a longer one gets HTTP 400",
-    )
-    serve.add_argument(
-        "--history",
-        type=non_negative_int,
-        default=ServerOptions.history,
-        metavar="N",
-        help="messages each room keeps for clients that join later (0: none)",
-    )
-    serve.add_argument(
-        "--history-bytes",
-        type=positive_int,
-        default=ServerOptions.history_bytes,
-        metavar="BYTES",
-        help="bytes each room's history may hold; the oldest messages go first",
-    )
-    serve.add_argument(
-        "--room-ttl",
-        type=non_negative_float,
-        default=ServerOptions.room_ttl,
-        metavar="SECONDS",
-        help="a room without clients keeps its history this long, then is freed (0: for "
-        "ever); at --max-rooms the least recently used such room gives way first",
-    )
-    serve.add_argument(
-        "--max-header-size",
-        type=head_size,
-        default=ServerOptions.max_request_head,
-        metavar="BYTES",
-        help="largest HTTP request head; a larger one gets HTTP 431",
-    )
-    serve.add_argument(
-        "--max-pending",
-        type=positive_int,
-        default=ServerOptions.max_pending,
-        metavar="N",
-        help="connections still sending their TLS handshake or request head; "
-        "more wait in the kernel's listen backlog",
-    )
-    serve.add_argument(
-        "--handshake-timeout",
-        type=positive_float,
-        default=ServerOptions.handshake_timeout,
-        metavar="SECONDS",
-        help="time a new connection has to finish its opening handshake",
-    )
-    serve.add_argument(
-        "--close-timeout",
-        type=positive_float,
-        default=ServerOptions.close_timeout,
-        metavar="SECONDS",
-        help="time to flush queued messages and finish a close handshake",
-    )
-    serve.add_argument(
-        "--ping-interval",
-        type=non_negative_float,
-        default=ServerOptions.ping_interval,
-        metavar="SECONDS",
-        help="ping a peer that has been silent this long (0 disables keepalive)",
-    )
-    serve.add_argument(
-        "--ping-timeout",
-        type=positive_float,
-        default=ServerOptions.ping_timeout,
-        metavar="SECONDS",
-        help="a pinged peer that stays silent this much longer is disconnected",
-    )
-    serve.add_argument(
-        "--shutdown-timeout",
-        type=non_negative_float,
-        default=ServerOptions.shutdown_timeout,
-        metavar="SECONDS",
-        help="time the 1001 closes may take: on SIGINT from the start, on SIGTERM after "
-        "--drain-window; then whoever is left is dropped (a second signal: at once)",
-    )
-    serve.add_argument(
-        "--drain-window",
-        type=non_negative_float,
-        default=ServerOptions.drain_window,
-        metavar="SECONDS",
-        help="on SIGTERM, /readyz answers 503 and new WebSocket handshakes 503 with "
-        "Retry-After, and the clients are closed with 1001 one by one over this long, "
-        "so that they reconnect elsewhere gradually (0: all at once, as SIGINT does)",
-    )
-    serve.add_argument(
-        "--allow-origin",
-        action="append",
-        default=[],
-        metavar="ORIGIN",
-        help="allow WebSocket handshakes only from this exact Origin (repeatable); "
-        "default: any origin",
-    )
-    serve.add_argument(
-        "--public-url",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="where users open the chat page, e.g. https://chat.example.com/ (repeatable): "
-        "its origin is always allowed under --allow-origin. Without it, only a page "
-        "reached by IP address or localhost counts as the server's own",
-    )
-    serve.add_argument(
-        "--token",
-        default=argparse.SUPPRESS,
-        metavar="TOKEN",
-        help=f"require this token as 'Authorization: Bearer TOKEN' or '?token=TOKEN' "
-        f"(default: from ${TOKEN_ENV}, else none)",
-    )
-    add_key_flags(serve, private=False)
-    serve.add_argument(
-        "--max-batch",
-        type=positive_int,
-        default=ServerOptions.max_batch,
-        metavar="N",
-        help="lines one application/x-ndjson POST may publish (413 past it)",
-    )
-    serve.add_argument(
-        "--max-message-rate",
-        type=non_negative_float_rate,
-        default=ServerOptions.max_message_rate,
-        metavar="N",
-        help="frames per second one client may send on average (messages, fragments and "
-        "pings alike); past it the server reads from the client less, so TCP slows it "
-        "and nothing is lost (0: no limit)",
-    )
-    serve.add_argument(
-        "--message-burst",
-        type=positive_int,
-        default=ServerOptions.message_burst,
-        metavar="N",
-        help="frames one client may send at once, above --max-message-rate "
-        "(default: one second's worth of the rate)",
-    )
-    serve.add_argument(
-        "--rate-limit-action",
-        choices=("slow", "close"),
-        default=ServerOptions.rate_limit_action,
-        help="over the rate: 'slow' reads less from the client, 'close' closes it "
-        "with 1008 'rate limit'",
-    )
-    serve.add_argument(
-        "--max-memory",
-        type=positive_int,
-        default=ServerOptions.max_memory,
-        metavar="BYTES",
-        help="bytes all peers together may make the server hold (partial messages, "
-        "queues, TLS records, backfill, POST bodies); past it a message closes its "
-        "sender with 1013 and a join or POST gets 503",
-    )
-    serve.add_argument(
-        "--certfile",
+        "--config",
         metavar="FILE",
-        help="TLS certificate chain (PEM): serve wss://; the key may be in the same file",
+        help=f"read settings from this TOML file (default: the file ${CONFIG_ENV} names); "
+        "its keys are these flags without the dashes",
     )
     serve.add_argument(
-        "--keyfile", metavar="FILE", help="TLS private key (PEM), if not in --certfile"
-    )
-    serve.add_argument(
-        "--redis",
-        default=argparse.SUPPRESS,
-        metavar="URL",
-        help="share rooms, history and offsets with every server process using this Redis: "
-        "redis://[:PASSWORD@]HOST:PORT/DB, or through Redis Sentinel "
-        "redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] "
-        f"(default: from ${REDIS_ENV}, else none)",
-    )
-    serve.add_argument(
-        "--redis-optional",
+        "--print-config",
         action="store_true",
-        help="start even if Redis is unreachable: serve locally and keep retrying",
+        help="print every effective setting and where it came from, then exit",
     )
     serve.add_argument(
-        "--redis-queue",
-        type=positive_int,
-        default=ServerOptions.redis_queue,
-        metavar="N",
-        help="messages that may wait to be written to Redis; more are dropped and counted",
-    )
-    serve.add_argument(
-        "--stream-bytes",
-        type=positive_int,
-        default=ServerOptions.stream_bytes,
-        metavar="BYTES",
-        help="bytes of messages each room's Redis stream holds (at least --history-bytes); "
-        "the oldest go first",
-    )
-    serve.add_argument(
-        "--stream-ttl",
-        type=non_negative_float,
-        default=ServerOptions.stream_ttl,
-        metavar="SECONDS",
-        help="a room's Redis stream is deleted this long after its last message (0: never)",
-    )
-    serve.add_argument(
-        "--idempotency-window",
-        type=positive_float,
-        default=ServerOptions.idempotency_window,
-        metavar="SECONDS",
-        help="a POST's Idempotency-Key (or a v1 publish's id) names its first publish "
-        "in a room this long: a repeat publishes nothing and gets the same answer",
-    )
-    serve.add_argument(
-        "--redis-wait",
-        type=non_negative_int,
-        default=ServerOptions.redis_wait,
-        metavar="N",
-        help="answer a POST only once N Redis replicas have its messages (WAIT); "
-        "0: once the master has them",
-    )
-    serve.add_argument(
-        "--reuse-port",
+        "--check-config",
         action="store_true",
-        help="let several server processes listen on the same port (SO_REUSEPORT); "
-        "the kernel spreads clients over them",
-    )
-    serve.add_argument(
-        "--instance",
-        metavar="NAME",
-        help="this process's name in every log line and in /healthz (default: HOST:PORT)",
-    )
-    serve.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default="info",
-        help="logging level (INFO logs one line per connection opened and closed)",
-    )
-    serve.add_argument(
-        "--log-format",
-        choices=["text", "json"],
-        default="text",
-        help="log lines as text, or as one JSON object per line",
+        help="check every setting, and load the certificate and the keys, without "
+        "listening: 'config OK' and exit 0, or the one-line error",
     )
     return serve
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        settings = resolve(args, os.environ, args.config or os.environ.get(CONFIG_ENV) or None)
+    except (ConfigError, EmptySecret) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for warning in unknown_variables(os.environ):
+        print(warning, file=sys.stderr)
+    if args.print_config:
+        print(print_config(settings))
+        return EXIT_OK
+    settings.apply(args)
     instance = InstanceFilter(args.instance or f"{format_host(args.host or '0.0.0.0')}:{args.port}")
     configure_logging(args.log_level, args.log_format, instance)
+    options = _server_options(args)
+    if isinstance(options, int):
+        return options
+    if args.check_config:
+        print("config OK")
+        return EXIT_OK
+    summary = settings_line(settings, options.access.mode)
+    _raise_open_file_limit()
+    _tune_garbage_collection()
+    try:
+        error = trio.run(
+            _run_server,
+            options,
+            args.host,
+            args.port,
+            instance,
+            lambda: _reload(args, options),
+            summary,
+        )
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _server_options(args: argparse.Namespace) -> ServerOptions | int:
+    """The server's options from the effective settings, after every check
+    that needs no socket (what ``--check-config`` runs); else the exit status,
+    its one line printed."""
     if args.keyfile and not args.certfile:
         print("error: --keyfile needs --certfile", file=sys.stderr)
         return EXIT_USAGE
-    redis = getattr(args, "redis", None) or os.environ.get(REDIS_ENV) or None
+    redis = args.redis or None
     if redis is not None and urllib.parse.urlsplit(redis).scheme not in REDIS_SCHEMES:
         print(
             "error: --redis takes a redis://, rediss://, unix:// or redis+sentinel:// URL, "
@@ -402,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_FAILURE
-    options = ServerOptions(
+    return ServerOptions(
         echo=args.echo,
         budget=InboxBudget(max_messages=args.max_queue, max_bytes=args.max_queue_bytes),
         slow_client=SlowClientPolicy(args.slow_client),
@@ -444,18 +221,6 @@ def run(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port,
         instance=args.instance,
     )
-    _raise_open_file_limit()
-    _tune_garbage_collection()
-    try:
-        error = trio.run(
-            _run_server, options, args.host, args.port, instance, lambda: _reload(args, options)
-        )
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    if error is not None:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
 
 
 async def _run_server(
@@ -464,8 +229,10 @@ async def _run_server(
     port: int,
     instance: InstanceFilter | None = None,
     reload: Callable[[], None] | None = None,
+    summary: str | None = None,
 ) -> ServerStartupError | None:
     """Serve until SIGINT or SIGTERM, reloading on SIGHUP; return a startup error.
+    *summary* is printed after the Listening line.
 
     SIGTERM (what systemd, Docker and Kubernetes send) drains: the clients are
     closed over --drain-window, so they reconnect elsewhere gradually. SIGINT
@@ -510,6 +277,8 @@ async def _run_server(
                         if instance is not None and not options.instance:
                             instance.instance = server.instance  # HOST:PORT, /PID with --reuse-port
                         print(listening_line(options, host, bound), flush=True)
+                        if summary is not None:
+                            print(summary, flush=True)
                         warn_if_open(options, server.addresses)
             outer.cancel_scope.cancel()
     return error

@@ -69,7 +69,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="DURATION",
         help="how long it is valid: 90s, 15m, 1h, 2d",
     )
-    add_key_flags(token, private=True)
+    add_key_flags(token)
     return token
 
 
