@@ -19,6 +19,7 @@ import trio
 from ..access import AccessPolicy, origin_of
 from ..backplane.sentinel_url import is_sentinel_url, parse_sentinel_url
 from ..errors import BackplaneUnavailable
+from ..forwarded import Network, TrustedProxies, parse_network
 from ..http import format_host
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from ..redact import redact_url
@@ -322,6 +323,24 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="this process's name in every log line and in /healthz (default: HOST:PORT)",
     )
     serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        type=trusted_proxy,
+        default=[],
+        metavar="CIDR",
+        help="a reverse proxy (an address or a network, e.g. 127.0.0.1 or 10.0.0.0/8; "
+        "repeatable) whose X-Forwarded-For names the client in log lines: the "
+        "rightmost address in it that is not itself a trusted proxy. From anyone "
+        "else the header is ignored (default: trust no proxy)",
+    )
+    serve.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        default="on",
+        help="one INFO line per HTTP request (upgrades too, as 101) on the "
+        "trio_ws_demo.access logger; probes that succeed at DEBUG",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -432,6 +451,8 @@ def run(args: argparse.Namespace) -> int:
         idempotency_window=args.idempotency_window,
         reuse_port=args.reuse_port,
         instance=args.instance,
+        trusted_proxies=TrustedProxies(tuple(args.trusted_proxy)),
+        access_log=args.access_log == "on",
     )
     _raise_open_file_limit()
     _tune_garbage_collection()
@@ -490,6 +511,14 @@ async def _run_server(
                         warn_if_open(options, server.addresses)
             outer.cancel_scope.cancel()
     return error
+
+
+def trusted_proxy(text: str) -> Network:
+    """One ``--trusted-proxy``, as a network (a usage error says what to write)."""
+    try:
+        return parse_network(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def listening_line(options: ServerOptions, host: str, port: int) -> str:

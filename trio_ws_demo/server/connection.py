@@ -60,8 +60,9 @@ from ..redact import redact
 from ..rooms import Kept, Room, Rooms
 from ..stats import Traffic
 from ..tokens import ANONYMOUS, EVERY_RIGHT, Grant
-from .frontdoor import Peer
+from .access_log import ACCESS_LOG_OFF, AccessLog
 from .outbox import Outbox
+from .peer import Peer
 from .transport import Transport
 
 __all__ = ["Connection", "ConnectionSettings"]
@@ -93,6 +94,8 @@ class ConnectionSettings:
     """The process's memory budget (partial messages, TLS records, refusals)."""
     queued: QueuedFrames | None = None
     """The budget's count of queued frames, each once."""
+    access_log: AccessLog = ACCESS_LOG_OFF
+    """Where the upgrade's access line goes (status 101, once the 101 is written)."""
 
 
 #: Why a connection may end with its last messages not delivered.
@@ -329,6 +332,7 @@ class Connection:
                 response, self._response = self._response, None
                 assert response is not None
                 await outbox.send_control(response)
+                settings.access_log.record(self.peer, "GET", self._target, 101, len(response))
                 del response  # an open connection keeps as little as it can
                 self._opened = True
                 outbox.opened()

@@ -50,12 +50,14 @@ from ..http import format_host
 from ..protocol import End
 from ..rooms import Rooms
 from ..stats import ServerStatistics, Traffic
+from .access_log import AccessLog
 from .connection import Connection, ConnectionSettings
-from .frontdoor import FrontDoor, Peer, PublishRequest
+from .frontdoor import FrontDoor, PublishRequest
 from .keepalive import Keepalive
 from .listen import accept_loop, open_listeners
 from .notify import Notifier
 from .options import ServerOptions
+from .peer import Peer
 from .presence import PresenceSender
 from .publish import PublishApi, PublishSettings
 from .tls import TlsChannel, refuse_renegotiation
@@ -148,8 +150,9 @@ class BroadcastServer:
             self.backplane.presence.elsewhere if self.backplane is not None else None,
             ready=lambda: self._serving and not self._stopping.is_set(),
         )
+        access_log = AccessLog(options.access_log)
         self.front_door = FrontDoor(
-            options, self.web, lambda: self.clients, self.rooms, self.memory
+            options, self.web, lambda: self.clients, self.rooms, self.memory, access_log
         )
         self.broker: Broker = (
             self.backplane
@@ -173,6 +176,8 @@ class BroadcastServer:
                 max_message_rate=options.max_message_rate,
                 message_burst=options.message_burst or 1,
                 memory=self.memory,
+                trusted_proxies=options.trusted_proxies,
+                access_log=access_log,
             ),
             self.broker,
         )
@@ -198,6 +203,7 @@ class BroadcastServer:
             close_over_rate=options.rate_limit_action == "close",
             memory=self.memory,
             queued=self.queued_frames,
+            access_log=access_log,
         )
 
     def broadcast(self, message: str | bytes, room: str = "") -> int:
@@ -415,6 +421,7 @@ class BroadcastServer:
                     pending.release()
             if admitted is None:
                 return
+            peer = admitted.peer  # behind a trusted proxy, the client it names
             if isinstance(admitted, PublishRequest):
                 async with admitted.stream:
                     await self.publisher.serve(admitted.stream, admitted.head, peer)
