@@ -1,15 +1,17 @@
 """Test rigs shared by several test modules (test modules never import one another).
 
 An outbox over a socket pair, a TLS pair taken over by an outbox, the payload
-sizes that cross every frame-length boundary, and a TCP cable a test can cut.
+sizes that cross every frame-length boundary, a TCP cable a test can cut, and a
+log watch that wakes a test when a record it waits for is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -120,3 +122,37 @@ async def _pump(
         while data := await source.receive_some(65536):
             await sink.send_all(data)
     both.cancel()  # one side ended: end the other
+
+
+class LogWatch(logging.Handler):
+    """Keeps every record of a logger and wakes :meth:`until` as each comes: the
+    server logs some lines after the client has its answer (an access line, a
+    connection's ``closed``), and a record is the only event there is."""
+
+    def __init__(self, name: str = "trio_ws_demo") -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._name = name
+        self._changed = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self._changed.set()
+
+    async def until(self, ready: Callable[[list[logging.LogRecord]], bool]) -> None:
+        """Return once *ready*(records) holds (bound it with ``fail_after``)."""
+        while not ready(self.records):
+            self._changed = trio.Event()
+            await self._changed.wait()
+
+    def __enter__(self) -> LogWatch:
+        logger = logging.getLogger(self._name)
+        self._level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logger = logging.getLogger(self._name)
+        logger.removeHandler(self)
+        logger.setLevel(self._level)

@@ -140,8 +140,11 @@ async def test_json_logs_one_line_per_lifecycle_event_and_never_the_token() -> N
             log = await server.stderr()
     assert secret not in log
     records = [json.loads(line) for line in log.splitlines()]
-    assert [r["event"] for r in records] == ["opened", "closed", "shutdown"]
-    opened, closed = records[0], records[1]
+    # The upgrade is an HTTP request too: its access line (101) comes first.
+    assert [r["event"] for r in records] == ["access", "opened", "closed", "shutdown"]
+    access, opened, closed = records[0], records[1], records[2]
+    assert access["status"] == 101 and access["path"] == "/room?token=***"
+    assert access["logger"] == "trio_ws_demo.access" and access["peer"] == opened["peer"]
     assert opened["path"] == "/room?token=***"
     assert closed["peer"] == opened["peer"] and closed["path"] == "/room?token=***"
     assert closed["code"] == 1000 and closed["reason"] is None

@@ -147,9 +147,10 @@ def client_frame(
     return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-async def http_exchange(port: int, request: bytes) -> bytes:
-    """Send raw bytes, return everything the server answers before it closes."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+async def http_exchange(port: int, request: bytes, source: str = "") -> bytes:
+    """Send raw bytes, return everything the server answers before it closes
+    (from the local address *source*, e.g. 127.0.0.2, if given)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source or None)
     async with stream:
         await stream.send_all(request)
         answer = b""

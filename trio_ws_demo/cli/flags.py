@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..errors import TrioWsDemoError
+from ..forwarded import parse_network
 
 __all__ = [
     "EXIT_FAILURE",
@@ -35,6 +36,7 @@ __all__ = [
     "read_secret",
     "read_server_token",
     "read_token",
+    "trusted_proxy",
 ]
 
 EXIT_OK = 0
@@ -92,6 +94,15 @@ def port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {text}")
     return value
+
+
+def trusted_proxy(text: str) -> str:
+    """One ``--trusted-proxy``, checked and written as a network (a usage error
+    says what to write: ``10.0.0.1/8``, did you mean 10.0.0.0/8?)."""
+    try:
+        return str(parse_network(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def header(text: str) -> tuple[str, str]:

@@ -33,6 +33,7 @@ from .flags import (
     port,
     positive_float,
     positive_int,
+    trusted_proxy,
 )
 
 __all__ = [
@@ -496,6 +497,28 @@ OPTIONS: tuple[Option, ...] = (
         "logging level (INFO logs one line per connection opened and closed)",
         "logging",
         choices=("debug", "info", "warning", "error"),
+    ),
+    Option(
+        "--trusted-proxy",
+        str,
+        (),
+        "a reverse proxy (an address or a network, e.g. 127.0.0.1 or 10.0.0.0/8; "
+        "repeatable) whose X-Forwarded-For names the client in log lines: the "
+        "rightmost address in it that is not itself a trusted proxy. From anyone "
+        "else the header is ignored (default: trust no proxy)",
+        "access",
+        parse=trusted_proxy,
+        metavar="CIDR",
+        repeatable=True,
+    ),
+    Option(
+        "--access-log",
+        str,
+        "on",
+        "one INFO line per HTTP request (upgrades too, as 101) on the "
+        "trio_ws_demo.access logger; probes that succeed at DEBUG",
+        "logging",
+        choices=("on", "off"),
     ),
     Option(
         "--log-format",

@@ -21,6 +21,7 @@ import trio
 from ..access import AccessPolicy, origin_of
 from ..backplane.sentinel_url import is_sentinel_url, parse_sentinel_url
 from ..errors import BackplaneUnavailable
+from ..forwarded import TrustedProxies, parse_network
 from ..http import format_host
 from ..hub import InboxBudget, SlowClientPolicy
 from ..redact import redact_url
@@ -198,6 +199,8 @@ def _server_options(args: argparse.Namespace) -> ServerOptions | int:
         ping_timeout=args.ping_timeout,
         shutdown_timeout=args.shutdown_timeout,
         drain_window=args.drain_window,
+        trusted_proxies=TrustedProxies(tuple(parse_network(n) for n in args.trusted_proxy)),
+        access_log=args.access_log == "on",
         access=AccessPolicy(
             allow_origins=frozenset(args.allow_origin),
             token=token,

@@ -61,8 +61,9 @@ from ..redact import redact
 from ..rooms import Kept, Room, Rooms
 from ..stats import Traffic
 from ..tokens import ANONYMOUS, EVERY_RIGHT, Grant
-from .frontdoor import Peer
+from .access_log import ACCESS_LOG_OFF, AccessLog
 from .outbox import Outbox
+from .peer import Peer
 from .transport import Transport
 
 __all__ = ["Connection", "ConnectionSettings"]
@@ -96,6 +97,8 @@ class ConnectionSettings:
     """The budget's count of queued frames, each once."""
     handshakes: Histogram | None = None
     """Where each connection's accept-to-101 time goes (``/metrics``)."""
+    access_log: AccessLog = ACCESS_LOG_OFF
+    """Where the upgrade's access line goes (status 101, once the 101 is written)."""
 
 
 #: Why a connection may end with its last messages not delivered.
@@ -335,6 +338,7 @@ class Connection:
                 response, self._response = self._response, None
                 assert response is not None
                 await outbox.send_control(response)
+                settings.access_log.record(self.peer, "GET", self._target, 101, len(response))
                 del response  # an open connection keeps as little as it can
                 if settings.handshakes is not None:
                     settings.handshakes.observe(trio.current_time() - self._started)

@@ -47,17 +47,19 @@ from ..access import Use
 from ..budget import MemoryBudget
 from ..envelopes import SUBPROTOCOL
 from ..handshake import check_upgrade
-from ..http import HttpRefusal, RequestHead, format_host
+from ..http import HttpRefusal, RequestHead
 from ..reasons import Reason, Refusal, reason_of
 from ..redact import escape, redact
 from ..rooms import RESERVED_PATHS, RoomNameError, Rooms, room_from_path
 from ..tokens import Grant
+from .access_log import AccessLog, SentCounter
 from .http_io import linger, read_request_head, send_error
 from .options import ServerOptions
+from .peer import Peer, forwarded_for
 from .tls import TlsChannel
 from .web import WebRoutes
 
-__all__ = ["Admission", "FrontDoor", "Peer", "PublishRequest"]
+__all__ = ["Admission", "FrontDoor", "PublishRequest"]
 
 logger = logging.getLogger("trio_ws_demo.server")
 
@@ -68,6 +70,8 @@ class Admission:
 
     stream: trio.abc.Stream
     head: RequestHead
+    peer: Peer
+    """Who asked: the client a trusted proxy named, else the socket's peer."""
     room: str
     v1: bool
     """The client speaks ``trio-ws-demo.v1`` (JSON envelopes, offsets, resume)."""
@@ -86,6 +90,7 @@ class PublishRequest:
 
     stream: trio.abc.Stream
     head: RequestHead
+    peer: Peer
 
 
 #: An admitted upgrade's room, v1, since, grant and own (the fields of Admission after head).
@@ -102,8 +107,10 @@ class FrontDoor:
         clients: Callable[[], int],
         rooms: Rooms,
         memory: MemoryBudget | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self._options = options
+        self._access_log = access_log or AccessLog(options.access_log)
         self._memory = memory
         """The process's memory budget: a join it has no room for gets 503."""
         self._web = web
@@ -155,18 +162,20 @@ class FrontDoor:
                     handshake.cancel()
                 stream = await self._start_tls(stream)
                 head = await read_request_head(stream, self._options.max_request_head)
+                if isinstance(head, RequestHead):
+                    peer = peer.behind(self._options.trusted_proxies, forwarded_for(head))
                 if (
                     isinstance(head, RequestHead)
                     and head.method == "POST"
                     and not head.is_websocket_upgrade
                     and head.path not in RESERVED_PATHS
                 ):
-                    return PublishRequest(stream, head)
+                    return PublishRequest(stream, head, peer)
                 elif head is not None:
                     upgrade = await self._route(stream, head, peer)
                     if upgrade is not None:
                         assert isinstance(head, RequestHead)
-                        return Admission(stream, head, *upgrade)
+                        return Admission(stream, head, peer, *upgrade)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 # The peer went away (or failed TLS): nothing to answer.
                 logger.debug("%s: connection lost: %s", peer, exc.__cause__ or exc)
@@ -227,18 +236,9 @@ class FrontDoor:
             await self._refuse(stream, head, peer, None)
             return None
         if not head.is_websocket_upgrade:
-            status = await self._web.answer(stream, head)
-            path = redact(head.target)
-            # Probes and page loads are routine (DEBUG); errors are worth a line.
-            logger.log(
-                logging.INFO if status >= 400 else logging.DEBUG,
-                "%s %s %s: HTTP %d",
-                peer,
-                head.method,
-                path,
-                status,
-                extra={"event": "http", "peer": str(peer), "path": path, "status": status},
-            )
+            counted = SentCounter(stream)
+            status = await self._web.answer(counted, head)
+            self._access_log.record(peer, head.method, head.target, status, counted.sent)
             await linger(stream)
             return None
         upgrade = self._check_upgrade(head)
@@ -298,40 +298,10 @@ class FrontDoor:
                 "reason": str(reason),
             },
         )
-        await send_error(stream, refusal.status, refusal.reason, headers=refusal.headers)
+        counted = SentCounter(stream)
+        await send_error(counted, refusal.status, refusal.reason, headers=refusal.headers)
+        self._access_log.record(
+            peer, head.method if head else None, head.target if head else None,
+            refusal.status, counted.sent,
+        )  # fmt: skip
         await linger(stream)
-
-
-class Peer:
-    """The remote end of a stream, as ``host:port`` in log lines.
-
-    The address is read when the connection arrives (a socket closed later has
-    none, and a line about a refused request must still name its peer); the
-    string is made only when a log line needs it.
-    """
-
-    __slots__ = ("_address", "_text")
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self._address: object = _peer_address(stream)
-        self._text: str | None = None
-
-    def __str__(self) -> str:
-        if self._text is None:
-            address = self._address
-            if isinstance(address, tuple):
-                self._text = f"{format_host(str(address[0]))}:{address[1]}"
-            else:
-                self._text = str(address)
-            self._address = None
-        return self._text
-
-
-def _peer_address(stream: trio.abc.Stream) -> object:
-    transport = stream.transport if isinstance(stream, TlsChannel) else stream
-    if not isinstance(transport, trio.SocketStream):
-        return type(transport).__name__
-    try:
-        return transport.socket.getpeername()
-    except OSError:
-        return "unknown peer"

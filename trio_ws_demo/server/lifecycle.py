@@ -60,13 +60,15 @@ from ..http import format_host
 from ..protocol import End
 from ..rooms import Rooms
 from ..stats import ServerStatistics, Traffic
+from .access_log import AccessLog
 from .connection import Connection, ConnectionSettings
 from .drain import close_spread
-from .frontdoor import FrontDoor, Peer, PublishRequest
+from .frontdoor import FrontDoor, PublishRequest
 from .keepalive import Keepalive
 from .listen import accept_loop, open_listeners
 from .notify import Notifier
 from .options import ServerOptions
+from .peer import Peer
 from .presence import PresenceSender
 from .publish import PublishApi, PublishSettings
 from .tls import TlsChannel, refuse_renegotiation
@@ -161,8 +163,9 @@ class BroadcastServer:
             self.backplane.presence.elsewhere if self.backplane is not None else None,
             readiness=self._readiness,
         )
+        access_log = AccessLog(options.access_log)
         self.front_door = FrontDoor(
-            options, self.web, lambda: self.clients, self.rooms, self.memory
+            options, self.web, lambda: self.clients, self.rooms, self.memory, access_log
         )
         self.broker: Broker = (
             self.backplane
@@ -186,6 +189,8 @@ class BroadcastServer:
                 max_message_rate=options.max_message_rate,
                 message_burst=options.message_burst or 1,
                 memory=self.memory,
+                trusted_proxies=options.trusted_proxies,
+                access_log=access_log,
             ),
             self.broker,
         )
@@ -216,6 +221,7 @@ class BroadcastServer:
             memory=self.memory,
             queued=self.queued_frames,
             handshakes=self.handshakes,
+            access_log=access_log,
         )
 
     def broadcast(self, message: str | bytes, room: str = "") -> int:
@@ -490,6 +496,7 @@ class BroadcastServer:
                     pending.release()
             if admitted is None:
                 return
+            peer = admitted.peer  # behind a trusted proxy, the client it names
             if isinstance(admitted, PublishRequest):
                 async with admitted.stream:
                     await self.publisher.serve(admitted.stream, admitted.head, peer)

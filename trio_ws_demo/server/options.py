@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ..access import AccessPolicy
 from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL
 from ..budget import DEFAULT_MAX_MEMORY
+from ..forwarded import TrustedProxies
 from ..http import DEFAULT_MAX_REQUEST_HEAD
 from ..hub import InboxBudget, SlowClientPolicy
 from ..idempotency import DEFAULT_IDEMPOTENCY_WINDOW
@@ -109,6 +110,12 @@ class ServerOptions:
     """This process's name in /healthz (default: the address it listens on)."""
     reuse_port: bool = False
     """SO_REUSEPORT: several processes listen on one port; the kernel spreads clients."""
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    """Reverse proxies (``--trusted-proxy``) whose ``X-Forwarded-For`` names the
+    client in log lines (see :mod:`trio_ws_demo.forwarded`); none by default."""
+    access_log: bool = True
+    """One INFO line per HTTP request on ``trio_ws_demo.access`` (``--access-log``;
+    see :mod:`trio_ws_demo.server.access_log`)."""
 
     def __post_init__(self) -> None:
         if self.ping_interval == 0:  # 0 means off, as on the command line

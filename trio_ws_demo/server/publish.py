@@ -59,7 +59,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 import h11
@@ -70,11 +70,14 @@ from ..broker import Broker
 from ..budget import MemoryBudget
 from ..envelopes import MAX_PUBLISH_ID
 from ..errors import BackplaneUnavailable
+from ..forwarded import TrustedProxies
 from ..http import HttpRefusal, RequestHead
 from ..protocol import FRAME_COST
 from ..redact import redact
 from ..rooms import room_from_path
+from .access_log import ACCESS_LOG_OFF, AccessLog
 from .http_io import linger
+from .peer import Peer
 
 __all__ = ["PublishApi", "PublishSettings"]
 
@@ -110,6 +113,10 @@ class PublishSettings:
     memory: MemoryBudget | None = None
     """The process's memory budget (``--max-memory``): a body it has no room for
     gets 503, as a WebSocket message gets 1013."""
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    """Whose ``X-Forwarded-For`` names each request's client (``--trusted-proxy``)."""
+    access_log: AccessLog = ACCESS_LOG_OFF
+    """One line per request answered (``--access-log``)."""
 
 
 class _Bucket:
@@ -190,7 +197,7 @@ class PublishApi:
         for scope in self._between:
             scope.cancel()
 
-    async def serve(self, stream: trio.abc.Stream, head: RequestHead, peer: object) -> None:
+    async def serve(self, stream: trio.abc.Stream, head: RequestHead, peer: Peer) -> None:
         """Answer the request in *head* and what follows on the connection."""
         settings = self._settings
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=settings.max_request_head)
@@ -204,7 +211,9 @@ class PublishApi:
                 if isinstance(await _next_event(connection, stream), h11.Request):
                     self.answers[503] += 1
                     timeout = settings.write_timeout
-                    if await _respond(connection, stream, 503, payload, _RETRY, True, timeout):
+                    sent = await _respond(connection, stream, 503, payload, _RETRY, True, timeout)
+                    settings.access_log.record(peer, head.method, head.target, 503, sent)
+                    if sent:
                         await linger(stream)
             return
         self.connections += 1
@@ -217,11 +226,12 @@ class PublishApi:
         self,
         connection: h11.Connection,
         stream: trio.abc.Stream,
-        peer: object,
+        peer: Peer,
         first: RequestHead | None,
     ) -> None:
         settings = self._settings
         bucket = _Bucket(self._rate, settings.message_burst) if self._rate else None
+        began = peer.arrived  # the first request's time runs from the connection's arrival
         delay = 0.0
         between = False  # the first head is in h11's buffer: it is a request already
         while True:
@@ -230,13 +240,18 @@ class PublishApi:
             except _Answer as bad:  # not HTTP: say so, and close
                 self.answers[bad.status] += 1
                 payload: dict[str, object] = {"error": bad.reason}
-                if await _respond(
-                    connection, stream, bad.status, payload, [], True, settings.write_timeout
-                ):
+                timeout = settings.write_timeout
+                sent = await _respond(connection, stream, bad.status, payload, [], True, timeout)
+                settings.access_log.record(peer, None, None, bad.status, sent, began)
+                if sent:
                     await linger(stream)
                 return
             if request is None:
                 return  # closed, no request in time, or stopping: nothing to answer
+            client = peer
+            if first is None:  # a later request: its own head, its own client
+                client = peer.behind(settings.trusted_proxies, _forwarded_for(request))
+                began = trio.current_time()
             between = True
             published = self.published
             try:
@@ -251,16 +266,19 @@ class PublishApi:
                 headers, close = answer.headers, answer.close
                 target = redact(request.target.decode("latin-1"))  # finding R4: no ?token=
                 logger.info(
-                    "%s POST %s: HTTP %d %s", peer, target, status, answer.reason,
-                    extra={"event": "publish", "peer": str(peer), "path": target,
+                    "%s POST %s: HTTP %d %s", client, target, status, answer.reason,
+                    extra={"event": "publish", "peer": str(client), "path": target,
                            "status": status, "reason": answer.reason},
                 )  # fmt: skip
             self.answers[status] += 1
             first = None  # a later request is h11's parse, made into a head once
             close = close or self._stopping
-            if not await _respond(
+            sent = await _respond(
                 connection, stream, status, payload, headers, close, settings.write_timeout
-            ):
+            )
+            method, target = request.method.decode("ascii"), request.target.decode("latin-1")
+            settings.access_log.record(client, method, target, status, sent, began)
+            if not sent:
                 return  # lost, or not written in time
             if (
                 close
@@ -466,8 +484,8 @@ async def _respond(
     headers: list[tuple[str, str]],
     close: bool,
     timeout: float,
-) -> bool:
-    """Send the answer within *timeout* seconds; False if it could not be."""
+) -> int:
+    """Send the answer within *timeout* seconds: the bytes written, 0 if it could not be."""
     body = json.dumps(payload).encode()
     all_headers = [
         ("Content-Type", "application/json"),
@@ -479,7 +497,7 @@ async def _respond(
         all_headers.append(("Connection", "close"))
     try:
         if connection.our_state not in (h11.SEND_RESPONSE, h11.IDLE):  # IDLE: after bad input
-            return False
+            return 0
         phrase = HTTPStatus(status).phrase.encode()  # "200 OK", not "200 "
         response = h11.Response(status_code=status, headers=all_headers, reason=phrase)
         data = connection.send(response)
@@ -488,8 +506,13 @@ async def _respond(
         with trio.move_on_after(timeout) as writing:
             await stream.send_all(data or b"")
     except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-        return False
-    return not writing.cancelled_caught
+        return 0
+    return 0 if writing.cancelled_caught else len(data)
+
+
+def _forwarded_for(request: h11.Request) -> list[str]:
+    """Every ``X-Forwarded-For`` line of *request*, in order (h11 lower-cases names)."""
+    return [v.decode("latin-1") for name, v in request.headers if name == b"x-forwarded-for"]
 
 
 def _head_bytes(head: RequestHead) -> bytes:
