@@ -55,6 +55,8 @@ class Reason(enum.StrEnum):
     """--max-memory has no room for the joiner's backfill, or is full."""
     DRAINING = "server draining"
     """A drain is under way (SIGTERM): the process is about to go."""
+    STARTING = "server starting"
+    """The process is still reaching Redis: it listens, but admits nobody yet."""
     # Access
     ORIGIN_NOT_ALLOWED = "origin not allowed"
     NOT_ALLOWED_TO_READ = "not allowed to read this room"

@@ -123,6 +123,13 @@ class FrontDoor:
         """Handshakes in progress and when each began, oldest first."""
         self._closed = False
         self._draining = False
+        self._holding: str | None = None
+
+    def hold(self, why: str | None) -> None:
+        """Refuse new WebSocket upgrades with 503 ``server starting`` and
+        ``Retry-After`` while *why* is set (``"starting"``: the backplane is
+        being reached); None admits them again. Plain HTTP is answered."""
+        self._holding = why
 
     def drain(self) -> None:
         """Refuse new WebSocket upgrades with 503 and ``Retry-After`` (a drain):
@@ -209,6 +216,8 @@ class FrontDoor:
     def _limits_refusal(self, room: str, needed: int = 0) -> HttpRefusal | None:
         if self._draining:  # soon gone: come back in a second (through the balancer)
             return HttpRefusal(503, "server draining", [("Retry-After", "1")])
+        if self._holding is not None:  # not serving yet: come back in a second
+            return HttpRefusal(503, f"server {self._holding}", [("Retry-After", "1")])
         if self._clients() >= self._options.max_clients:
             return HttpRefusal(503, "too many clients", [("Retry-After", "5")])
         memory = self._memory

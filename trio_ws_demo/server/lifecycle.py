@@ -322,21 +322,14 @@ class BroadcastServer:
         :meth:`_connection_pool`), so that what they sent just before the
         shutdown still reaches this process's listeners through Redis."""
         async with trio.open_nursery() as nursery:
-            if self.backplane is not None:
-                try:
-                    await nursery.start(self._run_backplane, self.backplane)
-                except BackplaneUnavailable as exc:
-                    raise ServerStartupError(str(exc)) from None
             pool: trio.Nursery = await nursery.start(self._connection_pool)
             try:
                 async with trio.open_nursery() as services:
                     self._services = services
-                    services.start_soon(self.presence.run)
-                    if self.keepalive is not None:
-                        services.start_soon(self.keepalive.run)
-                    if self.options.room_ttl is not None:
-                        services.start_soon(self._expire_rooms, self.options.room_ttl)
-                    services.start_soon(self.notifier.watchdog)
+                    # Accepting from the start, so that probes are answered while
+                    # Redis is reached (/readyz: 503 "starting"); upgrades are
+                    # refused with 503 until then.
+                    self.front_door.hold("starting")
                     for listener in listeners:
                         services.start_soon(
                             accept_loop,
@@ -346,6 +339,20 @@ class BroadcastServer:
                             self._pending_heads,
                             self.front_door.drop_oldest,
                         )
+                    if self.backplane is not None:
+                        try:
+                            await nursery.start(self._run_backplane, self.backplane)
+                        except BackplaneUnavailable as exc:
+                            raise ServerStartupError(str(exc)) from None
+                        assert self._backplane_scope is not None
+                        self._backplane_scope.shield = True  # up: it stops after the pool
+                    self.front_door.hold(None)
+                    services.start_soon(self.presence.run)
+                    if self.keepalive is not None:
+                        services.start_soon(self.keepalive.run)
+                    if self.options.room_ttl is not None:
+                        services.start_soon(self._expire_rooms, self.options.room_ttl)
+                    services.start_soon(self.notifier.watchdog)
                     self._serving = True
                     task_status.started(listeners[0].getsockname()[1])
                     self.notifier.send("READY=1")
@@ -376,8 +383,6 @@ class BroadcastServer:
             try:
                 async with trio.open_nursery() as pool:
                     task_status.started(pool)
-                    if self._backplane_scope is not None:
-                        self._backplane_scope.shield = True  # up: it stops after the pool
                     await self._stopping.wait()
                     if self.backplane is not None and self._serving:
                         # What waits for Redis reaches this process's clients
@@ -433,7 +438,9 @@ class BroadcastServer:
         """What ``/readyz`` says (see :mod:`.web`)."""
         if self._draining:
             return "draining"
-        return "ready" if self._serving and not self._stopping.is_set() else "not ready"
+        if self._stopping.is_set():
+            return "not ready"
+        return "ready" if self._serving else "starting"
 
     def abort(self) -> None:
         """Drop every connection now, without closing handshakes (a second Ctrl-C);

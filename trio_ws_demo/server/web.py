@@ -19,8 +19,9 @@ path           answer                                           methods
                loop answers
 ``/readyz``    200 ``{"status": "ready"}`` while serving, 503    GET, HEAD
                ``"draining"`` from the start of a drain
-               (SIGTERM), 503 ``"not ready"`` while starting
-               or shutting down; a Redis outage does not make
+               (SIGTERM), 503 ``"starting"`` until Redis is
+               reached, 503 ``"not ready"`` once shutting
+               down; a Redis outage does not make
                it 503 (``"backplane": "down"`` says it)
 ``/health``    404: reserved, so a mistyped probe fails         GET, HEAD
 ``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
