@@ -242,6 +242,7 @@ class BroadcastServer:
             memory_refused=self.memory.refused,
             http_published=self.publisher.published,
             backplane=self.broker.statistics(),
+            writes=self.traffic.writes,
         )
 
     async def run(
