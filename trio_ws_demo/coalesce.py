@@ -57,8 +57,8 @@ def holders() -> list[Holder] | None:
 def coalescing() -> Iterator[None]:
     """A synchronous step whose writes to each client are coalesced.
 
-    No checkpoint may be reached inside (a test of the reader checks that none
-    is); a nested step is part of the one around it.
+    No checkpoint may be reached inside: what is held would wait for whatever
+    the checkpoint waits for. A nested step is part of the one around it.
     """
     if _step.holders is not None:
         yield
