@@ -19,7 +19,12 @@ messages per second, so it out-runs every Python server here; its own CPU use
 is reported so that you can check it was never the bottleneck.
 
 Server CPU time comes from ``/proc/PID/stat`` over the measured window only;
-peak RSS is the server's ``VmHWM``.
+peak RSS is the server's ``VmHWM``. For ours, the server's own ``/metrics``
+counters over the same window give socket writes per delivery (below 1 when
+writes are coalesced).
+
+Run it from a directory without a ``trio_ws_demo`` folder when ``PYTHONPATH``
+names the tree to measure: ``python -m`` puts the working directory first.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,14 +176,21 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
     assert loadgen.stdout is not None and loadgen.stdin is not None
     try:
         before = after = None
+        counters_before = counters_after = None
         numbers: dict[str, float | int | None] = {}
         for line in loadgen.stdout:
             line = line.strip()
             if line == "MEASURE_START":
+                counters_before = write_counters(server, url)  # before the CPU sample
                 before = sample(process.pid)
                 redis_before = sample(redis.pid) if redis else None
             elif line == "MEASURE_END":
                 after = sample(process.pid)
+                counters_after = write_counters(server, url)
+                if counters_before and counters_after:
+                    writes = counters_after[0] - counters_before[0]
+                    delivered = counters_after[1] - counters_before[1]
+                    numbers["writes_per_delivery"] = writes / delivered if delivered else None
                 if redis and redis_before:
                     numbers["redis_cpu_s"] = (
                         sample(redis.pid).cpu_seconds - redis_before.cpu_seconds
@@ -217,6 +230,25 @@ def run_scenario(server: str, scenario: Scenario, duration: float, warmup: float
             redis.kill()
             redis.wait()
     return result
+
+
+def write_counters(server: str, url: str) -> tuple[float, float] | None:
+    """Our server's socket writes and deliveries so far, from its /metrics (None
+    for the baselines, over TLS, and for a server without the writes counter)."""
+    if not server.startswith("ours") or not url.startswith("ws://"):
+        return None
+    found: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://{url[5:].split('/')[0]}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name in (
+                "trio_ws_demo_socket_writes_total",
+                "trio_ws_demo_messages_delivered_total",
+            ):
+                found[name] = float(value)
+    if len(found) < 2:
+        return None
+    return found["trio_ws_demo_socket_writes_total"], found["trio_ws_demo_messages_delivered_total"]
 
 
 def fmt(value: object, digits: int = 0) -> str:
@@ -317,6 +349,11 @@ def report(results: list[Result], scenarios: list[Scenario], servers: list[str])
             lines += ratio_rows(by, scenario, servers, [*fanout_columns, None, None, None, None])
             for server in servers:
                 n = by.get((server, scenario.name), {})
+                if n.get("writes_per_delivery") is not None:
+                    lines.append(
+                        f"\n{server}: {fmt(n.get('writes_per_delivery'), 3)} socket writes per "
+                        "delivery in the measured window (the server's own counters)"
+                    )
                 if "redis_cpu_s" in n:
                     lines.append(
                         f"\n{server}: {fmt(n.get('published_per_s'))} messages/s published through "
