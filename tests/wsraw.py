@@ -40,7 +40,13 @@ class RawClient:
 
     @classmethod
     async def connect(
-        cls, port: int, *, receive_buffer: int | None = None, tls: ssl.SSLContext | None = None
+        cls,
+        port: int,
+        *,
+        receive_buffer: int | None = None,
+        tls: ssl.SSLContext | None = None,
+        target: str = "/",
+        subprotocols: list[str] | None = None,
     ) -> RawClient:
         sock = trio.socket.socket()
         if receive_buffer is not None:
@@ -52,7 +58,8 @@ class RawClient:
             stream = trio.SSLStream(stream, tls, server_hostname="127.0.0.1")
             await stream.do_handshake()
         client = cls(stream)  # type: ignore[arg-type]
-        await client.stream.send_all(client.ws.send(Request(host="127.0.0.1", target="/")))
+        request = Request(host="127.0.0.1", target=target, subprotocols=subprotocols or [])
+        await client.stream.send_all(client.ws.send(request))
         event = await client.next_event()
         assert isinstance(event, AcceptConnection), event
         return client

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from .coalesce import coalescing
 from .errors import BackplaneUnavailable
 from .hub import Subscriber
 from .idempotency import DEFAULT_IDEMPOTENCY_WINDOW, Landings
@@ -194,8 +195,9 @@ class LocalBroker:
             if not self._rooms.has_room_for(room_name):
                 raise BackplaneUnavailable("too many rooms")
             room = self._rooms.room(room_name)
-        for message in messages:
-            room.deliver(message, sender=author)
+        with coalescing():  # a batch (POST lines) goes to each client in one write
+            for message in messages:
+                room.deliver(message, sender=author)
         epoch, offset = room.epoch, room.last_offset
         if key is not None:
             self.landings.put(room_name, key, (epoch, offset))

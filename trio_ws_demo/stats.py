@@ -53,13 +53,15 @@ class BackplaneStatistics:
 class Traffic:
     """Messages and bytes through the server, shared by every connection."""
 
-    __slots__ = ("bytes_in", "delivered", "delivered_bytes", "messages_in")
+    __slots__ = ("bytes_in", "delivered", "delivered_bytes", "messages_in", "writes")
 
     def __init__(self) -> None:
         self.messages_in = 0
         self.bytes_in = 0
         self.delivered = 0
         self.delivered_bytes = 0
+        self.writes = 0
+        """Writes to client sockets (see :attr:`ServerStatistics.writes`)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,11 @@ class ServerStatistics:
     """Seconds each fan-out to this process's clients took."""
     handshake_duration: HistogramSnapshot | None = None
     """Seconds from accepting a connection to its 101 written (TLS included)."""
+    writes: int = 0
+    """Writes to client sockets: each non-blocking ``send()`` and each awaited
+    write of a backlog (one write, though a full socket may take it in parts).
+    Below :attr:`delivered` when writes are coalesced (several frames in one
+    write); the ratio of the two is what coalescing saves in system calls."""
     backplane: BackplaneStatistics | None = None
     """None without ``--redis``."""
     """Connections ended by an unexpected error in the server (logged, closed 1011)."""

@@ -92,6 +92,7 @@ import trio
 
 from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL, Backfill, LocalBroker, OnLanded
 from ..budget import Holding, MemoryBudget
+from ..coalesce import coalescing
 from ..errors import BackplaneUnavailable
 from ..hub import Subscriber
 from ..idempotency import DEFAULT_IDEMPOTENCY_WINDOW
@@ -497,7 +498,8 @@ class RedisBackplane:
                 entries = await link.xrange(
                     stream_key(feed.name), start=format_id(last), end="+", count=_BATCH
                 )
-                self._deliver(feed.name, entries)
+                with coalescing():
+                    self._deliver(feed.name, entries)
                 if len(entries) < _BATCH or feed.last_id == last:
                     break
 
@@ -930,12 +932,15 @@ class RedisBackplane:
                             streams[stream_key(name)] = format_id(feed.last_id)
                     result = await link.xread(streams, count=self._read_count, block=_BLOCK_MS)
                     largest = 1024
-                    for key, entries in (result or {}).items():
-                        name = key.decode()
-                        if name == wake:
-                            last_wake = entries[-1].identifier
-                            continue
-                        largest = max(largest, self._deliver(room_of_key(name), entries))
+                    # One step per read: each client here gets what this read
+                    # holds for it in one write (see coalesce).
+                    with coalescing():
+                        for key, entries in (result or {}).items():
+                            name = key.decode()
+                            if name == wake:
+                                last_wake = entries[-1].identifier
+                                continue
+                            largest = max(largest, self._deliver(room_of_key(name), entries))
                     # Bytes, not entries, bound a read: fewer entries when they are large.
                     self._read_count = max(4, min(_BATCH, READ_BYTES // largest))
         finally:

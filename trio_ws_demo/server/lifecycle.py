@@ -270,6 +270,7 @@ class BroadcastServer:
             broadcast_duration=self.rooms.timings.broadcast.snapshot(),
             handshake_duration=self.handshakes.snapshot(),
             backplane=self.broker.statistics(),
+            writes=self.traffic.writes,
         )
 
     async def run(

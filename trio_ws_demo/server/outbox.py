@@ -20,6 +20,14 @@ that touches the socket) moves the bytes. It owns:
   frame goes straight to the kernel with a non-blocking ``send()`` from inside
   ``offer()``, the way Node does, with no task switch; what the kernel did not
   take is finished first by the sender task.
+* **coalesced writes** (:mod:`trio_ws_demo.coalesce`): inside a coalesced step
+  (one read of a client's socket, one backplane read), an idle outbox *holds*
+  what it is offered and writes it all with one ``send()`` when the step ends.
+  Held frames count against the budget as queued; a frame the budget would
+  refuse is never refused for being held: what is held is written first, and
+  the frame is then offered as it would have been without the step (the budget
+  is for what waits, and a client that keeps up waits for nothing). At most
+  about :data:`CHUNK_BYTES` is held, so the copy stays bounded.
 * **the rule that a frame, once started, is finished before any other frame,
   ping, pong or close.** A write that is cancelled or fails part-way leaves the
   outbox *broken*: nothing more is written, since the peer could not parse it.
@@ -52,6 +60,7 @@ from typing import Protocol
 import trio
 
 from ..budget import MemoryBudget, QueuedFrames
+from ..coalesce import holders
 from ..frames import close_frame_code
 from ..hub import InboxBudget
 from ..stats import Traffic
@@ -131,6 +140,8 @@ class Outbox:
         "_close_sent",
         "_counters",
         "_fast",
+        "_held",
+        "_held_bytes",
         "_history_bytes",
         "_history_messages",
         "_history_queued",
@@ -138,6 +149,7 @@ class Outbox:
         "_nursery",
         "_owner",
         "_partial",
+        "_partial_messages",
         "_partial_size",
         "_pong",
         "_queued",
@@ -182,7 +194,13 @@ class Outbox:
         TLS these are records (already sealed), and records made while reading
         are added here too."""
         self._partial_size = 0
-        """The counted size of that frame's message (0 for a ping)."""
+        """The counted size of the messages in it (0 for a ping)..."""
+        self._partial_messages = 0
+        """... and how many (more than one only for a coalesced write under TLS,
+        whose records cannot be told apart by frame)."""
+        self._held: list[_Frame] | None = None
+        """Frames held during a coalesced step, written when it ends (flush_held)."""
+        self._held_bytes = 0
         self._wire_waiting = 0
         """Bytes of records made while reading that wait in _partial (bounded)."""
         self._owner = owner
@@ -224,6 +242,20 @@ class Outbox:
         state = self._state
         fast = self._fast
         if state is _OPEN:
+            held = self._held
+            if held is not None:  # holding for the step under way
+                held_bytes = self._held_bytes
+                if held_bytes < CHUNK_BYTES and self._budget.admits(len(held), held_bytes, size):
+                    held.append(frame)
+                    self._held_bytes = held_bytes + size
+                    self.queued_messages += 1
+                    self.queued_bytes += size
+                    return True
+                # Full: write what is held now, and offer this frame as if it
+                # had not been (what the kernel did not take is queued).
+                self.flush_held()
+                if self._state is not _OPEN:
+                    return True  # broken now: the reader sees it too
             if self._writing or self.queued_messages:
                 fast = False  # busy: queue behind what is under way
         elif state is _State.OPENING:
@@ -231,12 +263,20 @@ class Outbox:
         else:
             return True  # closing: not slow, just too late
         if fast:
+            step = holders()
+            if step is not None:  # a coalesced step: hold it, write with the rest
+                self._held, self._held_bytes = [frame], size
+                self.queued_messages = 1
+                self.queued_bytes = size
+                step.append(self)
+                return True
             tls = self._tls
             try:
                 wire = self._seal(frame) if tls else frame
             except trio.BrokenResourceError:
                 return True  # broken now: the reader sees it too and ends the connection
             sent = self.transport.send_nowait(wire)
+            self._counters.writes += 1
             if sent == len(wire):
                 self.delivered += 1
                 counters = self._counters
@@ -245,6 +285,7 @@ class Outbox:
                 return True
             if sent or tls:  # sealed records cannot be sealed again
                 self._partial, self._partial_size = memoryview(wire)[sent:], size
+                self._partial_messages = 1
                 self.queued_messages = 1
                 self.queued_bytes = size
                 self._start_writer()
@@ -303,10 +344,77 @@ class Outbox:
         if self._owner is not None:
             self._owner.slow_consumer()
 
+    def flush_held(self) -> None:
+        """Write what was held during a coalesced step, with one ``send()``.
+
+        What the kernel does not take is handled as the fast path handles a
+        frame: the frame it took part of is finished first (by the writer
+        task), and the frames after it wait in the backlog, where later frames
+        meet the budget behind them, exactly as they would have frame by frame.
+        """
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        count, size = len(held), self._held_bytes
+        self._held_bytes = 0
+        if self._state is not _OPEN:  # broken since: nothing more goes out
+            self.queued_messages -= count
+            self.queued_bytes -= size
+            return
+        data = held[0] if count == 1 else b"".join(held)
+        tls = self._tls
+        try:
+            wire = self._seal(data) if tls else data
+        except trio.BrokenResourceError:
+            self.queued_messages -= count
+            self.queued_bytes -= size
+            return  # broken now: the reader sees it too and ends the connection
+        sent = self.transport.send_nowait(wire)
+        self._counters.writes += 1
+        if sent == len(wire):
+            self._count_written(count, size)
+            self.queued_messages -= count
+            self.queued_bytes -= size
+            return
+        if tls:  # sealed records are one piece: all of it is the rest to finish
+            self._partial = memoryview(wire)[sent:]
+            self._partial_messages, self._partial_size = count, size
+            self._start_writer()
+            return
+        # Plain TCP: the frames the kernel took are written; the rest of the one
+        # it took part of goes first; the frames after it are queued.
+        done = offset = 0
+        for frame in held:
+            if offset + len(frame) > sent:
+                break
+            offset += len(frame)
+            done += 1
+        self._count_written(done, offset)
+        self.queued_messages -= done
+        self.queued_bytes -= offset
+        rest = held[done:]
+        if offset < sent:  # started: finished before anything else
+            first = rest.pop(0)
+            self._partial = memoryview(first)[sent - offset :]
+            self._partial_messages, self._partial_size = 1, len(first)
+        if rest:
+            backlog = self._backlog
+            if backlog is None:
+                backlog = self._backlog = Backlog(self._budget.max_messages)
+            queued = self._queued
+            for frame in rest:
+                backlog.put(frame)
+                if queued is not None:
+                    queued.hold(frame)
+        self._start_writer()
+
     def send_control_nowait(self, frame: bytes) -> None:
         """Send a control frame (a keepalive ping) at the next frame boundary."""
         if self._state is not _State.OPEN and self._state is not _State.CLOSING:
             return
+        if self._held is not None:
+            self.flush_held()  # the data held goes first, as if it had not been held
         if self._fast and not self._writing and not self._pending:
             if self._tls:  # sealed: it must go out as it is, now or first
                 with contextlib.suppress(trio.BrokenResourceError):  # broken: nothing to do
@@ -326,6 +434,8 @@ class Outbox:
     def send_pong_nowait(self, frame: bytes) -> None:
         """Answer a ping at the next frame boundary; an older pong still waiting
         is replaced (RFC 6455 §5.5.3): at most one is ever held."""
+        if self._held is not None:
+            self.flush_held()
         if self._pong is not None or self._writing or self._pending or not self._fast:
             if self._state is _State.OPEN or self._state is _State.CLOSING:
                 self._pong = frame
@@ -338,6 +448,8 @@ class Outbox:
         """Write TLS records made while reading, after every record made before them."""
         if self._done or not wire:
             return
+        if self._held is not None:
+            self.flush_held()  # sealed first, so its records go first
         if self._fast and not self._writing and not self._pending:
             self._send_wire_now(wire)
             return
@@ -354,7 +466,7 @@ class Outbox:
         if self._wire_waiting > MAX_WIRE_BACKLOG:
             # The peer makes us answer (alerts) and reads nothing: let it go.
             self._state = _State.BROKEN
-            self._partial = None
+            self._partial, self._partial_messages = None, 0
             self._release_wire()
             if self._owner is not None:
                 self._owner.slow_consumer()
@@ -370,6 +482,7 @@ class Outbox:
             self._start_writer()
 
     def _send_now(self, data: _Frame) -> int:
+        self._counters.writes += 1
         return self.transport.send_nowait(data)
 
     def _release_wire(self) -> None:
@@ -379,6 +492,12 @@ class Outbox:
 
     def discard_queued(self) -> None:
         """Drop queued data frames; a frame already started is still finished."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self.queued_messages -= len(held)
+            self.queued_bytes -= self._held_bytes
+            self._held_bytes = 0
         if self._backlog:
             frames = self._backlog.take_all()
             if self._queued is not None:
@@ -397,6 +516,8 @@ class Outbox:
         """Write *data* (a control frame, or the handshake response) at the next
         frame boundary, and return once it is written."""
         self._check_writable()
+        if self._held is not None:
+            self.flush_held()
         if self._writing:
             written = trio.Event()
             self._queue_urgent(data, written)
@@ -524,9 +645,8 @@ class Outbox:
         wire = self._partial
         if wire is not None:
             length = len(wire)
-            if self._partial_size:  # a data frame, not a ping
-                messages, size = 1, self._partial_size
-            self._partial, self._partial_size = None, 0
+            messages, size = self._partial_messages, self._partial_size  # 0 for a ping
+            self._partial, self._partial_messages, self._partial_size = None, 0, 0
             self._release_wire()
         for data, waiter in self._urgent or ():
             chunk.append(data)
@@ -575,6 +695,7 @@ class Outbox:
             raise
 
     async def _write_wire(self, data: _Frame) -> None:
+        self._counters.writes += 1
         try:
             await self.transport.send_all(data)
         except BaseException:

@@ -135,6 +135,11 @@ class _ServerCollector(Collector):
         yield counter("received_bytes", "Bytes of messages received (as frames).", s.bytes_in)
         yield counter("messages_delivered", "Messages written to clients.", s.delivered)
         yield counter("delivered_bytes", "Bytes of frames written to clients.", s.delivered_bytes)
+        yield counter(
+            "socket_writes",
+            "Writes to client sockets (a coalesced write carries several messages).",
+            s.writes,
+        )
         yield counter("slow_clients_closed", "Clients closed as slow consumers.", s.slow_closed)
         yield counter("messages_dropped", "Messages dropped for slow clients.", s.dropped)
         yield counter(
