@@ -81,6 +81,12 @@ def url_of(server: BroadcastServer, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
 
 
+#: For the few tests that must listen on echo's default URL, 127.0.0.1:8080: under
+#: pytest-xdist (``--dist loadgroup``, as nox runs it) they all run on one worker,
+#: one after another, so none finds the port taken by another and skips.
+PORT_8080 = pytest.mark.xdist_group("port-8080")
+
+
 def free_port() -> int:
     """A loopback port free now (for processes that must be told their port)."""
     with socket.socket() as probe:
