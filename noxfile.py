@@ -41,8 +41,7 @@ def tests(session: nox.Session) -> None:
     if shutil.which("npm"):
         npm_ci(session, "tests/node")  # the article's own Node client.js is a test peer
         npm_ci(session, "benchmarks")  # the load generator, for the benchmark's smoke test
-    # loadgroup: the tests that must use port 8080 share one worker (tests/conftest.py).
-    session.run("pytest", "-n", "2", "--dist", "loadgroup", *session.posargs)
+    session.run("pytest", "-n", "2", *session.posargs)
 
 
 @nox.session
