@@ -10,11 +10,13 @@ untested, unless the reason says what the machine itself cannot do
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +81,24 @@ async def server(start_server: StartServer) -> BroadcastServer:
 
 def url_of(server: BroadcastServer, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.port}{path}"
+
+
+@pytest.fixture
+def port_8080() -> Iterator[None]:
+    """Hold 127.0.0.1:8080, echo's default URL, for one test: an exclusive lock on a
+    file all our test processes share (xdist workers, two nox sessions, other runs
+    on the machine), so none finds the port taken by another and skips.
+
+    A lock, not ``xdist_group``: pytest-xdist 3.8 groups by rewriting
+    ``item._nodeid``, which pytest 9.2 no longer reads, so its groups silently split.
+    """
+    with open(Path(tempfile.gettempdir(), "trio-ws-demo-port-8080.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+#: For the tests that must listen on 127.0.0.1:8080 (see :func:`port_8080`).
+PORT_8080 = pytest.mark.usefixtures("port_8080")
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ import trio.testing
 
 from trio_ws_demo import AccessPolicy, BroadcastServer, ServerOptions
 
-from .conftest import StartServer, url_of
+from .conftest import PORT_8080, StartServer, url_of
 from .processes import run_cli
 from .wsraw import http_exchange
 
@@ -138,6 +138,7 @@ async def test_startup_is_one_line_and_probes_are_not_logged() -> None:
     assert "HTTP 404" not in log  # ... and no second line for the same answer
 
 
+@PORT_8080
 async def test_a_word_is_a_message_not_a_url(nursery: trio.Nursery) -> None:
     """`echo hello` sends "hello" to the default URL: a server of ours on 127.0.0.1:8080
     (the one test that needs that port) gets it and echoes it."""

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trustme
 
-from .conftest import StartServer, url_of
+from .conftest import PORT_8080, StartServer, url_of
 from .processes import run_cli
 
 TIMEOUT = 15
@@ -54,6 +54,7 @@ async def test_row1_a_space_in_the_url_is_a_usage_error() -> None:
     )
 
 
+@PORT_8080
 @pytest.mark.parametrize("message", ["hello.", "note: disk full", "3.14"])
 async def test_row11_without_a_scheme_the_first_argument_is_a_message(
     nursery: trio.Nursery, message: str
