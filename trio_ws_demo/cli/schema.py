@@ -316,6 +316,19 @@ OPTIONS: tuple[Option, ...] = (
         repeatable=True,
     ),
     Option(
+        "--trusted-proxy",
+        str,
+        (),
+        "a reverse proxy (an address or a network, e.g. 127.0.0.1 or 10.0.0.0/8; "
+        "repeatable) whose X-Forwarded-For names the client in log lines: the "
+        "rightmost address in it that is not itself a trusted proxy. From anyone "
+        "else the header is ignored (default: trust no proxy)",
+        "access",
+        parse=trusted_proxy,
+        metavar="CIDR",
+        repeatable=True,
+    ),
+    Option(
         "--token",
         str,
         None,
@@ -499,17 +512,12 @@ OPTIONS: tuple[Option, ...] = (
         choices=("debug", "info", "warning", "error"),
     ),
     Option(
-        "--trusted-proxy",
+        "--log-format",
         str,
-        (),
-        "a reverse proxy (an address or a network, e.g. 127.0.0.1 or 10.0.0.0/8; "
-        "repeatable) whose X-Forwarded-For names the client in log lines: the "
-        "rightmost address in it that is not itself a trusted proxy. From anyone "
-        "else the header is ignored (default: trust no proxy)",
-        "access",
-        parse=trusted_proxy,
-        metavar="CIDR",
-        repeatable=True,
+        "text",
+        "log lines as text, or as one JSON object per line",
+        "logging",
+        choices=("text", "json"),
     ),
     Option(
         "--access-log",
@@ -519,14 +527,6 @@ OPTIONS: tuple[Option, ...] = (
         "trio_ws_demo.access logger; probes that succeed at DEBUG",
         "logging",
         choices=("on", "off"),
-    ),
-    Option(
-        "--log-format",
-        str,
-        "text",
-        "log lines as text, or as one JSON object per line",
-        "logging",
-        choices=("text", "json"),
     ),
 )
 
