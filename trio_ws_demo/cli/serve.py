@@ -19,6 +19,7 @@ import trio
 from ..access import AccessPolicy, origin_of
 from ..backplane.sentinel_url import is_sentinel_url, parse_sentinel_url
 from ..errors import BackplaneUnavailable
+from ..extensions import Compression
 from ..http import format_host
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, InboxBudget, SlowClientPolicy
 from ..redact import redact_url
@@ -70,6 +71,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         default=SlowClientPolicy.CLOSE.value,
         help="what to do with a client over its queue budget: close it with 1008, "
         "or drop messages for it",
+    )
+    serve.add_argument(
+        "--compression",
+        choices=[mode.value for mode in Compression],
+        default=ServerOptions.compression.value,
+        help="permessage-deflate with clients that offer it: 'off' negotiates nothing, "
+        "'stateless' compresses each broadcast once on its own, 'room' keeps one "
+        "compressor per room (smallest frames; see docs/compression.md)",
     )
     serve.add_argument(
         "--max-queue",
@@ -396,6 +405,7 @@ def run(args: argparse.Namespace) -> int:
         echo=args.echo,
         budget=InboxBudget(max_messages=args.max_queue, max_bytes=args.max_queue_bytes),
         slow_client=SlowClientPolicy(args.slow_client),
+        compression=Compression(args.compression),
         max_message_size=args.max_message_size,
         max_clients=args.max_clients,
         max_rooms=args.max_rooms,
