@@ -11,8 +11,11 @@ text, and every test compares the text exactly.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import zlib
+from pathlib import Path
 
 import pytest
 import trio
@@ -500,3 +503,33 @@ async def test_a_v1_joiner_gets_history_raw_and_live_frames_compressed(
                 assert first["type"] == "joined"
                 assert await _texts(late, 50) == messages[10:]
                 assert await _texts(early, 60) == messages
+
+
+NODE = shutil.which("node")
+NODE_DIR = Path(__file__).parent / "node"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_node_ws_reads_every_frame_a_joiner_too(
+    start_server: StartServer, mode: Compression
+) -> None:
+    if not (NODE and (NODE_DIR / "node_modules" / "ws").is_dir()):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install node and tests/node (see .ci/run)")
+        pytest.skip("needs node and `npm ci --prefix tests/node`")
+    server = await start_server(ServerOptions(compression=mode))
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            [NODE, str(NODE_DIR / "deflate.mjs"), url_of(server), "200"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    agreed = "permessage-deflate"  # ws's name for what it accepted
+    assert json.loads(done.stdout) == {
+        "sender": agreed,
+        "joiner": agreed,
+        "senderOk": True,
+        "joinerOk": True,
+    }
