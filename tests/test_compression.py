@@ -284,6 +284,22 @@ def test_each_client_inflates_each_copy_it_picked(mode: Compression) -> None:
         assert no_takeover.room_copies == windowed.room_copies == 0
 
 
+def test_a_joiner_gets_in_sync_even_when_frames_do_not_compress() -> None:
+    """Random payloads: compressed on their own they are larger than raw, yet an
+    out-of-sync client gets them compressed, or it would never catch up."""
+    full = negotiate(parse_extensions("permessage-deflate"), Compression.ROOM)
+    assert full is not None
+    steady, joiner = _Inflating(full), _Inflating(full, joins_at=10)
+    stream = FrameStream(Compression.ROOM)
+    messages = [random.Random(n).randbytes(1000) for n in range(60)]
+    for n, message in enumerate(messages):
+        frame = stream.share(encode_frame(message))
+        steady.offer(n, frame)
+        joiner.offer(n, frame)
+    assert steady.got == messages and joiner.got == messages[10:]
+    assert joiner.room_copies == 60 - 10 - 33  # after 33 frames of 1,000 bytes: 32 KiB
+
+
 # -- inbound: a bound on what comes out ------------------------------------------
 
 
