@@ -33,13 +33,54 @@ from pathlib import Path
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
-_MODULES = (
-    "argparse asyncio ast collections configparser csv dataclasses datetime decimal difflib "
-    "email enum fractions ftplib functools http.client http.server imaplib inspect ipaddress "
-    "json logging mailbox multiprocessing optparse pathlib pickle poplib shutil smtplib socket "
-    "sqlite3 ssl statistics string subprocess tarfile tempfile textwrap threading typing "
-    "unittest urllib.request uuid xml.dom.minidom zipfile"
-).split()
+_MODULES = [
+    "argparse",
+    "asyncio",
+    "ast",
+    "collections",
+    "configparser",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email",
+    "enum",
+    "fractions",
+    "ftplib",
+    "functools",
+    "http.client",
+    "http.server",
+    "imaplib",
+    "inspect",
+    "ipaddress",
+    "json",
+    "logging",
+    "mailbox",
+    "multiprocessing",
+    "optparse",
+    "pathlib",
+    "pickle",
+    "poplib",
+    "shutil",
+    "smtplib",
+    "socket",
+    "sqlite3",
+    "ssl",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "typing",
+    "unittest",
+    "urllib.request",
+    "uuid",
+    "xml.dom.minidom",
+    "zipfile",
+]
 _USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
 
@@ -85,15 +126,19 @@ def chat_messages(count: int, seed: int = 1) -> list[bytes]:
 def _masked(payload: bytes) -> bytes:
     key = os.urandom(4)
     length = len(payload)
-    header = bytes([0x81, 0x80 | length]) if length < 126 else bytes([0x81, 0xFE]) + length.to_bytes(2, "big")
+    header = (
+        bytes([0x81, 0x80 | length])
+        if length < 126
+        else bytes([0x81, 0xFE]) + length.to_bytes(2, "big")
+    )
     return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 _REQUEST = (
-    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
-).encode()
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+)
 
 
 class Counter:
@@ -151,6 +196,29 @@ async def _drain(stream: trio.SocketStream) -> None:
         pass
 
 
+async def _measure(
+    pid: int, port: int, clients: int, messages: list[bytes], rate: float, counters: list[Counter]
+) -> float:
+    """Connect *clients*, publish *messages* at *rate*: the server's CPU seconds meanwhile."""
+    counters_wanted[0] = clients
+    ready = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for _ in range(clients):
+            nursery.start_soon(_client, port, len(messages), counters, ready)
+        await ready.wait()
+        publisher = await trio.open_tcp_stream("127.0.0.1", port)
+        await publisher.send_all(_REQUEST.replace(b"Sec-WebSocket-Extensions", b"X-None"))
+        nursery.start_soon(_drain, publisher)  # it gets every message too (not counted)
+        before, started = _cpu(pid), trio.current_time()
+        for n, message in enumerate(messages):
+            await publisher.send_all(_masked(message))
+            await trio.sleep_until(started + (n + 1) / rate)
+        await ready_all(counters, len(messages))
+        cpu = _cpu(pid) - before
+        nursery.cancel_scope.cancel()
+    return cpu
+
+
 async def ready_all(counters: list[Counter], expected: int) -> None:
     """Until every client has read every frame (bounded: a run ends by itself)."""
     with trio.move_on_after(60):
@@ -163,40 +231,38 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _wait_listening(port: int) -> None:
+    """Until the server accepts connections (at most 20 s)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-async def run_mode(mode: str, clients: int, messages: list[bytes], rate: float) -> dict[str, float]:
+def run_mode(mode: str, clients: int, messages: list[bytes], rate: float) -> dict[str, float]:
+    """One fresh server in *mode*, measured; it is stopped before this returns."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "trio_ws_demo", "serve", "--port", str(port), "--host", "127.0.0.1",
          "--compression", mode, "--max-message-rate", "0", "--log-level", "warning"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        assert server.stderr is not None
-        server.stderr.readline()  # "Listening on ..."
+        _wait_listening(port)
         counters: list[Counter] = []
-        counters_wanted[0] = clients
-        ready = trio.Event()
-        async with trio.open_nursery() as nursery:
-            for _ in range(clients):
-                nursery.start_soon(_client, port, len(messages), counters, ready)
-            await ready.wait()
-            publisher = await trio.open_tcp_stream("127.0.0.1", port)
-            await publisher.send_all(_REQUEST.replace(b"Sec-WebSocket-Extensions", b"X-None"))
-            nursery.start_soon(_drain, publisher)  # it gets every message too (not counted)
-            before, started = _cpu(server.pid), time.monotonic()
-            for n, message in enumerate(messages):
-                await publisher.send_all(_masked(message))
-                await trio.sleep_until(started + (n + 1) / rate)
-            await ready_all(counters, len(messages))
-            cpu = _cpu(server.pid) - before
-            nursery.cancel_scope.cancel()
+        cpu = trio.run(_measure, server.pid, port, clients, messages, rate, counters)
     finally:
         server.terminate()
         server.wait()
@@ -227,14 +293,16 @@ def main() -> None:
         return
     results = {}
     for mode in args.modes.split(","):
-        results[mode] = trio.run(run_mode, mode, args.clients, messages, args.rate)
+        results[mode] = run_mode(mode, args.clients, messages, args.rate)
     off = results.get("off")
     print(f"{'mode':<10} {'bytes/deliv':>12} {'of raw':>7} {'CPU us/deliv':>13} {'vs off':>7}")
     for mode, result in results.items():
         share = result["bytes_per_delivery"] / result["raw_bytes_per_delivery"]
         cpu = result["cpu_us_per_delivery"]
         versus = f"{cpu / off['cpu_us_per_delivery']:.2f}x" if off else "-"
-        print(f"{mode:<10} {result['bytes_per_delivery']:>12.1f} {share:>7.1%} {cpu:>13.2f} {versus:>7}")
+        print(
+            f"{mode:<10} {result['bytes_per_delivery']:>12.1f} {share:>7.1%} {cpu:>13.2f} {versus:>7}"
+        )
     print(json.dumps(results, indent=1))
 
 
