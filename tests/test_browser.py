@@ -706,3 +706,49 @@ def test_text_sent_on_reconnect_is_drawn_after_the_reconnect_note(
                 "typed while away",
             ]
         )
+
+
+_DEFLATE_SCRIPT = """async ([url, count]) => {
+  const words = 'the of and to in is that it for was on are as with his they at be'.split(' ');
+  const messages = Array.from({length: count}, (_, n) => JSON.stringify(
+    {type: 'chat', n, text: Array.from({length: 12 + n % 17}, (_, i) => words[(n * 7 + i * 3) % words.length]).join(' ')}));
+  const open = (ws) => new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
+  const sender = new WebSocket(url);
+  await open(sender);
+  const got = {sender: [], joiner: []};
+  let joiner = null, next = 0;
+  await new Promise((done) => {
+    const check = () => { if (got.sender.length === count && got.joiner.length === count / 2) done(); };
+    sender.onmessage = async (event) => {
+      got.sender.push(event.data);
+      if (got.sender.length === count / 2) {
+        joiner = new WebSocket(url);
+        joiner.onmessage = (e) => { got.joiner.push(e.data); check(); };
+        await open(joiner);
+      }
+      check();
+      if (next < count) sender.send(messages[next++]);
+    };
+    sender.send(messages[next++]);
+  });
+  const same = (a, b) => a.length === b.length && a.every((m, i) => m === b[i]);
+  return {extensions: [sender.extensions, joiner.extensions],
+          sender: same(got.sender, messages), joiner: same(got.joiner, messages.slice(count / 2))};
+}"""
+
+
+@pytest.mark.parametrize("mode", ["stateless", "room"])
+def test_chromium_reads_every_compressed_frame_a_joiner_too(
+    browser_pages: tuple[Page, Page], mode: str
+) -> None:
+    """Chromium offers permessage-deflate by itself; both of its sockets read
+    every broadcast exactly, the one that joins halfway through too."""
+    page, _ = browser_pages
+    port = free_port()
+    with serve_process(port, "--compression", mode):
+        page.goto(f"http://127.0.0.1:{port}/healthz")
+        result = page.evaluate(_DEFLATE_SCRIPT, [f"ws://127.0.0.1:{port}/deflate", 200])
+    agreed = "permessage-deflate; client_no_context_takeover" + (
+        "; server_no_context_takeover" if mode == "stateless" else ""
+    )
+    assert result == {"extensions": [agreed, agreed], "sender": True, "joiner": True}

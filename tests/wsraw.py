@@ -22,12 +22,17 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 
 class RawClient:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.ws = WSConnection(ConnectionType.CLIENT)
+        self.wire_bytes = 0
+        """Bytes read from the server after the handshake's first read."""
+        self.deflate: PerMessageDeflate | None = None
+        """The permessage-deflate the server agreed, if it did."""
 
     @classmethod
     async def over(cls, stream: trio.abc.Stream) -> RawClient:
@@ -47,6 +52,7 @@ class RawClient:
         tls: ssl.SSLContext | None = None,
         target: str = "/",
         subprotocols: list[str] | None = None,
+        deflate: bool = False,
     ) -> RawClient:
         sock = trio.socket.socket()
         if receive_buffer is not None:
@@ -58,10 +64,19 @@ class RawClient:
             stream = trio.SSLStream(stream, tls, server_hostname="127.0.0.1")
             await stream.do_handshake()
         client = cls(stream)  # type: ignore[arg-type]
-        request = Request(host="127.0.0.1", target=target, subprotocols=subprotocols or [])
+        # wsproto's own permessage-deflate: it inflates with context takeover
+        # unless we agreed otherwise, so a wrong window shows as wrong text.
+        offer = [PerMessageDeflate()] if deflate else []
+        request = Request(
+            host="127.0.0.1", target=target, subprotocols=subprotocols or [], extensions=offer
+        )
         await client.stream.send_all(client.ws.send(request))
         event = await client.next_event()
         assert isinstance(event, AcceptConnection), event
+        for extension in event.extensions:
+            if isinstance(extension, PerMessageDeflate):
+                client.deflate = extension
+        client.wire_bytes = 0
         return client
 
     async def next_event(self) -> Event:
@@ -71,6 +86,7 @@ class RawClient:
             data = await self.stream.receive_some(65536)
             if not data:
                 raise EOFError("the server closed the TCP connection")
+            self.wire_bytes += len(data)
             self.ws.receive_data(data)
 
     async def next_message(self) -> str | bytes:

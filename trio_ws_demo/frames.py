@@ -1,9 +1,10 @@
 """Encoding WebSocket data frames once, for every receiver.
 
-Server-to-client frames are never masked (RFC 6455 §5.1) and this server
-negotiates no extensions, so the bytes of a broadcast frame are the same for
-every client. Encoding once per broadcast instead of once per client is the
-single biggest saving in fan-out (wsproto takes microseconds per frame).
+Server-to-client frames are never masked (RFC 6455 §5.1), so the bytes of a
+broadcast frame are the same for every client: one raw encoding, and at most
+one more per permessage-deflate variant (:mod:`trio_ws_demo.deflate`), each
+made once and shared. Encoding once per broadcast instead of once per client
+is the single biggest saving in fan-out (wsproto takes microseconds per frame).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "frame_message",
     "is_close_frame",
     "payload_length",
+    "payload_offset",
 ]
 
 OPCODE_TEXT = 0x1
@@ -30,6 +32,8 @@ OPCODE_BINARY = 0x2
 OPCODE_CLOSE = 0x8
 OPCODE_PING = 0x9
 _FIN = 0x80
+#: RSV1 on a message's first frame: its payload is compressed (RFC 7692 §6).
+_RSV1 = 0x40
 
 #: An unmasked ping with no payload: what the keepalive sends (§5.5.2).
 PING_FRAME = bytes([_FIN | OPCODE_PING, 0])
@@ -49,9 +53,10 @@ def encode_frame(message: str | bytes) -> bytes:
     return encode_payload(OPCODE_BINARY, bytes(message))
 
 
-def encode_payload(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, final frame of *opcode* carrying *payload* as it is."""
-    first = _FIN | opcode
+def encode_payload(opcode: int, payload: bytes, *, compressed: bool = False) -> bytes:
+    """One unmasked, final frame of *opcode* carrying *payload* as it is; with
+    *compressed*, RSV1 says the payload is permessage-deflate data."""
+    first = _FIN | opcode | (_RSV1 if compressed else 0)
     length = len(payload)
     if length < 126:
         header = _SHORT.pack(first, length)
@@ -86,6 +91,12 @@ def payload_length(frame: bytes) -> int:
     if length == 127:
         return int(_LONG.unpack_from(frame)[2])
     return length
+
+
+def payload_offset(frame: bytes) -> int:
+    """Where an unmasked frame's payload begins (its header's length)."""
+    length = frame[1] & 0x7F
+    return 2 if length < 126 else 4 if length == 126 else 10
 
 
 def frame_message(frame: bytes) -> str | bytes:

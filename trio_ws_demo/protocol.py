@@ -24,6 +24,12 @@ UTF-8 (its errors carry 1002 or 1007). On top of it this module owns:
   no assembly; only its Close is read. A flood after a rate-limit close costs a
   header per frame, and bad input then makes no second close frame: ours is
   already on its way (finding R3).
+* **permessage-deflate inbound** (RFC 7692), when the handshake agreed it:
+  :class:`_Deflate` is the wsproto extension that hands each compressed
+  message's frames to an :class:`~trio_ws_demo.inflate.Inflater`, bounded by
+  ``max_message_size`` *after* inflating (a bomb fails with 1009 having
+  inflated at most that much). RSV1 on a control or continuation frame is
+  a protocol error (1002); data that is not deflate is 1007.
 * **frames counted** (:attr:`ServerProtocol.frames_in`): every complete frame the
   peer sends, data, continuation or control, is one unit of its message rate,
   so pings and fragments are not free (finding T8).
@@ -50,13 +56,24 @@ State transitions (the RFC rule on each row)::
 from __future__ import annotations
 
 import enum
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import (
+    CloseReason,
+    Frame,
+    FrameDecoder,
+    FrameProtocol,
+    Opcode,
+    ParseFailed,
+    RsvBits,
+)
 
 from .budget import MemoryBudget
 from .frames import OPCODE_BINARY, OPCODE_TEXT, FrameScanner, encode_close, encode_payload
+from .inflate import Inflater, TooBig
 
 __all__ = [
     "CLOSE_TABLE",
@@ -211,12 +228,73 @@ def _between_messages(parser: FrameProtocol) -> bool:
     )
 
 
+class _Deflate(Extension):
+    """wsproto's extension hooks around our bounded :class:`Inflater`.
+
+    wsproto's own ``PerMessageDeflate`` inflates without an output bound, so it
+    is not used; this one keeps no zlib state between messages.
+    """
+
+    name = "permessage-deflate"
+
+    def __init__(self, limit: int) -> None:
+        self.inflater = Inflater(limit)
+        self._compressed = False
+        """The message under way is compressed (its first frame had RSV1)."""
+
+    def enabled(self) -> bool:
+        return True
+
+    def offer(self) -> bool | str:
+        return False  # a client's hook: the front door negotiates (see extensions.py)
+
+    def frame_inbound_header(
+        self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, payload_length: int
+    ) -> CloseReason | RsvBits:
+        if rsv.rsv1 and (opcode.iscontrol() or opcode is Opcode.CONTINUATION):
+            return CloseReason.PROTOCOL_ERROR  # RSV1 only on a message's first frame (§6.1)
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            self._compressed = rsv.rsv1
+            if rsv.rsv1:
+                self.inflater.start()
+        return RsvBits(True, False, False)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        header = proto.header if isinstance(proto, FrameDecoder) else None
+        if not self._compressed or (header is not None and header.opcode.iscontrol()):
+            return data
+        return self._inflate(data, last=False)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        header = proto.header if isinstance(proto, FrameDecoder) else None
+        if not fin or not self._compressed or (header is not None and header.opcode.iscontrol()):
+            return None
+        self._compressed = False
+        return self._inflate(b"", last=True)
+
+    def _inflate(self, data: bytes, *, last: bool) -> bytes | CloseReason:
+        try:
+            if last:
+                return self.inflater.finish()
+            return self.inflater.feed(data)
+        except TooBig:
+            return CloseReason.MESSAGE_TOO_BIG
+        except zlib.error:
+            self.inflater.discard()
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+
+
 class ServerProtocol:
     """One connection's WebSocket protocol after the handshake (server side)."""
 
     __slots__ = (
         "_budget",
         "_cost",
+        "_deflate",
         "_dropping",
         "_held",
         "_parser",
@@ -229,14 +307,22 @@ class ServerProtocol:
     )
 
     def __init__(
-        self, max_message_size: int, early: bytes = b"", budget: MemoryBudget | None = None
+        self,
+        max_message_size: int,
+        early: bytes = b"",
+        budget: MemoryBudget | None = None,
+        *,
+        deflate: bool = False,
     ) -> None:
         self.max_message_size = max_message_size
         self.state = State.OPEN
+        # With permessage-deflate agreed, RSV1 marks a compressed message.
+        self._deflate = _Deflate(max_message_size) if deflate else None
         self._parser: FrameProtocol | None = None
         """wsproto's parser, while a frame or message is under way; between
         messages (where an idle connection spends its life) there is none: it
-        is about 800 bytes in 11 objects, and a new one is the same parser."""
+        is about 800 bytes in 11 objects, and a new one is the same parser
+        (the deflate extension keeps no zlib state between messages)."""
         self._parts: bytearray | None = None
         """The message so far, once it spans more than one event."""
         self._cost = 0
@@ -263,7 +349,8 @@ class ServerProtocol:
             return
         parser = self._parser
         if parser is None:
-            self._parser = parser = FrameProtocol(client=False, extensions=[])
+            extensions: list[Extension] = [self._deflate] if self._deflate is not None else []
+            self._parser = parser = FrameProtocol(client=False, extensions=extensions)
         parser.receive_bytes(bytes(data))
         if self.state is State.CLOSING:
             self._start_scanning()
@@ -381,6 +468,8 @@ class ServerProtocol:
 
     def _drop_message(self) -> None:
         """Forget the message under way, and give back the budget it held."""
+        if self._deflate is not None:
+            self._deflate.inflater.discard()  # its zlib state goes with it
         self._parts = None
         self._cost = 0
         if self._held:

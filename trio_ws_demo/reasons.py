@@ -43,6 +43,7 @@ class Reason(enum.StrEnum):
     NO_CONNECTION_UPGRADE = "Connection header lacks 'upgrade'"
     BAD_VERSION = "unsupported Sec-WebSocket-Version"
     BAD_KEY = "missing or invalid Sec-WebSocket-Key"
+    BAD_EXTENSIONS = "malformed Sec-WebSocket-Extensions"
     # Rooms, names and limits
     RESERVED_PATH = "reserved path"
     BAD_ROOM_NAME = "bad room name"

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .deflate import FrameStream
 from .envelopes import SUBPROTOCOL as SUBPROTOCOL
 from .envelopes import (
     encode_ack,
@@ -47,6 +48,7 @@ from .envelopes import (
     encode_presence,
     encode_resume,
 )
+from .extensions import Compression
 from .frames import encode_frame, frame_message
 from .histogram import BROADCAST_BUCKETS, LATENCY_BUCKETS, Histogram
 from .hub import Hub, HubStatistics, InboxBudget, SlowClientPolicy, Subscriber
@@ -235,6 +237,7 @@ class Room:
         history: int,
         history_bytes: int,
         timings: DeliveryTimings | None = None,
+        compression: Compression = Compression.OFF,
     ) -> None:
         self.name = name
         self.timings = timings
@@ -253,6 +256,10 @@ class Room:
         it, recovered, has every one since."""
         self.plain: Hub[bytes] = Hub(budget=budget, policy=policy)
         self.v1: Hub[bytes] = Hub(budget=budget, policy=policy)
+        # What each hub broadcasts, as --compression shapes it (see deflate.py):
+        # every frame either publishes goes through its stream, in order.
+        self._plain_stream = FrameStream(compression)
+        self._v1_stream = FrameStream(compression)
         self.epoch = secrets.token_hex(4)
         self.last_offset = 0
         self._max_history = history
@@ -329,7 +336,7 @@ class Room:
         self.deliveries += 1
         if plain_frame is None:
             plain_frame = encode_frame(message)
-        taken = self.plain.publish(plain_frame, len(plain_frame))
+        taken = self.plain.publish(self._plain_stream.share(plain_frame), len(plain_frame))
         if self._max_history or len(self.v1):  # else nothing more to encode or keep
             at = time.time() if at is None else at
             entry = _Entry(self.last_offset, at, plain_frame, self.deliveries, sender)
@@ -338,7 +345,8 @@ class Room:
             if len(self.v1):
                 json_frame = self._json_frame(entry, message)
                 skip = origin if origin is not None and origin in self._quiet else None
-                taken += self.v1.publish(json_frame, len(json_frame), skip)
+                shared = self._v1_stream.share(json_frame)
+                taken += self.v1.publish(shared, len(json_frame), skip)
         if timings is not None:
             timings.broadcast.observe(time.perf_counter() - began)
         return taken
@@ -484,7 +492,7 @@ class Room:
                 self.name, self.epoch, self.last_offset, up=up, recovered=recovered
             )
             frame = encode_frame(text)
-            self.v1.publish(frame, len(frame))
+            self.v1.publish(self._v1_stream.share(frame), len(frame))
 
     def leave(self, subscriber: Subscriber[bytes]) -> None:
         self._has_from.pop(subscriber, None)
@@ -522,7 +530,7 @@ class Room:
             return
         clients = len(self.members) + len(self.remote_members)
         frame = encode_frame(encode_presence(self.name, joined, left, clients, PRESENCE_NAMES))
-        self.v1.publish(frame, len(frame))
+        self.v1.publish(self._v1_stream.share(frame), len(frame))
 
     def _remember(self, entry: _Entry) -> None:
         self._history.append(entry)
@@ -569,8 +577,10 @@ class Rooms:
         on_freed: Callable[[Room], None] | None = None,
         on_presence: Callable[[Room], None] | None = None,
         remember_freed: bool = False,
+        compression: Compression = Compression.OFF,
     ) -> None:
         self._budget = budget
+        self._compression = compression
         self.room_ttl = room_ttl
         """Seconds a room with no clients keeps its history; None: for ever."""
         self._clock = clock
@@ -630,7 +640,13 @@ class Rooms:
         room = self._rooms.get(name)
         if room is None:
             room = self._rooms[name] = Room(
-                name, self._budget, self._policy, self._history, self._history_bytes, self.timings
+                name,
+                self._budget,
+                self._policy,
+                self._history,
+                self._history_bytes,
+                self.timings,
+                self._compression,
             )
             if self._freed is not None and (was := self._freed.pop(name, None)) is not None:
                 room.epoch, room.last_offset = was  # its offsets go on: no false alarm

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..extensions import Compression
 from ..hub import DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_MESSAGES, SlowClientPolicy
 from ..redact import redact_url
 from ..server import DEFAULT_HOST, DEFAULT_PORT, ServerOptions
@@ -136,6 +137,16 @@ OPTIONS: tuple[Option, ...] = (
         "or drop messages for it",
         "limits",
         choices=tuple(p.value for p in SlowClientPolicy),
+    ),
+    Option(
+        "--compression",
+        str,
+        ServerOptions.compression.value,
+        "permessage-deflate with clients that offer it: 'off' negotiates nothing, "
+        "'stateless' compresses each broadcast once on its own, 'room' keeps one "
+        "compressor per room (smallest frames; see docs/compression.md)",
+        "limits",
+        choices=tuple(mode.value for mode in Compression),
     ),
     Option(
         "--max-queue",

@@ -21,6 +21,7 @@ import trio
 from ..access import AccessPolicy, origin_of
 from ..backplane.sentinel_url import is_sentinel_url, parse_sentinel_url
 from ..errors import BackplaneUnavailable
+from ..extensions import Compression
 from ..forwarded import TrustedProxies, parse_network
 from ..http import format_host
 from ..hub import InboxBudget, SlowClientPolicy
@@ -184,6 +185,7 @@ def _server_options(args: argparse.Namespace) -> ServerOptions | int:
         echo=args.echo,
         budget=InboxBudget(max_messages=args.max_queue, max_bytes=args.max_queue_bytes),
         slow_client=SlowClientPolicy(args.slow_client),
+        compression=Compression(args.compression),
         max_message_size=args.max_message_size,
         max_clients=args.max_clients,
         max_rooms=args.max_rooms,

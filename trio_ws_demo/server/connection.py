@@ -45,7 +45,9 @@ import trio
 from ..broker import Broker
 from ..budget import MemoryBudget, QueuedFrames
 from ..coalesce import coalescing
+from ..deflate import ClientDeflate
 from ..envelopes import decode_publish
+from ..extensions import Agreement
 from ..histogram import Histogram
 from ..hub import InboxBudget
 from ..protocol import (
@@ -117,6 +119,7 @@ class Connection:
         "_broker",
         "_can_write",
         "_charged",
+        "_deflate",
         "_grant",
         "_nursery",
         "_opened",
@@ -161,6 +164,7 @@ class Connection:
         target: str,
         early: bytes = b"",
         accepted: float | None = None,
+        deflate: Agreement | None = None,
     ) -> None:
         self.transport = transport
         """The connection's socket, plain or TLS: every byte in or out passes it."""
@@ -193,7 +197,11 @@ class Connection:
         self._target = target
         self._response: bytes | None = response
         """The 101, written first by :meth:`run`."""
-        self.protocol = ServerProtocol(settings.max_message_size, early, settings.memory)
+        self._deflate = deflate
+        """The permessage-deflate agreement, if any: inbound inflating, outbound copies."""
+        self.protocol = ServerProtocol(
+            settings.max_message_size, early, settings.memory, deflate=deflate is not None
+        )
         self.messages_in = 0
         self.end: End | None = None
         self.peer_close: tuple[int, str] | None = None
@@ -321,6 +329,8 @@ class Connection:
                     queued=settings.queued,
                     wire_budget=settings.memory,
                 )
+                if self._deflate is not None:
+                    outbox.deflate = ClientDeflate(self._deflate)
                 # Joined before the 101 goes out (what the room sends first
                 # waits behind it), so that a client that has seen the 101
                 # misses nothing published after.

@@ -54,7 +54,7 @@ from ..broker import Broker, LocalBroker
 from ..budget import MemoryBudget, QueuedFrames
 from ..envelopes import SUBPROTOCOL
 from ..errors import BackplaneUnavailable, ServerStartupError
-from ..handshake import accept_response
+from ..handshake import accept_response, agreed_extension
 from ..histogram import LATENCY_BUCKETS, Histogram
 from ..http import format_host
 from ..protocol import End
@@ -116,6 +116,7 @@ class BroadcastServer:
             # Without Redis a room's offsets are this process's own: a room freed
             # and made again goes on counting in its epoch (issue 28 item 6).
             remember_freed=not options.redis,
+            compression=options.compression,
         )
         self.port: int | None = None
         self.addresses: list[str] = []
@@ -529,9 +530,10 @@ class BroadcastServer:
                 raw_socket if tls or self.options.ssl_context is None else None,
                 tls,
             )
+            deflate = agreed_extension(head, self.options.compression)
             connection = Connection(
                 transport,
-                accept_response(head, SUBPROTOCOL if admitted.v1 else None),
+                accept_response(head, SUBPROTOCOL if admitted.v1 else None, deflate),
                 rooms=self.rooms,
                 broker=self.broker,
                 room=admitted.room,
@@ -546,6 +548,7 @@ class BroadcastServer:
                 target=head.target,
                 early=head.extra,
                 accepted=accepted,
+                deflate=deflate,
             )
         except BaseException as exc:
             if isinstance(exc, Exception):

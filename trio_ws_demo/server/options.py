@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ..access import AccessPolicy
 from ..broker import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_TTL
 from ..budget import DEFAULT_MAX_MEMORY
+from ..extensions import Compression
 from ..forwarded import TrustedProxies
 from ..http import DEFAULT_MAX_REQUEST_HEAD
 from ..hub import InboxBudget, SlowClientPolicy
@@ -116,6 +117,10 @@ class ServerOptions:
     access_log: bool = True
     """One INFO line per HTTP request on ``trio_ws_demo.access`` (``--access-log``;
     see :mod:`trio_ws_demo.server.access_log`)."""
+    compression: Compression = Compression.OFF
+    """permessage-deflate (RFC 7692) with every client that offers it: ``OFF``
+    negotiates nothing; ``STATELESS`` compresses each broadcast once, on its
+    own; ``ROOM`` keeps one compressor per room (see docs/compression.md)."""
 
     def __post_init__(self) -> None:
         if self.ping_interval == 0:  # 0 means off, as on the command line

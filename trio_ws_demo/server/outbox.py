@@ -46,6 +46,10 @@ that touches the socket) moves the bytes. It owns:
   (:data:`~trio_ws_demo.protocol.CLOSE_TABLE`), and nothing after it. The
   close is **one-shot**: a second :meth:`Outbox.send_close` waits for the
   first and returns its result; it never writes a second close frame (R3).
+* **which copy of a broadcast frame the client gets**, when it agreed
+  permessage-deflate: :attr:`Outbox.deflate` picks it, in publish order, as
+  the frame is offered (:mod:`trio_ws_demo.deflate`); everything after that
+  sees one ``bytes`` frame, as before.
 * **its part of the memory budget** (:mod:`trio_ws_demo.budget`): queued
   frames, each counted once however many queues hold it, and TLS records
   waiting behind a stuck write.
@@ -61,6 +65,7 @@ import trio
 
 from ..budget import MemoryBudget, QueuedFrames
 from ..coalesce import holders
+from ..deflate import ClientDeflate
 from ..frames import close_frame_code
 from ..hub import InboxBudget
 from ..stats import Traffic
@@ -160,6 +165,7 @@ class Outbox:
         "_wire_waiting",
         "_writing",
         "close_code_sent",
+        "deflate",
         "delivered",
         "queued_bytes",
         "queued_messages",
@@ -225,6 +231,8 @@ class Outbox:
         self.delivered = 0
         """Messages written to this connection."""
         self.close_code_sent: int | None = None
+        self.deflate: ClientDeflate | None = None
+        """Set if the client agreed permessage-deflate: it picks each broadcast's copy."""
         if transport.tls is not None:
             transport.tls.on_wire = self.send_wire_nowait
             early = transport.tls.leftover()
@@ -236,8 +244,12 @@ class Outbox:
     def offer(self, frame: bytes, size: int) -> bool:
         """Write or queue one data frame; False if it does not fit the budget.
 
-        The outbox counts the bytes it holds (``len(frame)``), whatever *size* says.
+        The outbox counts the bytes it holds (``len(frame)``), whatever *size* says:
+        with permessage-deflate, the copy :attr:`deflate` picked for this client.
         """
+        deflate = self.deflate
+        if deflate is not None:
+            frame = deflate.pick(frame)
         size = len(frame)
         state = self._state
         fast = self._fast
@@ -261,6 +273,8 @@ class Outbox:
         elif state is _State.OPENING:
             fast = False
         else:
+            if deflate is not None:
+                deflate.missed()
             return True  # closing: not slow, just too late
         if fast:
             step = holders()
@@ -292,6 +306,8 @@ class Outbox:
                 return True
         live_messages = self.queued_messages - self._history_messages
         if not self._budget.admits(live_messages, self.queued_bytes - self._history_bytes, size):
+            if deflate is not None:
+                deflate.missed()  # its inflater never sees this frame
             return False
         backlog = self._backlog
         if backlog is None:
