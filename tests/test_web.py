@@ -93,7 +93,7 @@ def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-async def test_metrics_come_from_prometheus_client(start_server: StartServer) -> None:
+async def test_metrics_read_back_by_prometheus_client(start_server: StartServer) -> None:
     options = ServerOptions(access=AccessPolicy(allow_origins=frozenset({"https://ok.example"})))
     server = await start_server(options)
     url = url_of(server)

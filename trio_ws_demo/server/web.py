@@ -24,7 +24,7 @@ path           answer                                           methods
                down; a Redis outage does not make
                it 503 (``"backplane": "down"`` says it)
 ``/health``    404: reserved, so a mistyped probe fails         GET, HEAD
-``/metrics``   Prometheus text from ``prometheus-client``       GET, HEAD
+``/metrics``   Prometheus text (:mod:`..exposition`)           GET, HEAD
                (behind the shared ``--token``, or a signed
                token that may read ``**``, when one is set)
 ``/rooms``     JSON: each room's clients and history size,      GET, HEAD
@@ -57,35 +57,26 @@ import logging
 import math
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
 
 import trio
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 
 from ..access import Use
-from ..histogram import HistogramSnapshot
+from ..exposition import CONTENT_TYPE, Exposition
 from ..http import HttpRefusal, RequestHead
 from ..rooms import RESERVED_PREFIX, Rooms, room_from_path
 from ..stats import ServerStatistics
 from ..tokens import Grant
 from .http_io import send_error, send_response
 from .options import ServerOptions
+from .process_metrics import ProcessMetrics
 
 logger = logging.getLogger("trio_ws_demo.server")
 
 __all__ = ["WebRoutes"]
 
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 #: Rooms in one /rooms answer (at 10,000 rooms the whole list was 2.1 MB).
 ROOMS_PAGE = 1000
 _BAD_LIMIT = f"?limit= takes a number from 1 to {ROOMS_PAGE}"
@@ -98,119 +89,99 @@ def chat_page() -> bytes:
     return resources.files("trio_ws_demo").joinpath("static/chat.html").read_bytes()
 
 
-class _ServerCollector(Collector):
-    """Turns the server's statistics, read at scrape time (never per message), into metrics."""
+def _server_metrics(s: ServerStatistics, out: Exposition) -> None:
+    """The server's statistics, read at scrape time (never per message), as metrics."""
 
-    def __init__(self, statistics: Callable[[], ServerStatistics]) -> None:
-        self._statistics = statistics
+    def gauge(name: str, doc: str, value: int) -> None:
+        out.gauge(f"trio_ws_demo_{name}", doc, value)
 
-    def collect(self) -> Iterator[Metric]:
-        s = self._statistics()
+    def counter(name: str, doc: str, value: int) -> None:
+        out.counter(f"trio_ws_demo_{name}", doc, value)
 
-        def gauge(name: str, doc: str, value: int) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"trio_ws_demo_{name}", doc, value=float(value))
-
-        def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
-            return CounterMetricFamily(f"trio_ws_demo_{name}", doc, value=float(value))
-
-        yield gauge("clients", "WebSocket clients connected now.", s.clients)
-        yield counter("connections", "WebSocket connections accepted.", s.connections_total)
-        yield counter(
-            "messages_received", "Messages received from WebSocket clients.", s.messages_in
+    gauge("clients", "WebSocket clients connected now.", s.clients)
+    counter("connections", "WebSocket connections accepted.", s.connections_total)
+    counter("messages_received", "Messages received from WebSocket clients.", s.messages_in)
+    counter(
+        "http_published",
+        "Messages published by HTTP POST (each line of a batch counts).",
+        s.http_published,
+    )
+    out.counter_by(
+        "trio_ws_demo_http_publishes",
+        "POST /<room> requests answered, by HTTP status.",
+        "status",
+        ((str(status), count) for status, count in sorted(s.http_publishes.items())),
+    )
+    _histograms(s, out)
+    counter("received_bytes", "Bytes of messages received (as frames).", s.bytes_in)
+    counter("messages_delivered", "Messages written to clients.", s.delivered)
+    counter("delivered_bytes", "Bytes of frames written to clients.", s.delivered_bytes)
+    counter(
+        "socket_writes",
+        "Writes to client sockets (a coalesced write carries several messages).",
+        s.writes,
+    )
+    counter("slow_clients_closed", "Clients closed as slow consumers.", s.slow_closed)
+    counter("messages_dropped", "Messages dropped for slow clients.", s.dropped)
+    counter(
+        "connection_errors",
+        "Connections ended by an unexpected server error (closed 1011).",
+        s.connection_errors,
+    )
+    out.counter_by(
+        "trio_ws_demo_handshake_rejections",
+        "Connections refused before a WebSocket opened, by reason.",
+        "reason",
+        sorted(s.rejections.items()),
+    )
+    gauge("rooms", "Rooms with clients or history.", s.rooms)
+    gauge("history_messages", "Messages kept in every room's history.", s.history_messages)
+    gauge("history_bytes", "Bytes kept in every room's history.", s.history_bytes)
+    gauge("inbox_messages", "Messages queued for all clients.", s.queued_messages)
+    gauge("inbox_bytes", "Bytes queued for all clients.", s.queued_bytes)
+    gauge(
+        "memory_budget_used_bytes",
+        "Bytes of --max-memory held for peers now (each queued frame once).",
+        s.memory_used,
+    )
+    gauge("memory_budget_bytes", "The memory budget, --max-memory.", s.memory_limit)
+    counter(
+        "memory_budget_refusals",
+        "Messages, joins and POSTs refused because --max-memory was full.",
+        s.memory_refused,
+    )
+    gauge("inbox_max_messages", "Messages queued for the most backed-up client.", s.max_inbox)
+    if s.backplane is None:
+        return
+    b = s.backplane
+    gauge("backplane_up", "1 while the link to Redis works, else 0.", int(b.up))
+    counter("backplane_reconnects", "Times the Redis link came back.", b.reconnects)
+    counter("backplane_sent", "Messages written to Redis.", b.sent)
+    counter("backplane_received", "Messages read from Redis.", b.received)
+    counter("backplane_dropped", "Messages that did not fit the queue to Redis.", b.dropped)
+    gauge("backplane_queued", "Messages waiting to be written to Redis.", b.queued)
+    counter("backplane_skipped", "Malformed Redis stream entries skipped.", b.skipped)
+    counter("backplane_refused", "Messages Redis refused: delivered nowhere.", b.refused)
+    gauge(
+        "backplane_rooms_not_followed",
+        "Rooms with clients here that do not follow their Redis stream.",
+        b.not_followed,
+    )
+    counter(
+        "backplane_own_recognised",
+        "Own messages read back from Redis after they were delivered here "
+        "unconfirmed (not sent again).",
+        b.own_recognised,
+    )
+    if b.master is not None:
+        out.info(
+            "trio_ws_demo_backplane_master",
+            "The Redis last reached (with redis+sentinel://, the master the sentinels named).",
+            {"address": b.master},
         )
-        yield counter(
-            "http_published",
-            "Messages published by HTTP POST (each line of a batch counts).",
-            s.http_published,
-        )
-        publishes = CounterMetricFamily(
-            "trio_ws_demo_http_publishes",
-            "POST /<room> requests answered, by HTTP status.",
-            labels=["status"],
-        )
-        for status, count in sorted(s.http_publishes.items()):
-            publishes.add_metric([str(status)], float(count))
-        yield publishes
-        yield from _histograms(s)
-        yield counter("received_bytes", "Bytes of messages received (as frames).", s.bytes_in)
-        yield counter("messages_delivered", "Messages written to clients.", s.delivered)
-        yield counter("delivered_bytes", "Bytes of frames written to clients.", s.delivered_bytes)
-        yield counter(
-            "socket_writes",
-            "Writes to client sockets (a coalesced write carries several messages).",
-            s.writes,
-        )
-        yield counter("slow_clients_closed", "Clients closed as slow consumers.", s.slow_closed)
-        yield counter("messages_dropped", "Messages dropped for slow clients.", s.dropped)
-        yield counter(
-            "connection_errors",
-            "Connections ended by an unexpected server error (closed 1011).",
-            s.connection_errors,
-        )
-        rejections = CounterMetricFamily(
-            "trio_ws_demo_handshake_rejections",
-            "Connections refused before a WebSocket opened, by reason.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(s.rejections.items()):
-            rejections.add_metric([reason], float(count))
-        yield rejections
-        yield gauge("rooms", "Rooms with clients or history.", s.rooms)
-        yield gauge(
-            "history_messages", "Messages kept in every room's history.", s.history_messages
-        )
-        yield gauge("history_bytes", "Bytes kept in every room's history.", s.history_bytes)
-        yield gauge("inbox_messages", "Messages queued for all clients.", s.queued_messages)
-        yield gauge("inbox_bytes", "Bytes queued for all clients.", s.queued_bytes)
-        yield gauge(
-            "memory_budget_used_bytes",
-            "Bytes of --max-memory held for peers now (each queued frame once).",
-            s.memory_used,
-        )
-        yield gauge("memory_budget_bytes", "The memory budget, --max-memory.", s.memory_limit)
-        yield counter(
-            "memory_budget_refusals",
-            "Messages, joins and POSTs refused because --max-memory was full.",
-            s.memory_refused,
-        )
-        yield gauge(
-            "inbox_max_messages", "Messages queued for the most backed-up client.", s.max_inbox
-        )
-        if s.backplane is not None:
-            b = s.backplane
-            yield gauge("backplane_up", "1 while the link to Redis works, else 0.", int(b.up))
-            yield counter("backplane_reconnects", "Times the Redis link came back.", b.reconnects)
-            yield counter("backplane_sent", "Messages written to Redis.", b.sent)
-            yield counter("backplane_received", "Messages read from Redis.", b.received)
-            yield counter(
-                "backplane_dropped", "Messages that did not fit the queue to Redis.", b.dropped
-            )
-            yield gauge("backplane_queued", "Messages waiting to be written to Redis.", b.queued)
-            yield counter("backplane_skipped", "Malformed Redis stream entries skipped.", b.skipped)
-            yield counter(
-                "backplane_refused", "Messages Redis refused: delivered nowhere.", b.refused
-            )
-            yield gauge(
-                "backplane_rooms_not_followed",
-                "Rooms with clients here that do not follow their Redis stream.",
-                b.not_followed,
-            )
-            yield counter(
-                "backplane_own_recognised",
-                "Own messages read back from Redis after they were delivered here "
-                "unconfirmed (not sent again).",
-                b.own_recognised,
-            )
-            if b.master is not None:
-                yield InfoMetricFamily(
-                    "trio_ws_demo_backplane_master",
-                    "The Redis last reached (with redis+sentinel://, the master the "
-                    "sentinels named).",
-                    value={"address": b.master},
-                )
 
 
-def _histograms(s: ServerStatistics) -> Iterator[Metric]:
+def _histograms(s: ServerStatistics, out: Exposition) -> None:
     """The three durations (see docs/metrics.md), as Prometheus histograms."""
     for name, doc, snapshot in (
         (
@@ -230,13 +201,7 @@ def _histograms(s: ServerStatistics) -> Iterator[Metric]:
         ),
     ):
         if snapshot is not None:
-            yield _histogram(f"trio_ws_demo_{name}", doc, snapshot)
-
-
-def _histogram(name: str, doc: str, snapshot: HistogramSnapshot) -> HistogramMetricFamily:
-    buckets = [(repr(bound), float(count)) for bound, count in snapshot.buckets]
-    buckets.append(("+Inf", float(snapshot.count)))
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=snapshot.sum)
+            out.histogram(f"trio_ws_demo_{name}", doc, snapshot)
 
 
 class WebRoutes:
@@ -260,14 +225,16 @@ class WebRoutes:
         self._instance = instance
         self._rooms = rooms
         self._options = options
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_ServerCollector(statistics))
         # The process's own RSS, open fds and CPU (process_resident_memory_bytes, ...),
         # as every Prometheus client exports them: for operators of several processes.
-        ProcessCollector(registry=self._registry)
+        self._process = ProcessMetrics()
 
     def metrics_text(self) -> bytes:
-        return generate_latest(self._registry)
+        """The Prometheus text of this moment (:mod:`trio_ws_demo.exposition`)."""
+        out = Exposition()
+        _server_metrics(self._statistics(), out)
+        self._process.write(out)
+        return out.text()
 
     async def answer(self, stream: trio.abc.Stream, head: RequestHead) -> int:
         """Write the response; return its status."""
@@ -320,7 +287,7 @@ class WebRoutes:
                 )
                 return grant.status
             if path == "/metrics":
-                body, content_type = self.metrics_text(), PROMETHEUS_TEXT
+                body, content_type = self.metrics_text(), CONTENT_TYPE
             elif path == "/rooms":
                 page = self._rooms_page(head.query_string, grant)
                 if isinstance(page, str):
