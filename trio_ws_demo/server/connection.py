@@ -423,6 +423,8 @@ class Connection:
         traffic = self.traffic
         rate = settings.max_message_rate
         slow_down = rate and not settings.close_over_rate
+        direct = transport.direct
+        data: bytes | bytearray | None
         while True:
             # One step per read: the messages it held go to each idle client in
             # one write (see coalesce). Nothing in it awaits.
@@ -459,7 +461,17 @@ class Connection:
                         await self._slow_down(-allowance / rate)
                     else:
                         self._close_soon(End.RATE_LIMIT)
-            data = await transport.receive()
+            if direct:  # Transport.receive(), with no coroutine of its own while idle
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data = transport.receive_nowait()
+                if data is None:
+                    while data is None:
+                        await transport.readable()
+                        data = transport.receive_nowait()
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                data = await transport.receive()
             if not data:
                 self.note_end(End.PEER_VANISHED)  # no close frame: 1006
                 return None

@@ -494,9 +494,42 @@ class BroadcastServer:
         at most its own connection. *pending* is the slot this connection
         holds until its head is read (see :func:`~trio_ws_demo.server.listen.accept_loop`).
         """
+        # The handshake is its own coroutine: its many locals go once the
+        # WebSocket is open, and this frame, which stays for the connection's
+        # life, keeps only a few (a coroutine's size grows with its locals).
+        connection = await self._handshake(stream, raw_socket, pending)
+        if connection is None:
+            return
+        self._connections.add(connection)  # before any checkpoint: max_clients holds
+        self.connections_total += 1
+        watch = None
+        if self._stopping.is_set():
+            connection.request_shutdown()
+        elif self._draining:  # (admitted as the drain began: it would be refused now)
+            connection.request_shutdown(self._deadline)
+        elif self.keepalive is not None:
+            watch = self.keepalive.watch(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+            self.rooms.prune(connection.room)  # made ready by follow(), never joined
+            if watch is not None:
+                assert self.keepalive is not None
+                self.keepalive.unwatch(watch)
+            if connection.failed:
+                self.connection_errors += 1
+
+    async def _handshake(
+        self,
+        stream: trio.abc.Stream,
+        raw_socket: socket.socket | None,
+        pending: trio.Semaphore | None,
+    ) -> Connection | None:
+        """The front door, then the WebSocket's connection object (not yet run);
+        None if the request ended here (refused, answered, or not an upgrade)."""
         accepted = trio.current_time()  # the handshake's clock starts (TLS included)
         peer = Peer(stream)
-        connection = None
         try:
             try:
                 admitted = await self.front_door.admit(stream, peer)
@@ -504,12 +537,12 @@ class BroadcastServer:
                 if pending is not None:
                     pending.release()
             if admitted is None:
-                return
+                return None
             peer = admitted.peer  # behind a trusted proxy, the client it names
             if isinstance(admitted, PublishRequest):
                 async with admitted.stream:
                     await self.publisher.serve(admitted.stream, admitted.head, peer)
-                return
+                return None
             stream, head = admitted.stream, admitted.head
             backfill = None
             try:
@@ -520,7 +553,7 @@ class BroadcastServer:
                 needed = sum(len(kept.message) for kept in backfill or ())
                 if await self.front_door.refuse_if_full(stream, peer, head, admitted.room, needed):
                     self.rooms.prune(admitted.room)
-                    return
+                    return None
             except BaseException:
                 self.rooms.prune(admitted.room)
                 raise
@@ -556,28 +589,9 @@ class BroadcastServer:
                 logger.exception("%s: connection handler failed before the WebSocket opened", peer)
             await trio.aclose_forcefully(stream)
             if isinstance(exc, Exception):
-                return
+                return None
             raise
-        del admitted, head  # an idle connection should hold as little as possible
-        self._connections.add(connection)  # before any checkpoint: max_clients holds
-        self.connections_total += 1
-        watch = None
-        if self._stopping.is_set():
-            connection.request_shutdown()
-        elif self._draining:  # (admitted as the drain began: it would be refused now)
-            connection.request_shutdown(self._deadline)
-        elif self.keepalive is not None:
-            watch = self.keepalive.watch(connection)
-        try:
-            await connection.run()
-        finally:
-            self._connections.discard(connection)
-            self.rooms.prune(connection.room)  # made ready by follow(), never joined
-            if watch is not None:
-                assert self.keepalive is not None
-                self.keepalive.unwatch(watch)
-            if connection.failed:
-                self.connection_errors += 1
+        return connection
 
 
 async def serve(

@@ -146,6 +146,9 @@ async def accept_loop(
     seconds for one has ``drop_oldest(PENDING_GRACE)`` free the slot of a head
     in progress at least that long. Closes *listener* when cancelled.
     """
+    # The name trio would give each task, made once: trio makes a new string
+    # per task (about 100 bytes for as long as the connection is open).
+    name = f"{handler.__module__}.{handler.__qualname__}"
     with listener:
         while True:
             await trio.lowlevel.wait_readable(listener)
@@ -170,4 +173,4 @@ async def accept_loop(
                     raise
                 connection.setblocking(False)
                 stream = trio.SocketStream(trio.socket.from_stdlib_socket(connection))
-                nursery.start_soon(handler, stream, connection, pending)
+                nursery.start_soon(handler, stream, connection, pending, name=name)

@@ -4,8 +4,11 @@ Plain TCP or TLS, behind one small interface the connection and its outbox use:
 
 * :meth:`Transport.receive`: the next bytes from the peer (decrypted under
   TLS), or ``b""`` once it has closed. On plain TCP it reads the stdlib socket
-  directly, with trio's readiness wait: an idle connection then waits in one
-  short call chain, which is most of what an idle connection costs;
+  directly, with trio's readiness wait, and the connection's reader uses the
+  two halves of that itself (:meth:`Transport.receive_nowait`, a plain def,
+  and :meth:`Transport.readable`, trio's own wait): an idle connection then
+  waits in the shortest call chain there is, which is most of what an idle
+  connection costs;
 * :meth:`Transport.to_wire` (plaintext → what goes on the wire: the same
   bytes, or TLS records sealed now) and :meth:`Transport.send_nowait` (a
   non-blocking ``send()``, for the outbox's idle fast path), and
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Awaitable
 
 import trio
 
@@ -57,8 +61,7 @@ class Transport:
 
     async def receive(self) -> bytes | bytearray:
         """The next bytes from the peer; b"" once it has closed (or vanished)."""
-        sock = self.socket
-        if self.tls is not None or sock is None:
+        if not self.direct:
             source = self.tls or self.stream
             try:
                 return await source.receive_some(READ_SIZE)
@@ -66,23 +69,41 @@ class Transport:
                 return b""
         # As trio's own socket methods do: a checkpoint whether or not data waits.
         await trio.lowlevel.checkpoint_if_cancelled()
-        try:
-            data = sock.recv(READ_SIZE)
-        except BlockingIOError:
-            pass
-        except OSError:  # a reset: the same as an end without a close frame
-            return b""
-        else:
+        data = self.receive_nowait()
+        if data is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            try:
-                return sock.recv(READ_SIZE)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return b""
+        while data is None:
+            await self.readable()
+            data = self.receive_nowait()
+        return data
+
+    @property
+    def direct(self) -> bool:
+        """Plain TCP on a stdlib socket: :meth:`receive_nowait` and :meth:`readable` work."""
+        return self.tls is None and self.socket is not None
+
+    def receive_nowait(self) -> bytes | None:
+        """If :attr:`direct`: what the kernel holds now, b"" once the peer has
+        closed (or reset), None if nothing has come yet.
+
+        A plain def, so that the exception a socket with nothing to read raises
+        never passes through a coroutine: it would give that coroutine a frame
+        object (200 bytes, for as long as the connection is open)."""
+        assert self.socket is not None
+        try:
+            return self.socket.recv(READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:  # a reset: the same as an end without a close frame
+            return b""
+
+    def readable(self) -> Awaitable[None]:
+        """If :attr:`direct`: wait until :meth:`receive_nowait` has something to
+        say. A plain def that hands back trio's own wait, so that an idle reader
+        awaiting it has no frame of ours between it and the kernel."""
+        assert self.socket is not None
+        return trio.lowlevel.wait_readable(self.socket)  # noqa: ASYNC105 (the caller awaits it)
 
     # -- writing -----------------------------------------------------------------
 
