@@ -34,10 +34,12 @@ raises nothing but ``Cancelled``.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import math
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -104,6 +106,16 @@ class ConnectionSettings:
     """Where the upgrade's access line goes (status 101, once the 101 is written)."""
 
 
+#: A task asked for before the connection's nursery was open, and its arguments.
+_Job = tuple[Callable[..., Awaitable[object]], tuple[object, ...]]
+
+
+class _Wake(enum.Enum):
+    """Why the lean reader returned without an end: a task beside it is wanted."""
+
+    TASK_WANTED = "task wanted"
+
+
 #: Why a connection may end with its last messages not delivered.
 _REFUSALS = frozenset({End.NOT_ALLOWED, End.RATE_LIMIT, End.TOKEN_EXPIRED, End.OVERLOADED})
 
@@ -118,8 +130,10 @@ class Connection:
         "_backfill",
         "_broker",
         "_can_write",
+        "_cancelled",
         "_charged",
         "_deflate",
+        "_expiry",
         "_grant",
         "_nursery",
         "_opened",
@@ -127,10 +141,13 @@ class Connection:
         "_response",
         "_room",
         "_rooms",
+        "_scope",
         "_settings",
         "_since",
         "_started",
         "_target",
+        "_waiting",
+        "_wanted",
         "end",
         "last_seen",
         "messages_in",
@@ -207,6 +224,16 @@ class Connection:
         self.peer_close: tuple[int, str] | None = None
         """The code and reason of the peer's close frame, once it came."""
         self._nursery: trio.Nursery | None = None
+        """Opened only once a task beside the reader is wanted (see :meth:`run`)."""
+        self._scope: trio.CancelScope | None = None
+        """What ends the connection early: the lean scope, then the nursery's."""
+        self._cancelled = False
+        """The connection is to be dropped (abort, an early close): not a wake."""
+        self._wanted: list[_Job] | None = None
+        """Tasks asked for before the nursery was open: the reader opens it for them."""
+        self._expiry: trio.CancelScope | None = None
+        self._waiting = False
+        """The reader waits for the socket with no nursery open: a wanted task wakes it."""
         self._opened = False
         self.outbox: Outbox | None = None
         self.last_seen = trio.current_time()
@@ -226,15 +253,38 @@ class Connection:
     def request_shutdown(self, deadline: float = math.inf) -> None:
         """Close with 1001 after flushing what is queued; drop it at *deadline*."""
         self._close_soon(End.SHUTDOWN)
-        if self._nursery is not None:
-            scope = self._nursery.cancel_scope
-            scope.deadline = min(scope.deadline, deadline)
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, deadline)
 
     def abort(self, reason: End) -> None:
         """Drop the connection now, with no close handshake."""
         self.note_end(reason)
+        self._cancel()
+
+    def _cancel(self) -> None:
+        """Drop whatever the connection is doing (its scope, lean or the nursery's)."""
+        if self._scope is not None:
+            self._cancelled = True
+            self._scope.cancel()
+
+    def start_soon(self, job: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run *job* beside the reader, in the connection's nursery (the outbox's
+        writer, our close, the token's expiry). Before the nursery is open the
+        job waits and the reader is asked to open it: if it is waiting for the
+        socket, it is woken (its lean scope is cancelled there, where nothing is
+        lost, and it goes on in the nursery). RuntimeError once the connection
+        has ended, as from a closed nursery."""
         if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+            self._nursery.start_soon(job, *args)
+            return
+        if self._scope is None:
+            raise RuntimeError("the connection has ended")
+        if self._wanted is None:
+            self._wanted = []
+        self._wanted.append((job, args))
+        if self._waiting:
+            self._waiting = False
+            self._scope.cancel()
 
     @property
     def path(self) -> str:
@@ -270,11 +320,11 @@ class Connection:
             return
         self.note_end(reason)
         self._leave_room()
-        if self._nursery is None:
+        if self._scope is None:
             return  # run() has not begun, and will not
         if not self._opened and self._response is not None:
             # The 101 has not begun: no close frame may go before it, no goodbye.
-            self._nursery.cancel_scope.cancel()
+            self._cancel()
             return
         code = CLOSE_TABLE[reason].code
         assert code is not None
@@ -286,9 +336,9 @@ class Connection:
             return  # the peer's close or bad input came first: the reader answers that
         # (A 101 under way goes first: the outbox writes the close frame after it.)
         try:
-            self._nursery.start_soon(self._close, reason, frame)
+            self.start_soon(self._close, reason, frame)
         except RuntimeError:  # the nursery is closing: this connection is ending anyway
-            self._nursery.cancel_scope.cancel()
+            self._cancel()
 
     async def _close(self, reason: End, frame: bytes) -> None:
         """Our close: the frame after the queue (or instead of it), then the peer's
@@ -301,78 +351,61 @@ class Connection:
             )
         except _GONE:
             sent = False
-        nursery = self._nursery
-        assert nursery is not None
         if not sent:  # the frame could not go out whole: nothing left to wait for
-            nursery.cancel_scope.cancel()
+            self._cancel()
         else:  # the reader waits for the peer's answer this long, then the socket closes
-            scope = nursery.cancel_scope
+            scope = self._scope
+            assert scope is not None
             scope.deadline = min(scope.deadline, trio.current_time() + timeout)
 
     # -- the connection ---------------------------------------------------------
 
     async def run(self) -> None:
-        """Write the 101 and serve the WebSocket until it ends; never raises but Cancelled."""
+        """Write the 101 and serve the WebSocket until it ends; never raises but Cancelled.
+
+        An idle connection is most of a server's connections, and a nursery
+        (with its cancel scope) is 1.3 KB of what one holds: so the reader runs
+        in a lean cancel scope, with no nursery, until a task beside it is
+        wanted (a backlog's writer, our close, a token's expiry: see
+        :meth:`start_soon`) or it stops; then the rest runs in the connection's
+        nursery as before, the reader included. TLS and other streams open it
+        at once (their reads cannot be woken where nothing is lost)."""
         if self.end is not None:  # shut down before it began
             await self.transport.aclose()
             return
         try:
+            ended: Closed | _Wake | None = _Wake.TASK_WANTED
+            room: Room | None = None
+            with trio.CancelScope() as lean:
+                self._scope = lean
+                room = await self._open()
+                if self._wanted is None and self.transport.direct:
+                    ended = await self._read(room)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                settings = self._settings
-                self.outbox = outbox = Outbox(
-                    self.transport,
-                    nursery,
-                    settings.budget,
-                    self.traffic,
-                    owner=self,
-                    queued=settings.queued,
-                    wire_budget=settings.memory,
-                )
-                if self._deflate is not None:
-                    outbox.deflate = ClientDeflate(self._deflate)
-                # Joined before the 101 goes out (what the room sends first
-                # waits behind it), so that a client that has seen the 101
-                # misses nothing published after.
-                self._room = room = self._rooms.room(self.room)
-                joined = room.join(
-                    outbox,
-                    v1=self.v1,
-                    since=self._since,
-                    backfill=self._backfill,
-                    name=self._grant.name,
-                    own=self._own,
-                )
-                self._backfill = None
-                outbox.preload(joined.frames)
-                del joined
-                response, self._response = self._response, None
-                assert response is not None
-                await outbox.send_control(response)
-                settings.access_log.record(self.peer, "GET", self._target, 101, len(response))
-                del response  # an open connection keeps as little as it can
-                if settings.handshakes is not None:
-                    settings.handshakes.observe(trio.current_time() - self._started)
-                self._opened = True
-                outbox.opened()
-                self._log_opened()
-                expiry = None  # a CancelScope is 360 bytes: only a grant that ends needs one
-                if self._grant.expires is not None:
-                    expiry = trio.CancelScope()
-                    nursery.start_soon(self._expire, self._grant.expires, expiry)
+                self._scope = scope = nursery.cancel_scope
+                scope.deadline = lean.deadline
+                if self._cancelled:
+                    scope.cancel()
+                wanted, self._wanted = self._wanted or [], None
+                for job, args in wanted:
+                    nursery.start_soon(job, *args)
+                del wanted
+                dropped = self._cancelled or trio.current_time() >= scope.deadline
                 try:
-                    ended = await self._read(room)
+                    if ended is _Wake.TASK_WANTED:  # the reader goes on here
+                        ended = None if room is None or dropped else await self._read(room)
                 finally:
-                    if expiry is not None:
-                        expiry.cancel()  # the connection ends first: nothing to expire
+                    if self._expiry is not None:
+                        self._expiry.cancel()  # the connection ends first: nothing to expire
                     self._leave_room()
                 # The one rule for a connection's end: the reader has stopped, so
                 # whatever is still under way (a flush, our close frame, a write
                 # stuck on a full socket, the linger) gets close_timeout, then
                 # the nursery is cancelled.
-                scope = nursery.cancel_scope
-                scope.deadline = min(scope.deadline, trio.current_time() + settings.close_timeout)
-                if ended is not None:
+                deadline = trio.current_time() + self._settings.close_timeout
+                scope.deadline = min(scope.deadline, deadline)
+                if isinstance(ended, Closed):
                     await self._closed_by_peer(ended)
         except* _GONE:
             self.note_end(End.PEER_VANISHED)  # a reset, a broken pipe: nobody to tell
@@ -380,7 +413,55 @@ class Connection:
             self.end = End.SERVER_ERROR  # whatever was under way, this is why it ended
             logger.exception("%s: connection handler failed", self.peer)
         finally:
+            if self._nursery is None:  # (a closed nursery refuses tasks itself)
+                self._scope = None
+            self._leave_room()
             await self._finish()
+
+    async def _open(self) -> Room:
+        """The outbox, the room joined, the 101 written: the WebSocket is open."""
+        settings = self._settings
+        self.outbox = outbox = Outbox(
+            self.transport,
+            self,
+            settings.budget,
+            self.traffic,
+            owner=self,
+            queued=settings.queued,
+            wire_budget=settings.memory,
+        )
+        if self._deflate is not None:
+            outbox.deflate = ClientDeflate(self._deflate)
+        # Joined before the 101 goes out (what the room sends first
+        # waits behind it), so that a client that has seen the 101
+        # misses nothing published after.
+        self._room = room = self._rooms.room(self.room)
+        joined = room.join(
+            outbox,
+            v1=self.v1,
+            since=self._since,
+            backfill=self._backfill,
+            name=self._grant.name,
+            own=self._own,
+        )
+        self._backfill = None
+        outbox.preload(joined.frames)
+        del joined
+        response, self._response = self._response, None
+        assert response is not None
+        await outbox.send_control(response)
+        settings.access_log.record(self.peer, "GET", self._target, 101, len(response))
+        del response  # an open connection keeps as little as it can
+        if settings.handshakes is not None:
+            settings.handshakes.observe(trio.current_time() - self._started)
+        self._opened = True
+        outbox.opened()
+        self._log_opened()
+        if self._grant.expires is not None:
+            # A CancelScope is 360 bytes: only a grant that ends needs one.
+            self._expiry = trio.CancelScope()
+            self.start_soon(self._expire, self._grant.expires, self._expiry)
+        return room
 
     def _leave_room(self) -> None:
         if self._room is not None and self.outbox is not None:
@@ -409,9 +490,12 @@ class Connection:
         self._broker.send(room, command.message, None, outbox, self._author, key, landed)
         return True
 
-    async def _read(self, room: Room) -> Closed | None:
+    async def _read(self, room: Room) -> Closed | _Wake | None:
         """Bytes in, protocol events out, until the connection is CLOSED: the
-        event that closed it, or None at the end of the stream."""
+        event that closed it, or None at the end of the stream. With no nursery
+        open (see :meth:`run`), it returns :attr:`_Wake.TASK_WANTED` as soon as
+        a task beside it is wanted, or before it would pause a client over its
+        rate (the pause is taken in the nursery, where it holds nothing up)."""
         # No bound methods cached in locals: an idle connection sits here,
         # and every object it keeps alive costs memory and GC time.
         outbox = self.outbox
@@ -454,19 +538,31 @@ class Connection:
                     else:
                         assert isinstance(event, Closed)
                         return event
+            lean = self._nursery is None
             if rate and protocol.frames_in != self._charged and protocol.state is State.OPEN:
+                if lean and slow_down:
+                    return _Wake.TASK_WANTED
                 allowance = self._charge()
                 if allowance < 0:
                     if slow_down:
                         await self._slow_down(-allowance / rate)
                     else:
                         self._close_soon(End.RATE_LIMIT)
+            if lean and self._wanted:
+                return _Wake.TASK_WANTED
             if direct:  # Transport.receive(), with no coroutine of its own while idle
                 await trio.lowlevel.checkpoint_if_cancelled()
                 data = transport.receive_nowait()
                 if data is None:
                     while data is None:
-                        await transport.readable()
+                        if lean:  # start_soon() may wake it here: nothing is lost
+                            self._waiting = True
+                            try:
+                                await transport.readable()
+                            finally:
+                                self._waiting = False
+                        else:
+                            await transport.readable()
                         data = transport.receive_nowait()
                 else:
                     await trio.lowlevel.cancel_shielded_checkpoint()
@@ -566,7 +662,7 @@ class Connection:
             await outbox.aclose()
         self._log_closed()
         # The keepalive may hold this object a little longer: keep it small.
-        self._nursery = None
+        self._nursery = self._scope = None
 
     # -- logging -----------------------------------------------------------------
 

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -129,6 +130,13 @@ class Backlog:
         self._receive.close()
 
 
+class TaskStarter(Protocol):
+    """Where the writer task starts: the connection (which opens its nursery
+    only when a task is wanted), or any trio nursery."""
+
+    def start_soon(self, async_fn: Callable[[], Awaitable[object]], /) -> None: ...
+
+
 class SlowConsumerOwner(Protocol):
     """Who is told when the hub gives up on this outbox's client."""
 
@@ -175,7 +183,7 @@ class Outbox:
     def __init__(
         self,
         transport: Transport,
-        nursery: trio.Nursery,
+        nursery: TaskStarter,
         budget: InboxBudget,
         counters: Traffic,
         owner: SlowConsumerOwner | None = None,
@@ -621,7 +629,7 @@ class Outbox:
     def _start_writer(self) -> None:
         try:
             self._nursery.start_soon(self._drain)
-        except RuntimeError:  # the connection's nursery is closing: nothing more goes out
+        except RuntimeError:  # the connection is ending: nothing more goes out
             self._state = _State.BROKEN
             return
         self._writing = True
