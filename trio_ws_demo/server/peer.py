@@ -9,6 +9,7 @@ that request (opened, closed, refused, its access line) names that client.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 
 import trio
@@ -100,6 +101,9 @@ def _peer_address(stream: trio.abc.Stream) -> object:
     if not isinstance(transport, trio.SocketStream):
         return type(transport).__name__
     try:
-        return transport.socket.getpeername()
+        address = transport.socket.getpeername()
     except OSError:
         return "unknown peer"
+    # One string per client host, however many connections it has open (a
+    # peer's address is kept for the connection's life, for its log lines).
+    return (sys.intern(address[0]), address[1])
