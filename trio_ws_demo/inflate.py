@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import zlib
 
+from .errors import TrioWsDemoError
+
 __all__ = ["Inflater", "TooBig"]
 
 #: What RFC 7692 §7.2.2 has the sender strip from a message's end, and the
@@ -27,8 +29,9 @@ __all__ = ["Inflater", "TooBig"]
 _TAIL = b"\x00\x00\xff\xff"
 
 
-class TooBig(Exception):
-    """The message inflates to more than the bound: fail with 1009."""
+class TooBig(TrioWsDemoError):
+    """The message inflates to more than the bound: fail with 1009. (Raised and
+    caught inside the protocol; a :class:`TrioWsDemoError` like every error of ours.)"""
 
 
 class Inflater:
