@@ -77,7 +77,8 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Fan-out benchmark against baselines (`-- --quick` for a smoke run)."""
+    """Fan-out benchmark against baselines (`-- --quick` for a smoke run; `-- --compression`
+    for the permessage-deflate rows, benchmarks/compression.py)."""
     session.install("-e", ".", "websockets>=14")
     session.run("npm", "ci", "--prefix", "benchmarks", "--no-audit", "--no-fund", external=True)
     session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -1,6 +1,7 @@
 """Fan-out benchmark: our server side by side with baselines, in one run.
 
     python benchmarks/bench.py [--quick] [--duration S] [--servers ours,naive,...]
+    python benchmarks/bench.py --compression [--quick]   # benchmarks/compression.py
 
 Servers (each a fresh process per scenario, pinned to core 0):
 
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import compression
 import publish_http
 from harness import OUR_SERVER, sample, start_server
 from stuck import run_stuck
@@ -518,8 +520,17 @@ def main() -> int:
         action="store_true",
         help="the Redis rows instead: ours with and without --redis (needs redis-server)",
     )
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="the compression rows instead: a room of chat JSON to 1,000 clients that offer "
+        "permessage-deflate, ours off/stateless/room beside websockets' default deflate",
+    )
     args = parser.parse_args()
 
+    if args.compression:  # benchmarks/compression.py has the knobs (clients, rate, rows)
+        argv = ["--quick"] if args.quick else []
+        return compression.main([*argv, *(["--json", str(args.json)] if args.json else [])])
     if not shutil.which("node") or not (HERE / "node_modules" / "ws").is_dir():
         print("needs node and `npm ci --prefix benchmarks` (nox -s bench does it)", file=sys.stderr)
         return 2

@@ -4,13 +4,17 @@ broadcast() writes to every client of the sender's room (URL path) without
 waiting and without backpressure:
 a client that stops reading gets an ever-growing write buffer (see the
 websockets broadcast guide).
+
+``--compression deflate`` is websockets' own default (permessage-deflate with
+context takeover: a compressor per connection, window 2^12, ``memLevel`` 5);
+without it, ``none``, as the plain fan-out rows have always run.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ssl
-import sys
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
@@ -32,7 +36,9 @@ async def handler(ws: ServerConnection) -> None:
             rooms.pop(path, None)
 
 
-async def main(port: int, certfile: str | None, keyfile: str | None) -> None:
+async def main(
+    port: int, certfile: str | None, keyfile: str | None, compression: str | None = None
+) -> None:
     context = None
     if certfile:  # bench --tls
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -41,7 +47,7 @@ async def main(port: int, certfile: str | None, keyfile: str | None) -> None:
         handler,
         "127.0.0.1",
         port,
-        compression=None,
+        compression=compression,
         ping_interval=None,
         max_size=2**20,
         ssl=context,
@@ -53,12 +59,11 @@ async def main(port: int, certfile: str | None, keyfile: str | None) -> None:
 
 
 if __name__ == "__main__":
-    # websockets_asyncio.py [PORT [CERTFILE KEYFILE]]
-    args = sys.argv[1:]
-    asyncio.run(
-        main(
-            int(args[0]) if args else 0,
-            args[1] if len(args) > 1 else None,
-            args[2] if len(args) > 2 else None,
-        )
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", nargs="?", type=int, default=0)
+    parser.add_argument("certfile", nargs="?")
+    parser.add_argument("keyfile", nargs="?")
+    parser.add_argument("--compression", choices=["none", "deflate"], default="none")
+    args = parser.parse_args()
+    compression = None if args.compression == "none" else args.compression
+    asyncio.run(main(args.port, args.certfile, args.keyfile, compression))
