@@ -21,7 +21,7 @@ from trio.testing import wait_all_tasks_blocked
 from wsproto.events import CloseConnection, Event
 
 from trio_ws_demo import BroadcastServer, ServerOptions
-from trio_ws_demo.coalesce import coalescing
+from trio_ws_demo.coalesce import coalescing, more_to_come
 from trio_ws_demo.hub import InboxBudget, SlowClientPolicy
 
 from .conftest import StartServer, client_context, server_context
@@ -100,20 +100,19 @@ async def test_a_burst_in_one_write_reaches_everyone_whole_in_order_in_one_write
     deliveries = after.delivered - before.delivered
     writes = after.writes - before.writes
     assert deliveries == 4 * len(messages)
-    # Two writes per client and read of the burst at most (its first message
-    # at once, the rest together; the burst fits one read or a few); one per
-    # delivery (240) without coalescing.
-    assert 4 <= writes <= deliveries // 10 + len(subscribers) + 1
+    # One write per client and read of the burst (it fits one read or a few);
+    # one per delivery (240) without coalescing.
+    assert 4 <= writes <= deliveries // 10
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
-async def test_a_step_writes_a_clients_first_message_at_once_and_holds_only_the_rest(
+async def test_a_step_holds_nothing_until_more_than_one_message_is_coming(
     start_server: StartServer, ca: trustme.CA, tls: bool, connect: Connect
 ) -> None:
     """A step of one message (one message in flight: nothing to coalesce) costs
-    what the fast path costs: each client's frame goes to the kernel at once and
-    nothing is held. Only a client's second message in the same step is held,
-    and it goes out after the first, with the third, in one write."""
+    what the fast path costs: each client's frame goes to the kernel at once,
+    nothing is held. Once the step knows more are coming, what follows is held
+    and goes out after it, in one write per client."""
     options = ServerOptions(ssl_context=server_context(ca)) if tls else None
     server = await start_server(options)
     context = client_context(ca) if tls else None
@@ -124,6 +123,7 @@ async def test_a_step_writes_a_clients_first_message_at_once_and_holds_only_the_
         with coalescing():
             assert server.broadcast("first") == 3
             at_once = server.statistics()
+            more_to_come()
             assert server.broadcast("second") == server.broadcast("third") == 3
             held = server.statistics()
         after = server.statistics()

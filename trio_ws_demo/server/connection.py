@@ -44,7 +44,7 @@ import trio
 
 from ..broker import Broker
 from ..budget import MemoryBudget, QueuedFrames
-from ..coalesce import coalescing
+from ..coalesce import coalescing, more_to_come
 from ..deflate import ClientDeflate
 from ..envelopes import decode_publish
 from ..extensions import Agreement
@@ -425,12 +425,15 @@ class Connection:
         slow_down = rate and not settings.close_over_rate
         while True:
             # One step per read: the messages it held go to each idle client in
-            # one write (see coalesce). Nothing in it awaits.
+            # one write (see coalesce); a read of one message writes at once.
+            # Nothing in it awaits.
             with coalescing():
                 for event in protocol.events():
                     kind = type(event)
                     if kind is Message:
                         assert isinstance(event, Message)
+                        if protocol.more_read():
+                            more_to_come()
                         self.messages_in += 1
                         frame = event.frame
                         traffic.messages_in += 1

@@ -21,10 +21,9 @@ that touches the socket) moves the bytes. It owns:
   ``offer()``, the way Node does, with no task switch; what the kernel did not
   take is finished first by the sender task.
 * **coalesced writes** (:mod:`trio_ws_demo.coalesce`): inside a coalesced step
-  (one read of a client's socket, one backplane read), an idle outbox writes
-  its first frame of the step at once, then *holds* what else it is offered
-  and writes it all with one ``send()`` when the step ends: a step of one
-  message costs nothing more than the fast path.
+  (one read of a client's socket, one backplane read) that holds more than one
+  message, an idle outbox *holds* what it is offered and writes it all with
+  one ``send()`` when the step ends (a step of one message writes at once).
   Held frames count against the budget as queued; a frame the budget would
   refuse is never refused for being held: what is held is written first, and
   the frame is then offered as it would have been without the step (the budget
@@ -66,7 +65,7 @@ from typing import Protocol
 import trio
 
 from ..budget import MemoryBudget, QueuedFrames
-from ..coalesce import hold, step
+from ..coalesce import holders
 from ..deflate import ClientDeflate
 from ..frames import close_frame_code
 from ..hub import InboxBudget
@@ -161,7 +160,6 @@ class Outbox:
         "_pong",
         "_queued",
         "_state",
-        "_step",
         "_tls",
         "_urgent",
         "_wire_budget",
@@ -210,9 +208,6 @@ class Outbox:
         self._held: list[_Frame] | None = None
         """Frames held during a coalesced step, written when it ends (flush_held)."""
         self._held_bytes = 0
-        self._step = 0
-        """The coalesced step of the last frame written at once: a second frame in
-        the same step is held (see coalesce), a first one never is."""
         self._wire_waiting = 0
         """Bytes of records made while reading that wait in _partial (bounded)."""
         self._owner = owner
@@ -283,15 +278,13 @@ class Outbox:
                 deflate.missed()
             return True  # closing: not slow, just too late
         if fast:
-            number = step()
-            if number:  # a coalesced step
-                if number == self._step:  # its second frame here: hold, write with the rest
-                    self._held, self._held_bytes = [frame], size
-                    self.queued_messages = 1
-                    self.queued_bytes = size
-                    hold(self)
-                    return True
-                self._step = number  # its first: at once, as outside a step
+            step = holders()
+            if step is not None:  # a coalesced step: hold it, write with the rest
+                self._held, self._held_bytes = [frame], size
+                self.queued_messages = 1
+                self.queued_bytes = size
+                step.append(self)
+                return True
             tls = self._tls
             try:
                 wire = self._seal(frame) if tls else frame
