@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 import trio
 import trustme
+from trio.testing import wait_all_tasks_blocked
 from wsproto.events import CloseConnection, Event
 
 from trio_ws_demo import BroadcastServer, ServerOptions
+from trio_ws_demo.coalesce import coalescing, more_to_come
 from trio_ws_demo.hub import InboxBudget, SlowClientPolicy
 
 from .conftest import StartServer, client_context, server_context
@@ -101,6 +103,35 @@ async def test_a_burst_in_one_write_reaches_everyone_whole_in_order_in_one_write
     # One write per client and read of the burst (it fits one read or a few);
     # one per delivery (240) without coalescing.
     assert 4 <= writes <= deliveries // 10
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+async def test_a_step_holds_nothing_until_more_than_one_message_is_coming(
+    start_server: StartServer, ca: trustme.CA, tls: bool, connect: Connect
+) -> None:
+    """A step of one message (one message in flight: nothing to coalesce) costs
+    what the fast path costs: each client's frame goes to the kernel at once,
+    nothing is held. Once the step knows more are coming, what follows is held
+    and goes out after it, in one write per client."""
+    options = ServerOptions(ssl_context=server_context(ca)) if tls else None
+    server = await start_server(options)
+    context = client_context(ca) if tls else None
+    with trio.fail_after(TIMEOUT):
+        clients = [await connect(server.port, tls=context) for _ in range(3)]
+        await wait_all_tasks_blocked()  # every handshake done: all idle
+        before = server.statistics()
+        with coalescing():
+            assert server.broadcast("first") == 3
+            at_once = server.statistics()
+            more_to_come()
+            assert server.broadcast("second") == server.broadcast("third") == 3
+            held = server.statistics()
+        after = server.statistics()
+        for client in clients:
+            assert [await client.next_message() for _ in range(3)] == ["first", "second", "third"]
+    assert (at_once.writes - before.writes, at_once.delivered - before.delivered) == (3, 3)
+    assert (held.writes, held.delivered) == (at_once.writes, at_once.delivered)
+    assert (after.writes - held.writes, after.delivered - held.delivered) == (3, 6)
 
 
 @pytest.mark.parametrize("policy", [SlowClientPolicy.DROP, SlowClientPolicy.CLOSE])

@@ -60,6 +60,22 @@ def test_fragments_are_joined_and_split_utf8_is_fine() -> None:
     ]
 
 
+def test_more_read_says_whether_the_same_read_holds_another_frame() -> None:
+    """What a coalesced step asks before it delivers a message: a read of one
+    message holds nothing more; in a read of several, only the last does not."""
+    protocol = ServerProtocol(1000)
+    protocol.receive_data(client_frame(TEXT, b"only"))
+    assert [(event, protocol.more_read()) for event in protocol.events()] == [
+        (Message("only", encode_frame("only")), False)
+    ]
+    frames = [client_frame(TEXT, b"one"), client_frame(TEXT, b"two"), client_frame(PING, b"")]
+    protocol.receive_data(b"".join(frames) + client_frame(TEXT, b"three")[:3])
+    seen = [(type(event).__name__, protocol.more_read()) for event in protocol.events()]
+    assert seen == [("Message", True), ("Message", True), ("PingReceived", True)]
+    protocol.receive_data(client_frame(TEXT, b"three")[3:])
+    assert [protocol.more_read() for _ in protocol.events()] == [False]
+
+
 def test_bytes_arriving_one_at_a_time_make_the_same_message() -> None:
     protocol = ServerProtocol(1000)
     frame = client_frame(BINARY, bytes(range(200)))

@@ -195,7 +195,8 @@ class LocalBroker:
             if not self._rooms.has_room_for(room_name):
                 raise BackplaneUnavailable("too many rooms")
             room = self._rooms.room(room_name)
-        with coalescing():  # a batch (POST lines) goes to each client in one write
+        # A batch (POST lines) goes to each client in one write.
+        with coalescing(many=len(messages) > 1):
             for message in messages:
                 room.deliver(message, sender=author)
         epoch, offset = room.epoch, room.last_offset

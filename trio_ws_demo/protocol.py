@@ -355,6 +355,18 @@ class ServerProtocol:
         if self.state is State.CLOSING:
             self._start_scanning()
 
+    def more_read(self) -> bool:
+        """Bytes of another frame came with the event just given (the same read
+        holds more): what a coalesced step wants to know before it delivers a
+        message (:func:`~trio_ws_demo.coalesce.more_to_come`)."""
+        # wsproto 1.2 and 1.3: what the decoder has not parsed yet is .buffer
+        # past .bytes_used (see _between_messages).
+        parser = self._parser
+        if parser is None:
+            return False
+        buffer = parser._frame_decoder.buffer
+        return len(buffer.buffer) > buffer.bytes_used
+
     def start_close(self, code: int, reason: str) -> bytes | None:
         """Our Close frame, moving OPEN → CLOSING; None if a close is already under way."""
         if self.state is not State.OPEN:

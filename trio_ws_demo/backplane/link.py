@@ -498,7 +498,7 @@ class RedisBackplane:
                 entries = await link.xrange(
                     stream_key(feed.name), start=format_id(last), end="+", count=_BATCH
                 )
-                with coalescing():
+                with coalescing(many=len(entries) > 1):
                     self._deliver(feed.name, entries)
                 if len(entries) < _BATCH or feed.last_id == last:
                     break
@@ -933,8 +933,12 @@ class RedisBackplane:
                     result = await link.xread(streams, count=self._read_count, block=_BLOCK_MS)
                     largest = 1024
                     # One step per read: each client here gets what this read
-                    # holds for it in one write (see coalesce).
-                    with coalescing():
+                    # holds for it in one write (see coalesce); the wake
+                    # stream's entries are no messages.
+                    entries_read = sum(
+                        len(e) for k, e in (result or {}).items() if k.decode() != wake
+                    )
+                    with coalescing(many=entries_read > 1):
                         for key, entries in (result or {}).items():
                             name = key.decode()
                             if name == wake:

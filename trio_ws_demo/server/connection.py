@@ -46,7 +46,7 @@ import trio
 
 from ..broker import Broker
 from ..budget import MemoryBudget, QueuedFrames
-from ..coalesce import coalescing
+from ..coalesce import coalescing, more_to_come
 from ..deflate import ClientDeflate
 from ..envelopes import decode_publish
 from ..extensions import Agreement
@@ -511,12 +511,15 @@ class Connection:
         data: bytes | bytearray | None
         while True:
             # One step per read: the messages it held go to each idle client in
-            # one write (see coalesce). Nothing in it awaits.
+            # one write (see coalesce); a read of one message writes at once.
+            # Nothing in it awaits.
             with coalescing():
                 for event in protocol.events():
                     kind = type(event)
                     if kind is Message:
                         assert isinstance(event, Message)
+                        if protocol.more_read():
+                            more_to_come()
                         self.messages_in += 1
                         frame = event.frame
                         traffic.messages_in += 1

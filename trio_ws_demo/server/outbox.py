@@ -21,8 +21,9 @@ that touches the socket) moves the bytes. It owns:
   ``offer()``, the way Node does, with no task switch; what the kernel did not
   take is finished first by the sender task.
 * **coalesced writes** (:mod:`trio_ws_demo.coalesce`): inside a coalesced step
-  (one read of a client's socket, one backplane read), an idle outbox *holds*
-  what it is offered and writes it all with one ``send()`` when the step ends.
+  (one read of a client's socket, one backplane read) that holds more than one
+  message, an idle outbox *holds* what it is offered and writes it all with
+  one ``send()`` when the step ends (a step of one message writes at once).
   Held frames count against the budget as queued; a frame the budget would
   refuse is never refused for being held: what is held is written first, and
   the frame is then offered as it would have been without the step (the budget
