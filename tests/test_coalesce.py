@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 from trio.testing import wait_all_tasks_blocked
 from wsproto.events import CloseConnection, Event
@@ -66,11 +67,10 @@ async def metric(server: BroadcastServer, name: str) -> float:
 async def read_by(server: BroadcastServer, messages_in: int) -> None:
     """Until the server has read *messages_in* messages from its clients (and so
     delivered them: a read's messages are delivered before the next await).
-    No event says so: polled, and bounded by the caller's ``fail_after``."""
-    while True:
-        if server.statistics().messages_in >= messages_in:
-            return
-        await trio.sleep(0.01)
+    Server and clients share this process: each time every task is blocked, the
+    server has read what had arrived; bounded by the caller's ``fail_after``."""
+    while server.statistics().messages_in < messages_in:
+        await trio.testing.wait_all_tasks_blocked(cushion=0.01)
 
 
 async def drain(client: RawClient) -> None:
