@@ -185,17 +185,6 @@ def _masked(payload: bytes) -> bytes:
     return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def _masked(payload: bytes) -> bytes:
-    key = os.urandom(4)
-    length = len(payload)
-    header = (
-        bytes([0x81, 0x80 | length])
-        if length < 126
-        else bytes([0x81, 0xFE]) + length.to_bytes(2, "big")
-    )
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
 _REQUEST = (
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
